@@ -1,0 +1,44 @@
+# mgr-agent developer targets. Every target installs what it needs on a fresh Debian 12 (as root).
+PYTHON ?= python3
+VENV   ?= .venv
+APT_PACKAGES = python3-venv python3-dev php-cli libsystemd-dev pkg-config zip unzip strace e2fsprogs util-linux
+STAMP  = $(VENV)/.installed
+
+.PHONY: all deps venv demo test lint unit integration clean
+
+all: test
+
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "need root to apt-get install:$$missing" >&2; exit 1; fi; \
+	  echo "apt-get install$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+$(STAMP): pyproject.toml | deps
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test,systemd]'
+	touch $@
+
+venv: deps $(STAMP)
+
+demo: venv
+	$(VENV)/bin/python -m mgr_agent.demo
+
+lint: venv
+	$(VENV)/bin/ruff check agent tests
+	$(VENV)/bin/mypy
+
+test: venv lint
+	$(VENV)/bin/python -m pytest -q tests
+
+unit: venv
+	$(VENV)/bin/python -m pytest -q tests/unit
+
+integration: venv
+	$(VENV)/bin/python -m pytest -q tests/integration
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

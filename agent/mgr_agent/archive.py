@@ -1,0 +1,395 @@
+"""Safe reading of package sources: zip and tar archives, and directories.
+
+Every rule of DESIGN §8 is checked when a source is opened, before anything is
+written.  Unsafe input is rejected, never "cleaned up".
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import stat
+import struct
+import tarfile
+import unicodedata
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from mgr_agent.errors import InvalidPackage, NotFound, UnsafeArchive
+from mgr_agent.fsutil import CHUNK
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on what a package may contain; every one is configurable in agent.toml."""
+
+    max_entries: int = 100_000
+    max_total_bytes: int = 4 * 1024**3
+    max_entry_bytes: int = 2 * 1024**3
+    max_ratio: int = 200
+    ratio_min_bytes: int = 1024 * 1024
+    max_path_bytes: int = 1024
+    max_component_bytes: int = 255
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One regular file of a package."""
+
+    name: str
+    size: int
+    mode: int
+
+
+class Source(Protocol):
+    """A package's files, validated; read them with :meth:`chunks`."""
+
+    path: Path
+    kind: str
+    entries: dict[str, Entry]
+
+    def chunks(self, name: str) -> Iterator[bytes]: ...
+
+    def close(self) -> None: ...
+
+
+def _reject(name: str, rule: str, why: str) -> UnsafeArchive:
+    return UnsafeArchive(f"entry {name!r}: {why} [rule: {rule}]", entry=name, rule=rule)
+
+
+def sanitize_mode(mode: int) -> int:
+    """Permission bits kept from an archive: no setuid/setgid/sticky, no group/other write."""
+    return mode & 0o755
+
+
+def check_name(name: str, limits: Limits) -> str:
+    """Validate an archive member name and return it without a trailing slash."""
+    if not name:
+        raise _reject(name, "empty-name", "empty name")
+    for ch in name:
+        code = ord(ch)
+        if code < 0x20 or code == 0x7F or 0x80 <= code <= 0x9F:
+            raise _reject(name, "control-character", f"name holds control character U+{code:04X}")
+    if "\\" in name:
+        raise _reject(name, "backslash", "backslashes are not allowed in names")
+    if name.startswith("/"):
+        raise _reject(name, "absolute-path", "absolute paths are not allowed")
+    if len(name) >= 2 and name[1] == ":" and name[0].isalpha():
+        raise _reject(name, "drive-letter", "drive-letter paths are not allowed")
+    trimmed = name[:-1] if name.endswith("/") else name
+    encoded = trimmed.encode("utf-8", "surrogateescape")
+    if len(encoded) > limits.max_path_bytes:
+        raise _reject(name, "path-too-long", f"path is {len(encoded)} bytes, over {limits.max_path_bytes}")
+    for part in trimmed.split("/"):
+        if part == "..":
+            raise _reject(name, "path-traversal", "'..' components are not allowed")
+        if part in ("", "."):
+            raise _reject(name, "empty-component", "empty or '.' path components are not allowed")
+        if len(part.encode("utf-8", "surrogateescape")) > limits.max_component_bytes:
+            raise _reject(name, "name-too-long", f"a component is over {limits.max_component_bytes} bytes")
+    return trimmed
+
+
+class _Collector:
+    """Accumulates entries and enforces the whole-archive rules."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.entries: dict[str, Entry] = {}
+        self.dirs: set[str] = set()
+        self.folded: dict[str, str] = {}
+        self.total = 0
+        self.count = 0
+
+    def _fold(self, name: str) -> None:
+        key = unicodedata.normalize("NFC", name).casefold()
+        other = self.folded.get(key)
+        if other is not None and other != name:
+            raise _reject(
+                name, "case-collision", f"differs from {other!r} only by case or Unicode normalisation"
+            )
+        self.folded[key] = name
+
+    def add_dir(self, raw: str) -> None:
+        name = check_name(raw, self.limits)
+        self._count(name)
+        if name in self.entries:
+            raise _reject(name, "overlapping-entries", "is both a file and a directory")
+        self._fold(name)
+        self.dirs.add(name)
+
+    def add_file(self, raw: str, size: int, mode: int) -> None:
+        name = check_name(raw, self.limits)
+        self._count(name)
+        if raw.endswith("/"):
+            raise _reject(raw, "overlapping-entries", "a file entry cannot end with '/'")
+        if name in self.entries:
+            raise _reject(name, "duplicate-name", "appears more than once")
+        if name in self.dirs:
+            raise _reject(name, "overlapping-entries", "is both a file and a directory")
+        if size > self.limits.max_entry_bytes:
+            raise _reject(name, "entry-too-large", f"{size} bytes is over {self.limits.max_entry_bytes}")
+        self.total += size
+        if self.total > self.limits.max_total_bytes:
+            raise _reject(name, "total-too-large", f"total size is over {self.limits.max_total_bytes} bytes")
+        self._fold(name)
+        self.entries[name] = Entry(name, size, sanitize_mode(mode))
+
+    def _count(self, name: str) -> None:
+        self.count += 1
+        if self.count > self.limits.max_entries:
+            raise _reject(name, "too-many-entries", f"more than {self.limits.max_entries} entries")
+
+    def finish(self) -> dict[str, Entry]:
+        """Refuse a file used as a directory by another entry."""
+        for name in self.entries:
+            parent = name.rpartition("/")[0]
+            while parent:
+                if parent in self.entries:
+                    raise _reject(name, "overlapping-entries", f"lies under {parent!r}, which is a file")
+                parent = parent.rpartition("/")[0]
+        return self.entries
+
+
+def _checked_chunks(name: str, stream: Iterator[bytes], declared: int) -> Iterator[bytes]:
+    seen = 0
+    for chunk in stream:
+        seen += len(chunk)
+        if seen > declared:
+            raise _reject(name, "size-mismatch", f"holds more than its declared {declared} bytes")
+        yield chunk
+    if seen != declared:
+        raise _reject(name, "size-mismatch", f"holds {seen} bytes, but declares {declared}")
+
+
+def _read_stream(fh: object) -> Iterator[bytes]:
+    read = fh.read  # type: ignore[attr-defined]
+    while True:
+        chunk = read(CHUNK)
+        if not chunk:
+            return
+        yield chunk
+
+
+_EOCD = b"PK\x05\x06"
+
+
+def _check_zip_tail(path: Path, name: str) -> None:
+    """Refuse trailing bytes after the end-of-central-directory record."""
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        back = min(size, 22 + 65535)
+        fh.seek(size - back)
+        tail = fh.read(back)
+    pos = tail.rfind(_EOCD)
+    while pos >= 0:
+        if pos + 22 <= len(tail):
+            (comment_len,) = struct.unpack("<H", tail[pos + 20 : pos + 22])
+            if pos + 22 + comment_len == len(tail):
+                return
+        pos = tail.rfind(_EOCD, 0, pos)
+    raise UnsafeArchive(
+        f"{name}: data after the end of the zip archive (trailing garbage or a truncated file) "
+        "[rule: zip-trailing-data]",
+        entry=name,
+        rule="zip-trailing-data",
+    )
+
+
+def _zip_name(info: zipfile.ZipInfo) -> str:
+    if info.flag_bits & 0x800:
+        return info.filename
+    raw = info.filename.encode("cp437")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _reject(
+            raw.decode("utf-8", "backslashreplace"), "name-not-utf8", "name is not valid UTF-8"
+        ) from None
+
+
+class ZipSource:
+    """A zip archive, validated on open."""
+
+    kind = "zip"
+
+    def __init__(self, path: Path, limits: Limits) -> None:
+        self.path = path
+        _check_zip_tail(path, path.name)
+        try:
+            self._zf = zipfile.ZipFile(path)
+        except (zipfile.BadZipFile, OSError, ValueError) as exc:
+            raise UnsafeArchive(f"{path.name}: not a readable zip archive: {exc} [rule: zip-format]",
+                                rule="zip-format") from exc
+        try:
+            self._names: dict[str, zipfile.ZipInfo] = {}
+            self.entries = self._scan(limits)
+        except Exception:
+            self._zf.close()
+            raise
+
+    def _scan(self, limits: Limits) -> dict[str, Entry]:
+        infos = self._zf.infolist()
+        if len(infos) > limits.max_entries:
+            raise UnsafeArchive(
+                f"{self.path.name}: {len(infos)} entries, over the limit of {limits.max_entries} "
+                "[rule: too-many-entries]",
+                rule="too-many-entries",
+            )
+        col = _Collector(limits)
+        spans: list[tuple[int, int, str]] = []
+        for info in infos:
+            name = _zip_name(info)
+            if info.flag_bits & 0x1:
+                raise _reject(name, "encrypted-entry", "encrypted entries are not supported")
+            unix_mode = info.external_attr >> 16 if info.create_system == 3 else 0
+            kind = stat.S_IFMT(unix_mode)
+            if info.is_dir() or kind == stat.S_IFDIR:
+                col.add_dir(name)
+                continue
+            if kind not in (0, stat.S_IFREG):
+                what = "symbolic link" if kind == stat.S_IFLNK else "device or special file"
+                raise _reject(name, "special-file", f"is a {what}; only regular files are allowed")
+            if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED,
+                                          zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA):
+                raise _reject(name, "compression", f"unsupported compression method {info.compress_type}")
+            if (
+                info.file_size > limits.ratio_min_bytes
+                and info.file_size > limits.max_ratio * max(info.compress_size, 1)
+            ):
+                raise _reject(
+                    name, "compression-ratio",
+                    f"expands {info.file_size // max(info.compress_size, 1)}:1, over {limits.max_ratio}:1",
+                )
+            mode = unix_mode & 0o7777 if unix_mode else 0o644
+            col.add_file(name, info.file_size, mode)
+            self._names[check_name(name, limits)] = info
+            spans.append((info.header_offset, info.header_offset + 30 + len(info.orig_filename.encode(
+                "utf-8" if info.flag_bits & 0x800 else "cp437", "surrogateescape")) + info.compress_size,
+                name))
+        spans.sort()
+        for (_, end, name), (start, _, other) in itertools.pairwise(spans):
+            if start < end:
+                raise _reject(other, "overlapping-entries", f"its data overlaps that of {name!r}")
+        return col.finish()
+
+    def chunks(self, name: str) -> Iterator[bytes]:
+        info = self._names[name]
+        try:
+            with self._zf.open(info) as fh:
+                yield from _checked_chunks(name, _read_stream(fh), info.file_size)
+        except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:  # lzma/zlib errors
+            raise _reject(name, "corrupt-data", f"cannot be read: {exc}") from exc
+        except Exception as exc:
+            if type(exc).__module__ in ("zlib", "lzma", "_lzma", "bz2", "_bz2"):
+                raise _reject(name, "corrupt-data", f"cannot be read: {exc}") from exc
+            raise
+
+    def close(self) -> None:
+        self._zf.close()
+
+
+class TarSource:
+    """A tar archive (optionally gzip/bzip2/xz compressed), validated on open."""
+
+    kind = "tar"
+
+    def __init__(self, path: Path, limits: Limits) -> None:
+        self.path = path
+        try:
+            self._tf = tarfile.open(path, "r:*")  # noqa: SIM115 - closed by close()
+            members = []
+            for member in self._tf:
+                members.append(member)
+                if len(members) > limits.max_entries:
+                    raise UnsafeArchive(
+                        f"{path.name}: more than {limits.max_entries} entries [rule: too-many-entries]",
+                        rule="too-many-entries",
+                    )
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            raise UnsafeArchive(f"{path.name}: not a readable tar archive: {exc} [rule: tar-format]",
+                                rule="tar-format") from exc
+        col = _Collector(limits)
+        self._members: dict[str, tarfile.TarInfo] = {}
+        for member in members:
+            raw = member.name
+            if any(0xDC80 <= ord(c) <= 0xDCFF for c in raw):
+                raise _reject(raw.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"),
+                              "name-not-utf8", "name is not valid UTF-8")
+            if member.isdir():
+                col.add_dir(raw)
+            elif member.isfile():
+                col.add_file(raw, member.size, member.mode)
+                self._members[check_name(raw, limits)] = member
+            else:
+                what = "link" if member.issym() or member.islnk() else "device or special file"
+                raise _reject(raw, "special-file", f"is a {what}; only regular files are allowed")
+        self.entries = col.finish()
+
+    def chunks(self, name: str) -> Iterator[bytes]:
+        member = self._members[name]
+        try:
+            fh = self._tf.extractfile(member)
+            if fh is None:
+                raise _reject(name, "special-file", "is not a regular file")
+            yield from _checked_chunks(name, _read_stream(fh), member.size)
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            raise _reject(name, "corrupt-data", f"cannot be read: {exc}") from exc
+
+    def close(self) -> None:
+        self._tf.close()
+
+
+class DirSource:
+    """A directory, for plugin authors; links and special files are refused like in archives."""
+
+    kind = "dir"
+
+    def __init__(self, path: Path, limits: Limits) -> None:
+        self.path = path
+        col = _Collector(limits)
+        for dirpath, dirnames, filenames in os.walk(path):
+            base = Path(dirpath)
+            for entry in sorted(dirnames) + sorted(filenames):
+                full = base / entry
+                rel = full.relative_to(path).as_posix()
+                st = os.lstat(full)
+                if stat.S_ISDIR(st.st_mode):
+                    col.add_dir(rel + "/")
+                elif stat.S_ISREG(st.st_mode):
+                    col.add_file(rel, st.st_size, stat.S_IMODE(st.st_mode))
+                else:
+                    what = "symbolic link" if stat.S_ISLNK(st.st_mode) else "device or special file"
+                    raise _reject(rel, "special-file", f"is a {what}; only regular files are allowed")
+        self.entries = col.finish()
+
+    def chunks(self, name: str) -> Iterator[bytes]:
+        declared = self.entries[name].size
+        with open(self.path / name, "rb") as fh:
+            yield from _checked_chunks(name, _read_stream(fh), declared)
+
+    def close(self) -> None:
+        pass
+
+
+def open_source(path: Path, limits: Limits | None = None) -> Source:
+    """Open a zip, tar or directory as a validated :class:`Source`."""
+    limits = limits or Limits()
+    if not os.path.lexists(path):
+        raise NotFound(f"{path}: no such file or directory")
+    if path.is_dir():
+        return DirSource(path, limits)
+    with open(path, "rb") as fh:
+        magic = fh.read(4)
+    if magic[:2] == b"PK" or zipfile.is_zipfile(path):
+        return ZipSource(path, limits)
+    if tarfile.is_tarfile(path):
+        return TarSource(path, limits)
+    raise InvalidPackage(f"{path}: neither a zip nor a tar archive nor a directory", rule="format")
+
+
+def read_all(source: Source, name: str) -> bytes:
+    return b"".join(source.chunks(name))

@@ -1,0 +1,233 @@
+"""``mgr-agent``: argument parsing, rendering and exit codes; no business logic."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, TextIO
+
+from mgr_agent import __version__
+from mgr_agent.errors import AgentError, Interrupted
+from mgr_agent.layout import Layout
+from mgr_agent.result import Result
+
+if TYPE_CHECKING:
+    from mgr_agent.engine import Engine
+
+log = logging.getLogger("mgr_agent")
+
+EXIT_CODES = """exit codes:
+  0  success (also: unchanged, planned)      7  a hook failed before anything changed
+  1  internal error                          8  failed after staging; rolled back
+  2  usage or configuration error            9  lock busy (see --wait)
+  3  invalid or unsafe package               10 preflight failed (space, read-only, immutable)
+  4  not installed / not found               11 recovery failed or state corrupt
+  5  file conflict with another package      12 checksum mismatch
+  6  refused: downgrade, panel version, os   130 interrupted (SIGINT/SIGTERM/SIGHUP)"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    common.add_argument("--root", default=argparse.SUPPRESS, help="root prefix (default /)")
+    common.add_argument("--wait", type=float, default=argparse.SUPPRESS, metavar="SECONDS",
+                        help="how long to wait for the lock (default 300, from agent.toml)")
+    common.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS)
+
+    parser = argparse.ArgumentParser(
+        prog="mgr-agent", parents=[common],
+        description="Install, upgrade, roll back and remove ispmanager 6 plugins and Plesk "
+                    "extensions, transactionally.",
+        epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"mgr-agent {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def cmd(name: str, help_: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], help=help_, description=help_)
+
+    panel_opt = {"choices": ["ispmanager", "plesk"], "help": "panel (default: detected from content)"}
+
+    p = cmd("install", "install or upgrade a plugin from a zip, tar or directory")
+    p.add_argument("path", type=Path)
+    p.add_argument("--panel", **panel_opt)  # type: ignore[arg-type]
+    p.add_argument("--sha256", metavar="HEX", help="refuse the archive unless its sha256 matches")
+    p.add_argument("--dry-run", action="store_true", help="report the plan, change nothing")
+    p.add_argument("--allow-downgrade", action="store_true", help="allow installing an older version")
+    p.add_argument("--reinstall", action="store_true", help="rewrite every file even if unchanged")
+
+    p = cmd("uninstall", "remove an installed plugin")
+    p.add_argument("name")
+    p.add_argument("--panel", **panel_opt)  # type: ignore[arg-type]
+    p.add_argument("--purge", action="store_true", help="also remove data (Plesk var/modules/ID)")
+    p.add_argument("--dry-run", action="store_true", help="report the plan, change nothing")
+
+    p = cmd("rollback", "go back to the version kept from before the last upgrade")
+    p.add_argument("name")
+    p.add_argument("--panel", **panel_opt)  # type: ignore[arg-type]
+
+    cmd("list", "list installed plugins")
+    p = cmd("info", "show an installed plugin and its files")
+    p.add_argument("name")
+    p.add_argument("--panel", **panel_opt)  # type: ignore[arg-type]
+    p = cmd("history", "show past transactions")
+    p.add_argument("name", nargs="?")
+    p.add_argument("-n", "--limit", type=int, default=50)
+    p = cmd("check", "validate a package without installing it")
+    p.add_argument("path", type=Path)
+    p.add_argument("--panel", **panel_opt)  # type: ignore[arg-type]
+    p.add_argument("--sha256", metavar="HEX")
+    cmd("recover", "finish or undo an interrupted transaction")
+    return parser
+
+
+class _Terminal:
+    """Human output: progress on stderr, colour when it is a terminal."""
+
+    def __init__(self, stream: TextIO, enabled: bool) -> None:
+        self.stream = stream
+        self.enabled = enabled
+        self.colour = enabled and stream.isatty() and "NO_COLOR" not in os.environ
+
+    def paint(self, text: str, code: str) -> str:
+        return f"\033[{code}m{text}\033[0m" if self.colour else text
+
+    def progress(self, message: str) -> None:
+        if self.enabled:
+            print(self.paint("··· ", "2") + message, file=self.stream, flush=True)
+
+
+def _render(result: Result, term: _Terminal) -> str:
+    lines: list[str] = []
+    who = f"{result.name} ({result.panel})" if result.name else ""
+    if result.action in ("listed",):
+        rows = result.data or []
+        if not rows:
+            return "no plugins installed"
+        width = max(len(r["name"]) for r in rows)
+        return "\n".join(f"{r['name']:<{width}}  {r['panel']:<10}  {r['version']:<16}  {r['files']} files"
+                         for r in rows)
+    if result.action == "history":
+        return "\n".join(
+            f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(h['started']))}  {h['tx']}  "
+            f"{h['op']:<9}  {h['name'] or '-':<20}  {h['from_version'] or '-'} -> "
+            f"{h['to_version'] or '-'}  {h['status']}" for h in result.data or []) or "no history"
+    if result.action == "info":
+        d = result.data
+        lines.append(f"{who} {result.version}")
+        lines.append(f"  installed {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(d['installed_at']))}"
+                     f" by transaction {d['tx']}")
+        lines.append(f"  {len(d['files'])} files; kept for rollback: "
+                     + (", ".join(k["version"] for k in d["kept"]) or "none"))
+        lines += [f"  {f['mode']} {f['path']}" + (" (data)" if f["kind"] == "data" else "")
+                  for f in d["files"]]
+        lines += [f"  replaces panel file {p} (original kept)" for p in d["diversions"]]
+        return "\n".join(lines)
+    if result.action == "checked":
+        lines.append(term.paint("ok", "32") + f": {who} {result.version}, {result.data['files']} files, "
+                     f"hooks: {', '.join(result.data['hooks']) or 'none'}")
+    elif result.action == "recovered":
+        txs = result.data["transactions"]
+        lines.append("nothing to recover" if not txs else "\n".join(
+            f"transaction {t['tx']} ({t.get('op', '?')} {t.get('name') or ''}): {t['outcome']}"
+            + (f"; found {t['found']}" if t.get("found") else "") for t in txs))
+    elif result.error is None:
+        verb = {"installed": "installed", "upgraded": "upgraded", "unchanged": "unchanged:",
+                "removed": "removed", "rolled_back": "rolled back", "planned": "would change"}
+        text = f"{verb.get(result.action, result.action)} {who}"
+        if result.action in ("upgraded", "rolled_back") or (
+                result.action == "planned" and result.previous_version):
+            text += f" {result.previous_version} -> {result.version or 'nothing'}"
+        elif result.version:
+            text += f" {result.version}"
+        lines.append(term.paint(text, "32"))
+        if result.plan:
+            s = result.plan["summary"]
+            lines.append(f"  files: {s['add']} added, {s['replace']} replaced, {s['remove']} removed, "
+                         f"{s['unchanged']} unchanged, {s['kept']} data kept")
+    for hook in result.hooks:
+        out = hook["output"].strip()
+        lines.append(f"  hook {hook['hook']}: exit {hook['exit_code']}" + (f"\n    {out}" if out else ""))
+    for note in result.notes:
+        lines.append(f"  {note}")
+    for warning in result.warnings:
+        lines.append(term.paint("warning: ", "33") + warning)
+    if result.error is not None:
+        head = "rolled back" if result.action == "rolled_back" else "error"
+        lines.append(term.paint(f"{head}: ", "31;1") + result.error.message)
+        if result.error.hint:
+            lines.append(f"  hint: {result.error.hint}")
+    return "\n".join(lines)
+
+
+def _raise_interrupted(signum: int, _frame: FrameType | None) -> None:
+    raise Interrupted(f"interrupted by {signal.Signals(signum).name}")
+
+
+def _dispatch(args: argparse.Namespace, engine: Engine) -> Result:
+    c = args.command
+    if c == "install":
+        return engine.install(args.path, panel=args.panel, sha256=args.sha256, dry_run=args.dry_run,
+                              allow_downgrade=args.allow_downgrade, reinstall=args.reinstall)
+    if c == "uninstall":
+        return engine.uninstall(args.name, panel=args.panel, purge=args.purge, dry_run=args.dry_run)
+    if c == "rollback":
+        return engine.rollback(args.name, panel=args.panel)
+    if c == "list":
+        return engine.list()
+    if c == "info":
+        return engine.info(args.name, panel=args.panel)
+    if c == "history":
+        return engine.history(args.name, args.limit)
+    if c == "check":
+        return engine.check(args.path, panel=args.panel, sha256=args.sha256)
+    return engine.recover()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    as_json: bool = args.json
+    verbose = getattr(args, "verbose", 0)
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
+                        format="%(levelname)s %(message)s", stream=sys.stderr)
+    term = _Terminal(sys.stderr, enabled=not as_json)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _raise_interrupted)
+    from mgr_agent.engine import Engine  # noqa: PLC0415 - deferred: keeps --help fast
+
+    command = args.command
+    try:
+        engine = Engine(Layout.at(getattr(args, "root", "/")), progress=term.progress,
+                        lock_wait=getattr(args, "wait", None))
+        result = _dispatch(args, engine)
+    except AgentError as exc:
+        log.debug("error", exc_info=True)
+        result = Result(action="failed", name=getattr(args, "name", None), error=exc)
+    except KeyboardInterrupt:
+        result = Result(action="failed", error=Interrupted("interrupted by SIGINT"))
+    except Exception as exc:
+        log.debug("internal error", exc_info=True)
+        result = Result(action="failed", name=getattr(args, "name", None),
+                        error=AgentError(f"internal error in {command}: {exc.__class__.__name__}: {exc}",
+                                         hint="run again with -v and report the traceback"))
+    if as_json:
+        doc = result.to_json()
+        if command in ("list", "history", "info", "check", "recover") and result.error is None:
+            doc.setdefault("data", result.data)
+        json.dump(doc, sys.stdout, indent=None, sort_keys=False, default=str)
+        sys.stdout.write("\n")
+    else:
+        text = _render(result, term)
+        if text:
+            print(text, file=sys.stdout if result.error is None else sys.stderr)
+    return result.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

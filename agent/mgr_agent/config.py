@@ -1,0 +1,73 @@
+"""``etc/mgr-agent/agent.toml``: optional, every key has a default, unknown keys are refused."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from mgr_agent.archive import Limits
+from mgr_agent.errors import UsageError
+from mgr_agent.layout import Layout
+
+
+@dataclass(frozen=True)
+class Config:
+    hook_timeout: float = 300.0
+    hook_output_limit: int = 64 * 1024
+    php: str = ""
+    keep_versions: int = 1
+    lock_wait: float = 300.0
+    free_space_margin: int = 16 * 1024 * 1024
+    limits: Limits = field(default_factory=Limits)
+
+
+_SECTIONS: dict[str, dict[str, str]] = {
+    "hooks": {"timeout": "hook_timeout", "output_limit": "hook_output_limit", "php": "php"},
+    "state": {"keep_versions": "keep_versions"},
+    "lock": {"wait": "lock_wait"},
+    "preflight": {"free_space_margin": "free_space_margin"},
+}
+
+
+def _typed(where: str, value: Any, want: type) -> Any:
+    if want is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, want) or isinstance(value, bool):
+        raise UsageError(f"{where}: expected {want.__name__}, got {value!r}")
+    return value
+
+
+def load(layout: Layout) -> Config:
+    """Read the config file under the root, if any."""
+    path = layout.config_file
+    config = Config()
+    if not path.exists():
+        return config
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path}: {exc}") from exc
+    types = {f.name: f.type for f in fields(Config)}
+    changes: dict[str, Any] = {}
+    limit_changes: dict[str, Any] = {}
+    for section, values in data.items():
+        if section == "archive" and isinstance(values, dict):
+            known = {f.name for f in fields(Limits)}
+            for key, value in values.items():
+                if key not in known:
+                    raise UsageError(f"{path}: unknown key archive.{key}")
+                limit_changes[key] = _typed(f"{path}: archive.{key}", value, int)
+            continue
+        keys = _SECTIONS.get(section)
+        if keys is None or not isinstance(values, dict):
+            raise UsageError(f"{path}: unknown section [{section}]")
+        for key, value in values.items():
+            attr = keys.get(key)
+            if attr is None:
+                raise UsageError(f"{path}: unknown key {section}.{key}")
+            want = {"float": float, "int": int, "str": str}[str(types[attr])]
+            changes[attr] = _typed(f"{path}: {section}.{key}", value, want)
+    if limit_changes:
+        changes["limits"] = replace(config.limits, **limit_changes)
+    return replace(config, **changes)

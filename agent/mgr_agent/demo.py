@@ -1,0 +1,123 @@
+"""``make demo``: the main job on a sandbox root, with the real CLI in subprocesses.
+
+Builds a sample ispmanager plugin and a sample Plesk extension, installs them,
+upgrades them, shows an upgrade whose post-install hook fails being rolled back
+automatically, rolls back on request, and uninstalls, printing each step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from mgr_agent.layout import Layout
+from mgr_agent.samples import ispmanager_files, plesk_files, write_zip
+
+BOLD, DIM, RESET = "\033[1m", "\033[2m", "\033[0m"
+
+
+def tree_digest(path: Path) -> str:
+    """One hash of every file (path, mode, content) under ``path``."""
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(f"{file.relative_to(path)}\0{file.stat().st_mode:o}\0".encode())
+        digest.update(file.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+class Demo:
+    def __init__(self, root: Path, work: Path) -> None:
+        self.root = root
+        self.work = work
+        self.layout = Layout.at(root)
+        self.colour = sys.stdout.isatty()
+
+    def say(self, text: str) -> None:
+        print(f"\n{BOLD if self.colour else ''}== {text}{RESET if self.colour else ''}", flush=True)
+
+    def run(self, *args: str, expect: int = 0) -> None:
+        argv = [sys.executable, "-m", "mgr_agent", "--root", str(self.root), *args]
+        shown = "mgr-agent --root $ROOT " + " ".join(a.replace(str(self.work), "$WORK") for a in args)
+        print(f"{DIM if self.colour else ''}$ {shown}{RESET if self.colour else ''}", flush=True)
+        done = subprocess.run(argv, check=False, capture_output=True, text=True)
+        for line in (done.stdout + done.stderr).splitlines():
+            if not line.startswith("··· "):
+                print("  " + line.replace(str(self.root), "$ROOT").replace(str(self.work), "$WORK"))
+        print(f"  (exit {done.returncode})")
+        if done.returncode != expect:
+            raise SystemExit(f"demo: expected exit {expect}, got {done.returncode}")
+
+    def main(self) -> None:
+        (self.layout.psa).mkdir(parents=True, exist_ok=True)
+        (self.layout.psa / "version").write_text("18.0.60 Debian 12.0 1800240311.09\n")
+        isp = {v: write_zip(ispmanager_files("demo", v), self.work / f"demo-{v}.zip")
+               for v in ("1.0", "1.1")}
+        isp_bad = write_zip(ispmanager_files("demo", "1.2", post_install="echo 'cannot migrate' >&2; exit 3"),
+                            self.work / "demo-1.2-broken.zip")
+        ext = {v: write_zip(plesk_files("demo-ext", v), self.work / f"demo-ext-{v}.zip")
+               for v in ("1.0", "1.1")}
+        ext_bad = write_zip(plesk_files("demo-ext", "1.2", post_install='fwrite(STDERR, "db migration failed\\n"); exit(2);'),
+                            self.work / "demo-ext-1.2-broken.zip")
+        print(f"sandbox root: {self.root}\npackages:     {self.work}")
+
+        self.say("ispmanager plugin: validate, install, upgrade")
+        self.run("check", str(isp["1.0"]))
+        self.run("install", str(isp["1.0"]))
+        self.run("install", str(isp["1.1"]))
+        self.run("install", str(isp["1.1"]))
+        before = tree_digest(self.layout.mgr)
+        self.say("ispmanager plugin: an upgrade whose post-install hook fails is rolled back")
+        self.run("install", str(isp_bad), expect=8)
+        after = tree_digest(self.layout.mgr)
+        print(f"  tree of usr/local/mgr5 before {before}, after {after}: "
+              f"{'identical' if before == after else 'DIFFERENT'}")
+        if before != after:
+            raise SystemExit("demo: rollback did not restore the tree")
+
+        self.say("Plesk extension: install, upgrade (var/ kept), failed upgrade rolled back")
+        self.run("install", str(ext["1.0"]))
+        settings = self.layout.psa / "var/modules/demo-ext/settings.json"
+        settings.write_text('{"changed_by_admin": true}\n')
+        print("  (the administrator edits var/modules/demo-ext/settings.json)")
+        self.run("install", str(ext["1.1"]))
+        print(f"  settings.json after the upgrade: {settings.read_text().strip()}")
+        before = tree_digest(self.layout.psa)
+        self.run("install", str(ext_bad), expect=8)
+        after = tree_digest(self.layout.psa)
+        print(f"  tree of usr/local/psa before {before}, after {after}: "
+              f"{'identical' if before == after else 'DIFFERENT'}")
+        if before != after:
+            raise SystemExit("demo: rollback did not restore the tree")
+
+        self.say("rollback on request, dry run, list, history")
+        self.run("rollback", "demo-ext")
+        self.run("uninstall", "demo", "--dry-run")
+        self.run("list")
+        self.run("history")
+
+        self.say("uninstall (Plesk data kept unless --purge)")
+        self.run("uninstall", "demo")
+        self.run("uninstall", "demo-ext")
+        print(f"  var/modules/demo-ext kept: {settings.exists()}")
+        self.run("list")
+        leftovers = sorted(str(p.relative_to(self.root)) for p in self.root.rglob(".mga-*"))
+        print(f"\nstaging/backup leftovers under the root: {leftovers or 'none'}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--root", type=Path, help="sandbox root (default: a new temp dir)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="mgr-agent-demo-") as tmp:
+        root = args.root or Path(tmp) / "root"
+        root.mkdir(parents=True, exist_ok=True)
+        Demo(root.absolute(), Path(tmp)).main()
+    print("\ndemo finished: every step behaved as expected")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,455 @@
+"""Orchestration of install, uninstall, rollback, recover and the read-only commands.
+
+Each mutating command is one transaction (DESIGN §5): plan, preflight, pre-install
+hook, stage, switch, post-install hook, restart and health, commit.  Any failure
+after the journal's begin record undoes everything that was done.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import uuid
+import zipfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from mgr_agent import config as config_mod
+from mgr_agent import faults, package, preflight
+from mgr_agent.errors import (
+    AgentError,
+    DowngradeRefused,
+    Interrupted,
+    NotInstalled,
+    RolledBack,
+    UsageError,
+)
+from mgr_agent.fsutil import fsync_dir, rmdir_if_empty
+from mgr_agent.hooks import HookRun, hook_args, run_hook
+from mgr_agent.journal import Journal, replay
+from mgr_agent.layout import Layout
+from mgr_agent.lock import Lock
+from mgr_agent.package import Package
+from mgr_agent.panels import Panel, all_panels
+from mgr_agent.planner import Change, Planner
+from mgr_agent.proc import Runner
+from mgr_agent.result import Result
+from mgr_agent.state import Commit, Installed, KeptRow, State
+from mgr_agent.transaction import Plan, Transaction
+from mgr_agent.versions import compare, is_hash_version
+
+Progress = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+def new_tx() -> str:
+    return time.strftime("%Y%m%d%H%M%S") + uuid.uuid4().hex[:6]
+
+
+class Engine:
+    """The operations, on one root; the CLI and the daemon call these."""
+
+    def __init__(self, layout: Layout, *, progress: Progress | None = None,
+                 lock_wait: float | None = None) -> None:
+        self.layout = layout
+        self.config = config_mod.load(layout)
+        self.panels = all_panels(layout, self.config)
+        self.progress = progress or _quiet
+        self.lock_wait = self.config.lock_wait if lock_wait is None else lock_wait
+        self.runner = Runner(output_limit=self.config.hook_output_limit)
+        self.last_recovered: list[dict[str, Any]] = []
+
+    # ---------------------------------------------------------------- helpers
+    def panel(self, name: str) -> Panel:
+        for panel in self.panels:
+            if panel.name == name:
+                return panel
+        raise UsageError(f"unknown panel {name!r}")
+
+    @contextmanager
+    def _mutating(self, purpose: str) -> Iterator[State]:
+        """Take the lock, open the state, finish any interrupted transaction first."""
+        lock = Lock(self.layout.lock_file, purpose)
+        lock.acquire(self.lock_wait, self.progress)
+        try:
+            state = State(self.layout.db_file)
+            try:
+                state.check()
+                self._recover(state)
+                yield state
+            finally:
+                state.close()
+        finally:
+            lock.release()
+
+    @contextmanager
+    def _reading(self) -> Iterator[State]:
+        state = State(self.layout.db_file)
+        try:
+            yield state
+        finally:
+            state.close()
+
+    def _installed(self, state: State, name: str, panel: str | None) -> Installed:
+        found = state.find(name, panel)
+        if not found:
+            raise NotInstalled(f"{name}: not installed" + (f" ({panel})" if panel else ""), name=name)
+        if len(found) > 1:
+            raise UsageError(f"{name}: installed for several panels; pass --panel", name=name)
+        return found[0]
+
+    def _load(self, path: Path, panel: str | None, sha256: str | None) -> Package:
+        self.progress(f"reading {path}")
+        return package.load(path, self.panels, panel_hint=panel, sha256=sha256,
+                            limits=self.config.limits)
+
+    def _hook_env(self, pkg: Package, action: str, old: Installed | None) -> dict[str, str]:
+        return {"MGR_AGENT_PLUGIN": pkg.name, "MGR_AGENT_VERSION": pkg.version,
+                "MGR_AGENT_RELEASE": pkg.release, "MGR_AGENT_ACTION": action,
+                "MGR_AGENT_OLD_VERSION": old.version if old else "",
+                "MGR_AGENT_OLD_RELEASE": old.release if old else ""}
+
+    def _run_hook(self, panel: Panel, pkg: Package, hook: str, args: list[str], tx: str,
+                  env: dict[str, str], hooks: list[HookRun]) -> None:
+        spec = panel.hook(pkg, hook)
+        if spec is None:
+            return
+        self.progress(f"running {hook} hook")
+        run = run_hook(panel, pkg, spec, args, runner=self.runner, scratch=self.layout.tmp_dir / tx,
+                       timeout=self.config.hook_timeout, env=env)
+        hooks.append(run)
+        failure = run.failure(pkg.name)
+        if failure is not None:
+            raise failure
+
+    def _archive_name(self, pkg: Package) -> str:
+        suffix = ".tar" if pkg.source.kind == "tar" else ".zip"
+        return pkg.content_hash + suffix
+
+    def _store_archive(self, pkg: Package) -> None:
+        """Keep the package itself in the state dir: uninstall hooks and rollback use it."""
+        dest = self.layout.archives_dir / self._archive_name(pkg)
+        if dest.exists():
+            return
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(dest.name + ".tmp")
+        if pkg.source.kind == "dir":
+            with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+                for name, entry in sorted(pkg.source.entries.items()):
+                    info = zipfile.ZipInfo(name)
+                    info.external_attr = (0o100000 | entry.mode) << 16
+                    info.create_system = 3
+                    info.compress_type = zipfile.ZIP_DEFLATED
+                    with zf.open(info, "w") as out:
+                        for chunk in pkg.source.chunks(name):
+                            out.write(chunk)
+        else:
+            shutil.copyfile(pkg.source.path, tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, dest)
+        fsync_dir(dest.parent)
+
+    def _gc(self, state: State) -> None:
+        """Remove what no committed state refers to: scratch dirs, archives, diverted copies."""
+        if self.layout.tmp_dir.is_dir():
+            for child in self.layout.tmp_dir.iterdir():
+                shutil.rmtree(child, ignore_errors=True)
+        referenced = state.referenced_archives()
+        if self.layout.archives_dir.is_dir():
+            for child in self.layout.archives_dir.iterdir():
+                if child.name not in referenced:
+                    child.unlink(missing_ok=True)
+        top = self.layout.diverted_dir
+        if top.is_dir():
+            keep = set(state.diversions().values())
+            for dirpath, _, filenames in os.walk(top, topdown=False):
+                for f in filenames:
+                    path = Path(dirpath) / f
+                    if path.relative_to(top).as_posix() not in keep:
+                        path.unlink(missing_ok=True)
+                if Path(dirpath) != top:
+                    rmdir_if_empty(Path(dirpath))
+
+    # ---------------------------------------------------------------- the transaction
+    def _execute(
+        self, state: State, *, op: str, panel: Panel, pkg: Package | None, installed: Installed | None,
+        change: Change, tx: str, result: Result, pre_hook: str | None, post_hook: str | None,
+        hook_pkg: Package | None, hook_argv: list[str], commit: Commit,
+    ) -> Result:
+        """Run steps 3-8 for a prepared change; undo on any failure after begin."""
+        started = time.time()
+        journal = Journal(self.layout.journal_dir, tx)
+        t = Transaction(self.layout, tx, change.plan, journal)
+        hooks: list[HookRun] = []
+        env = self._hook_env(hook_pkg, op, installed) if hook_pkg else {}
+        history: dict[str, Any] = {"op": op, "from_version": installed.label if installed else None,
+                                   "to_version": pkg.label if pkg else None, "started": started}
+        try:
+            t.begin({"op": op, "panel": panel.name, "name": result.name})
+            if pre_hook and hook_pkg:
+                self._run_hook(panel, hook_pkg, pre_hook, hook_argv, tx, env, hooks)
+            faults.point("after-pre-hook")
+            counts = change.plan.summary()
+            self.progress(f"staging {counts['add'] + counts['replace']} file(s)")
+            t.stage([lambda: self._store_archive(pkg)] if pkg else [])
+            self.progress("switching files into place")
+            t.switch()
+            if post_hook and hook_pkg:
+                self._run_hook(panel, hook_pkg, post_hook, hook_argv, tx, env, hooks)
+            faults.point("after-post-hook")
+            result.notes += panel.restart(self.runner)
+            if pkg is not None:
+                panel.health(pkg)
+            faults.point("before-commit")
+            commit.history = {**history, "action": result.action, "detail": {
+                "hooks": [h.to_dict() for h in hooks], "warnings": result.warnings,
+                "plan": change.plan.summary()}}
+            state.commit(commit)
+            faults.point("after-commit")
+        except BaseException as exc:
+            phase = journal.phase
+            err = exc if isinstance(exc, AgentError) else (
+                Interrupted(f"interrupted by {exc.__class__.__name__}")
+                if isinstance(exc, KeyboardInterrupt | Interrupted) else
+                AgentError(f"{exc.__class__.__name__}: {exc}"))
+            self.progress(f"failed ({err.code}); restoring the previous state")
+            t.undo(phase)
+            if phase in ("switching", "switched"):
+                result.notes += panel.restart(self.runner)
+            journal.remove()
+            self._gc(state)
+            changed_files = phase in ("switching", "switched")
+            final: AgentError = err
+            if changed_files and not isinstance(err, Interrupted):
+                final = RolledBack(
+                    f"{err.message} — rolled back to "
+                    f"{installed.label if installed else 'nothing installed'}",
+                    cause=err, hint=err.hint, cause_code=err.code, **err.details)
+            state.record(tx, op, "rolled_back" if changed_files else "failed",
+                         "rolled_back" if changed_files else "failed", panel.name, result.name,
+                         history["from_version"], history["to_version"], started,
+                         {"hooks": [h.to_dict() for h in hooks], "error": final.to_dict(),
+                          "warnings": result.warnings})
+            result.action = "rolled_back" if changed_files else "failed"
+            result.changed = False
+            result.hooks = [h.to_dict() for h in hooks]
+            result.error = final
+            if not isinstance(exc, Exception | Interrupted):
+                raise
+            return result
+        self.progress("committed; cleaning up")
+        t.finish()
+        journal.remove()
+        self._gc(state)
+        result.hooks = [h.to_dict() for h in hooks]
+        result.tx = tx
+        return result
+
+    # ---------------------------------------------------------------- commands
+    def install(
+        self, path: Path, *, panel: str | None = None, sha256: str | None = None,
+        dry_run: bool = False, allow_downgrade: bool = False, reinstall: bool = False,
+        op: str = "install",
+    ) -> Result:
+        pkg = self._load(path, panel, sha256)
+        try:
+            return self._install(pkg, dry_run=dry_run, allow_downgrade=allow_downgrade,
+                                 reinstall=reinstall, op=op)
+        finally:
+            pkg.close()
+
+    def _install(self, pkg: Package, *, dry_run: bool, allow_downgrade: bool, reinstall: bool,
+                 op: str) -> Result:
+        panel = self.panel(pkg.panel)
+        result = Result(action="planned", name=pkg.name, panel=pkg.panel, version=pkg.label,
+                        warnings=list(pkg.warnings))
+        result.warnings += panel.check_compatible(pkg)
+        with self._mutating(f"{op} {pkg.name}") as state:
+            found = state.find(pkg.name, pkg.panel)
+            installed = found[0] if found else None
+            result.previous_version = installed.label if installed else None
+            if installed and installed.content_hash == pkg.content_hash and not reinstall:
+                result.action = "unchanged"
+                return result
+            if installed and not allow_downgrade and not (
+                    is_hash_version(pkg.version) or is_hash_version(installed.version)):
+                order = compare(pkg.version, installed.version) or compare(pkg.release, installed.release)
+                if order < 0:
+                    raise DowngradeRefused(
+                        f"{pkg.name}: {pkg.label} is older than the installed {installed.label}",
+                        installed=installed.label, offered=pkg.label)
+            change = Planner(self.layout, state, panel).install(pkg, installed, reinstall=reinstall)
+            result.warnings += change.warnings
+            result.plan = self._plan_json(change.plan)
+            stored = self.layout.archives_dir / self._archive_name(pkg)
+            archive_bytes = 0 if stored.exists() else sum(e.size for e in pkg.source.entries.values())
+            preflight.check(self.layout, change.plan, {t: s.size for t, s in pkg.files.items()},
+                            archive_bytes, self.config.free_space_margin)
+            if dry_run:
+                return result
+            upgrading = installed is not None
+            result.action = {"rollback": "rolled_back"}.get(op, "upgraded" if upgrading else "installed")
+            result.changed = True
+            now = time.time()
+            tx = new_tx()
+            commit = Commit(
+                tx=tx, panel=pkg.panel, name=pkg.name,
+                package=Installed(pkg.panel, pkg.name, pkg.version, pkg.release, pkg.content_hash,
+                                  self._archive_name(pkg), now, tx, pkg.meta),
+                files=change.files, dirs=change.dirs, diversions_add=change.divert_add,
+                diversions_drop=change.divert_drop,
+                keep_previous=self._kept_row(installed, now, tx)
+                if installed and installed.content_hash != pkg.content_hash else None,
+                drop_kept_hash=pkg.content_hash, keep_versions=self.config.keep_versions, history={},
+            )
+            args = hook_args((installed.version, installed.release) if installed else None)
+            return self._execute(state, op=op, panel=panel, pkg=pkg, installed=installed,
+                                 change=change, tx=tx, result=result, pre_hook="pre-install",
+                                 post_hook="post-install", hook_pkg=pkg, hook_argv=args, commit=commit)
+
+    def uninstall(self, name: str, *, panel: str | None = None, purge: bool = False,
+                  dry_run: bool = False) -> Result:
+        with self._mutating(f"uninstall {name}") as state:
+            installed = self._installed(state, name, panel)
+            p = self.panel(installed.panel)
+            result = Result(action="planned", name=name, panel=installed.panel,
+                            version=None, previous_version=installed.label)
+            change = Planner(self.layout, state, p).uninstall(installed, purge=purge)
+            result.warnings += change.warnings
+            result.plan = self._plan_json(change.plan)
+            preflight.check(self.layout, change.plan, {}, 0, self.config.free_space_margin)
+            if dry_run:
+                return result
+            hook_pkg: Package | None = None
+            archive = self.layout.archives_dir / installed.archive
+            if archive.exists():
+                hook_pkg = package.load(archive, self.panels, panel_hint=installed.panel,
+                                        limits=self.config.limits)
+            else:
+                result.warnings.append(f"{archive}: missing; the pre-uninstall hook was not run")
+            try:
+                result.action, result.changed = "removed", True
+                tx = new_tx()
+                commit = Commit(tx=tx, panel=installed.panel, name=name, package=None, files=[],
+                                dirs=[], diversions_add={}, diversions_drop=change.divert_drop,
+                                keep_previous=None, drop_kept_hash=None,
+                                keep_versions=self.config.keep_versions, history={})
+                return self._execute(state, op="uninstall", panel=p, pkg=None, installed=installed,
+                                     change=change, tx=tx, result=result, pre_hook="pre-uninstall",
+                                     post_hook=None, hook_pkg=hook_pkg, hook_argv=["uninstall"],
+                                     commit=commit)
+            finally:
+                if hook_pkg is not None:
+                    hook_pkg.close()
+
+    def rollback(self, name: str, *, panel: str | None = None) -> Result:
+        """Reinstall the version kept from before the last upgrade."""
+        with self._reading() as state:
+            installed = self._installed(state, name, panel)
+            kept = state.kept(installed.panel, installed.name)
+        if not kept:
+            raise NotInstalled(f"{name}: no previous version is kept to roll back to",
+                               hint="versions are kept from upgrades; see [state] keep_versions")
+        archive = self.layout.archives_dir / kept[0].archive
+        return self.install(archive, panel=installed.panel, allow_downgrade=True, op="rollback")
+
+    def recover(self) -> Result:
+        with self._mutating("recover"):
+            return Result(action="recovered", changed=bool(self.last_recovered),
+                          data={"transactions": self.last_recovered})
+
+    def _recover(self, state: State) -> None:
+        """Finish committed or undo uncommitted transactions left by a crash; idempotent."""
+        done: list[dict[str, Any]] = []
+        directory = self.layout.journal_dir
+        for path in sorted(directory.glob("*.log")) if directory.is_dir() else []:
+            rep = replay(path)
+            if rep.begin is None:
+                path.unlink()
+                done.append({"tx": rep.tx, "outcome": "discarded", "found": rep.torn or "empty journal"})
+                continue
+            plan = Plan.from_record(rep.begin["plan"])
+            t = Transaction(self.layout, rep.tx, plan)
+            panel = self.panel(rep.begin["panel"])
+            if state.is_committed(rep.tx):
+                t.finish()
+                outcome = "completed"
+            else:
+                t.undo(rep.phase)
+                if rep.phase in ("switching", "switched"):
+                    panel.restart(self.runner)
+                state.record(rep.tx, rep.begin["op"], "rolled_back_by_recovery", "rolled_back",
+                             panel.name, rep.begin.get("name"), None, None, time.time(),
+                             {"phase": rep.phase, "torn": rep.torn})
+                outcome = "rolled back"
+            path.unlink()
+            fsync_dir(directory)
+            entry = {"tx": rep.tx, "op": rep.begin["op"], "name": rep.begin.get("name"),
+                     "phase": rep.phase, "outcome": outcome}
+            if rep.torn:
+                entry["found"] = rep.torn
+            done.append(entry)
+            self.progress(f"recovered interrupted {rep.begin['op']} of {rep.begin.get('name')}: "
+                          f"{outcome}")
+        self._gc(state)
+        self.last_recovered = done
+
+    def check(self, path: Path, *, panel: str | None = None, sha256: str | None = None) -> Result:
+        pkg = self._load(path, panel, sha256)
+        try:
+            p = self.panel(pkg.panel)
+            warnings = list(pkg.warnings) + p.check_compatible(pkg)
+            hooks = sorted(pkg.hooks)
+            return Result(action="checked", name=pkg.name, panel=pkg.panel, version=pkg.label,
+                          warnings=warnings,
+                          data={"files": len(pkg.files), "hooks": hooks,
+                                "content_hash": pkg.content_hash,
+                                "archive_sha256": pkg.archive_sha256 or None, "meta": pkg.meta})
+        finally:
+            pkg.close()
+
+    def list(self) -> Result:
+        with self._reading() as state:
+            rows = [{"name": p.name, "panel": p.panel, "version": p.label,
+                     "installed_at": p.installed_at,
+                     "files": len(state.files(p.panel, p.name))} for p in state.packages()]
+        return Result(action="listed", data=rows)
+
+    def info(self, name: str, *, panel: str | None = None) -> Result:
+        with self._reading() as state:
+            p = self._installed(state, name, panel)
+            files = state.files(p.panel, p.name)
+            data = {
+                "version": p.version, "release": p.release, "content_hash": p.content_hash,
+                "installed_at": p.installed_at, "tx": p.tx, "meta": p.meta,
+                "files": [{"path": f.path, "sha256": f.sha256, "size": f.size,
+                           "mode": f"{f.mode:04o}", "kind": f.kind} for f in files.values()],
+                "diversions": sorted(state.diversions(p.panel, p.name)),
+                "kept": [{"version": k.version, "release": k.release, "kept_at": k.kept_at}
+                         for k in state.kept(p.panel, p.name)],
+            }
+        return Result(action="info", name=p.name, panel=p.panel, version=p.label, data=data)
+
+    def history(self, name: str | None = None, limit: int = 100) -> Result:
+        with self._reading() as state:
+            return Result(action="history", name=name, data=state.history(name, limit))
+
+    @staticmethod
+    def _kept_row(installed: Installed, now: float, tx: str) -> KeptRow:
+        return KeptRow(installed.panel, installed.name, installed.version, installed.release,
+                       installed.content_hash, installed.archive, now, tx)
+
+    @staticmethod
+    def _plan_json(plan: Plan) -> dict[str, Any]:
+        return {"summary": plan.summary(),
+                "add": [o.path for o in plan.ops if o.action == "add"],
+                "replace": [o.path for o in plan.ops if o.action == "replace"],
+                "remove": [o.path for o in plan.ops if o.action == "remove"],
+                "kept": plan.kept}

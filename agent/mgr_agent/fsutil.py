@@ -1,0 +1,137 @@
+"""Durable file operations and path-safety checks.
+
+Durability discipline: data is fsynced before a rename makes it visible, and the
+directory is fsynced after the rename so that the new name survives power loss.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import stat
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from mgr_agent.errors import Conflict
+
+CHUNK = 1 << 20
+
+
+def fsync_dir(path: Path) -> None:
+    """Make the entries of directory ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dirs(paths: Iterable[Path]) -> None:
+    for path in sorted(set(paths)):
+        if path.is_dir():
+            fsync_dir(path)
+
+
+def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Replace ``path`` with ``data``: temp file, fsync, rename, fsync the directory."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
+    try:
+        os.write(fd, data)
+        os.fchmod(fd, mode)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def write_new(path: Path, chunks: Iterable[bytes], mode: int) -> None:
+    """Create ``path`` (must not exist, never through a symlink), write, fsync."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        for chunk in chunks:
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(fd, view) :]
+        os.fchmod(fd, mode)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def unlink_if_exists(path: Path) -> bool:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def rmdir_if_empty(path: Path) -> bool:
+    try:
+        os.rmdir(path)
+    except (FileNotFoundError, OSError):
+        return False
+    return True
+
+
+def lexists(path: Path) -> bool:
+    return os.path.lexists(path)
+
+
+def check_no_symlink(anchor: Path, target: Path) -> None:
+    """Refuse when ``target`` or any directory between ``anchor`` and it is a symlink.
+
+    The agent must never follow a link planted in a panel tree out of that tree.
+    """
+    rel = target.relative_to(anchor)
+    current = anchor
+    for part in rel.parts:
+        current = current / part
+        try:
+            st = os.lstat(current)
+        except FileNotFoundError:
+            return
+        if stat.S_ISLNK(st.st_mode):
+            raise Conflict(
+                f"{current}: is a symbolic link; refusing to write through it",
+                hint="remove the link or replace it with a real directory or file",
+                path=str(current),
+            )
+        if current != target and not stat.S_ISDIR(st.st_mode):
+            raise Conflict(
+                f"{current}: exists and is not a directory, but {target} needs it to be one",
+                path=str(current),
+            )
+
+
+def missing_dirs(path: Path, stop: Path) -> list[Path]:
+    """Directories between ``stop`` (exclusive) and ``path`` (inclusive) that don't exist,
+    outermost first."""
+    missing: list[Path] = []
+    current = path
+    while current != stop and not current.exists():
+        missing.append(current)
+        current = current.parent
+    missing.reverse()
+    return missing
+
+
+@contextlib.contextmanager
+def open_nofollow(path: Path) -> Iterator[int]:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        yield fd
+    finally:
+        os.close(fd)

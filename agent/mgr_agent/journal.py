@@ -1,0 +1,104 @@
+"""The write-ahead journal of one transaction: one line per step, each checksummed.
+
+A record is fsynced before the step it announces starts, so a torn last record
+means its step never began.  Damage anywhere but at the end is reported, never guessed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mgr_agent.errors import StateCorrupt
+from mgr_agent.fsutil import fsync_dir
+
+PHASES = ("begin", "staged", "switching", "switched")
+
+
+def _line(record: dict[str, Any]) -> bytes:
+    body = json.dumps(record, separators=(",", ":"), sort_keys=True).encode()
+    return b"%08x " % zlib.crc32(body) + body + b"\n"
+
+
+@dataclass
+class Replay:
+    """What a journal file says: the begin record, the last phase reached, any torn tail."""
+
+    path: Path
+    begin: dict[str, Any] | None
+    phase: str
+    torn: str | None
+
+    @property
+    def tx(self) -> str:
+        return self.path.stem
+
+
+class Journal:
+    """Appends records to ``journal/<tx>.log`` durably."""
+
+    def __init__(self, directory: Path, tx: str) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.path = directory / f"{tx}.log"
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
+        self._new = True
+        self.phase = ""
+
+    def write(self, record: dict[str, Any]) -> None:
+        os.write(self._fd, _line(record))
+        os.fsync(self._fd)
+        if self._new:
+            fsync_dir(self.path.parent)
+            self._new = False
+        self.phase = str(record.get("type", ""))
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def remove(self) -> None:
+        self.close()
+        self.path.unlink(missing_ok=True)
+        fsync_dir(self.path.parent)
+
+
+def replay(path: Path) -> Replay:
+    """Read a journal; a damaged last line is a torn write, damage before it is corruption."""
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    complete, tail = lines[:-1], lines[-1]
+    begin: dict[str, Any] | None = None
+    phase = ""
+    torn: str | None = None
+    if tail:
+        torn = f"an unterminated last record of {len(tail)} bytes"
+    for index, line in enumerate(complete):
+        record: dict[str, Any] | None = None
+        head, _, body = line.partition(b" ")
+        try:
+            if int(head, 16) == zlib.crc32(body):
+                record = json.loads(body)
+        except ValueError:
+            record = None
+        if record is None or not isinstance(record, dict):
+            if index == len(complete) - 1 and not tail:
+                torn = f"a damaged last record (line {index + 1})"
+                break
+            raise StateCorrupt(
+                f"{path}: record {index + 1} of {len(complete)} is damaged; refusing to guess",
+                hint="the journal was altered or the disk is failing; inspect the file by hand",
+            )
+        kind = record.get("type")
+        if index == 0:
+            if kind != "begin":
+                raise StateCorrupt(f"{path}: does not start with a begin record")
+            begin = record
+        if kind not in PHASES:
+            raise StateCorrupt(f"{path}: unknown record type {kind!r} at line {index + 1}")
+        phase = str(kind)
+    return Replay(path=path, begin=begin, phase=phase, torn=torn)

@@ -1,0 +1,81 @@
+"""Every path the agent touches, resolved under one root prefix.
+
+A ``Layout`` is passed to whatever needs a path; there are no module-level paths.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+MGR_REL = "usr/local/mgr5"
+PSA_REL = "usr/local/psa"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Paths under ``root`` (``/`` on a server, a temp dir in tests and the demo)."""
+
+    root: Path
+
+    @classmethod
+    def at(cls, root: str | Path) -> Layout:
+        return cls(Path(root).absolute())
+
+    def under(self, rel: str) -> Path:
+        """Absolute path of a root-relative POSIX path."""
+        return self.root / rel
+
+    def rel(self, path: Path) -> str:
+        """Root-relative POSIX form of an absolute path under the root."""
+        return path.relative_to(self.root).as_posix()
+
+    # the agent's own places
+    @property
+    def config_file(self) -> Path:
+        return self.root / "etc/mgr-agent/agent.toml"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / "var/lib/mgr-agent"
+
+    @property
+    def db_file(self) -> Path:
+        return self.state_dir / "state.db"
+
+    @property
+    def journal_dir(self) -> Path:
+        return self.state_dir / "journal"
+
+    @property
+    def archives_dir(self) -> Path:
+        return self.state_dir / "archives"
+
+    @property
+    def diverted_dir(self) -> Path:
+        return self.state_dir / "diverted"
+
+    @property
+    def tmp_dir(self) -> Path:
+        return self.state_dir / "tmp"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.state_dir / "lock"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.root / "run/mgr-agent"
+
+    @property
+    def socket_path(self) -> Path:
+        return self.run_dir / "agent.sock"
+
+    # the panels
+    @property
+    def mgr(self) -> Path:
+        return self.root / MGR_REL
+
+    @property
+    def psa(self) -> Path:
+        return self.root / PSA_REL

@@ -1,0 +1,161 @@
+"""A package: its panel, identity, version and the files it installs, read and verified.
+
+Loading reads every entry once: it verifies sizes and checksums, hashes the content,
+and parses every XML file through :mod:`mgr_agent.xmlsafe`, so that an invalid
+package is refused before anything is written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from mgr_agent import xmlsafe
+from mgr_agent.archive import Limits, Source, open_source
+from mgr_agent.errors import ChecksumMismatch, InvalidPackage
+from mgr_agent.fsutil import sha256_file
+
+if TYPE_CHECKING:
+    from mgr_agent.panels.base import Panel
+
+FileKind = Literal["file", "data"]
+
+
+@dataclass
+class FileSpec:
+    """One file the package puts under the root.
+
+    ``kind == "data"`` marks Plesk ``var/`` files: installed when absent, never
+    replaced or removed by an upgrade, and not owned by the package.
+    """
+
+    target: str
+    entry: str
+    sha256: str = ""
+    size: int = 0
+    mode: int = 0o644
+    kind: FileKind = "file"
+
+
+@dataclass
+class Package:
+    panel: str
+    name: str
+    version: str
+    release: str
+    source: Source
+    prefix: str
+    files: dict[str, FileSpec]
+    hooks: dict[str, str] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    content_hash: str = ""
+    archive_sha256: str = ""
+
+    @property
+    def label(self) -> str:
+        return f"{self.version}-{self.release}" if self.release else self.version
+
+    def entry(self, name: str) -> str:
+        """Source entry name of a package-relative name."""
+        return self.prefix + name
+
+    def chunks(self, spec: FileSpec) -> Iterator[bytes]:
+        return self.source.chunks(spec.entry)
+
+    def close(self) -> None:
+        self.source.close()
+
+
+def strip_prefix(names: set[str]) -> str:
+    """The single wrapping folder of an archive from a code host (``repo-main/``), or ""."""
+    tops = {n.split("/", 1)[0] for n in names}
+    if len(tops) == 1 and all("/" in n for n in names):
+        return tops.pop() + "/"
+    return ""
+
+
+def choose_panel(names: set[str], panels: list[Panel], hint: str | None) -> tuple[Panel, str]:
+    """Detect the panel from content (or take ``hint``) and the wrapping prefix."""
+    candidates = [""]
+    wrapped = strip_prefix(names)
+    if wrapped:
+        candidates.append(wrapped)
+    by_name = {p.name: p for p in panels}
+    if hint is not None:
+        panel = by_name[hint]
+        for prefix in candidates:
+            if panel.detect({n[len(prefix):] for n in names if n.startswith(prefix)}):
+                return panel, prefix
+        raise InvalidPackage(f"not a {hint} package: {panel.detection_rule}", rule="detection")
+    for prefix in candidates:
+        sub = {n[len(prefix):] for n in names if n.startswith(prefix)}
+        found = [p for p in panels if p.detect(sub)]
+        if len(found) > 1:
+            raise InvalidPackage(
+                "the package looks like both " + " and ".join(p.name for p in found),
+                hint="pass --panel to choose", rule="detection",
+            )
+        if found:
+            return found[0], prefix
+    rules = "; ".join(f"{p.name}: {p.detection_rule}" for p in panels)
+    raise InvalidPackage(f"cannot tell which panel this package is for ({rules})", rule="detection")
+
+
+def _hash_entries(source: Source) -> dict[str, str]:
+    hashes: dict[str, str] = {}
+    for name in sorted(source.entries):
+        digest = hashlib.sha256()
+        for chunk in source.chunks(name):
+            digest.update(chunk)
+        hashes[name] = digest.hexdigest()
+    return hashes
+
+
+def content_hash(panel: str, name: str, source: Source, hashes: dict[str, str]) -> str:
+    digest = hashlib.sha256(f"{panel}\0{name}\0".encode())
+    for entry in sorted(source.entries):
+        digest.update(f"{entry}\0{source.entries[entry].mode:o}\0{hashes[entry]}\n".encode())
+    return digest.hexdigest()
+
+
+def load(
+    path: Path,
+    panels: list[Panel],
+    *,
+    panel_hint: str | None = None,
+    sha256: str | None = None,
+    limits: Limits | None = None,
+) -> Package:
+    """Open, verify and describe the package at ``path``."""
+    archive_sha = ""
+    if path.is_file():
+        archive_sha = sha256_file(path)
+        if sha256 is not None and archive_sha != sha256.lower():
+            raise ChecksumMismatch(
+                f"{path}: sha256 is {archive_sha}, expected {sha256.lower()}", path=str(path)
+            )
+    elif sha256 is not None:
+        raise InvalidPackage(f"{path}: --sha256 applies to an archive file, not a directory")
+    source = open_source(path, limits)
+    try:
+        panel, prefix = choose_panel(set(source.entries), panels, panel_hint)
+        hashes = _hash_entries(source)
+        for name in source.entries:
+            if name.endswith(".xml") and name.startswith(prefix):
+                xmlsafe.parse(b"".join(source.chunks(name)), name[len(prefix):])
+        pkg = panel.describe(source, prefix)
+        for spec in pkg.files.values():
+            spec.sha256 = hashes[spec.entry]
+            spec.size = source.entries[spec.entry].size
+        pkg.content_hash = content_hash(panel.name, pkg.name, source, hashes)
+        pkg.archive_sha256 = archive_sha
+        if not pkg.version:
+            pkg.version = "0+" + pkg.content_hash[:12]
+        return pkg
+    except BaseException:
+        source.close()
+        raise

@@ -1,0 +1,87 @@
+"""The interface every panel implements; the engine never asks which panel it has."""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+
+from mgr_agent.archive import Source
+from mgr_agent.config import Config
+from mgr_agent.layout import Layout
+from mgr_agent.package import Package
+from mgr_agent.proc import Runner
+
+HOOKS = ("pre-install", "post-install", "pre-uninstall")
+
+
+@dataclass(frozen=True)
+class HookSpec:
+    """Where a hook comes from and how it runs.
+
+    ``entry`` is the package entry to extract into the transaction's scratch dir;
+    ``installed`` (root-relative) is preferred when that file is in place.
+    """
+
+    hook: str
+    entry: str | None
+    installed: str | None
+    cwd: Path
+    interpreter: tuple[str, ...] = ()
+
+
+class Panel(ABC):
+    """One panel's layout, metadata rules, hooks and runtime."""
+
+    name: str
+    detection_rule: str
+
+    def __init__(self, layout: Layout, config: Config) -> None:
+        self.layout = layout
+        self.config = config
+
+    @abstractmethod
+    def detect(self, names: set[str]) -> bool:
+        """Whether package entry names (wrapping prefix removed) are this panel's."""
+
+    @abstractmethod
+    def describe(self, source: Source, prefix: str) -> Package:
+        """Read metadata and map entries to targets; raise InvalidPackage on any rule."""
+
+    @abstractmethod
+    def anchor(self, name: str) -> Path:
+        """The directory under which this package's files live; nothing above it is touched."""
+
+    @abstractmethod
+    def hook(self, pkg: Package, hook: str) -> HookSpec | None:
+        """How to run ``hook`` for ``pkg``, or None when the package has none."""
+
+    def check_compatible(self, pkg: Package) -> list[str]:
+        """Refuse packages this panel cannot take; return warnings."""
+        return []
+
+    def data_dirs(self, name: str) -> list[str]:
+        """Root-relative directories holding the package's data (removed only by --purge)."""
+        return []
+
+    def leftover_dirs(self, name: str) -> list[str]:
+        """Root-relative directories an uninstall should leave empty (reported otherwise)."""
+        return []
+
+    def hook_env(self) -> dict[str, str]:
+        """Panel-specific environment for hooks."""
+        return {}
+
+    def restart(self, runner: Runner) -> list[str]:
+        """Make the panel pick up changed files; return notes for the result.
+
+        Transaction step 7. The health check seam is :meth:`health`.
+        """
+        return []
+
+    def health(self, pkg: Package) -> None:  # noqa: B027 - optional for panels
+        """Raise when the panel is unhealthy after a change (step 7); default: healthy."""
+
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")

@@ -1,0 +1,188 @@
+"""Plesk extensions: a ZIP with ``meta.xml`` at its root, installed under ``usr/local/psa``."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+from mgr_agent import xmlsafe
+from mgr_agent.archive import Source, read_all
+from mgr_agent.errors import IncompatiblePanel, InvalidPackage
+from mgr_agent.layout import PSA_REL
+from mgr_agent.package import FileSpec, Package
+from mgr_agent.panels.base import HookSpec, Panel
+from mgr_agent.versions import compare
+
+ID_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
+REQUIRED = ("id", "name", "version", "release")
+OPTIONAL = ("description", "category", "vendor", "url", "support_url", "help_url", "buy_url",
+            "plesk_min_version", "plesk_max_version", "os", "encoder")
+METADATA_FILES = ("DESCRIPTION.md", "CHANGES.md")
+
+
+def plib(ext: str) -> str:
+    return f"{PSA_REL}/admin/plib/modules/{ext}"
+
+
+def htdocs(ext: str) -> str:
+    return f"{PSA_REL}/admin/htdocs/modules/{ext}"
+
+
+def sbin(ext: str) -> str:
+    return f"{PSA_REL}/admin/sbin/modules/{ext}"
+
+
+def var(ext: str) -> str:
+    return f"{PSA_REL}/var/modules/{ext}"
+
+
+class Plesk(Panel):
+    name = "plesk"
+    detection_rule = "meta.xml with root <module> is required at the archive root"
+
+    def detect(self, names: set[str]) -> bool:
+        return "meta.xml" in names
+
+    def anchor(self, name: str) -> Path:
+        return self.layout.psa
+
+    def _meta(self, source: Source, prefix: str) -> dict[str, object]:
+        root = xmlsafe.parse(read_all(source, prefix + "meta.xml"), "meta.xml")
+        if root.tag != "module":
+            raise InvalidPackage(f"meta.xml: root element is <{root.tag}>, it must be <module>",
+                                 path="meta.xml", rule="meta-root")
+        meta: dict[str, object] = {}
+        for field in REQUIRED:
+            value = xmlsafe.text_of(root, field)
+            if not value:
+                raise InvalidPackage(f"meta.xml: <{field}> is required and must not be empty",
+                                     path="meta.xml", field=field, rule="meta-required")
+            meta[field] = value
+        for field in OPTIONAL:
+            values = [(el.text or "").strip() for el in root.findall(field)]
+            if field in ("category", "os"):
+                meta[field] = values
+            elif values:
+                meta[field] = values[0]
+        ext = str(meta["id"])
+        if not ID_RE.match(ext):
+            raise InvalidPackage(
+                f"meta.xml: <id>{ext}</id> must be lower-case letters, digits and dashes "
+                "(at most 64, not starting or ending with a dash)",
+                path="meta.xml", field="id", rule="meta-id")
+        for field in ("version", "release"):
+            value = str(meta[field])
+            if len(value) > 64 or any(c.isspace() for c in value):
+                raise InvalidPackage(f"meta.xml: <{field}>{value[:64]}</{field}> must be one word "
+                                     "of at most 64 characters", path="meta.xml", field=field,
+                                     rule="meta-version")
+        oses = meta.get("os") or []
+        assert isinstance(oses, list)
+        bad = [o for o in oses if o not in ("unix", "win")]
+        if bad:
+            raise InvalidPackage(f"meta.xml: <os>{bad[0]}</os> must be unix or win",
+                                 path="meta.xml", field="os", rule="meta-os")
+        if oses and "unix" not in oses:
+            raise IncompatiblePanel(f"meta.xml: the extension supports {', '.join(oses)} only, "
+                                    "not unix", path="meta.xml", field="os")
+        descriptions = {el.get("{http://www.w3.org/XML/1998/namespace}lang", ""): (el.text or "").strip()
+                        for el in root.findall("description")}
+        if descriptions:
+            meta["descriptions"] = descriptions
+        return meta
+
+    def describe(self, source: Source, prefix: str) -> Package:
+        meta = self._meta(source, prefix)
+        ext = str(meta["id"])
+        files: dict[str, FileSpec] = {}
+        warnings: list[str] = []
+        hooks: dict[str, str] = {}
+        mapping = {"htdocs/": htdocs(ext), "plib/": plib(ext), "sbin/": sbin(ext), "var/": var(ext),
+                   "_meta/": plib(ext) + "/_meta"}
+        for full in sorted(source.entries):
+            if not full.startswith(prefix):
+                continue
+            rel = full[len(prefix):]
+            mode = source.entries[full].mode
+            kind: str = "file"
+            if rel == "meta.xml" or rel in METADATA_FILES:
+                target = f"{plib(ext)}/{rel}"
+            else:
+                top, sep, rest = rel.partition("/")
+                base = mapping.get(top + sep) if sep else None
+                if base is None:
+                    warnings.append(f"{rel}: outside meta.xml, htdocs/, plib/, sbin/, var/, _meta/; "
+                                    "not installed")
+                    continue
+                target = f"{base}/{rest}"
+                if top == "sbin":
+                    mode = 0o755
+                elif top == "var":
+                    kind = "data"
+                elif top == "plib" and rest.startswith("scripts/"):
+                    hook = rest[len("scripts/"):].removesuffix(".php")
+                    if rest.endswith(".php") and hook in ("pre-install", "post-install", "pre-uninstall"):
+                        hooks[hook] = full
+            if target in files:
+                raise InvalidPackage(
+                    f"{rel}: installs to {target}, which another entry of the package also uses",
+                    path=rel, rule="duplicate-target")
+            files[target] = FileSpec(target=target, entry=full, mode=mode,
+                                     kind="data" if kind == "data" else "file")
+        return Package(
+            panel=self.name, name=ext, version=str(meta["version"]), release=str(meta["release"]),
+            source=source, prefix=prefix, files=files, hooks=hooks, meta=meta, warnings=warnings,
+        )
+
+    def installed_version(self) -> str | None:
+        """Plesk's own version from ``PSA/version`` ("18.0.52 Debian 12.0 ..."), if present."""
+        path = self.layout.psa / "version"
+        try:
+            words = path.read_text(encoding="utf-8", errors="replace").split()
+        except OSError:
+            return None
+        return words[0] if words else None
+
+    def check_compatible(self, pkg: Package) -> list[str]:
+        low = pkg.meta.get("plesk_min_version")
+        high = pkg.meta.get("plesk_max_version")
+        if not low and not high:
+            return []
+        have = self.installed_version()
+        if have is None:
+            return [f"{PSA_REL}/version not found: plesk_min_version/plesk_max_version not checked"]
+        if low and compare(have, str(low)) < 0:
+            raise IncompatiblePanel(
+                f"meta.xml: plesk_min_version is {low}, but Plesk {have} is installed",
+                field="plesk_min_version", hint="upgrade Plesk or use an older release of the extension")
+        if high and compare(have, str(high)) > 0:
+            raise IncompatiblePanel(
+                f"meta.xml: plesk_max_version is {high}, but Plesk {have} is installed",
+                field="plesk_max_version", hint="use a newer release of the extension")
+        return []
+
+    def _php(self) -> tuple[str, ...]:
+        if self.config.php:
+            return tuple(self.config.php.split())
+        for candidate in (self.layout.psa / "bin/sw-engine-pleskrun", self.layout.root / "usr/bin/sw-engine"):
+            if candidate.is_file():
+                return (str(candidate),)
+        return (shutil.which("php") or "php",)
+
+    def hook(self, pkg: Package, hook: str) -> HookSpec | None:
+        entry = pkg.hooks.get(hook)
+        if entry is None:
+            return None
+        installed = None if hook == "pre-install" else f"{plib(pkg.name)}/scripts/{hook}.php"
+        cwd = self.layout.under(plib(pkg.name)) if installed else self.layout.psa
+        return HookSpec(hook=hook, entry=entry, installed=installed, cwd=cwd, interpreter=self._php())
+
+    def hook_env(self) -> dict[str, str]:
+        return {"MGR_AGENT_PANEL_ROOT": str(self.layout.psa)}
+
+    def data_dirs(self, name: str) -> list[str]:
+        return [var(name)]
+
+    def leftover_dirs(self, name: str) -> list[str]:
+        return [htdocs(name), plib(name), sbin(name)]

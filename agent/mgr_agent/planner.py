@@ -1,0 +1,192 @@
+"""Compute what a transaction will do: files to add, replace, remove, keep; owned
+directories; diversions of panel files.  Conflicts are found here, before any write."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mgr_agent.errors import Conflict
+from mgr_agent.fsutil import CHUNK, check_no_symlink, missing_dirs
+from mgr_agent.layout import Layout
+from mgr_agent.package import FileSpec, Package
+from mgr_agent.panels.base import Panel
+from mgr_agent.state import FileRow, Installed, State
+from mgr_agent.transaction import Op, Plan
+
+
+@dataclass
+class Change:
+    """A plan plus the state it leads to when committed."""
+
+    plan: Plan
+    files: list[tuple[str, FileRow]] = field(default_factory=list)
+    dirs: list[str] = field(default_factory=list)
+    divert_add: dict[str, str] = field(default_factory=dict)
+    divert_drop: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def _matches(path: Path, spec: FileSpec) -> bool:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_size == spec.size and stat.S_IMODE(st.st_mode) == spec.mode
+
+
+def _read_file(path: Path) -> Iterator[bytes]:
+    with open(path, "rb") as fh:
+        while chunk := fh.read(CHUNK):
+            yield chunk
+
+
+def _depth_first(dirs: set[str]) -> list[str]:
+    return sorted(dirs, key=lambda d: (-d.count("/"), d))
+
+
+class Planner:
+    def __init__(self, layout: Layout, state: State, panel: Panel) -> None:
+        self.layout = layout
+        self.state = state
+        self.panel = panel
+
+    def _op(self, plan: Plan, action: str, path: str, mode: int = 0o644, divert: bool = False) -> Op:
+        op = Op(i=len(plan.ops), action=action, path=path, mode=mode, divert=divert)  # type: ignore[arg-type]
+        plan.ops.append(op)
+        return op
+
+    def _mkdirs(self, plan: Plan, target: Path, seen: set[str]) -> None:
+        for path in missing_dirs(target.parent, self.layout.root):
+            rel = self.layout.rel(path)
+            if rel not in seen:
+                seen.add(rel)
+                plan.mkdirs.append(rel)
+
+    def install(self, pkg: Package, installed: Installed | None, *, reinstall: bool) -> Change:
+        key = (pkg.panel, pkg.name)
+        old = self.state.files(*key) if installed else {}
+        old_dirs = set(self.state.dirs(*key)) if installed else set()
+        owners = self.state.owners(list(pkg.files))
+        all_diverted = self.state.diversions()
+        mine = self.state.diversions(*key)
+        anchor = self.panel.anchor(pkg.name)
+        plan = Plan()
+        change = Change(plan=plan)
+        made: set[str] = set()
+        for target, spec in sorted(pkg.files.items()):
+            path = self.layout.under(target)
+            check_no_symlink(self.layout.root if not path.is_relative_to(anchor) else anchor, path)
+            exists = os.path.lexists(path)
+            if exists and stat.S_ISDIR(os.lstat(path).st_mode):
+                raise Conflict(f"{target}: is a directory on disk, but the package installs a file there",
+                               path=target)
+            row = FileRow(target, spec.sha256, spec.size, spec.mode, spec.kind)
+            if spec.kind == "data":
+                if exists:
+                    plan.kept.append(target)
+                else:
+                    self._mkdirs(plan, path, made)
+                    plan.sources[self._op(plan, "add", target, spec.mode).i] = self._entry(pkg, spec)
+                change.files.append((target, row))
+                continue
+            owner = owners.get(target)
+            if owner is not None and owner != key:
+                raise Conflict(
+                    f"trying to overwrite {target}, which is also in {owner[0]} package {owner[1]}",
+                    path=target, owner=f"{owner[0]}:{owner[1]}",
+                    hint=f"uninstall {owner[1]} first, or remove that file from this package")
+            change.files.append((target, row))
+            prev = old.get(target)
+            if prev is not None and not reinstall and prev.sha256 == spec.sha256 \
+                    and prev.mode == spec.mode and _matches(path, spec):
+                plan.unchanged.append(target)
+                continue
+            divert = False
+            if prev is None and exists and target not in mine:
+                if target in all_diverted:
+                    raise Conflict(f"{target}: already replaced by another package", path=target)
+                divert = True
+                change.divert_add[target] = target
+                change.warnings.append(
+                    f"{target}: replaces a file no package owns (a panel file); the original is kept "
+                    f"and put back when {pkg.name} is removed or rolled back")
+            if not exists:
+                self._mkdirs(plan, path, made)
+            op = self._op(plan, "replace" if exists else "add", target, spec.mode, divert)
+            plan.sources[op.i] = self._entry(pkg, spec)
+        for target, prev in sorted(old.items()):
+            if target in pkg.files or prev.kind == "data":
+                continue
+            self._obsolete(plan, change, target, mine)
+        change.dirs = sorted(old_dirs | made)
+        plan.prune = _depth_first(old_dirs | made)
+        for target in mine:
+            if target in pkg.files:
+                change.divert_add[target] = mine[target]
+        return change
+
+    def _entry(self, pkg: Package, spec: FileSpec):  # type: ignore[no-untyped-def]
+        return lambda: pkg.chunks(spec)
+
+    def _obsolete(self, plan: Plan, change: Change, target: str, mine: dict[str, str]) -> None:
+        """A file the package no longer ships: removed, or the panel's original put back."""
+        path = self.layout.under(target)
+        if target in mine:
+            stored = self.layout.diverted_dir / mine[target]
+            mode = stat.S_IMODE(os.lstat(stored).st_mode)
+            op = self._op(plan, "replace" if os.path.lexists(path) else "add", target, mode)
+            plan.sources[op.i] = lambda: _read_file(stored)
+            change.divert_drop.append(target)
+        elif os.path.lexists(path):
+            self._op(plan, "remove", target)
+
+    def uninstall(self, installed: Installed, *, purge: bool) -> Change:
+        key = (installed.panel, installed.name)
+        files = self.state.files(*key)
+        mine = self.state.diversions(*key)
+        plan = Plan()
+        change = Change(plan=plan)
+        prune = set(self.state.dirs(*key))
+        for target, row in sorted(files.items()):
+            if row.kind == "data":
+                continue
+            check_no_symlink(self.panel.anchor(installed.name), self.layout.under(target))
+            self._obsolete(plan, change, target, mine)
+        removing = {op.path for op in plan.ops}
+        if purge:
+            for rel in self.panel.data_dirs(installed.name):
+                top = self.layout.under(rel)
+                if not top.is_dir() or top.is_symlink():
+                    continue
+                prune.add(rel)
+                for dirpath, dirnames, filenames in os.walk(top):
+                    for d in dirnames:
+                        prune.add(self.layout.rel(Path(dirpath) / d))
+                    for f in sorted(filenames):
+                        target = self.layout.rel(Path(dirpath) / f)
+                        if target not in removing:
+                            self._op(plan, "remove", target)
+                            removing.add(target)
+        else:
+            kept = [t for t, r in files.items() if r.kind == "data"]
+            if kept:
+                change.warnings.append(
+                    f"kept {len(kept)} data file(s) under {', '.join(self.panel.data_dirs(installed.name))}"
+                    " (pass --purge to remove them)")
+        for rel in self.panel.leftover_dirs(installed.name):
+            top = self.layout.under(rel)
+            if not top.is_dir():
+                continue
+            stray = sorted(
+                self.layout.rel(Path(d) / f) for d, _, fs in os.walk(top) for f in fs
+                if self.layout.rel(Path(d) / f) not in removing)
+            if stray:
+                change.warnings.append(
+                    f"left {len(stray)} file(s) that no version of {installed.name} shipped, in "
+                    f"{rel}: {', '.join(stray[:5])}{' ...' if len(stray) > 5 else ''}")
+        plan.prune = _depth_first(prune)
+        return change

@@ -1,0 +1,85 @@
+"""Step 2 of a transaction: will every change be possible?  Checked before any write."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import struct
+from pathlib import Path
+
+from mgr_agent.errors import PreflightFailed
+from mgr_agent.layout import Layout
+from mgr_agent.transaction import Plan
+
+FS_IOC_GETFLAGS = 0x80086601
+FS_IMMUTABLE_FL = 0x10
+FS_APPEND_FL = 0x20
+
+
+def _existing(path: Path) -> Path:
+    while not path.exists():
+        path = path.parent
+    return path
+
+
+def _flags(path: Path) -> int:
+    """Inode flags (chattr) of ``path``, 0 where the filesystem has none."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+    except OSError:
+        return 0
+    try:
+        buf = fcntl.ioctl(fd, FS_IOC_GETFLAGS, struct.pack("l", 0))
+        return int(struct.unpack("l", buf)[0])
+    except OSError:
+        return 0
+    finally:
+        os.close(fd)
+
+
+def _check_dir(path: Path) -> None:
+    if os.statvfs(path).f_flag & os.ST_RDONLY:
+        raise PreflightFailed(f"{path}: is on a read-only filesystem", path=str(path),
+                              errno=errno.EROFS)
+    if not os.access(path, os.W_OK):
+        raise PreflightFailed(f"{path}: is not writable by this user", path=str(path))
+    if _flags(path) & (FS_IMMUTABLE_FL | FS_APPEND_FL):
+        raise PreflightFailed(f"{path}: directory is immutable or append-only (lsattr)",
+                              path=str(path), hint="chattr -i / -a it if the change is intended")
+
+
+def check(layout: Layout, plan: Plan, sizes: dict[str, int], extra_state_bytes: int,
+          margin: int) -> None:
+    """Writability, immutability and free space of every target."""
+    need: dict[int, int] = {}
+    where: dict[int, Path] = {}
+    checked: set[Path] = set()
+    for op in plan.ops:
+        target = layout.under(op.path)
+        parent = _existing(target.parent)
+        if parent not in checked:
+            _check_dir(parent)
+            checked.add(parent)
+        if op.action != "add" and os.path.lexists(target) \
+                and _flags(target) & (FS_IMMUTABLE_FL | FS_APPEND_FL):
+            raise PreflightFailed(
+                f"{target}: is immutable or append-only (lsattr); it cannot be "
+                f"{'removed' if op.action == 'remove' else 'replaced'}",
+                path=str(target), hint="chattr -i it if the change is intended")
+        if op.action != "remove":
+            dev = os.stat(parent).st_dev
+            need[dev] = need.get(dev, 0) + sizes.get(op.path, 0) + 4096
+            where[dev] = parent
+    state = _existing(layout.state_dir)
+    dev = os.stat(state).st_dev
+    need[dev] = need.get(dev, 0) + extra_state_bytes
+    where.setdefault(dev, state)
+    for dev, bytes_needed in need.items():
+        st = os.statvfs(where[dev])
+        free = st.f_bavail * st.f_frsize
+        if free < bytes_needed + margin:
+            raise PreflightFailed(
+                f"{where[dev]}: {free // 1024} KiB free, the transaction needs "
+                f"{(bytes_needed + margin) // 1024} KiB (including a safety margin)",
+                path=str(where[dev]), errno=errno.ENOSPC)

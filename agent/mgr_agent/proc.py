@@ -1,0 +1,159 @@
+"""The one place that starts subprocesses: argv lists, clean environment, own process
+group, no inherited descriptors, a timeout that kills the whole group, bounded output."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@dataclass(frozen=True)
+class Completed:
+    argv: tuple[str, ...]
+    returncode: int
+    output: str
+    timed_out: bool
+    truncated: bool
+    seconds: float
+
+
+def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """A minimal environment: PATH, LANG, HOME, plus ``extra``."""
+    try:
+        home = pwd.getpwuid(os.getuid()).pw_dir
+    except KeyError:
+        home = "/"
+    env = {"PATH": SAFE_PATH, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "HOME": home}
+    if extra:
+        env.update(extra)
+    return env
+
+
+class _Capture:
+    """Reads a pipe in a thread, keeping the head and the tail of the output."""
+
+    def __init__(self, fd: int, limit: int) -> None:
+        self.fd = fd
+        self.limit = limit
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.dropped = 0
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        half = self.limit // 2
+        while True:
+            try:
+                chunk = os.read(self.fd, 65536)
+            except OSError:
+                return
+            if not chunk:
+                return
+            room = half - len(self.head)
+            if room > 0:
+                self.head += chunk[:room]
+                chunk = chunk[room:]
+            if chunk:
+                self.tail += chunk
+                if len(self.tail) > half:
+                    self.dropped += len(self.tail) - half
+                    del self.tail[: len(self.tail) - half]
+
+    def text(self) -> tuple[str, bool]:
+        data = bytes(self.head)
+        if self.dropped:
+            data += f"\n[... {self.dropped} bytes of output dropped ...]\n".encode()
+        data += bytes(self.tail)
+        return data.decode("utf-8", "replace"), self.dropped > 0
+
+
+def _kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+class Runner:
+    """Runs commands; one instance is shared by everything that needs a subprocess."""
+
+    def __init__(self, *, output_limit: int = 64 * 1024, drain_seconds: float = 1.0) -> None:
+        self.output_limit = output_limit
+        self.drain_seconds = drain_seconds
+
+    def run(
+        self,
+        argv: list[str],
+        *,
+        cwd: Path,
+        env: Mapping[str, str] | None = None,
+        timeout: float,
+        stdin: bytes | None = None,
+    ) -> Completed:
+        """Run ``argv`` to completion or timeout; stdout and stderr are merged."""
+        start = time.monotonic()
+        read_fd, write_fd = os.pipe()
+        try:
+            proc = subprocess.Popen(
+                argv,
+                cwd=cwd,
+                env=clean_env(env),
+                stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                stdout=write_fd,
+                stderr=write_fd,
+                close_fds=True,
+                start_new_session=True,
+            )
+        except OSError:
+            os.close(read_fd)
+            raise
+        finally:
+            os.close(write_fd)
+        capture = _Capture(read_fd, self.output_limit)
+        timed_out = False
+        try:
+            if stdin is not None and proc.stdin is not None:
+                try:
+                    proc.stdin.write(stdin)
+                    proc.stdin.close()
+                except BrokenPipeError:
+                    pass
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+                _kill_group(proc.pid)
+                proc.wait()
+        except BaseException:
+            _kill_group(proc.pid)
+            proc.wait()
+            raise
+        finally:
+            # Descendants left in the hook's group (daemons that kept our pipe) are ended,
+            # so that a hook can neither hang the agent nor outlive its transaction.
+            capture.thread.join(self.drain_seconds)
+            if capture.thread.is_alive():
+                _kill_group(proc.pid)
+                capture.thread.join(self.drain_seconds)
+            _kill_group(proc.pid)
+            capture.thread.join(self.drain_seconds)
+            if not capture.thread.is_alive():
+                os.close(read_fd)
+        output, truncated = capture.text()
+        return Completed(
+            argv=tuple(argv),
+            returncode=proc.returncode if not timed_out else -signal.SIGKILL,
+            output=output,
+            timed_out=timed_out,
+            truncated=truncated,
+            seconds=time.monotonic() - start,
+        )

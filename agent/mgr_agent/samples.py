@@ -1,0 +1,155 @@
+"""Sample packages for the demo, the tests and plugin authors: real zips, real hooks.
+
+``ispmanager_files``/``plesk_files`` return the package tree as {path: (bytes, mode)};
+``write_zip`` packs such a tree.  Hooks are real shell and PHP scripts.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+Tree = dict[str, tuple[bytes, int]]
+
+HANDLER = '''#!/usr/bin/env python3
+"""Settings form of the sample plugin (ispmanager's exampleplugin, ported to Python 3)."""
+import os
+import sys
+import xml.etree.ElementTree as etree
+
+OUTPUT = os.path.join(os.environ.get("MGR_ROOT", "/usr/local/mgr5"), "var/{name}.output")
+
+
+def main():
+    func = os.environ.get("PARAM_func", "")
+    wanted = func == "{name}.settings" or (
+        func == "plugin.settings" and os.environ.get("PARAM_plugin_settings") == "{name}")
+    root = etree.parse(sys.stdin).getroot()
+    if wanted:
+        if os.environ.get("PARAM_clicked_button") == "ok":
+            value = os.environ.get("PARAM_example_input", "")
+            if value == "Do not change":
+                with open(OUTPUT, "w") as fh:
+                    fh.write("Good job!\\n")
+                etree.SubElement(root, "ok")
+            else:
+                error = etree.SubElement(root, "error", code="1", type="{name}", object="wrong_value")
+                param = etree.SubElement(error, "param", name="object", type="msg")
+                param.text = "wrong_value"
+                etree.SubElement(error, "param", name="value").text = value
+        else:
+            etree.SubElement(root, "example_input").text = "Do not change"
+    sys.stdout.write(etree.tostring(root, encoding="unicode"))
+
+
+if __name__ == "__main__":
+    main()
+'''
+
+
+def ispmanager_files(name: str = "demo", version: str = "1.0", *, post_install: str = "exit 0",
+                     pre_install: str = "exit 0", extra: Tree | None = None) -> Tree:
+    """An ispmanager plugin with a settings form handler and shell hooks."""
+    mod = f'''<?xml version="1.0" encoding="UTF-8"?>
+<mgrdata>
+  <handler name="{name}.py" type="xml">
+    <func name="{name}.settings"/>
+    <event name="plugin.settings" after="yes"/>
+  </handler>
+  <metadata name="{name}.settings" type="form" mgr="ispmgr">
+    <form>
+      <field name="example_input"><input type="text" name="example_input" required="yes"/></field>
+      <buttons><button name="ok" type="ok"/><button name="cancel" type="cancel"/></buttons>
+    </form>
+  </metadata>
+  <lang name="en">
+    <messages name="{name}.settings">
+      <msg name="title">Form example</msg>
+      <msg name="example_input">Input field example</msg>
+    </messages>
+  </lang>
+</mgrdata>
+'''.encode()
+    desc = f'''<?xml version="1.0" encoding="UTF-8"?>
+<plugin name="{name}" version="{version}">
+  <msg name="desc_short" lang="en">Module {name}</msg>
+  <msg name="desc_full" lang="en">Sample module {name} installed by mgr-agent</msg>
+  <settings>{name}.settings</settings>
+</plugin>
+'''.encode()
+    hook = '#!/bin/sh\necho "{hook} $*: {name} {version}"\n{body}\n'
+    tree: Tree = {
+        f"etc/xml/ispmgr_mod_{name}.xml": (mod, 0o644),
+        f"etc/plugins/ispmgr/{name}.xml": (desc, 0o644),
+        f"addon/{name}.py": (HANDLER.replace("{name}", name).encode(), 0o644),
+        f"skins/common/img/{name}.txt": (f"{name} {version}\n".encode(), 0o644),
+        "scripts/pre-install": (hook.format(hook="pre-install", name=name, version=version,
+                                            body=pre_install).encode(), 0o755),
+        "scripts/post-install": (hook.format(hook="post-install", name=name, version=version,
+                                             body=post_install).encode(), 0o755),
+        "scripts/pre-uninstall": (hook.format(hook="pre-uninstall", name=name, version=version,
+                                              body="exit 0").encode(), 0o755),
+    }
+    tree.update(extra or {})
+    return tree
+
+
+def plesk_files(ext: str = "demo-ext", version: str = "1.0", release: str = "1", *,
+                post_install: str = "exit(0);", pre_install: str = "exit(0);",
+                extra: Tree | None = None, meta_extra: str = "") -> Tree:
+    """A Plesk extension with PHP hooks, an sbin helper and var/ data."""
+    meta = f'''<?xml version="1.0" encoding="utf-8"?>
+<module>
+  <id>{ext}</id>
+  <name>Demo extension {ext}</name>
+  <description>Sample extension installed by mgr-agent</description>
+  <category>security</category>
+  <version>{version}</version>
+  <release>{release}</release>
+  <vendor>mgr-agent</vendor>
+  <plesk_min_version>18.0</plesk_min_version>
+  <os>unix</os>{meta_extra}
+</module>
+'''.encode()
+
+    def php(hook: str, body: str) -> bytes:
+        return (f'<?php\necho "{hook} " . implode(" ", array_slice($argv, 1)) . ": {ext} {version}\\n";\n'
+                f"{body}\n").encode()
+
+    tree: Tree = {
+        "meta.xml": (meta, 0o644),
+        "DESCRIPTION.md": (f"# {ext}\n\nSample extension.\n".encode(), 0o644),
+        "htdocs/index.php": (f"<?php echo 'hello from {ext} {version}';\n".encode(), 0o644),
+        "htdocs/css/style.css": (f"/* {version} */ body {{ color: #333; }}\n".encode(), 0o644),
+        f"plib/library/Version{version.replace('.', '')}.php": (b"<?php class V {}\n", 0o644),
+        "plib/controllers/IndexController.php": (f"<?php // {version}\n".encode(), 0o644),
+        "plib/scripts/pre-install.php": (php("pre-install", pre_install), 0o644),
+        "plib/scripts/post-install.php": (php("post-install", post_install), 0o644),
+        "plib/scripts/pre-uninstall.php": (php("pre-uninstall", "exit(0);"), 0o644),
+        "sbin/helper.sh": (b"#!/bin/sh\necho helper\n", 0o644),
+        "var/settings.json": (f'{{"installed_as": "{version}"}}\n'.encode(), 0o644),
+    }
+    tree.update(extra or {})
+    return tree
+
+
+def write_zip(tree: Tree, dest: Path, *, prefix: str = "") -> Path:
+    """Pack ``tree`` into a zip at ``dest`` (Unix modes kept), optionally under ``prefix``."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(dest, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, (data, mode) in sorted(tree.items()):
+            info = zipfile.ZipInfo(prefix + name, date_time=(2026, 1, 1, 0, 0, 0))
+            info.create_system = 3
+            info.external_attr = (0o100000 | mode) << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(info, data)
+    return dest
+
+
+def write_dir(tree: Tree, dest: Path) -> Path:
+    for name, (data, mode) in tree.items():
+        path = dest / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        path.chmod(mode)
+    return dest

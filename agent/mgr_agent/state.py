@@ -1,0 +1,259 @@
+"""The state database (SQLite): installed packages, manifests, kept versions, history.
+
+A transaction is committed exactly when its history row with status ``committed`` is
+in the database; that row is written in the same SQLite transaction as the manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mgr_agent.errors import StateCorrupt
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS packages (
+    panel TEXT NOT NULL, name TEXT NOT NULL, version TEXT NOT NULL, release TEXT NOT NULL,
+    content_hash TEXT NOT NULL, archive TEXT NOT NULL, installed_at REAL NOT NULL,
+    tx TEXT NOT NULL, meta TEXT NOT NULL, PRIMARY KEY (panel, name));
+CREATE TABLE IF NOT EXISTS files (
+    path TEXT PRIMARY KEY, panel TEXT NOT NULL, name TEXT NOT NULL, sha256 TEXT NOT NULL,
+    size INTEGER NOT NULL, mode INTEGER NOT NULL, kind TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS files_pkg ON files (panel, name);
+CREATE TABLE IF NOT EXISTS dirs (
+    path TEXT NOT NULL, panel TEXT NOT NULL, name TEXT NOT NULL, PRIMARY KEY (path, panel, name));
+CREATE TABLE IF NOT EXISTS diversions (
+    path TEXT PRIMARY KEY, panel TEXT NOT NULL, name TEXT NOT NULL, stored TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS kept (
+    panel TEXT NOT NULL, name TEXT NOT NULL, version TEXT NOT NULL, release TEXT NOT NULL,
+    content_hash TEXT NOT NULL, archive TEXT NOT NULL, kept_at REAL NOT NULL, tx TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS history (
+    tx TEXT PRIMARY KEY, op TEXT NOT NULL, panel TEXT, name TEXT, from_version TEXT,
+    to_version TEXT, started REAL NOT NULL, ended REAL, status TEXT NOT NULL, action TEXT,
+    detail TEXT NOT NULL DEFAULT '{}');
+"""
+
+
+@dataclass(frozen=True)
+class Installed:
+    panel: str
+    name: str
+    version: str
+    release: str
+    content_hash: str
+    archive: str
+    installed_at: float
+    tx: str
+    meta: dict[str, Any]
+
+    @property
+    def label(self) -> str:
+        return f"{self.version}-{self.release}" if self.release else self.version
+
+
+@dataclass(frozen=True)
+class FileRow:
+    path: str
+    sha256: str
+    size: int
+    mode: int
+    kind: str
+
+
+@dataclass(frozen=True)
+class KeptRow:
+    panel: str
+    name: str
+    version: str
+    release: str
+    content_hash: str
+    archive: str
+    kept_at: float
+    tx: str
+
+
+@dataclass
+class Commit:
+    """Everything a committed transaction writes, applied atomically."""
+
+    tx: str
+    panel: str
+    name: str
+    package: Installed | None
+    files: list[tuple[str, FileRow]]
+    dirs: list[str]
+    diversions_add: dict[str, str]
+    diversions_drop: list[str]
+    keep_previous: KeptRow | None
+    drop_kept_hash: str | None
+    keep_versions: int
+    history: dict[str, Any]
+
+
+class State:
+    """Opened per command; every write is one SQLite transaction with synchronous=FULL."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.db = sqlite3.connect(path, timeout=30, isolation_level=None)
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.execute("PRAGMA journal_mode=DELETE")
+            self.db.executescript(SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise StateCorrupt(f"{path}: the state database cannot be opened: {exc}") from exc
+        self.path = path
+
+    def close(self) -> None:
+        self.db.close()
+
+    def check(self) -> None:
+        """Refuse to work on a damaged database."""
+        try:
+            (result,) = self.db.execute("PRAGMA quick_check").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise StateCorrupt(f"{self.path}: {exc}") from exc
+        if result != "ok":
+            raise StateCorrupt(f"{self.path}: integrity check failed: {result}")
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    # --- reading
+    def packages(self) -> list[Installed]:
+        rows = self.db.execute("SELECT * FROM packages ORDER BY panel, name").fetchall()
+        return [Installed(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], json.loads(r[8]))
+                for r in rows]
+
+    def find(self, name: str, panel: str | None = None) -> list[Installed]:
+        return [p for p in self.packages() if p.name == name and (panel is None or p.panel == panel)]
+
+    def files(self, panel: str, name: str) -> dict[str, FileRow]:
+        rows = self.db.execute(
+            "SELECT path, sha256, size, mode, kind FROM files WHERE panel=? AND name=?", (panel, name)
+        )
+        return {r[0]: FileRow(*r) for r in rows}
+
+    def owners(self, paths: list[str]) -> dict[str, tuple[str, str]]:
+        """Owner (panel, name) of each of ``paths`` that some package owns."""
+        owners: dict[str, tuple[str, str]] = {}
+        for i in range(0, len(paths), 500):
+            chunk = paths[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            for path, panel, name in self.db.execute(
+                f"SELECT path, panel, name FROM files WHERE kind='file' AND path IN ({marks})", chunk  # noqa: S608
+            ):
+                owners[path] = (panel, name)
+        return owners
+
+    def dirs(self, panel: str, name: str) -> list[str]:
+        rows = self.db.execute("SELECT path FROM dirs WHERE panel=? AND name=?", (panel, name))
+        return [r[0] for r in rows]
+
+    def dir_owners(self, path: str) -> set[tuple[str, str]]:
+        return {(r[0], r[1]) for r in self.db.execute("SELECT panel, name FROM dirs WHERE path=?", (path,))}
+
+    def diversions(self, panel: str | None = None, name: str | None = None) -> dict[str, str]:
+        rows = self.db.execute("SELECT path, stored, panel, name FROM diversions")
+        return {r[0]: r[1] for r in rows if panel is None or (r[2], r[3]) == (panel, name)}
+
+    def kept(self, panel: str, name: str) -> list[KeptRow]:
+        rows = self.db.execute(
+            "SELECT * FROM kept WHERE panel=? AND name=? ORDER BY kept_at DESC", (panel, name)
+        )
+        return [KeptRow(*r) for r in rows]
+
+    def referenced_archives(self) -> set[str]:
+        rows = self.db.execute("SELECT archive FROM packages UNION SELECT archive FROM kept")
+        return {r[0] for r in rows}
+
+    def is_committed(self, tx: str) -> bool:
+        row = self.db.execute("SELECT status FROM history WHERE tx=?", (tx,)).fetchone()
+        return row is not None and row[0] == "committed"
+
+    def history(self, name: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        sql = ("SELECT tx, op, panel, name, from_version, to_version, started, ended, status, action,"
+               " detail FROM history")
+        args: tuple[Any, ...] = ()
+        if name:
+            sql += " WHERE name=?"
+            args = (name,)
+        sql += " ORDER BY started DESC LIMIT ?"
+        out = []
+        for r in self.db.execute(sql, (*args, limit)):
+            out.append({
+                "tx": r[0], "op": r[1], "panel": r[2], "name": r[3], "from_version": r[4],
+                "to_version": r[5], "started": r[6], "ended": r[7], "status": r[8],
+                "action": r[9], **json.loads(r[10]),
+            })
+        return out
+
+    # --- writing
+    def record(self, tx: str, op: str, status: str, action: str | None,
+               panel: str | None, name: str | None, from_version: str | None,
+               to_version: str | None, started: float, detail: dict[str, Any]) -> None:
+        """A history row for a transaction that did not commit (failed, rolled back, ...)."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO history VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (tx, op, panel, name, from_version, to_version, started, time.time(), status,
+                 action, json.dumps(detail)),
+            )
+
+    def commit(self, c: Commit) -> None:
+        """The commit point of a transaction."""
+        with self._tx() as db:
+            db.execute("DELETE FROM files WHERE panel=? AND name=?", (c.panel, c.name))
+            db.execute("DELETE FROM dirs WHERE panel=? AND name=?", (c.panel, c.name))
+            db.execute("DELETE FROM packages WHERE panel=? AND name=?", (c.panel, c.name))
+            if c.package is not None:
+                p = c.package
+                db.execute("INSERT INTO packages VALUES (?,?,?,?,?,?,?,?,?)",
+                           (p.panel, p.name, p.version, p.release, p.content_hash, p.archive,
+                            p.installed_at, p.tx, json.dumps(p.meta)))
+                db.executemany("INSERT INTO files VALUES (?,?,?,?,?,?,?)",
+                               [(path, c.panel, c.name, f.sha256, f.size, f.mode, f.kind)
+                                for path, f in c.files])
+                db.executemany("INSERT INTO dirs VALUES (?,?,?)",
+                               [(d, c.panel, c.name) for d in c.dirs])
+            for path in c.diversions_drop:
+                db.execute("DELETE FROM diversions WHERE path=?", (path,))
+            for path, stored in c.diversions_add.items():
+                db.execute("INSERT OR REPLACE INTO diversions VALUES (?,?,?,?)",
+                           (path, c.panel, c.name, stored))
+            if c.drop_kept_hash is not None:
+                db.execute("DELETE FROM kept WHERE panel=? AND name=? AND content_hash=?",
+                           (c.panel, c.name, c.drop_kept_hash))
+            if c.package is None:
+                db.execute("DELETE FROM kept WHERE panel=? AND name=?", (c.panel, c.name))
+            elif c.keep_previous is not None:
+                k = c.keep_previous
+                db.execute("DELETE FROM kept WHERE panel=? AND name=? AND content_hash=?",
+                           (k.panel, k.name, k.content_hash))
+                db.execute("INSERT INTO kept VALUES (?,?,?,?,?,?,?,?)",
+                           (k.panel, k.name, k.version, k.release, k.content_hash, k.archive,
+                            k.kept_at, k.tx))
+                db.execute(
+                    "DELETE FROM kept WHERE panel=? AND name=? AND rowid NOT IN ("
+                    "SELECT rowid FROM kept WHERE panel=? AND name=? ORDER BY kept_at DESC LIMIT ?)",
+                    (c.panel, c.name, c.panel, c.name, c.keep_versions))
+            h = c.history
+            db.execute(
+                "INSERT OR REPLACE INTO history VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (c.tx, h["op"], c.panel, c.name, h.get("from_version"), h.get("to_version"),
+                 h["started"], time.time(), "committed", h.get("action"),
+                 json.dumps(h.get("detail", {}))),
+            )

@@ -1,0 +1,219 @@
+"""Stage, switch and undo the file changes of one transaction.
+
+For target T, the new content is staged as S (``.mga-TX-I.new``) and the old file
+kept as B (``.mga-TX-I.old``), both in T's directory, so every switch is a rename
+on one filesystem and no content is copied twice:
+
+- add:     rename(S, T)
+- replace: link(T, B); rename(S, T)       (T is never missing)
+- remove:  rename(T, B)
+
+Whether each op happened is read back from the filesystem (S gone = switched), which
+makes :meth:`Transaction.undo` and :meth:`Transaction.finish` idempotent and safe to
+repeat after a crash at any instant.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from mgr_agent import faults
+from mgr_agent.errors import SwitchFailed
+from mgr_agent.fsutil import (
+    fsync_dir,
+    fsync_dirs,
+    rmdir_if_empty,
+    unlink_if_exists,
+    write_new,
+)
+from mgr_agent.journal import PHASES, Journal
+from mgr_agent.layout import Layout
+
+Action = Literal["add", "replace", "remove"]
+ChunkSource = Callable[[], Iterator[bytes]]
+
+
+@dataclass
+class Op:
+    """One file change; ``divert`` keeps a copy of the replaced original for restoring."""
+
+    i: int
+    action: Action
+    path: str
+    mode: int = 0o644
+    divert: bool = False
+
+
+@dataclass
+class Plan:
+    """Everything a transaction will do to files, fixed before anything is written."""
+
+    ops: list[Op] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+    mkdirs: list[str] = field(default_factory=list)
+    prune: list[str] = field(default_factory=list)
+    sources: dict[int, ChunkSource] = field(default_factory=dict, repr=False)
+
+    def to_record(self) -> dict[str, Any]:
+        return {"ops": [asdict(op) for op in self.ops], "mkdirs": self.mkdirs, "prune": self.prune}
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Plan:
+        return cls(ops=[Op(**op) for op in record["ops"]], mkdirs=list(record["mkdirs"]),
+                   prune=list(record["prune"]))
+
+    def summary(self) -> dict[str, int]:
+        counts = {"add": 0, "replace": 0, "remove": 0}
+        for op in self.ops:
+            counts[op.action] += 1
+        counts["unchanged"] = len(self.unchanged)
+        counts["kept"] = len(self.kept)
+        return counts
+
+
+def _describe(exc: OSError) -> str:
+    return os.strerror(exc.errno) if exc.errno else str(exc)
+
+
+class Transaction:
+    """Applies a :class:`Plan` under a layout, journalled step by step."""
+
+    def __init__(self, layout: Layout, tx: str, plan: Plan, journal: Journal | None = None) -> None:
+        self.layout = layout
+        self.tx = tx
+        self.plan = plan
+        self.journal = journal
+
+    # names
+    def target(self, op: Op) -> Path:
+        return self.layout.under(op.path)
+
+    def staged(self, op: Op) -> Path:
+        return self.target(op).with_name(f".mga-{self.tx}-{op.i}.new")
+
+    def backup(self, op: Op) -> Path:
+        return self.target(op).with_name(f".mga-{self.tx}-{op.i}.old")
+
+    def diverted(self, op: Op) -> Path:
+        return self.layout.diverted_dir / op.path
+
+    def _dirs(self) -> set[Path]:
+        return {self.target(op).parent for op in self.plan.ops}
+
+    def _log(self, phase: str, **extra: Any) -> None:
+        assert phase in PHASES
+        if self.journal is not None:
+            self.journal.write({"type": phase, "tx": self.tx, **extra})
+
+    # steps
+    def begin(self, info: dict[str, Any]) -> None:
+        self._log("begin", plan=self.plan.to_record(), **info)
+        faults.point("after-begin")
+
+    def stage(self, extra: Iterable[Callable[[], None]] = ()) -> None:
+        """Write every new file next to its target, durable on disk; nothing is visible yet."""
+        try:
+            for rel in self.plan.mkdirs:
+                path = self.layout.under(rel)
+                path.mkdir(mode=0o755)
+                fsync_dir(path.parent)
+            for op in self.plan.ops:
+                if op.divert:
+                    keep = self.diverted(op)
+                    keep.parent.mkdir(parents=True, exist_ok=True)
+                    tmp = keep.with_name(keep.name + f".{self.tx}.tmp")
+                    shutil.copy2(self.target(op), tmp, follow_symlinks=False)
+                    with open(tmp, "rb") as fh:
+                        os.fsync(fh.fileno())
+                    os.replace(tmp, keep)
+                    fsync_dir(keep.parent)
+                if op.action == "remove":
+                    continue
+                write_new(self.staged(op), self.plan.sources[op.i](), op.mode)
+                faults.point("mid-stage")
+            for step in extra:
+                step()
+            fsync_dirs(self._dirs())
+        except OSError as exc:
+            name = exc.filename or "a staged file"
+            raise SwitchFailed(f"cannot stage {name}: {_describe(exc)}", errno=exc.errno,
+                               path=str(name)) from exc
+        faults.point("before-staged")
+        self._log("staged")
+        faults.point("after-staged")
+
+    def switch(self) -> None:
+        """Put the new files in place and remove obsolete ones; raises on the first failure."""
+        self._log("switching")
+        faults.point("after-switching")
+        ordered = [op for op in self.plan.ops if op.action != "remove"] + [
+            op for op in self.plan.ops if op.action == "remove"
+        ]
+        for op in ordered:
+            target = self.target(op)
+            try:
+                if op.action == "add":
+                    os.rename(self.staged(op), target)
+                elif op.action == "replace":
+                    os.link(target, self.backup(op), follow_symlinks=False)
+                    os.rename(self.staged(op), target)
+                else:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.rename(target, self.backup(op))
+            except OSError as exc:
+                if exc.errno == errno.ENOENT and op.action == "replace":
+                    raise SwitchFailed(f"{target}: disappeared during the transaction",
+                                       path=str(target)) from exc
+                raise SwitchFailed(
+                    f"cannot {'remove' if op.action == 'remove' else 'replace'} {target}: "
+                    f"{_describe(exc)}",
+                    errno=exc.errno, path=str(target),
+                    hint="the file may be immutable (lsattr), on a read-only mount, busy, or the "
+                         "disk full; the previous version was restored",
+                ) from exc
+            faults.point("mid-switch")
+        fsync_dirs(self._dirs())
+        faults.point("before-switched")
+        self._log("switched")
+        faults.point("after-switched")
+
+    def undo(self, phase: str) -> None:
+        """Restore the exact previous state from whatever ``phase`` was reached."""
+        switched = PHASES.index(phase) >= PHASES.index("switching") if phase else False
+        for op in reversed(self.plan.ops):
+            staged, backup, target = self.staged(op), self.backup(op), self.target(op)
+            if op.divert:
+                unlink_if_exists(self.diverted(op))
+            if op.action == "remove":
+                if switched and os.path.lexists(backup):
+                    os.rename(backup, target)
+                continue
+            if unlink_if_exists(staged) or not switched:
+                unlink_if_exists(backup)  # a link to the unchanged target, if any
+                continue
+            if op.action == "add":
+                unlink_if_exists(target)
+            elif os.path.lexists(backup):
+                os.rename(backup, target)
+        fsync_dirs(p for p in self._dirs() if p.exists())
+        for rel in reversed(self.plan.mkdirs):
+            path = self.layout.under(rel)
+            if rmdir_if_empty(path):
+                fsync_dir(path.parent)
+
+    def finish(self) -> None:
+        """After commit: drop backups and leftovers, prune emptied directories."""
+        for op in self.plan.ops:
+            unlink_if_exists(self.backup(op))
+            unlink_if_exists(self.staged(op))
+        for rel in self.plan.prune:
+            rmdir_if_empty(self.layout.under(rel))
+        fsync_dirs(p for p in self._dirs() if p.exists())

@@ -1,0 +1,76 @@
+"""The only place XML is parsed: no entity expansion, no network, no DTDs, bounded size."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lxml import etree
+
+from mgr_agent.errors import InvalidXML
+
+MAX_XML_BYTES = 4 * 1024 * 1024
+
+Element = etree._Element
+
+
+def _parser() -> etree.XMLParser:
+    return etree.XMLParser(
+        resolve_entities=False,
+        no_network=True,
+        huge_tree=False,
+        load_dtd=False,
+        dtd_validation=False,
+        remove_comments=False,
+    )
+
+
+def parse(data: bytes, source: str, *, max_bytes: int = MAX_XML_BYTES) -> Element:
+    """Parse ``data`` (named ``source`` in errors) and return its root element.
+
+    Refuses anything over ``max_bytes``, any DOCTYPE that declares entities or points
+    at an external DTD, any entity reference, and anything that is not well-formed.
+    """
+    if len(data) > max_bytes:
+        raise InvalidXML(
+            f"{source}: {len(data)} bytes is over the XML size limit of {max_bytes}",
+            path=source,
+            rule="xml-size",
+        )
+    try:
+        root = etree.fromstring(data, _parser())
+    except etree.XMLSyntaxError as exc:
+        raise InvalidXML(f"{source}: not well-formed XML: {exc}", path=source,
+                         rule="xml-syntax") from exc
+    except ValueError as exc:  # e.g. encoding declarations lxml refuses
+        raise InvalidXML(f"{source}: cannot be parsed as XML: {exc}", path=source,
+                         rule="xml-syntax") from exc
+    info: Any = root.getroottree().docinfo
+    if info.system_url or info.public_id:
+        raise InvalidXML(
+            f"{source}: refers to an external DTD ({info.system_url or info.public_id}); "
+            "external DTDs are not allowed in packages",
+            path=source,
+            rule="xml-external-dtd",
+        )
+    dtd: Any = info.internalDTD
+    if dtd is not None and any(True for _ in dtd.iterentities()):
+        raise InvalidXML(
+            f"{source}: declares XML entities in its DOCTYPE; entities are not allowed in packages",
+            path=source,
+            rule="xml-entities",
+        )
+    for node in root.iter(etree.Entity):
+        raise InvalidXML(
+            f"{source}: uses the undeclared entity {node.text!s}; entities are not allowed",
+            path=source,
+            rule="xml-entities",
+        )
+    return root
+
+
+def text_of(element: Element, tag: str) -> str | None:
+    """Stripped text of the first direct child ``tag``, or None."""
+    child = element.find(tag)
+    if child is None or child.text is None:
+        return None
+    return child.text.strip()
