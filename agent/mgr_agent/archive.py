@@ -316,6 +316,12 @@ class TarSource:
         self._members: dict[str, tarfile.TarInfo] = {}
         for member in members:
             raw = member.name
+            # `tar -C DIR .` writes "./" and "./name": the one prefix tar itself adds.
+            if raw in (".", "./"):
+                continue
+            if raw.startswith("./"):
+                raw = raw[2:]
+                member.name = raw
             if any(0xDC80 <= ord(c) <= 0xDCFF for c in raw):
                 raise _reject(raw.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"),
                               "name-not-utf8", "name is not valid UTF-8")

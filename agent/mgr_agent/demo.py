@@ -60,7 +60,8 @@ class Demo:
                             self.work / "demo-1.2-broken.zip")
         ext = {v: write_zip(plesk_files("demo-ext", v), self.work / f"demo-ext-{v}.zip")
                for v in ("1.0", "1.1")}
-        ext_bad = write_zip(plesk_files("demo-ext", "1.2", post_install='fwrite(STDERR, "db migration failed\\n"); exit(2);'),
+        failing = 'fwrite(STDERR, "db migration failed\\n"); exit(2);'
+        ext_bad = write_zip(plesk_files("demo-ext", "1.2", post_install=failing),
                             self.work / "demo-ext-1.2-broken.zip")
         print(f"sandbox root: {self.root}\npackages:     {self.work}")
 

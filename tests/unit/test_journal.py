@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mgr_agent.errors import StateCorrupt
+from mgr_agent.journal import Journal, replay
+
+
+def _journal(tmp_path: Path, *types: str) -> Path:
+    j = Journal(tmp_path, "tx1")
+    for t in types:
+        j.write({"type": t, "tx": "tx1", "plan": {"ops": []}} if t == "begin" else {"type": t})
+    j.close()
+    return j.path
+
+
+def test_replay_reports_last_phase(tmp_path: Path) -> None:
+    rep = replay(_journal(tmp_path, "begin", "staged", "switching"))
+    assert rep.phase == "switching" and rep.torn is None and rep.begin is not None
+    assert rep.tx == "tx1"
+
+
+def test_unterminated_tail_is_a_torn_write(tmp_path: Path) -> None:
+    path = _journal(tmp_path, "begin", "staged")
+    with open(path, "ab") as fh:
+        fh.write(b"deadbeef {\"type\": \"swi")
+    rep = replay(path)
+    assert rep.phase == "staged" and rep.torn is not None and "unterminated" in rep.torn
+
+
+def test_damaged_last_record_is_torn(tmp_path: Path) -> None:
+    path = _journal(tmp_path, "begin", "staged")
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0x20
+    path.write_bytes(bytes(data))
+    rep = replay(path)
+    assert rep.phase == "begin" and rep.torn is not None and "damaged" in rep.torn
+
+
+def test_damage_before_the_end_is_refused(tmp_path: Path) -> None:
+    path = _journal(tmp_path, "begin", "staged", "switching")
+    data = bytearray(path.read_bytes())
+    data[12] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(StateCorrupt, match="record 1 of 3 is damaged"):
+        replay(path)
+
+
+def test_torn_begin_means_nothing_started(tmp_path: Path) -> None:
+    path = tmp_path / "tx2.log"
+    path.write_bytes(b"0000")
+    rep = replay(path)
+    assert rep.begin is None and rep.torn is not None
