@@ -6,14 +6,12 @@ import argparse
 import json
 import logging
 import os
-import signal
 import sys
 import time
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING, TextIO
 
-from mgr_agent import __version__
+from mgr_agent import __version__, signals
 from mgr_agent.errors import AgentError, Interrupted
 from mgr_agent.layout import Layout
 from mgr_agent.result import Result
@@ -166,10 +164,6 @@ def _render(result: Result, term: _Terminal) -> str:
     return "\n".join(lines)
 
 
-def _raise_interrupted(signum: int, _frame: FrameType | None) -> None:
-    raise Interrupted(f"interrupted by {signal.Signals(signum).name}")
-
-
 def _dispatch(args: argparse.Namespace, engine: Engine) -> Result:
     c = args.command
     if c == "install":
@@ -197,8 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
                         format="%(levelname)s %(message)s", stream=sys.stderr)
     term = _Terminal(sys.stderr, enabled=not as_json)
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _raise_interrupted)
+    signals.install_handlers()
     from mgr_agent.engine import Engine  # noqa: PLC0415 - deferred: keeps --help fast
 
     command = args.command

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from mgr_agent import config as config_mod
-from mgr_agent import faults, package, preflight
+from mgr_agent import faults, package, preflight, signals
 from mgr_agent.errors import (
     AgentError,
     DowngradeRefused,
@@ -208,49 +208,61 @@ class Engine:
             if pkg is not None:
                 panel.health(pkg)
             faults.point("before-commit")
+        except BaseException as exc:
+            with signals.held():
+                return self._undo(exc, state, journal, t, panel, installed, result, hooks, history, tx, op)
+        with signals.held():  # commit and cleanup run to the end; a signal waits for them
             commit.history = {**history, "action": result.action, "detail": {
                 "hooks": [h.to_dict() for h in hooks], "warnings": result.warnings,
                 "plan": change.plan.summary()}}
-            state.commit(commit)
+            try:
+                state.commit(commit)
+            except BaseException as exc:
+                return self._undo(exc, state, journal, t, panel, installed, result, hooks, history, tx, op)
             faults.point("after-commit")
-        except BaseException as exc:
-            phase = journal.phase
-            err = exc if isinstance(exc, AgentError) else (
-                Interrupted(f"interrupted by {exc.__class__.__name__}")
-                if isinstance(exc, KeyboardInterrupt | Interrupted) else
-                AgentError(f"{exc.__class__.__name__}: {exc}"))
-            self.progress(f"failed ({err.code}); restoring the previous state")
-            t.undo(phase)
-            if phase in ("switching", "switched"):
-                result.notes += panel.restart(self.runner)
+            self.progress("committed; cleaning up")
+            t.finish()
             journal.remove()
             self._gc(state)
-            changed_files = phase in ("switching", "switched")
-            final: AgentError = err
-            if changed_files and not isinstance(err, Interrupted):
-                final = RolledBack(
-                    f"{err.message} — rolled back to "
-                    f"{installed.label if installed else 'nothing installed'}",
-                    cause=err, hint=err.hint, cause_code=err.code, **err.details)
-            state.record(tx, op, "rolled_back" if changed_files else "failed",
-                         "rolled_back" if changed_files else "failed", panel.name, result.name,
-                         history["from_version"], history["to_version"], started,
-                         {"hooks": [h.to_dict() for h in hooks], "error": final.to_dict(),
-                          "warnings": result.warnings})
-            result.action = "rolled_back" if changed_files else "failed"
-            result.changed = False
-            result.hooks = [h.to_dict() for h in hooks]
-            result.error = final
-            if not isinstance(exc, Exception | Interrupted):
-                raise
-            return result
-        self.progress("committed; cleaning up")
-        t.finish()
-        journal.remove()
-        self._gc(state)
         result.hooks = [h.to_dict() for h in hooks]
         result.tx = tx
         return result
+
+    def _undo(self, exc: BaseException, state: State, journal: Journal, t: Transaction, panel: Panel,
+              installed: Installed | None, result: Result, hooks: list[HookRun],
+              history: dict[str, Any], tx: str, op: str) -> Result:
+        """Restore the previous state after ``exc`` and describe the failure."""
+        phase = journal.phase
+        err = exc if isinstance(exc, AgentError) else (
+            Interrupted(f"interrupted by {exc.__class__.__name__}")
+            if isinstance(exc, KeyboardInterrupt | Interrupted) else
+            AgentError(f"{exc.__class__.__name__}: {exc}"))
+        self.progress(f"failed ({err.code}); restoring the previous state")
+        t.undo(phase)
+        if phase in ("switching", "switched"):
+            result.notes += panel.restart(self.runner)
+        journal.remove()
+        self._gc(state)
+        changed_files = phase in ("switching", "switched")
+        final: AgentError = err
+        if changed_files and not isinstance(err, Interrupted):
+            final = RolledBack(
+                f"{err.message} — rolled back to "
+                f"{installed.label if installed else 'nothing installed'}",
+                cause=err, hint=err.hint, cause_code=err.code, **err.details)
+        state.record(tx, op, "rolled_back" if changed_files else "failed",
+                     "rolled_back" if changed_files else "failed", panel.name, result.name,
+                     history["from_version"], history["to_version"], history["started"],
+                     {"hooks": [h.to_dict() for h in hooks], "error": final.to_dict(),
+                      "warnings": result.warnings})
+        result.action = "rolled_back" if changed_files else "failed"
+        result.changed = False
+        result.hooks = [h.to_dict() for h in hooks]
+        result.error = final
+        if not isinstance(exc, Exception | Interrupted):
+            raise exc
+        return result
+
 
     # ---------------------------------------------------------------- commands
     def install(

@@ -90,19 +90,25 @@ def lexists(path: Path) -> bool:
     return os.path.lexists(path)
 
 
-def check_no_symlink(anchor: Path, target: Path) -> None:
+def check_no_symlink(anchor: Path, target: Path, verified: set[str] | None = None) -> None:
     """Refuse when ``target`` or any directory between ``anchor`` and it is a symlink.
 
     The agent must never follow a link planted in a panel tree out of that tree.
+    ``verified`` caches directories already found to be real, across calls.
     """
     rel = target.relative_to(anchor)
     current = anchor
     for part in rel.parts:
         current = current / part
+        key = str(current)
+        if verified is not None and key in verified:
+            continue
         try:
             st = os.lstat(current)
         except FileNotFoundError:
             return
+        if stat.S_ISDIR(st.st_mode) and verified is not None:
+            verified.add(key)
         if stat.S_ISLNK(st.st_mode):
             raise Conflict(
                 f"{current}: is a symbolic link; refusing to write through it",

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mgr_agent.errors import Conflict
-from mgr_agent.fsutil import CHUNK, check_no_symlink, missing_dirs
+from mgr_agent.fsutil import CHUNK, check_no_symlink
 from mgr_agent.layout import Layout
 from mgr_agent.package import FileSpec, Package
 from mgr_agent.panels.base import Panel
@@ -53,18 +53,25 @@ class Planner:
         self.layout = layout
         self.state = state
         self.panel = panel
+        self._present: set[str] = set()
+        self._verified: set[str] = set()
 
     def _op(self, plan: Plan, action: str, path: str, mode: int = 0o644, divert: bool = False) -> Op:
         op = Op(i=len(plan.ops), action=action, path=path, mode=mode, divert=divert)  # type: ignore[arg-type]
         plan.ops.append(op)
         return op
 
-    def _mkdirs(self, plan: Plan, target: Path, seen: set[str]) -> None:
-        for path in missing_dirs(target.parent, self.layout.root):
-            rel = self.layout.rel(path)
-            if rel not in seen:
-                seen.add(rel)
-                plan.mkdirs.append(rel)
+    def _mkdirs(self, plan: Plan, target: str, seen: set[str]) -> None:
+        """Record the missing parents of root-relative ``target``, outermost first."""
+        parent = target.rpartition("/")[0]
+        if not parent or parent in seen or parent in self._present:
+            return
+        if os.path.isdir(os.path.join(self.layout.root, parent)):
+            self._present.add(parent)
+            return
+        self._mkdirs(plan, parent, seen)
+        seen.add(parent)
+        plan.mkdirs.append(parent)
 
     def install(self, pkg: Package, installed: Installed | None, *, reinstall: bool) -> Change:
         key = (pkg.panel, pkg.name)
@@ -79,7 +86,8 @@ class Planner:
         made: set[str] = set()
         for target, spec in sorted(pkg.files.items()):
             path = self.layout.under(target)
-            check_no_symlink(self.layout.root if not path.is_relative_to(anchor) else anchor, path)
+            check_no_symlink(self.layout.root if not path.is_relative_to(anchor) else anchor, path,
+                             self._verified)
             exists = os.path.lexists(path)
             if exists and stat.S_ISDIR(os.lstat(path).st_mode):
                 raise Conflict(f"{target}: is a directory on disk, but the package installs a file there",
@@ -89,7 +97,7 @@ class Planner:
                 if exists:
                     plan.kept.append(target)
                 else:
-                    self._mkdirs(plan, path, made)
+                    self._mkdirs(plan, target, made)
                     plan.sources[self._op(plan, "add", target, spec.mode).i] = self._entry(pkg, spec)
                 change.files.append((target, row))
                 continue
@@ -115,7 +123,7 @@ class Planner:
                     f"{target}: replaces a file no package owns (a panel file); the original is kept "
                     f"and put back when {pkg.name} is removed or rolled back")
             if not exists:
-                self._mkdirs(plan, path, made)
+                self._mkdirs(plan, target, made)
             op = self._op(plan, "replace" if exists else "add", target, spec.mode, divert)
             plan.sources[op.i] = self._entry(pkg, spec)
         for target, prev in sorted(old.items()):
@@ -154,7 +162,8 @@ class Planner:
         for target, row in sorted(files.items()):
             if row.kind == "data":
                 continue
-            check_no_symlink(self.panel.anchor(installed.name), self.layout.under(target))
+            check_no_symlink(self.panel.anchor(installed.name), self.layout.under(target),
+                             self._verified)
             self._obsolete(plan, change, target, mine)
         removing = {op.path for op in plan.ops}
         if purge:

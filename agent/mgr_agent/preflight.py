@@ -54,13 +54,17 @@ def check(layout: Layout, plan: Plan, sizes: dict[str, int], extra_state_bytes: 
     """Writability, immutability and free space of every target."""
     need: dict[int, int] = {}
     where: dict[int, Path] = {}
-    checked: set[Path] = set()
+    devices: dict[Path, int] = {}
+    parents: dict[str, Path] = {}
     for op in plan.ops:
         target = layout.under(op.path)
-        parent = _existing(target.parent)
-        if parent not in checked:
-            _check_dir(parent)
-            checked.add(parent)
+        rel_parent = op.path.rpartition("/")[0]
+        parent = parents.get(rel_parent)
+        if parent is None:
+            parent = parents[rel_parent] = _existing(target.parent)
+            if parent not in devices:
+                _check_dir(parent)
+                devices[parent] = os.stat(parent).st_dev
         if op.action != "add" and os.path.lexists(target) \
                 and _flags(target) & (FS_IMMUTABLE_FL | FS_APPEND_FL):
             raise PreflightFailed(
@@ -68,7 +72,7 @@ def check(layout: Layout, plan: Plan, sizes: dict[str, int], extra_state_bytes: 
                 f"{'removed' if op.action == 'remove' else 'replaced'}",
                 path=str(target), hint="chattr -i it if the change is intended")
         if op.action != "remove":
-            dev = os.stat(parent).st_dev
+            dev = devices[parent]
             need[dev] = need.get(dev, 0) + sizes.get(op.path, 0) + 4096
             where[dev] = parent
     state = _existing(layout.state_dir)

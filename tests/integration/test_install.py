@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -375,3 +376,25 @@ def test_lock_wait_zero_fails_fast(root: Path, pkgs: Path) -> None:
         assert "install demo" in run.json["error"]["message"]
     finally:
         assert holder.wait(30) == 0
+
+
+def test_sigterm_during_post_install_undoes_and_exits_130(root: Path, pkgs: Path) -> None:
+    ok(cli(root, "install", str(isp(pkgs, "1.0"))))
+    before = snapshot(root)
+    marker = root.parent / "hook-started"
+    slow = isp(pkgs, "1.1", post_install=f"touch {marker}; sleep 30")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MGR_AGENT_")}
+    proc = subprocess.Popen([sys.executable, "-m", "mgr_agent", "--root", str(root), "install",
+                             str(slow), "--json"], env=env, stdout=subprocess.PIPE, text=True)
+    for _ in range(200):
+        if marker.exists():
+            break
+        subprocess.run(["sleep", "0.05"], check=True)
+    proc.terminate()
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    doc = json.loads(out)
+    assert doc["error"]["code"] == "interrupted" and "SIGTERM" in doc["error"]["message"]
+    assert snapshot(root) == before
+    assert leftovers(root) == []
+    assert ok(cli(root, "info", "demo"))["version"] == "1.0"
