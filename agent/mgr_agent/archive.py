@@ -6,6 +6,7 @@ written.  Unsafe input is rejected, never "cleaned up".
 
 from __future__ import annotations
 
+import copy
 import itertools
 import os
 import stat
@@ -200,9 +201,10 @@ def _check_zip_tail(path: Path, name: str) -> None:
 
 
 def _zip_name(info: zipfile.ZipInfo) -> str:
+    # orig_filename: zipfile cuts ``filename`` at the first NUL byte, which would hide it
     if info.flag_bits & 0x800:
-        return info.filename
-    raw = info.filename.encode("cp437")
+        return info.orig_filename
+    raw = info.orig_filename.encode("cp437")
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -221,6 +223,10 @@ class ZipSource:
         _check_zip_tail(path, path.name)
         try:
             self._zf = zipfile.ZipFile(path)
+        except UnicodeDecodeError as exc:  # a name flagged UTF-8 that is not
+            raw = exc.object if isinstance(exc.object, bytes) else b""
+            raise _reject(raw.decode("utf-8", "backslashreplace"), "name-not-utf8",
+                          "name is flagged UTF-8 but is not valid UTF-8") from exc
         except (zipfile.BadZipFile, OSError, ValueError) as exc:
             raise UnsafeArchive(f"{path.name}: not a readable zip archive: {exc} [rule: zip-format]",
                                 rule="zip-format") from exc
@@ -278,8 +284,13 @@ class ZipSource:
 
     def chunks(self, name: str) -> Iterator[bytes]:
         info = self._names[name]
+        # zipfile stops at the declared size and, when the CRC was forged to match,
+        # silently drops the rest of the data; read to the real end of the compressed
+        # stream instead, so that _checked_chunks sees a larger real size.
+        unbounded = copy.copy(info)
+        unbounded.file_size = 1 << 62
         try:
-            with self._zf.open(info) as fh:
+            with self._zf.open(unbounded) as fh:
                 yield from _checked_chunks(name, _read_stream(fh), info.file_size)
         except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:  # lzma/zlib errors
             raise _reject(name, "corrupt-data", f"cannot be read: {exc}") from exc

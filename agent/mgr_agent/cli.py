@@ -201,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
         result = _dispatch(args, engine)
     except AgentError as exc:
         log.debug("error", exc_info=True)
-        result = Result(action="failed", name=getattr(args, "name", None), error=exc)
+        name, panel = exc.subject or (getattr(args, "name", None), getattr(args, "panel", None))
+        result = Result(action="failed", name=name, panel=panel, error=exc)
     except KeyboardInterrupt:
         result = Result(action="failed", error=Interrupted("interrupted by SIGINT"))
     except Exception as exc:

@@ -19,6 +19,7 @@ class Config:
     keep_versions: int = 1
     lock_wait: float = 300.0
     free_space_margin: int = 16 * 1024 * 1024
+    durability: str = "syncfs"
     limits: Limits = field(default_factory=Limits)
 
 
@@ -27,6 +28,7 @@ _SECTIONS: dict[str, dict[str, str]] = {
     "state": {"keep_versions": "keep_versions"},
     "lock": {"wait": "lock_wait"},
     "preflight": {"free_space_margin": "free_space_margin"},
+    "durability": {"mode": "durability"},
 }
 
 
@@ -68,6 +70,8 @@ def load(layout: Layout) -> Config:
                 raise UsageError(f"{path}: unknown key {section}.{key}")
             want = {"float": float, "int": int, "str": str}[str(types[attr])]
             changes[attr] = _typed(f"{path}: {section}.{key}", value, want)
+    if changes.get("durability", "syncfs") not in ("syncfs", "fsync"):
+        raise UsageError(f"{path}: durability.mode must be \"syncfs\" or \"fsync\"")
     if limit_changes:
         changes["limits"] = replace(config.limits, **limit_changes)
     return replace(config, **changes)

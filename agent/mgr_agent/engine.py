@@ -90,7 +90,8 @@ class Engine:
 
     @contextmanager
     def _reading(self) -> Iterator[State]:
-        state = State(self.layout.db_file)
+        """The state for read-only commands; nothing is created on a root without state."""
+        state = State(self.layout.db_file if self.layout.db_file.exists() else None)
         try:
             yield state
         finally:
@@ -274,6 +275,9 @@ class Engine:
         try:
             return self._install(pkg, dry_run=dry_run, allow_downgrade=allow_downgrade,
                                  reinstall=reinstall, op=op)
+        except AgentError as exc:
+            exc.subject = (pkg.name, pkg.panel)
+            raise
         finally:
             pkg.close()
 
@@ -283,6 +287,15 @@ class Engine:
         result = Result(action="planned", name=pkg.name, panel=pkg.panel, version=pkg.label,
                         warnings=list(pkg.warnings))
         result.warnings += panel.check_compatible(pkg)
+        if not self.layout.db_file.exists():
+            # Nothing is installed on this root yet: find refusals (planted links, space,
+            # read-only targets) before the lock and the state database are created.
+            empty = State(None)
+            try:
+                change = Planner(self.layout, empty, panel).install(pkg, None, reinstall=reinstall)
+                self._preflight(pkg, change)
+            finally:
+                empty.close()
         with self._mutating(f"{op} {pkg.name}") as state:
             found = state.find(pkg.name, pkg.panel)
             installed = found[0] if found else None
@@ -300,10 +313,7 @@ class Engine:
             change = Planner(self.layout, state, panel).install(pkg, installed, reinstall=reinstall)
             result.warnings += change.warnings
             result.plan = self._plan_json(change.plan)
-            stored = self.layout.archives_dir / self._archive_name(pkg)
-            archive_bytes = 0 if stored.exists() else sum(e.size for e in pkg.source.entries.values())
-            preflight.check(self.layout, change.plan, {t: s.size for t, s in pkg.files.items()},
-                            archive_bytes, self.config.free_space_margin)
+            self._preflight(pkg, change)
             if dry_run:
                 return result
             upgrading = installed is not None
@@ -452,6 +462,12 @@ class Engine:
     def history(self, name: str | None = None, limit: int = 100) -> Result:
         with self._reading() as state:
             return Result(action="history", name=name, data=state.history(name, limit))
+
+    def _preflight(self, pkg: Package, change: Change) -> None:
+        stored = self.layout.archives_dir / self._archive_name(pkg)
+        archive_bytes = 0 if stored.exists() else sum(e.size for e in pkg.source.entries.values())
+        preflight.check(self.layout, change.plan, {t: s.size for t, s in pkg.files.items()},
+                        archive_bytes, self.config.free_space_margin)
 
     @staticmethod
     def _kept_row(installed: Installed, now: float, tx: str) -> KeptRow:

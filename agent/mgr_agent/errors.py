@@ -20,6 +20,7 @@ class AgentError(Exception):
         self.message = message
         self.hint = hint if hint is not None else self.default_hint
         self.details: dict[str, Any] = details
+        self.subject: tuple[str, str] | None = None  # (name, panel) the error concerns, if known
 
     def to_dict(self) -> dict[str, Any]:
         """The ``error`` object of the JSON result."""
@@ -89,6 +90,7 @@ class DowngradeRefused(Refused):
 
 class IncompatiblePanel(Refused):
     code = "incompatible-panel"
+    default_hint = "this package is not made for this panel or its version"
 
 
 class HookFailed(AgentError):

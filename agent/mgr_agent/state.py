@@ -99,16 +99,18 @@ class Commit:
 class State:
     """Opened per command; every write is one SQLite transaction with synchronous=FULL."""
 
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(self, path: Path | None) -> None:
+        """Open (creating) the database at ``path``; None gives an empty in-memory one."""
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.db = sqlite3.connect(path, timeout=30, isolation_level=None)
+            self.db = sqlite3.connect(path or ":memory:", timeout=30, isolation_level=None)
             self.db.execute("PRAGMA synchronous=FULL")
             self.db.execute("PRAGMA journal_mode=DELETE")
             self.db.executescript(SCHEMA)
         except sqlite3.DatabaseError as exc:
             raise StateCorrupt(f"{path}: the state database cannot be opened: {exc}") from exc
-        self.path = path
+        self.path = path or Path(":memory:")
 
     def close(self) -> None:
         self.db.close()

@@ -186,23 +186,30 @@ class Transaction:
         faults.point("after-switched")
 
     def undo(self, phase: str) -> None:
-        """Restore the exact previous state from whatever ``phase`` was reached."""
-        switched = PHASES.index(phase) >= PHASES.index("switching") if phase else False
+        """Restore the exact previous state from whatever ``phase`` was reached.
+
+        Each op is judged by the files themselves; ``phase`` is needed only to tell an
+        added file that was switched (S gone, staging complete) from one never staged.
+        A backup B exists only once its op was switched, so it is always put back: a
+        damaged last journal record, taken for a torn one, must never cost the old file.
+        """
+        staged_all = PHASES.index(phase) >= PHASES.index("staged") if phase else False
         for op in reversed(self.plan.ops):
             staged, backup, target = self.staged(op), self.backup(op), self.target(op)
             if op.divert:
                 unlink_if_exists(self.diverted(op))
             if op.action == "remove":
-                if switched and os.path.lexists(backup):
+                if os.path.lexists(backup):
                     os.rename(backup, target)
                 continue
-            if unlink_if_exists(staged) or not switched:
+            if unlink_if_exists(staged):
                 unlink_if_exists(backup)  # a link to the unchanged target, if any
                 continue
-            if op.action == "add":
+            if op.action == "replace":
+                if os.path.lexists(backup):
+                    os.rename(backup, target)
+            elif staged_all:
                 unlink_if_exists(target)
-            elif os.path.lexists(backup):
-                os.rename(backup, target)
         fsync_dirs(p for p in self._dirs() if p.exists())
         for rel in reversed(self.plan.mkdirs):
             path = self.layout.under(rel)

@@ -12,6 +12,12 @@ MAX_XML_BYTES = 4 * 1024 * 1024
 
 Element = etree._Element
 
+_ENTITY_ERRORS = frozenset({
+    etree.ErrorTypes.ERR_UNDECLARED_ENTITY,
+    etree.ErrorTypes.ERR_ENTITY_LOOP,
+    etree.ErrorTypes.WAR_UNDECLARED_ENTITY,
+})
+
 
 def _parser() -> etree.XMLParser:
     return etree.XMLParser(
@@ -39,8 +45,10 @@ def parse(data: bytes, source: str, *, max_bytes: int = MAX_XML_BYTES) -> Elemen
     try:
         root = etree.fromstring(data, _parser())
     except etree.XMLSyntaxError as exc:
+        # entity bombs, loops and undeclared entities stop libxml2 before our checks run
+        about_entities = "entity" in str(exc).lower() or getattr(exc, "code", None) in _ENTITY_ERRORS
         raise InvalidXML(f"{source}: not well-formed XML: {exc}", path=source,
-                         rule="xml-syntax") from exc
+                         rule="xml-entities" if about_entities else "xml-syntax") from exc
     except ValueError as exc:  # e.g. encoding declarations lxml refuses
         raise InvalidXML(f"{source}: cannot be parsed as XML: {exc}", path=source,
                          rule="xml-syntax") from exc
