@@ -33,7 +33,8 @@ EXIT_CODES = """exit codes:
 
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                        help="print one JSON document on stdout")
     common.add_argument("--root", default=argparse.SUPPRESS, help="root prefix (default /)")
     common.add_argument("--wait", type=float, default=argparse.SUPPRESS, metavar="SECONDS",
                         help="how long to wait for the lock (default 300, from agent.toml)")
@@ -121,8 +122,8 @@ def _render(result: Result, term: _Terminal) -> str:
         lines.append(f"{who} {result.version}")
         lines.append(f"  installed {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(d['installed_at']))}"
                      f" by transaction {d['tx']}")
-        lines.append(f"  {len(d['files'])} files; kept for rollback: "
-                     + (", ".join(k["version"] for k in d["kept"]) or "none"))
+        kept = [f"{k['version']}-{k['release']}" if k["release"] else k["version"] for k in d["kept"]]
+        lines.append(f"  {len(d['files'])} files; kept for rollback: " + (", ".join(kept) or "none"))
         lines += [f"  {f['mode']} {f['path']}" + (" (data)" if f["kind"] == "data" else "")
                   for f in d["files"]]
         lines += [f"  replaces panel file {p} (original kept)" for p in d["diversions"]]
@@ -186,7 +187,7 @@ def _dispatch(args: argparse.Namespace, engine: Engine) -> Result:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    as_json: bool = args.json
+    as_json: bool = getattr(args, "json", False)
     verbose = getattr(args, "verbose", 0)
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
                         format="%(levelname)s %(message)s", stream=sys.stderr)

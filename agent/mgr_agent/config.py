@@ -70,6 +70,11 @@ def load(layout: Layout) -> Config:
                 raise UsageError(f"{path}: unknown key {section}.{key}")
             want = {"float": float, "int": int, "str": str}[str(types[attr])]
             changes[attr] = _typed(f"{path}: {section}.{key}", value, want)
+    for attr, low in (("hook_timeout", 0.001), ("hook_output_limit", 1024), ("keep_versions", 0),
+                      ("lock_wait", 0), ("free_space_margin", 0)):
+        if attr in changes and changes[attr] < low:
+            key = next(f"{s}.{k}" for s, keys in _SECTIONS.items() for k, a in keys.items() if a == attr)
+            raise UsageError(f"{path}: {key} must be at least {low}, got {changes[attr]}")
     if changes.get("durability", "syncfs") not in ("syncfs", "fsync"):
         raise UsageError(f"{path}: durability.mode must be \"syncfs\" or \"fsync\"")
     if limit_changes:

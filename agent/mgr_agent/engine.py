@@ -23,7 +23,9 @@ from mgr_agent.errors import (
     AgentError,
     DowngradeRefused,
     Interrupted,
+    LockBusy,
     NotInstalled,
+    RecoveryError,
     RolledBack,
     UsageError,
 )
@@ -88,9 +90,33 @@ class Engine:
         finally:
             lock.release()
 
+    def _interrupted_journals(self) -> bool:
+        directory = self.layout.journal_dir
+        return directory.is_dir() and any(directory.glob("*.log"))
+
     @contextmanager
     def _reading(self) -> Iterator[State]:
-        """The state for read-only commands; nothing is created on a root without state."""
+        """The state for read-only commands; nothing is created on a root without state.
+
+        An interrupted transaction (a journal while nobody holds the lock) is recovered
+        first, so that what is read agrees with the files; a running one is left alone.
+        """
+        if self._interrupted_journals():
+            lock = Lock(self.layout.lock_file, "recover")
+            try:
+                lock.acquire(0)
+            except LockBusy:
+                pass
+            else:
+                try:
+                    writable = State(self.layout.db_file)
+                    try:
+                        writable.check()
+                        self._recover(writable)
+                    finally:
+                        writable.close()
+                finally:
+                    lock.release()
         state = State(self.layout.db_file if self.layout.db_file.exists() else None)
         try:
             yield state
@@ -193,7 +219,8 @@ class Engine:
         history: dict[str, Any] = {"op": op, "from_version": installed.label if installed else None,
                                    "to_version": pkg.label if pkg else None, "started": started}
         try:
-            t.begin({"op": op, "panel": panel.name, "name": result.name})
+            t.begin({"op": op, "panel": panel.name, "name": result.name,
+                     "from_version": history["from_version"], "to_version": history["to_version"]})
             if pre_hook and hook_pkg:
                 self._run_hook(panel, hook_pkg, pre_hook, hook_argv, tx, env, hooks)
             faults.point("after-pre-hook")
@@ -212,19 +239,28 @@ class Engine:
         except BaseException as exc:
             with signals.held():
                 return self._undo(exc, state, journal, t, panel, installed, result, hooks, history, tx, op)
-        with signals.held():  # commit and cleanup run to the end; a signal waits for them
-            commit.history = {**history, "action": result.action, "detail": {
-                "hooks": [h.to_dict() for h in hooks], "warnings": result.warnings,
-                "plan": change.plan.summary()}}
-            try:
-                state.commit(commit)
-            except BaseException as exc:
-                return self._undo(exc, state, journal, t, panel, installed, result, hooks, history, tx, op)
-            faults.point("after-commit")
-            self.progress("committed; cleaning up")
-            t.finish()
-            journal.remove()
-            self._gc(state)
+        try:
+            with signals.held():  # commit and cleanup run to the end; a signal waits for them
+                commit.history = {**history, "action": result.action, "detail": {
+                    "hooks": [h.to_dict() for h in hooks], "warnings": result.warnings,
+                    "plan": change.plan.summary()}}
+                try:
+                    state.commit(commit)
+                except BaseException as exc:
+                    return self._undo(exc, state, journal, t, panel, installed, result, hooks, history,
+                                      tx, op)
+                faults.point("after-commit")
+                self.progress("committed; cleaning up")
+                try:
+                    t.finish()
+                    journal.remove()
+                    self._gc(state)
+                except OSError as exc:
+                    journal.close()
+                    result.warnings.append(f"committed, but cleaning up failed ({exc}); the next "
+                                           "mgr-agent command finishes it")
+        except Interrupted as exc:
+            result.notes.append(f"{exc.message} after the commit; the transaction completed first")
         result.hooks = [h.to_dict() for h in hooks]
         result.tx = tx
         return result
@@ -239,7 +275,14 @@ class Engine:
             if isinstance(exc, KeyboardInterrupt | Interrupted) else
             AgentError(f"{exc.__class__.__name__}: {exc}"))
         self.progress(f"failed ({err.code}); restoring the previous state")
-        t.undo(phase)
+        try:
+            t.undo(phase)
+        except OSError as undo_exc:
+            journal.close()
+            raise RecoveryError(
+                f"{err.message}; then restoring the previous state failed: {undo_exc}",
+                hint="fix the cause (space, permissions, mounts) and run `mgr-agent recover`; "
+                     f"the journal {journal.path} is kept", cause_code=err.code) from undo_exc
         if phase in ("switching", "switched"):
             result.notes += panel.restart(self.runner)
         journal.remove()
@@ -260,6 +303,7 @@ class Engine:
         result.changed = False
         result.hooks = [h.to_dict() for h in hooks]
         result.error = final
+        result.tx = tx
         if not isinstance(exc, Exception | Interrupted):
             raise exc
         return result
@@ -296,6 +340,10 @@ class Engine:
                 self._preflight(pkg, change)
             finally:
                 empty.close()
+            if dry_run:
+                result.warnings += change.warnings
+                result.plan = self._plan_json(change.plan)
+                return result
         with self._mutating(f"{op} {pkg.name}") as state:
             found = state.find(pkg.name, pkg.panel)
             installed = found[0] if found else None
@@ -384,7 +432,8 @@ class Engine:
 
     def recover(self) -> Result:
         with self._mutating("recover"):
-            return Result(action="recovered", changed=bool(self.last_recovered),
+            changed = any(t["outcome"] != "discarded" for t in self.last_recovered)
+            return Result(action="recovered", changed=changed,
                           data={"transactions": self.last_recovered})
 
     def _recover(self, state: State) -> None:
@@ -408,7 +457,8 @@ class Engine:
                 if rep.phase in ("switching", "switched"):
                     panel.restart(self.runner)
                 state.record(rep.tx, rep.begin["op"], "rolled_back_by_recovery", "rolled_back",
-                             panel.name, rep.begin.get("name"), None, None, time.time(),
+                             panel.name, rep.begin.get("name"), rep.begin.get("from_version"),
+                             rep.begin.get("to_version"), time.time(),
                              {"phase": rep.phase, "torn": rep.torn})
                 outcome = "rolled back"
             path.unlink()

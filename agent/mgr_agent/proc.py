@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import shutil
 import signal
 import subprocess
 import threading
@@ -89,6 +90,7 @@ class Runner:
     def __init__(self, *, output_limit: int = 64 * 1024, drain_seconds: float = 1.0) -> None:
         self.output_limit = output_limit
         self.drain_seconds = drain_seconds
+        self.pdeathsig = shutil.which("setpriv", path=SAFE_PATH) or ""
 
     def run(
         self,
@@ -101,6 +103,10 @@ class Runner:
     ) -> Completed:
         """Run ``argv`` to completion or timeout; stdout and stderr are merged."""
         start = time.monotonic()
+        if self.pdeathsig:
+            # The command dies with the agent (SIGKILLed mid-hook), so that recovery never
+            # races a hook still writing under the panel tree.
+            argv = [self.pdeathsig, "--pdeathsig", "KILL", "--", *argv]
         read_fd, write_fd = os.pipe()
         try:
             proc = subprocess.Popen(
@@ -149,6 +155,8 @@ class Runner:
             if not capture.thread.is_alive():
                 os.close(read_fd)
         output, truncated = capture.text()
+        if self.pdeathsig:
+            argv = argv[4:]
         return Completed(
             argv=tuple(argv),
             returncode=proc.returncode if not timed_out else -signal.SIGKILL,

@@ -36,3 +36,10 @@ def test_values_are_read(tmp_path: Path) -> None:
 def test_bad_config_is_refused_by_name(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(UsageError, match=message):
         load(_write(tmp_path, text))
+
+
+def test_out_of_range_values_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match=r"hooks\.timeout must be at least"):
+        load(_write(tmp_path, "[hooks]\ntimeout = 0\n"))
+    with pytest.raises(UsageError, match=r"durability\.mode"):
+        load(_write(tmp_path / "b", "[durability]\nmode = 'none'\n"))

@@ -23,6 +23,12 @@ def _rel(name: str) -> str:
     return name[len(LEADING):] if name.startswith(LEADING) else name
 
 
+def _check_version(version: str, where: str) -> None:
+    if version and (len(version) > 64 or any(c.isspace() for c in version)):
+        raise InvalidPackage(f"{where}: {version[:64]!r} is not a version (one word, at most 64 "
+                             "characters)", path=where, rule="version")
+
+
 class IspManager(Panel):
     name = "ispmanager"
     detection_rule = "etc/xml/ispmgr_mod_NAME.xml is required (optionally under usr/local/mgr5/)"
@@ -86,11 +92,10 @@ class IspManager(Panel):
                     f"{desc_rel}: <plugin name={desc.get('name')!r}> does not match the plugin "
                     f"name {plugin!r} of {mod_rel}", path=desc_rel, rule="module-name")
             version = (desc.get("version") or xmlsafe.text_of(desc, "version") or "").strip()
+            _check_version(version, desc_rel)
         if not version and "VERSION" in names:
             version = read_all(source, names["VERSION"]).decode("utf-8", "replace").strip()
-            if not version or len(version) > 64 or any(c.isspace() for c in version):
-                raise InvalidPackage(f"VERSION: {version[:64]!r} is not a version (one word, "
-                                     "at most 64 characters)", path="VERSION", rule="version")
+            _check_version(version or " ", "VERSION")
 
         warnings: list[str] = []
         files: dict[str, FileSpec] = {}

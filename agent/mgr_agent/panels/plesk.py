@@ -37,6 +37,11 @@ def var(ext: str) -> str:
     return f"{PSA_REL}/var/modules/{ext}"
 
 
+def _series(have: str, bound: str) -> str:
+    """``have`` cut to as many dot components as ``bound``: a maximum of 18.0 admits 18.0.52."""
+    return ".".join(have.split(".")[: bound.count(".") + 1])
+
+
 class Plesk(Panel):
     name = "plesk"
     detection_rule = "meta.xml with root <module> is required at the archive root"
@@ -156,7 +161,7 @@ class Plesk(Panel):
             raise IncompatiblePanel(
                 f"meta.xml: plesk_min_version is {low}, but Plesk {have} is installed",
                 field="plesk_min_version", hint="upgrade Plesk or use an older release of the extension")
-        if high and compare(have, str(high)) > 0:
+        if high and compare(_series(have, str(high)), str(high)) > 0:
             raise IncompatiblePanel(
                 f"meta.xml: plesk_max_version is {high}, but Plesk {have} is installed",
                 field="plesk_max_version", hint="use a newer release of the extension")
