@@ -213,14 +213,15 @@ class Engine:
         """Run steps 3-8 for a prepared change; undo on any failure after begin."""
         started = time.time()
         journal = Journal(self.layout.journal_dir, tx)
-        t = Transaction(self.layout, tx, change.plan, journal)
+        t = Transaction(self.layout, tx, change.plan, journal, durability=self.config.durability)
         hooks: list[HookRun] = []
         env = self._hook_env(hook_pkg, op, installed) if hook_pkg else {}
         history: dict[str, Any] = {"op": op, "from_version": installed.label if installed else None,
                                    "to_version": pkg.label if pkg else None, "started": started}
         try:
             t.begin({"op": op, "panel": panel.name, "name": result.name,
-                     "from_version": history["from_version"], "to_version": history["to_version"]})
+                     "from_version": history["from_version"], "to_version": history["to_version"],
+                     "started": started})
             if pre_hook and hook_pkg:
                 self._run_hook(panel, hook_pkg, pre_hook, hook_argv, tx, env, hooks)
             faults.point("after-pre-hook")
@@ -447,7 +448,7 @@ class Engine:
                 done.append({"tx": rep.tx, "outcome": "discarded", "found": rep.torn or "empty journal"})
                 continue
             plan = Plan.from_record(rep.begin["plan"])
-            t = Transaction(self.layout, rep.tx, plan)
+            t = Transaction(self.layout, rep.tx, plan, durability=self.config.durability)
             panel = self.panel(rep.begin["panel"])
             if state.is_committed(rep.tx):
                 t.finish()
@@ -458,7 +459,7 @@ class Engine:
                     panel.restart(self.runner)
                 state.record(rep.tx, rep.begin["op"], "rolled_back_by_recovery", "rolled_back",
                              panel.name, rep.begin.get("name"), rep.begin.get("from_version"),
-                             rep.begin.get("to_version"), time.time(),
+                             rep.begin.get("to_version"), rep.begin.get("started", time.time()),
                              {"phase": rep.phase, "torn": rep.torn})
                 outcome = "rolled back"
             path.unlink()

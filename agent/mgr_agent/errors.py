@@ -122,6 +122,13 @@ class PreflightFailed(AgentError):
     exit_code = 10
 
 
+class StageFailed(PreflightFailed):
+    """The new files could not be written next to their targets; nothing was switched."""
+
+    code = "stage-failed"
+    default_hint = "free space or fix permissions on the panel's filesystem; nothing was changed"
+
+
 class SwitchFailed(AgentError):
     """A file could not be put in place (EPERM, EBUSY, EROFS, ENOSPC, ...)."""
 

@@ -50,7 +50,8 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
     fsync_dir(path.parent)
 
 
-def write_new(path: Path, chunks: Iterable[bytes], mode: int, *, sync: bool = True) -> None:
+def write_new(path: Path, chunks: Iterable[bytes], mode: int, *, sync: bool = True,
+              owner: tuple[int, int] | None = None) -> None:
     """Create ``path`` (must not exist, never through a symlink), write, fsync if ``sync``.
 
     Without ``sync`` the caller makes the data durable later with :func:`sync_filesystems`.
@@ -61,6 +62,8 @@ def write_new(path: Path, chunks: Iterable[bytes], mode: int, *, sync: bool = Tr
             view = memoryview(chunk)
             while view:
                 view = view[os.write(fd, view) :]
+        if owner is not None and owner != (os.geteuid(), os.getegid()):
+            os.fchown(fd, *owner)
         os.fchmod(fd, mode)
         if sync:
             os.fsync(fd)
@@ -110,7 +113,7 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def unlink_if_exists(path: Path) -> bool:
+def unlink_if_exists(path: str | Path) -> bool:
     try:
         os.unlink(path)
     except FileNotFoundError:
@@ -118,7 +121,7 @@ def unlink_if_exists(path: Path) -> bool:
     return True
 
 
-def rmdir_if_empty(path: Path) -> bool:
+def rmdir_if_empty(path: str | Path) -> bool:
     try:
         os.rmdir(path)
     except (FileNotFoundError, OSError):

@@ -56,8 +56,15 @@ class Planner:
         self._present: set[str] = set()
         self._verified: set[str] = set()
 
-    def _op(self, plan: Plan, action: str, path: str, mode: int = 0o644, divert: bool = False) -> Op:
-        op = Op(i=len(plan.ops), action=action, path=path, mode=mode, divert=divert)  # type: ignore[arg-type]
+    def _op(self, plan: Plan, action: str, path: str, mode: int = 0o644, divert: bool = False,
+            owner_of: str | None = None) -> Op:
+        """Append an op; the new file gets the owner of the file at ``owner_of``, if any."""
+        owner = None
+        if owner_of is not None:
+            st = os.lstat(owner_of)
+            owner = (st.st_uid, st.st_gid)
+        op = Op(i=len(plan.ops), action=action, path=path, mode=mode, divert=divert,  # type: ignore[arg-type]
+                owner=owner)
         plan.ops.append(op)
         return op
 
@@ -124,7 +131,8 @@ class Planner:
                     f"and put back when {pkg.name} is removed or rolled back")
             if not exists:
                 self._mkdirs(plan, target, made)
-            op = self._op(plan, "replace" if exists else "add", target, spec.mode, divert)
+            op = self._op(plan, "replace" if exists else "add", target, spec.mode, divert,
+                          owner_of=str(path) if exists else None)
             plan.sources[op.i] = self._entry(pkg, spec)
         for target, prev in sorted(old.items()):
             if target in pkg.files or prev.kind == "data":
@@ -146,7 +154,8 @@ class Planner:
         if target in mine:
             stored = self.layout.diverted_dir / mine[target]
             mode = stat.S_IMODE(os.lstat(stored).st_mode)
-            op = self._op(plan, "replace" if os.path.lexists(path) else "add", target, mode)
+            op = self._op(plan, "replace" if os.path.lexists(path) else "add", target, mode,
+                          owner_of=str(stored))
             plan.sources[op.i] = lambda: _read_file(stored)
             change.divert_drop.append(target)
         elif os.path.lexists(path):

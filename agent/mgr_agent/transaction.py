@@ -25,11 +25,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mgr_agent import faults
-from mgr_agent.errors import SwitchFailed
+from mgr_agent.errors import StageFailed, SwitchFailed
 from mgr_agent.fsutil import (
     fsync_dir,
     fsync_dirs,
     rmdir_if_empty,
+    sync_filesystems,
     unlink_if_exists,
     write_new,
 )
@@ -42,13 +43,15 @@ ChunkSource = Callable[[], Iterator[bytes]]
 
 @dataclass
 class Op:
-    """One file change; ``divert`` keeps a copy of the replaced original for restoring."""
+    """One file change; ``divert`` keeps a copy of the replaced original for restoring;
+    ``owner`` (uid, gid) is given to the new file (the replaced file's owner)."""
 
     i: int
     action: Action
     path: str
     mode: int = 0o644
     divert: bool = False
+    owner: tuple[int, int] | None = None
 
 
 @dataclass
@@ -67,7 +70,9 @@ class Plan:
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> Plan:
-        return cls(ops=[Op(**op) for op in record["ops"]], mkdirs=list(record["mkdirs"]),
+        ops = [Op(**{**op, "owner": tuple(op["owner"]) if op.get("owner") else None})
+               for op in record["ops"]]
+        return cls(ops=ops, mkdirs=list(record["mkdirs"]),
                    prune=list(record["prune"]))
 
     def summary(self) -> dict[str, int]:
@@ -86,27 +91,41 @@ def _describe(exc: OSError) -> str:
 class Transaction:
     """Applies a :class:`Plan` under a layout, journalled step by step."""
 
-    def __init__(self, layout: Layout, tx: str, plan: Plan, journal: Journal | None = None) -> None:
+    def __init__(self, layout: Layout, tx: str, plan: Plan, journal: Journal | None = None,
+                 *, durability: str = "syncfs") -> None:
         self.layout = layout
         self.tx = tx
         self.plan = plan
         self.journal = journal
+        self.per_file_fsync = durability == "fsync"
+        root = str(layout.root)
+        self._targets = {op.i: os.path.join(root, op.path) for op in plan.ops}
 
-    # names
-    def target(self, op: Op) -> Path:
-        return self.layout.under(op.path)
+    # names (plain strings: these run once per file on the hot path)
+    def target(self, op: Op) -> str:
+        return self._targets[op.i]
 
-    def staged(self, op: Op) -> Path:
-        return self.target(op).with_name(f".mga-{self.tx}-{op.i}.new")
+    def staged(self, op: Op) -> str:
+        head, _, _ = self._targets[op.i].rpartition("/")
+        return f"{head}/.mga-{self.tx}-{op.i}.new"
 
-    def backup(self, op: Op) -> Path:
-        return self.target(op).with_name(f".mga-{self.tx}-{op.i}.old")
+    def backup(self, op: Op) -> str:
+        head, _, _ = self._targets[op.i].rpartition("/")
+        return f"{head}/.mga-{self.tx}-{op.i}.old"
 
     def diverted(self, op: Op) -> Path:
         return self.layout.diverted_dir / op.path
 
     def _dirs(self) -> set[Path]:
-        return {self.target(op).parent for op in self.plan.ops}
+        return {Path(t.rpartition("/")[0]) for t in self._targets.values()}
+
+    def _sync(self, dirs: Iterable[Path]) -> None:
+        """Make the directories' entries (and, with syncfs, all data written) durable."""
+        existing = [d for d in dirs if d.exists()]
+        if self.per_file_fsync:
+            fsync_dirs(existing)
+        else:
+            sync_filesystems(existing)
 
     def _log(self, phase: str, **extra: Any) -> None:
         assert phase in PHASES
@@ -124,28 +143,32 @@ class Transaction:
             for rel in self.plan.mkdirs:
                 path = self.layout.under(rel)
                 path.mkdir(mode=0o755)
-                fsync_dir(path.parent)
+                if self.per_file_fsync:
+                    fsync_dir(path.parent)
             for op in self.plan.ops:
                 if op.divert:
                     keep = self.diverted(op)
                     keep.parent.mkdir(parents=True, exist_ok=True)
                     tmp = keep.with_name(keep.name + f".{self.tx}.tmp")
                     shutil.copy2(self.target(op), tmp, follow_symlinks=False)
+                    st = os.lstat(self.target(op))
+                    os.chown(tmp, st.st_uid, st.st_gid)
                     with open(tmp, "rb") as fh:
                         os.fsync(fh.fileno())
                     os.replace(tmp, keep)
                     fsync_dir(keep.parent)
                 if op.action == "remove":
                     continue
-                write_new(self.staged(op), self.plan.sources[op.i](), op.mode)
+                write_new(Path(self.staged(op)), self.plan.sources[op.i](), op.mode,
+                          sync=self.per_file_fsync, owner=op.owner)
                 faults.point("mid-stage")
             for step in extra:
                 step()
-            fsync_dirs(self._dirs())
+            self._sync(self._dirs())
         except OSError as exc:
             name = exc.filename or "a staged file"
-            raise SwitchFailed(f"cannot stage {name}: {_describe(exc)}", errno=exc.errno,
-                               path=str(name)) from exc
+            raise StageFailed(f"cannot stage {name}: {_describe(exc)}", errno=exc.errno,
+                              path=str(name)) from exc
         faults.point("before-staged")
         self._log("staged")
         faults.point("after-staged")
@@ -180,7 +203,7 @@ class Transaction:
                          "disk full; the previous version was restored",
                 ) from exc
             faults.point("mid-switch")
-        fsync_dirs(self._dirs())
+        self._sync(self._dirs())
         faults.point("before-switched")
         self._log("switched")
         faults.point("after-switched")
@@ -210,7 +233,7 @@ class Transaction:
                     os.rename(backup, target)
             elif staged_all:
                 unlink_if_exists(target)
-        fsync_dirs(p for p in self._dirs() if p.exists())
+        self._sync(self._dirs())
         for rel in reversed(self.plan.mkdirs):
             path = self.layout.under(rel)
             if rmdir_if_empty(path):
@@ -223,4 +246,4 @@ class Transaction:
             unlink_if_exists(self.staged(op))
         for rel in self.plan.prune:
             rmdir_if_empty(self.layout.under(rel))
-        fsync_dirs(p for p in self._dirs() if p.exists())
+        self._sync(self._dirs())

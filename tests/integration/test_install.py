@@ -45,6 +45,7 @@ def test_ispmanager_install_upgrade_uninstall(root: Path, pkgs: Path) -> None:
     assert (root / MGR / "etc/xml/ispmgr_mod_demo.xml").is_file()
     assert not (root / MGR / "scripts").exists(), "hooks are not installed"
 
+    os.chown(root / MGR / "etc/plugins/ispmgr/demo.xml", 1234, 2345)  # replaced by 1.1
     runtime = root / MGR / "skins/common/img/runtime.cache"
     runtime.write_text("made by the panel")
     new = isp(pkgs, "1.1", extra={"addon/demo-helper.sh": (b"#!/bin/sh\n", 0o755)})
@@ -54,6 +55,8 @@ def test_ispmanager_install_upgrade_uninstall(root: Path, pkgs: Path) -> None:
     assert doc["plan"]["summary"]["unchanged"] >= 1
     assert (root / MGR / "addon/demo-helper.sh").is_file()
     assert runtime.read_text() == "made by the panel"
+    mod = (root / MGR / "etc/plugins/ispmgr/demo.xml").stat()
+    assert (mod.st_uid, mod.st_gid) == (1234, 2345), "a replaced file keeps its owner"
 
     # obsolete file removed on the next upgrade
     doc = ok(cli(root, "install", str(isp(pkgs, "1.2"))))
@@ -308,6 +311,7 @@ def test_panel_file_diverted_and_restored(root: Path, pkgs: Path) -> None:
     template.parent.mkdir(parents=True)
     template.write_text("panel original")
     template.chmod(0o640)
+    os.chown(template, 1234, 2345)
     mine = {"etc/templates/nginx-vhosts.template": (b"plugin version", 0o644)}
     doc = ok(cli(root, "install", str(isp(pkgs, "1.0", extra=mine))))
     assert any("nginx-vhosts.template" in w and "original is kept" in w for w in doc["warnings"])
@@ -315,6 +319,7 @@ def test_panel_file_diverted_and_restored(root: Path, pkgs: Path) -> None:
     # an upgrade that stops shipping it puts the original back
     ok(cli(root, "install", str(isp(pkgs, "1.1"))))
     assert template.read_text() == "panel original" and template.stat().st_mode & 0o777 == 0o640
+    assert (template.stat().st_uid, template.stat().st_gid) == (1234, 2345), "owner restored"
     # rollback to 1.0 diverts again, uninstall restores
     ok(cli(root, "rollback", "demo"))
     assert template.read_text() == "plugin version"
