@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from mgr_agent import __version__, signals
-from mgr_agent.errors import AgentError, Interrupted
+from mgr_agent.errors import AgentError, Interrupted, UsageError
 from mgr_agent.layout import Layout
 from mgr_agent.result import Result
 
@@ -23,12 +23,14 @@ log = logging.getLogger("mgr_agent")
 
 EXIT_CODES = """exit codes:
   0  success (also: unchanged, planned)      7  a hook failed before anything changed
-  1  internal error                          8  failed after staging; rolled back
-  2  usage or configuration error            9  lock busy (see --wait)
-  3  invalid or unsafe package               10 preflight failed (space, read-only, immutable)
+  1  internal error                          8  failed after the switch (hook, file, panel
+  2  usage or configuration error               health); rolled back
+  3  invalid or unsafe package               9  lock busy (see --wait)
+                                             10 preflight or staging failed; nothing changed
   4  not installed / not found               11 recovery failed or state corrupt
   5  file conflict with another package      12 checksum mismatch
-  6  refused: downgrade, panel version, os   130 interrupted (SIGINT/SIGTERM/SIGHUP)"""
+  6  refused: downgrade, panel version, os   13 a handler's answer broke the panel protocol
+                                             130 interrupted (SIGINT/SIGTERM/SIGHUP)"""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -52,8 +54,16 @@ def _parser() -> argparse.ArgumentParser:
         return sub.add_parser(name, parents=[common], help=help_, description=help_)
 
     panel_opt = {"choices": ["ispmanager", "plesk"], "help": "panel (default: detected from content)"}
+    runtime = argparse.ArgumentParser(add_help=False)
+    runtime.add_argument("--no-restart", action="store_true",
+                         help="do not restart the panel core or watch its health afterwards")
+    runtime.add_argument("--health-window", type=float, metavar="SECONDS", default=None,
+                         help="how long to watch the panel after the restart (default 10)")
 
-    p = cmd("install", "install or upgrade a plugin from a zip, tar or directory")
+    def mcmd(name: str, help_: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common, runtime], help=help_, description=help_)
+
+    p = mcmd("install", "install or upgrade a plugin from a zip, tar or directory")
     p.add_argument("path", type=Path)
     p.add_argument("--panel", **panel_opt)  # type: ignore[arg-type]
     p.add_argument("--sha256", metavar="HEX", help="refuse the archive unless its sha256 matches")
@@ -61,13 +71,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-downgrade", action="store_true", help="allow installing an older version")
     p.add_argument("--reinstall", action="store_true", help="rewrite every file even if unchanged")
 
-    p = cmd("uninstall", "remove an installed plugin")
+    p = mcmd("uninstall", "remove an installed plugin")
     p.add_argument("name")
     p.add_argument("--panel", **panel_opt)  # type: ignore[arg-type]
     p.add_argument("--purge", action="store_true", help="also remove data (Plesk var/modules/ID)")
     p.add_argument("--dry-run", action="store_true", help="report the plan, change nothing")
 
-    p = cmd("rollback", "go back to the version kept from before the last upgrade")
+    p = mcmd("rollback", "go back to the version kept from before the last upgrade")
     p.add_argument("name")
     p.add_argument("--panel", **panel_opt)  # type: ignore[arg-type]
 
@@ -83,6 +93,25 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--panel", **panel_opt)  # type: ignore[arg-type]
     p.add_argument("--sha256", metavar="HEX")
     cmd("recover", "finish or undo an interrupted transaction")
+    p = cmd("logs", "show and follow the panel log (var/ispmgr.log)")
+    p.add_argument("-n", "--lines", dest="n", type=int, default=None, metavar="N",
+                   help="the last N records (default 10; no limit with --since)")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing new records")
+    p.add_argument("--plugin", metavar="NAME", help="only records naming the plugin's handlers/funcs")
+    p.add_argument("--level", metavar="LEVEL", help="only records at this level or above (e.g. ERR)")
+    p.add_argument("--since", metavar="TIME", help="e.g. 15m, 2h, 10:00, 2026-11-21 10:00")
+    p = cmd("call", "run the handlers bound to FUNC like the panel does and check their answers")
+    p.add_argument("func")
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--user", default="root")
+    p.add_argument("--lang", choices=["ru", "en"], default="en")
+    p.add_argument("--input", type=Path, metavar="FILE", help="the <doc> the first handler reads")
+    p.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS", help="per handler")
+    cmd("restart-core", "restart the ispmanager core of this root (never another program's core)")
+    p = cmd("debug", "set a log level in ispmanager's etc/debug.conf and restart the core")
+    p.add_argument("module", nargs="?", help="e.g. core_module (means ispmgr.core_module)")
+    p.add_argument("level", nargs="?", type=int, help="0-9; 9 logs handler requests and answers")
+    p.add_argument("--off", action="store_true", help="put back the lines that were there before")
     return parser
 
 
@@ -136,6 +165,8 @@ def _render(result: Result, term: _Terminal) -> str:
         lines.append("nothing to recover" if not txs else "\n".join(
             f"transaction {t['tx']} ({t.get('op', '?')} {t.get('name') or ''}): {t['outcome']}"
             + (f"; found {t['found']}" if t.get("found") else "") for t in txs))
+    elif result.action in ("restarted", "debug"):
+        lines.append(result.action if result.changed else "nothing to change")
     elif result.error is None:
         verb = {"installed": "installed", "upgraded": "upgraded", "unchanged": "unchanged:",
                 "removed": "removed", "rolled_back": "rolled back", "planned": "would change"}
@@ -180,9 +211,44 @@ def _dispatch(args: argparse.Namespace, engine: Engine) -> Result:
         return engine.info(args.name, panel=args.panel)
     if c == "history":
         return engine.history(args.name, args.limit)
+    if c == "restart-core":
+        return engine.restart_core()
+    if c == "debug":
+        if not args.off and (args.module is None or args.level is None):
+            raise UsageError("debug: give MODULE LEVEL, or --off")
+        return engine.debug(args.module, args.level, off=args.off)
     if c == "check":
         return engine.check(args.path, panel=args.panel, sha256=args.sha256)
     return engine.recover()
+
+
+def _streaming(args: argparse.Namespace, as_json: bool) -> int:
+    """``logs`` and ``call`` print as they go instead of returning one result."""
+    from mgr_agent import handlers, logtail  # noqa: PLC0415 - keeps the other commands' start fast
+    from mgr_agent.engine import Engine  # noqa: PLC0415
+
+    layout = Layout.at(getattr(args, "root", "/"))
+    try:
+        if args.command == "call":
+            params = {}
+            for item in args.param:
+                key, sep, value = item.partition("=")
+                if not sep:
+                    raise UsageError(f"--param {item!r}: expected KEY=VALUE")
+                params[key] = value
+            return handlers.run_call_command(layout, args.func, params, user=args.user,
+                                             lang=args.lang, input_path=args.input,
+                                             as_json=as_json, out=sys.stdout, timeout=args.timeout)
+        names = Engine(layout).plugin_log_names(args.plugin) if args.plugin else None
+        return logtail.run_logs(layout, n=args.n, follow=args.follow, plugin_names=names,
+                                level=args.level, since=args.since, as_json=as_json, out=sys.stdout)
+    except AgentError as exc:
+        result = Result(action="failed", name=getattr(args, "plugin", None), error=exc)
+        if as_json:
+            print(json.dumps(result.to_json()))
+        else:
+            print(_render(result, _Terminal(sys.stderr, enabled=False)), file=sys.stderr)
+        return result.exit_code
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -196,9 +262,13 @@ def main(argv: list[str] | None = None) -> int:
     from mgr_agent.engine import Engine  # noqa: PLC0415 - deferred: keeps --help fast
 
     command = args.command
+    if command in ("logs", "call"):
+        return _streaming(args, as_json)
     try:
         engine = Engine(Layout.at(getattr(args, "root", "/")), progress=term.progress,
-                        lock_wait=getattr(args, "wait", None))
+                        lock_wait=getattr(args, "wait", None),
+                        restart=not getattr(args, "no_restart", False),
+                        health_window=getattr(args, "health_window", None))
         result = _dispatch(args, engine)
     except AgentError as exc:
         log.debug("error", exc_info=True)

@@ -20,6 +20,8 @@ class Config:
     lock_wait: float = 300.0
     free_space_margin: int = 16 * 1024 * 1024
     durability: str = "syncfs"
+    core_timeout: float = 30.0
+    health_window: float = 10.0
     limits: Limits = field(default_factory=Limits)
 
 
@@ -29,6 +31,7 @@ _SECTIONS: dict[str, dict[str, str]] = {
     "lock": {"wait": "lock_wait"},
     "preflight": {"free_space_margin": "free_space_margin"},
     "durability": {"mode": "durability"},
+    "panel": {"core_timeout": "core_timeout", "health_window": "health_window"},
 }
 
 
@@ -71,7 +74,8 @@ def load(layout: Layout) -> Config:
             want = {"float": float, "int": int, "str": str}[str(types[attr])]
             changes[attr] = _typed(f"{path}: {section}.{key}", value, want)
     for attr, low in (("hook_timeout", 0.001), ("hook_output_limit", 1024), ("keep_versions", 0),
-                      ("lock_wait", 0), ("free_space_margin", 0)):
+                      ("lock_wait", 0), ("free_space_margin", 0), ("core_timeout", 0.1),
+                      ("health_window", 0)):
         if attr in changes and changes[attr] < low:
             key = next(f"{s}.{k}" for s, keys in _SECTIONS.items() for k, a in keys.items() if a == attr)
             raise UsageError(f"{path}: {key} must be at least {low}, got {changes[attr]}")

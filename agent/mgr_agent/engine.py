@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from mgr_agent import config as config_mod
-from mgr_agent import faults, package, preflight, signals
+from mgr_agent import debugconf, faults, package, preflight, signals
 from mgr_agent.errors import (
     AgentError,
     DowngradeRefused,
@@ -36,6 +36,7 @@ from mgr_agent.layout import Layout
 from mgr_agent.lock import Lock
 from mgr_agent.package import Package
 from mgr_agent.panels import Panel, all_panels
+from mgr_agent.panels.ispmanager import log_names
 from mgr_agent.planner import Change, Planner
 from mgr_agent.proc import Runner
 from mgr_agent.result import Result
@@ -58,7 +59,8 @@ class Engine:
     """The operations, on one root; the CLI and the daemon call these."""
 
     def __init__(self, layout: Layout, *, progress: Progress | None = None,
-                 lock_wait: float | None = None) -> None:
+                 lock_wait: float | None = None, restart: bool = True,
+                 health_window: float | None = None) -> None:
         self.layout = layout
         self.config = config_mod.load(layout)
         self.panels = all_panels(layout, self.config)
@@ -66,6 +68,8 @@ class Engine:
         self.lock_wait = self.config.lock_wait if lock_wait is None else lock_wait
         self.runner = Runner(output_limit=self.config.hook_output_limit)
         self.last_recovered: list[dict[str, Any]] = []
+        self.restart = restart
+        self.health_window = self.config.health_window if health_window is None else health_window
 
     # ---------------------------------------------------------------- helpers
     def panel(self, name: str) -> Panel:
@@ -155,6 +159,16 @@ class Engine:
         if failure is not None:
             raise failure
 
+    def _restart_quietly(self, panel: Panel, warnings: list[str]) -> list[str]:
+        """Restart after putting the old files back; a failure is a warning, not a new error."""
+        if not self.restart:
+            return []
+        try:
+            return panel.restart(self.runner)
+        except AgentError as exc:
+            warnings.append(f"restarting the panel after the rollback failed: {exc.message}")
+            return []
+
     def _archive_name(self, pkg: Package) -> str:
         suffix = ".tar" if pkg.source.kind == "tar" else ".zip"
         return pkg.content_hash + suffix
@@ -229,13 +243,17 @@ class Engine:
             self.progress(f"staging {counts['add'] + counts['replace']} file(s)")
             t.stage([lambda: self._store_archive(pkg)] if pkg else [])
             self.progress("switching files into place")
+            mark = panel.mark() if self.restart else None
             t.switch()
             if post_hook and hook_pkg:
                 self._run_hook(panel, hook_pkg, post_hook, hook_argv, tx, env, hooks)
             faults.point("after-post-hook")
-            result.notes += panel.restart(self.runner)
-            if pkg is not None:
-                panel.health(pkg)
+            if self.restart:
+                self.progress("restarting the panel")
+                result.notes += panel.restart(self.runner)
+                if pkg is not None:
+                    self.progress(f"watching the panel for {self.health_window:g} s")
+                    result.notes += panel.health(pkg, mark, self.health_window)
             faults.point("before-commit")
         except BaseException as exc:
             with signals.held():
@@ -285,7 +303,7 @@ class Engine:
                 hint="fix the cause (space, permissions, mounts) and run `mgr-agent recover`; "
                      f"the journal {journal.path} is kept", cause_code=err.code) from undo_exc
         if phase in ("switching", "switched"):
-            result.notes += panel.restart(self.runner)
+            result.notes += self._restart_quietly(panel, result.warnings)
         journal.remove()
         self._gc(state)
         changed_files = phase in ("switching", "switched")
@@ -456,7 +474,7 @@ class Engine:
             else:
                 t.undo(rep.phase)
                 if rep.phase in ("switching", "switched"):
-                    panel.restart(self.runner)
+                    self._restart_quietly(panel, [])
                 state.record(rep.tx, rep.begin["op"], "rolled_back_by_recovery", "rolled_back",
                              panel.name, rep.begin.get("name"), rep.begin.get("from_version"),
                              rep.begin.get("to_version"), rep.begin.get("started", time.time()),
@@ -473,6 +491,31 @@ class Engine:
                           f"{outcome}")
         self._gc(state)
         self.last_recovered = done
+
+    def plugin_log_names(self, name: str) -> set[str]:
+        """Names by which the panel log mentions an installed ispmanager plugin."""
+        with self._reading() as state:
+            p = self._installed(state, name, "ispmanager")
+        return log_names(p.name, p.meta)
+
+    def restart_core(self) -> Result:
+        """Restart the panels' cores on their own (``mgr-agent restart-core``)."""
+        with self._mutating("restart-core"):
+            notes: list[str] = []
+            for panel in self.panels:
+                notes += [f"{panel.name}: {n}" for n in panel.restart(self.runner)]
+        return Result(action="restarted", changed=True, notes=notes)
+
+    def debug(self, module: str | None, level: int | None, *, off: bool) -> Result:
+        """Set (or with ``off`` restore) a log level in ispmanager's etc/debug.conf."""
+        with self._mutating("debug"):
+            conf = debugconf.DebugConf(self.layout.mgr / "etc/debug.conf",
+                                       self.layout.state_dir / "debug-saved.json")
+            changes = conf.restore() if off else conf.set(str(module), int(level or 0))
+            notes = [f"{self.layout.rel(conf.path)}: {c}" for c in changes]
+            if changes and self.restart:
+                notes += self.panel("ispmanager").restart(self.runner)
+        return Result(action="debug", changed=bool(changes), panel="ispmanager", notes=notes)
 
     def check(self, path: Path, *, panel: str | None = None, sha256: str | None = None) -> Result:
         pkg = self._load(path, panel, sha256)

@@ -111,6 +111,23 @@ class RolledBack(AgentError):
         self.cause = cause
 
 
+class HealthCheckFailed(AgentError):
+    """The panel did not come back, or logged errors for the plugin, after the change."""
+
+    code = "health-check-failed"
+    exit_code = 8
+    default_hint = "the log lines are in details.log_lines; `mgr-agent logs --plugin NAME` shows more"
+
+
+class HandlerError(AgentError):
+    """A plugin handler did not answer the panel's protocol (see docs/call.md)."""
+
+    code = "invalid-handler-answer"
+    exit_code = 13
+    default_hint = ("the panel would show \"plugin terminated with an error or returned an invalid "
+                    "XML\"; run `mgr-agent call FUNC` to see its output")
+
+
 class LockBusy(AgentError):
     code = "lock-busy"
     exit_code = 9

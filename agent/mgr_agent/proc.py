@@ -14,6 +14,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -26,6 +27,8 @@ class Completed:
     timed_out: bool
     truncated: bool
     seconds: float
+    stderr: str = ""  # only with ``separate_stderr=True``; ``output`` is then stdout alone
+    stdout_bytes: bytes = b""  # the raw stdout, only with ``separate_stderr=True``
 
 
 def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -71,12 +74,22 @@ class _Capture:
                     self.dropped += len(self.tail) - half
                     del self.tail[: len(self.tail) - half]
 
-    def text(self) -> tuple[str, bool]:
+    def data(self) -> bytes:
+        """The captured bytes (head, a note of what was dropped, tail)."""
         data = bytes(self.head)
         if self.dropped:
             data += f"\n[... {self.dropped} bytes of output dropped ...]\n".encode()
-        data += bytes(self.tail)
-        return data.decode("utf-8", "replace"), self.dropped > 0
+        return data + bytes(self.tail)
+
+    def text(self) -> tuple[str, bool]:
+        return self.data().decode("utf-8", "replace"), self.dropped > 0
+
+
+def _feed(pipe: IO[bytes], data: bytes) -> None:
+    with contextlib.suppress(OSError):  # BrokenPipeError: the command did not read it all
+        pipe.write(data)
+    with contextlib.suppress(OSError):
+        pipe.close()
 
 
 def _kill_group(pgid: int) -> None:
@@ -100,14 +113,21 @@ class Runner:
         env: Mapping[str, str] | None = None,
         timeout: float,
         stdin: bytes | None = None,
+        separate_stderr: bool = False,
     ) -> Completed:
-        """Run ``argv`` to completion or timeout; stdout and stderr are merged."""
+        """Run ``argv`` to completion or timeout.
+
+        stdout and stderr are merged into ``output`` unless ``separate_stderr``: then
+        ``output`` is stdout alone (``stdout_bytes`` its raw bytes, ``truncated`` about it)
+        and ``stderr`` is captured on its own, each bounded by ``output_limit``.
+        """
         start = time.monotonic()
         if self.pdeathsig:
             # The command dies with the agent (SIGKILLed mid-hook), so that recovery never
             # races a hook still writing under the panel tree.
             argv = [self.pdeathsig, "--pdeathsig", "KILL", "--", *argv]
         read_fd, write_fd = os.pipe()
+        err_read, err_write = os.pipe() if separate_stderr else (read_fd, write_fd)
         try:
             proc = subprocess.Popen(
                 argv,
@@ -115,24 +135,28 @@ class Runner:
                 env=clean_env(env),
                 stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
                 stdout=write_fd,
-                stderr=write_fd,
+                stderr=err_write,
                 close_fds=True,
                 start_new_session=True,
             )
         except OSError:
             os.close(read_fd)
+            if separate_stderr:
+                os.close(err_read)
             raise
         finally:
             os.close(write_fd)
-        capture = _Capture(read_fd, self.output_limit)
+            if separate_stderr:
+                os.close(err_write)
+        captures = [_Capture(read_fd, self.output_limit)]
+        if separate_stderr:
+            captures.append(_Capture(err_read, self.output_limit))
         timed_out = False
         try:
             if stdin is not None and proc.stdin is not None:
-                try:
-                    proc.stdin.write(stdin)
-                    proc.stdin.close()
-                except BrokenPipeError:
-                    pass
+                # fed from a thread: a command that never reads a large input must not
+                # block us past the timeout
+                threading.Thread(target=_feed, args=(proc.stdin, stdin), daemon=True).start()
             try:
                 proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
@@ -146,15 +170,20 @@ class Runner:
         finally:
             # Descendants left in the hook's group (daemons that kept our pipe) are ended,
             # so that a hook can neither hang the agent nor outlive its transaction.
-            capture.thread.join(self.drain_seconds)
-            if capture.thread.is_alive():
-                _kill_group(proc.pid)
+            for capture in captures:
                 capture.thread.join(self.drain_seconds)
+            if any(c.thread.is_alive() for c in captures):
+                _kill_group(proc.pid)
+                for capture in captures:
+                    capture.thread.join(self.drain_seconds)
             _kill_group(proc.pid)
-            capture.thread.join(self.drain_seconds)
-            if not capture.thread.is_alive():
-                os.close(read_fd)
-        output, truncated = capture.text()
+            for capture in captures:
+                capture.thread.join(self.drain_seconds)
+                if not capture.thread.is_alive():
+                    os.close(capture.fd)
+        output, truncated = captures[0].text()
+        # with separate streams, ``truncated`` is about stdout (stderr carries its own note)
+        stderr = captures[1].text()[0] if separate_stderr else ""
         if self.pdeathsig:
             argv = argv[4:]
         return Completed(
@@ -164,4 +193,24 @@ class Runner:
             timed_out=timed_out,
             truncated=truncated,
             seconds=time.monotonic() - start,
+            stderr=stderr,
+            stdout_bytes=captures[0].data() if separate_stderr else b"",
         )
+
+    def spawn(self, argv: list[str], *, cwd: Path, env: Mapping[str, str] | None = None) -> int:
+        """Start ``argv`` detached, to outlive the caller: its own session (so that no
+        process-group kill of the caller's command reaches it), clean environment, stdin,
+        stdout and stderr on /dev/null, no inherited descriptors, no parent-death signal.
+        Returns its pid; the caller does not wait for it (it is reparented when the
+        caller exits)."""
+        proc = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=clean_env(env),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            close_fds=True,
+            start_new_session=True,
+        )
+        return proc.pid

@@ -12,33 +12,54 @@ from pathlib import Path
 Tree = dict[str, tuple[bytes, int]]
 
 HANDLER = '''#!/usr/bin/env python3
-"""Settings form of the sample plugin (ispmanager's exampleplugin, ported to Python 3)."""
+"""Settings form of the sample plugin: ispmanager's exampleplugin handler ("Add module to
+ispmanager"), ported to Python 3 with its indentation repaired.
+
+Get: the form, its field filled with "Do not change".  Save (clicked_button=ok): the right
+value writes "Good job!" to var/{name}.output and answers <ok/>; any other value answers
+an <error> naming the field.  Other funcs (events) get the document back unchanged.
+"""
 import os
 import sys
 import xml.etree.ElementTree as etree
 
-OUTPUT = os.path.join(os.environ.get("MGR_ROOT", "/usr/local/mgr5"), "var/{name}.output")
+# The panel runs handlers from /usr/local/mgr5; MGR_ROOT (set by mgr-agent's runner and
+# stand-in only) points at MGR under a --root.
+MGR = os.environ.get("MGR_ROOT", "/usr/local/mgr5")
+OUTPUT = os.path.join(MGR, "var", "{name}.output")
+
+
+def get(root):
+    """Fill the form with its values."""
+    etree.SubElement(root, "example_input").text = "Do not change"
+
+
+def save(root):
+    """The Save button: accept the right value, answer an error for any other."""
+    value = os.environ.get("PARAM_example_input", "")
+    if value == "Do not change":
+        os.makedirs(os.path.dirname(OUTPUT), exist_ok=True)
+        with open(OUTPUT, "w") as fh:
+            fh.write("Good job!\\n")
+        etree.SubElement(root, "ok")
+        return
+    error = etree.SubElement(root, "error", code="1", type="{name}", object="wrong_value")
+    param = etree.SubElement(error, "param", name="object", type="msg")
+    param.text = "wrong_value"
+    etree.SubElement(error, "param", name="value").text = value
 
 
 def main():
     func = os.environ.get("PARAM_func", "")
     wanted = func == "{name}.settings" or (
         func == "plugin.settings" and os.environ.get("PARAM_plugin_settings") == "{name}")
-    root = etree.parse(sys.stdin).getroot()
+    root = etree.parse(sys.stdin).getroot()  # the panel's XML on stdin
     if wanted:
         if os.environ.get("PARAM_clicked_button") == "ok":
-            value = os.environ.get("PARAM_example_input", "")
-            if value == "Do not change":
-                with open(OUTPUT, "w") as fh:
-                    fh.write("Good job!\\n")
-                etree.SubElement(root, "ok")
-            else:
-                error = etree.SubElement(root, "error", code="1", type="{name}", object="wrong_value")
-                param = etree.SubElement(error, "param", name="object", type="msg")
-                param.text = "wrong_value"
-                etree.SubElement(error, "param", name="value").text = value
+            save(root)
         else:
-            etree.SubElement(root, "example_input").text = "Do not change"
+            get(root)
+    sys.stdout.write('<?xml version="1.0" encoding="UTF-8"?>\\n')
     sys.stdout.write(etree.tostring(root, encoding="unicode"))
 
 
@@ -58,14 +79,40 @@ def ispmanager_files(name: str = "demo", version: str = "1.0", *, post_install: 
   </handler>
   <metadata name="{name}.settings" type="form" mgr="ispmgr">
     <form>
-      <field name="example_input"><input type="text" name="example_input" required="yes"/></field>
-      <buttons><button name="ok" type="ok"/><button name="cancel" type="cancel"/></buttons>
+      <field name="example_field" noname="yes" fullwidth="yes">
+        <textdata name="example_msg" type="msg"/>
+      </field>
+      <field name="example_input">
+        <input type="text" name="example_input" required="yes"/>
+      </field>
+      <buttons>
+        <button name="ok" type="ok"/>
+        <button name="cancel" type="cancel"/>
+      </buttons>
     </form>
   </metadata>
   <lang name="en">
     <messages name="{name}.settings">
       <msg name="title">Form example</msg>
+      <msg name="example_msg">Message example</msg>
       <msg name="example_input">Input field example</msg>
+      <msg name="msg_create">Save</msg>
+    </messages>
+    <messages name="mgrerror_{name}">
+      <msg name="msg_error_{name}">Error in form example: __object__</msg>
+      <msg name="wrong_value">incorrect input value __value__</msg>
+    </messages>
+  </lang>
+  <lang name="ru">
+    <messages name="{name}.settings">
+      <msg name="title">Пример формы</msg>
+      <msg name="example_msg">Пример сообщения</msg>
+      <msg name="example_input">Пример поля для ввода</msg>
+      <msg name="msg_create">Сохранить</msg>
+    </messages>
+    <messages name="mgrerror_{name}">
+      <msg name="msg_error_{name}">Возникла ошибка в работе примера формы: __object__</msg>
+      <msg name="wrong_value">некорректное введенное значение __value__</msg>
     </messages>
   </lang>
 </mgrdata>

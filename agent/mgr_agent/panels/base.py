@@ -17,6 +17,16 @@ HOOKS = ("pre-install", "post-install", "pre-uninstall")
 
 
 @dataclass(frozen=True)
+class Mark:
+    """A position in the panel's log: the file's inode and size at a moment."""
+
+    path: Path
+    inode: int
+    offset: int
+    running: bool
+
+
+@dataclass(frozen=True)
 class HookSpec:
     """Where a hook comes from and how it runs.
 
@@ -73,15 +83,17 @@ class Panel(ABC):
         """Panel-specific environment for hooks."""
         return {}
 
+    def mark(self) -> Mark | None:
+        """Where the panel's log stands now, taken before the switch; None without a log."""
+        return None
+
+    @abstractmethod
     def restart(self, runner: Runner) -> list[str]:
-        """Make the panel pick up changed files; return notes for the result.
+        """Make the panel pick up changed files (transaction step 7); return notes."""
 
-        Transaction step 7. The health check seam is :meth:`health`.
-        """
+    def health(self, pkg: Package, mark: Mark | None, window: float) -> list[str]:
+        """Watch the panel for ``window`` seconds after a change; raise HealthCheckFailed."""
         return []
-
-    def health(self, pkg: Package) -> None:  # noqa: B027 - optional for panels
-        """Raise when the panel is unhealthy after a change (step 7); default: healthy."""
 
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")

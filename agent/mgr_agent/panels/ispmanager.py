@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import time
 from pathlib import Path
+from typing import Any
+
+import psutil
 
 from mgr_agent import xmlsafe
 from mgr_agent.archive import Source, read_all
-from mgr_agent.errors import InvalidPackage
+from mgr_agent.errors import HealthCheckFailed, InvalidPackage
 from mgr_agent.layout import MGR_REL
 from mgr_agent.package import FileSpec, Package
-from mgr_agent.panels.base import HOOKS, NAME_RE, HookSpec, Panel
+from mgr_agent.panels.base import HOOKS, NAME_RE, HookSpec, Mark, Panel
 from mgr_agent.proc import Runner
 
 MOD_RE = re.compile(r"^etc/xml/ispmgr_mod_([^/]+)\.xml$")
@@ -27,6 +33,28 @@ def _check_version(version: str, where: str) -> None:
     if version and (len(version) > 64 or any(c.isspace() for c in version)):
         raise InvalidPackage(f"{where}: {version[:64]!r} is not a version (one word, at most 64 "
                              "characters)", path=where, rule="version")
+
+
+def log_names(name: str, meta: dict[str, Any]) -> set[str]:
+    """Names by which ispmgr.log mentions a plugin: its name, XML file, handlers, funcs."""
+    names = {name, Path(str(meta.get("xml", ""))).name, *meta.get("handlers", []),
+             *meta.get("funcs", []), *meta.get("events", [])}
+    names.discard("")
+    return names
+
+
+def _wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Wait until the processes are gone (an unreaped zombie counts as gone); the rest."""
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = []
+        for proc in procs:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                if proc.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(proc)
+        if not alive or time.monotonic() >= deadline:
+            return alive
+        time.sleep(0.05)
 
 
 class IspManager(Panel):
@@ -146,16 +174,113 @@ class IspManager(Panel):
     def hook_env(self) -> dict[str, str]:
         return {"MGR_AGENT_PANEL_ROOT": str(self.layout.mgr)}
 
-    def restart(self, runner: Runner) -> list[str]:
-        """Drop the panel's XML cache so the next core start reads the new plugin XML.
+    # ------------------------------------------------------------ runtime (step 7)
+    @property
+    def log_path(self) -> Path:
+        return self.layout.mgr / "var/ispmgr.log"
 
-        Restarting the ``core`` processes and the health window belong to the panel
-        runtime (DESIGN §3, step 7); this is where they plug in.
-        """
-        removed = 0
+    def core_processes(self) -> list[psutil.Process]:
+        """The ``core`` processes of this MGR root only: never another program's ``core``."""
+        mgr = str(self.layout.mgr) + "/"
+        found = []
+        for proc in psutil.process_iter(["name", "exe", "cmdline", "status"]):
+            info = proc.info
+            if info.get("name") != "core" or info.get("status") == psutil.STATUS_ZOMBIE:
+                continue
+            paths = [info.get("exe") or "", *(info.get("cmdline") or [])]
+            if any(p.startswith(mgr) for p in paths):
+                found.append(proc)
+        return found
+
+    def _mgrctl(self) -> Path | None:
+        path = self.layout.mgr / "sbin/mgrctl"
+        return path if os.access(path, os.X_OK) else None
+
+    def mark(self) -> Mark | None:
+        running = bool(self.core_processes())
+        try:
+            st = os.stat(self.log_path)
+        except FileNotFoundError:
+            return Mark(self.log_path, 0, 0, running) if running else None
+        return Mark(self.log_path, st.st_ino, st.st_size, running)
+
+    def restart(self, runner: Runner) -> list[str]:
+        """Drop the XML cache, ask the core to exit (mgrctl), end what is left of this
+        root's core processes (SIGTERM, wait, SIGKILL), and wake the panel again."""
+        notes: list[str] = []
         var = self.layout.mgr / "var"
-        if var.is_dir():
-            for cache in var.glob(".db.cache*"):
-                cache.unlink(missing_ok=True)
-                removed += 1
-        return [f"removed {removed} panel cache file(s)"] if removed else []
+        caches = list(var.glob(".db.cache*")) if var.is_dir() else []
+        for cache in caches:
+            cache.unlink(missing_ok=True)
+        if caches:
+            notes.append(f"removed {len(caches)} panel cache file(s)")
+        mgrctl = self._mgrctl()
+        before = self.core_processes()
+        if mgrctl is not None:
+            done = runner.run([str(mgrctl), "-m", "ispmgr", "exit"], cwd=self.layout.mgr,
+                              timeout=self.config.core_timeout)
+            notes.append(f"mgrctl -m ispmgr exit: exit {done.returncode}")
+        elif not before:
+            return [*notes, f"no core process under {self.layout.mgr}: nothing to restart"]
+        left = self.core_processes()
+        if left:
+            for proc in left:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    proc.terminate()
+            alive = _wait_gone(left, self.config.core_timeout)
+            for proc in alive:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    proc.kill()
+            alive = _wait_gone(alive, 5)
+            if alive:
+                raise HealthCheckFailed(
+                    f"core process(es) {', '.join(str(p.pid) for p in alive)} under "
+                    f"{self.layout.mgr} did not end after SIGKILL")
+            notes.append(f"ended {len(left)} core process(es) of {self.layout.mgr}")
+        if mgrctl is not None:
+            done = runner.run([str(mgrctl), "-m", "ispmgr"], cwd=self.layout.mgr,
+                              timeout=self.config.core_timeout)
+            if done.returncode != 0:
+                raise HealthCheckFailed(
+                    f"the panel does not answer after the restart: mgrctl -m ispmgr exited "
+                    f"{done.returncode}: {done.output.strip()[-500:]}")
+            notes.append("the panel answers again (mgrctl)")
+        return notes
+
+    def _new_lines(self, mark: Mark) -> list[str]:
+        """Log lines written since ``mark`` (the whole file if it was rotated or truncated)."""
+        try:
+            st = os.stat(self.log_path)
+        except FileNotFoundError:
+            return []
+        start = mark.offset if st.st_ino == mark.inode and st.st_size >= mark.offset else 0
+        with open(self.log_path, "rb") as fh:
+            fh.seek(start)
+            data = fh.read(64 * 1024 * 1024)
+        return data.decode("utf-8", "replace").splitlines()
+
+    def health(self, pkg: Package, mark: Mark | None, window: float) -> list[str]:
+        """The core comes back and the log shows no error for this plugin in ``window``."""
+        if mark is None or window <= 0:
+            return [] if window <= 0 else ["no ispmgr.log and no core here: health not checked"]
+        from mgr_agent import logtail  # noqa: PLC0415 - only upgrades of a live panel need it
+        names = log_names(pkg.name, pkg.meta)
+        expect_core = self._mgrctl() is not None  # without mgrctl the next request wakes it
+        deadline = time.monotonic() + window
+        while True:
+            records = logtail.parse_lines(self._new_lines(mark))
+            bad = [r for r in records if logtail.level_at_least(r, "ERR")
+                   and logtail.matches_plugin(r, names)]
+            if bad:
+                raise HealthCheckFailed(
+                    f"ispmgr.log shows {len(bad)} error(s) for {pkg.name} after the switch: "
+                    f"{bad[0].raw.strip()[:300]}", log_lines=[r.raw for r in bad[:20]])
+            now = time.monotonic()
+            if now >= deadline:
+                break
+            time.sleep(min(0.2, deadline - now))
+        if expect_core and not self.core_processes():
+            raise HealthCheckFailed(f"the core of {self.layout.mgr} did not come back within "
+                                    f"{window:g} s")
+        return [f"healthy for {window:g} s: " + ("core running, " if expect_core else "")
+                + f"no errors for {pkg.name} in ispmgr.log"]

@@ -12,6 +12,7 @@ from mgr_agent.errors import IncompatiblePanel, InvalidPackage
 from mgr_agent.layout import PSA_REL
 from mgr_agent.package import FileSpec, Package
 from mgr_agent.panels.base import HookSpec, Panel
+from mgr_agent.proc import Runner
 from mgr_agent.versions import compare
 
 ID_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
@@ -185,6 +186,10 @@ class Plesk(Panel):
 
     def hook_env(self) -> dict[str, str]:
         return {"MGR_AGENT_PANEL_ROOT": str(self.layout.psa)}
+
+    def restart(self, runner: Runner) -> list[str]:
+        """Plesk reads extension files on each request (PHP): there is no core to restart."""
+        return ["Plesk loads extension files on the next request; no restart needed"]
 
     def data_dirs(self, name: str) -> list[str]:
         return [var(name)]
