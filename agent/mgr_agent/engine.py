@@ -87,8 +87,9 @@ class Engine:
             state = State(self.layout.db_file)
             try:
                 state.check()
-                self._recover(state)
-                yield state
+                with state.guard():
+                    self._recover(state)
+                    yield state
             finally:
                 state.close()
         finally:
@@ -123,7 +124,9 @@ class Engine:
                     lock.release()
         state = State(self.layout.db_file if self.layout.db_file.exists() else None)
         try:
-            yield state
+            state.check()
+            with state.guard():
+                yield state
         finally:
             state.close()
 

@@ -125,6 +125,16 @@ class State:
             raise StateCorrupt(f"{self.path}: integrity check failed: {result}")
 
     @contextmanager
+    def guard(self) -> Iterator[None]:
+        """Turn SQLite's "database disk image is malformed" and kin into StateCorrupt."""
+        try:
+            yield
+        except sqlite3.DatabaseError as exc:
+            raise StateCorrupt(f"{self.path}: {exc}",
+                               hint="restore var/lib/mgr-agent/state.db from a backup, or move it "
+                                    "aside to start with an empty state") from exc
+
+    @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         self.db.execute("BEGIN IMMEDIATE")
         try:
