@@ -4,7 +4,7 @@ VENV   ?= .venv
 APT_PACKAGES = python3-venv python3-dev php-cli libsystemd-dev pkg-config zip unzip strace e2fsprogs util-linux
 STAMP  = $(VENV)/.installed
 
-.PHONY: all deps venv demo test lint unit integration clean
+.PHONY: all deps venv demo test lint unit integration clean bench reliability
 
 all: test
 
@@ -39,6 +39,12 @@ unit: venv
 
 integration: venv
 	$(VENV)/bin/python -m pytest -q tests/integration
+
+bench: venv
+	$(VENV)/bin/python -m tests.bench.run
+
+reliability: venv
+	$(VENV)/bin/python -m tests.reliability
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

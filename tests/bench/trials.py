@@ -1,0 +1,145 @@
+"""Timed commands for the benchmark: every trial in a root of its own, only the command timed.
+
+Before each timed command the page cache's dirty data is flushed (``os.sync``), so that
+no command pays for the writeback of the one before it.  Trial trees are not deleted
+while measuring: on this kind of machine (ext4, ``discard``) the first thousands of file
+creations after a large deletion run several times slower, which would penalise
+whichever command came next.  They are deleted at the end of the run (see
+:meth:`Trials.cleanup`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+PLESK_VERSION = "18.0.60 Debian 12.0 1800240311.09\n"
+# dpkg into a prefix: --root implies --instdir and --admindir under it.  Not root on
+# some machines: --force-not-root.  --force-bad-path: PATH checks for ldconfig etc.
+# --force-script-chrootless: maintainer scripts (none in our .deb) would not chroot.
+# --log=/dev/null: do not append to a dpkg.log.  No --force-unsafe-io: dpkg fsyncs
+# every file before renaming it into place, as on a server.
+DPKG_FLAGS = ("--force-not-root", "--force-bad-path", "--force-script-chrootless", "--log=/dev/null")
+UNDO_MARK = "restoring the previous state"
+
+
+class TrialFailed(RuntimeError):
+    """A benchmarked command did not do what it should (exit code or outcome)."""
+
+
+def env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MGR_AGENT_")}
+    env["LC_ALL"] = "C.UTF-8"
+    return env
+
+
+class Trials:
+    """Creates trial roots under ``work`` and runs the commands being compared."""
+
+    def __init__(self, work: Path, python: str) -> None:
+        self.work = work
+        self.trials = work / "trials"
+        self.python = python
+        self.count = 0
+        self.env = env()
+
+    # ------------------------------------------------------------ roots
+    def new_dir(self, label: str) -> Path:
+        self.count += 1
+        path = self.trials / f"{self.count:05d}-{label}"
+        path.mkdir(parents=True)
+        return path
+
+    def agent_root(self, label: str, *, durability: str | None = None) -> Path:
+        """A sandbox root as on a server with both panels: Plesk's version file, mgr5/etc."""
+        root = self.new_dir(label)
+        (root / "usr/local/psa").mkdir(parents=True)
+        (root / "usr/local/psa/version").write_text(PLESK_VERSION)
+        (root / "usr/local/mgr5/etc").mkdir(parents=True)
+        (root / "var/lib").mkdir(parents=True)
+        if durability is not None:
+            (root / "etc/mgr-agent").mkdir(parents=True)
+            (root / "etc/mgr-agent/agent.toml").write_text(f'[durability]\nmode = "{durability}"\n')
+        return root
+
+    def dpkg_root(self, label: str) -> Path:
+        """The same skeleton plus an empty dpkg database."""
+        root = self.agent_root(label)
+        admin = root / "var/lib/dpkg"
+        for sub in ("info", "updates", "triggers"):
+            (admin / sub).mkdir(parents=True)
+        (admin / "status").touch()
+        (admin / "available").touch()
+        return root
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.trials, ignore_errors=True)
+
+    # ------------------------------------------------------------ running
+    def run(self, argv: list[str], *, expect: int = 0, timed: bool = True) -> tuple[float, str, str]:
+        """Run ``argv``; returns (seconds, stdout, stderr).  Raises on another exit code."""
+        if timed:
+            os.sync()
+        start = time.perf_counter()
+        done = subprocess.run(argv, capture_output=True, text=True, env=self.env, cwd=REPO,
+                              timeout=1800, check=False)
+        seconds = time.perf_counter() - start
+        if done.returncode != expect:
+            raise TrialFailed(f"{' '.join(argv)}: exit {done.returncode}, expected {expect}\n"
+                              f"{done.stdout[-2000:]}{done.stderr[-2000:]}")
+        return seconds, done.stdout, done.stderr
+
+    def agent(self, root: Path, *args: str, action: str | None = None, timed: bool = True,
+              expect: int = 0) -> tuple[float, dict[str, Any]]:
+        """``python -m mgr_agent --root ROOT ARGS --json``; checks ``action`` when given."""
+        argv = [self.python, "-m", "mgr_agent", "--root", str(root), *args, "--json"]
+        seconds, out, _ = self.run(argv, expect=expect, timed=timed)
+        doc: dict[str, Any] = json.loads(out)
+        if action is not None and doc.get("action") != action:
+            raise TrialFailed(f"{' '.join(argv)}: action {doc.get('action')!r}, expected {action!r}: "
+                              f"{doc.get('error')}")
+        return seconds, doc
+
+    # ------------------------------------------------------------ baselines
+    def unzip(self, zip_path: Path) -> float:
+        dest = self.new_dir("unzip")
+        return self.run(["unzip", "-o", "-q", str(zip_path), "-d", str(dest)])[0]
+
+    def dpkg(self, root: Path, *args: str, timed: bool = True) -> float:
+        return self.run(["dpkg", f"--root={root}", *DPKG_FLAGS, *args], timed=timed)[0]
+
+    # ------------------------------------------------------------ mgr-agent
+    def install(self, root: Path, zip_path: Path, action: str = "installed", *,
+                timed: bool = True) -> float:
+        return self.agent(root, "install", str(zip_path), action=action, timed=timed)[0]
+
+    def failing_upgrade(self, root: Path, zip_path: Path) -> tuple[float, float]:
+        """Install a package whose post-install hook fails; (rollback seconds, total seconds).
+
+        Runs without ``--json`` to see the progress line that starts the undo: the
+        rollback is timed from that line to the end of the process.
+        """
+        argv = [self.python, "-m", "mgr_agent", "--root", str(root), "install", str(zip_path)]
+        os.sync()
+        start = time.perf_counter()
+        mark: float | None = None
+        lines: list[str] = []
+        with subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                              env=self.env, cwd=REPO) as proc:
+            assert proc.stderr is not None
+            for line in proc.stderr:
+                if mark is None and UNDO_MARK in line:
+                    mark = time.perf_counter()
+                lines.append(line)
+            rc = proc.wait(timeout=1800)
+        end = time.perf_counter()
+        text = "".join(lines)
+        if rc != 8 or mark is None or "rolled back" not in text:
+            raise TrialFailed(f"{' '.join(argv)}: exit {rc}, expected 8 with a rollback\n{text[-2000:]}")
+        return end - mark, end - start
