@@ -16,6 +16,7 @@ from pathlib import Path
 
 from mgr_agent.layout import Layout
 from mgr_agent.samples import ispmanager_files, plesk_files, write_zip
+from mgr_agent.standin import install_standin
 
 BOLD, DIM, RESET = "\033[1m", "\033[2m", "\033[0m"
 
@@ -79,6 +80,19 @@ class Demo:
         if before != after:
             raise SystemExit("demo: rollback did not restore the tree")
 
+        self.say("ispmanager plugin: an upgrade that breaks the running panel is rolled back")
+        install_standin(self.layout)
+        subprocess.run([str(self.layout.mgr / "sbin/mgrctl"), "-m", "ispmgr"], check=True,
+                       capture_output=True, timeout=30)
+        print("  (a stand-in ispmanager core is running: it loads plugin XML and calls handlers, "
+              "logging to var/ispmgr.log)")
+        broken = ispmanager_files("demo", "1.3", extra={"addon/demo.py": (
+            b"#!/bin/sh\ncat >/dev/null\necho 'Traceback: this is not XML'\n", 0o755)})
+        isp_breaks_panel = write_zip(broken, self.work / "demo-1.3-bad-handler.zip")
+        self.run("install", str(isp_breaks_panel), "--health-window", "5", expect=8)
+        self.run("call", "demo.settings")
+        self.run("logs", "-n", "4", "--plugin", "demo")
+
         self.say("Plesk extension: install, upgrade (var/ kept), failed upgrade rolled back")
         self.run("install", str(ext["1.0"]))
         settings = self.layout.psa / "var/modules/demo-ext/settings.json"
@@ -101,12 +115,14 @@ class Demo:
         self.run("history")
 
         self.say("uninstall (Plesk data kept unless --purge)")
-        self.run("uninstall", "demo")
+        self.run("uninstall", "demo", "--health-window", "1")
         self.run("uninstall", "demo-ext")
         print(f"  var/modules/demo-ext kept: {settings.exists()}")
         self.run("list")
         leftovers = sorted(str(p.relative_to(self.root)) for p in self.root.rglob(".mga-*"))
         print(f"\nstaging/backup leftovers under the root: {leftovers or 'none'}")
+        subprocess.run([str(self.layout.mgr / "sbin/mgrctl"), "-m", "ispmgr", "exit"], check=False,
+                       capture_output=True, timeout=30)
 
 
 def main() -> None:

@@ -29,7 +29,7 @@ from mgr_agent.errors import (
     RolledBack,
     UsageError,
 )
-from mgr_agent.fsutil import fsync_dir, rmdir_if_empty
+from mgr_agent.fsutil import fsync_dir, rmdir_if_empty, sha256_file
 from mgr_agent.hooks import HookRun, hook_args, run_hook
 from mgr_agent.journal import Journal, replay
 from mgr_agent.layout import Layout
@@ -138,10 +138,11 @@ class Engine:
             raise UsageError(f"{name}: installed for several panels; pass --panel", name=name)
         return found[0]
 
-    def _load(self, path: Path, panel: str | None, sha256: str | None) -> Package:
+    def _load(self, path: Path, panel: str | None, sha256: str | None,
+              digest: str | None = None) -> Package:
         self.progress(f"reading {path}")
         return package.load(path, self.panels, panel_hint=panel, sha256=sha256,
-                            limits=self.config.limits)
+                            limits=self.config.limits, archive_sha256=digest)
 
     def _hook_env(self, pkg: Package, action: str, old: Installed | None) -> dict[str, str]:
         return {"MGR_AGENT_PLUGIN": pkg.name, "MGR_AGENT_VERSION": pkg.version,
@@ -337,7 +338,12 @@ class Engine:
         dry_run: bool = False, allow_downgrade: bool = False, reinstall: bool = False,
         op: str = "install",
     ) -> Result:
-        pkg = self._load(path, panel, sha256)
+        digest = sha256_file(path) if path.is_file() else None
+        if digest is not None and not reinstall and self.layout.db_file.exists():
+            same = self._same_archive(digest, panel, sha256)
+            if same is not None:
+                return same
+        pkg = self._load(path, panel, sha256, digest)
         try:
             return self._install(pkg, dry_run=dry_run, allow_downgrade=allow_downgrade,
                                  reinstall=reinstall, op=op)
@@ -347,18 +353,31 @@ class Engine:
         finally:
             pkg.close()
 
+    def _same_archive(self, digest: str, panel: str | None, sha256: str | None) -> Result | None:
+        """``unchanged`` without reading the package when this very archive is installed."""
+        if sha256 is not None and digest != sha256.lower():
+            return None  # the full load reports the mismatch
+        with self._reading() as state:
+            found = state.by_archive(digest)
+        if found is None or (panel is not None and found.panel != panel):
+            return None
+        return Result(action="unchanged", name=found.name, panel=found.panel, version=found.label,
+                      previous_version=found.label)
+
     def _install(self, pkg: Package, *, dry_run: bool, allow_downgrade: bool, reinstall: bool,
                  op: str) -> Result:
         panel = self.panel(pkg.panel)
         result = Result(action="planned", name=pkg.name, panel=pkg.panel, version=pkg.label,
                         warnings=list(pkg.warnings))
         result.warnings += panel.check_compatible(pkg)
+        fresh: Change | None = None
         if not self.layout.db_file.exists():
             # Nothing is installed on this root yet: find refusals (planted links, space,
             # read-only targets) before the lock and the state database are created.
             empty = State(None)
             try:
-                change = Planner(self.layout, empty, panel).install(pkg, None, reinstall=reinstall)
+                change = fresh = Planner(self.layout, empty, panel).install(pkg, None,
+                                                                            reinstall=reinstall)
                 self._preflight(pkg, change)
             finally:
                 empty.close()
@@ -380,10 +399,13 @@ class Engine:
                     raise DowngradeRefused(
                         f"{pkg.name}: {pkg.label} is older than the installed {installed.label}",
                         installed=installed.label, offered=pkg.label)
-            change = Planner(self.layout, state, panel).install(pkg, installed, reinstall=reinstall)
+            if fresh is not None and not state.packages() and not state.diversions():
+                change = fresh  # still nothing installed: the plan made before the lock holds
+            else:
+                change = Planner(self.layout, state, panel).install(pkg, installed, reinstall=reinstall)
+                self._preflight(pkg, change)
             result.warnings += change.warnings
             result.plan = self._plan_json(change.plan)
-            self._preflight(pkg, change)
             if dry_run:
                 return result
             upgrading = installed is not None
@@ -394,7 +416,7 @@ class Engine:
             commit = Commit(
                 tx=tx, panel=pkg.panel, name=pkg.name,
                 package=Installed(pkg.panel, pkg.name, pkg.version, pkg.release, pkg.content_hash,
-                                  self._archive_name(pkg), now, tx, pkg.meta),
+                                  self._archive_name(pkg), now, tx, pkg.meta, pkg.archive_sha256),
                 files=change.files, dirs=change.dirs, diversions_add=change.divert_add,
                 diversions_drop=change.divert_drop,
                 keep_previous=self._kept_row(installed, now, tx)
@@ -421,9 +443,9 @@ class Engine:
                 return result
             hook_pkg: Package | None = None
             archive = self.layout.archives_dir / installed.archive
-            if archive.exists():
+            if archive.exists():  # verified when it was installed: not hashed again
                 hook_pkg = package.load(archive, self.panels, panel_hint=installed.panel,
-                                        limits=self.config.limits)
+                                        limits=self.config.limits, verify=False)
             else:
                 result.warnings.append(f"{archive}: missing; the pre-uninstall hook was not run")
             try:
@@ -536,9 +558,10 @@ class Engine:
 
     def list(self) -> Result:
         with self._reading() as state:
+            counts = state.file_counts()
             rows = [{"name": p.name, "panel": p.panel, "version": p.label,
                      "installed_at": p.installed_at,
-                     "files": len(state.files(p.panel, p.name))} for p in state.packages()]
+                     "files": counts.get((p.panel, p.name), 0)} for p in state.packages()]
         return Result(action="listed", data=rows)
 
     def info(self, name: str, *, panel: str | None = None) -> Result:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import errno
 import hashlib
 import os
 import stat
@@ -50,7 +51,7 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
     fsync_dir(path.parent)
 
 
-def write_new(path: Path, chunks: Iterable[bytes], mode: int, *, sync: bool = True,
+def write_new(path: str | Path, chunks: Iterable[bytes], mode: int, *, sync: bool = True,
               owner: tuple[int, int] | None = None) -> None:
     """Create ``path`` (must not exist, never through a symlink), write, fsync if ``sync``.
 
@@ -81,6 +82,29 @@ def _syncfs(fd: int) -> None:
     if _libc.syncfs(fd) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
+
+
+AT_FDCWD = -100
+RENAME_NOREPLACE = 1
+
+
+def rename_noreplace(src: str, dst: str) -> None:
+    """Rename ``src`` to ``dst`` atomically, failing with EEXIST if ``dst`` exists.
+
+    ``renameat2(RENAME_NOREPLACE)``; where the filesystem lacks it, ``link`` + ``unlink``
+    (which also refuses an existing ``dst``).
+    """
+    global _libc  # noqa: PLW0603 - loaded once, on first use
+    if _libc is None:
+        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    if _libc.renameat2(AT_FDCWD, os.fsencode(src), AT_FDCWD, os.fsencode(dst), RENAME_NOREPLACE) == 0:
+        return
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL):
+        os.link(src, dst, follow_symlinks=False)
+        os.unlink(src)
+        return
+    raise OSError(err, os.strerror(err), dst)
 
 
 def sync_filesystems(paths: Iterable[Path]) -> None:
@@ -133,32 +157,36 @@ def lexists(path: Path) -> bool:
     return os.path.lexists(path)
 
 
-def check_no_symlink(anchor: Path, target: Path, verified: set[str] | None = None) -> None:
+def check_no_symlink(anchor: Path, target: str | Path, verified: set[str] | None = None) -> None:
     """Refuse when ``target`` or any directory between ``anchor`` and it is a symlink.
 
     The agent must never follow a link planted in a panel tree out of that tree.
     ``verified`` caches directories already found to be real, across calls.
     """
-    rel = target.relative_to(anchor)
-    current = anchor
-    for part in rel.parts:
-        current = current / part
-        key = str(current)
-        if verified is not None and key in verified:
+    top, full = str(anchor), str(target)
+    if not full.startswith(top + "/"):
+        raise Conflict(f"{target}: lies outside {anchor}", path=full)
+    # components below the anchor, as strings (this runs once per file of a package)
+    parts = full[len(top) + 1 :].split("/")
+    current = top
+    for index, part in enumerate(parts):
+        current = f"{current}/{part}"
+        last = index == len(parts) - 1
+        if not last and verified is not None and current in verified:
             continue
         try:
             st = os.lstat(current)
         except FileNotFoundError:
             return
         if stat.S_ISDIR(st.st_mode) and verified is not None:
-            verified.add(key)
+            verified.add(current)
         if stat.S_ISLNK(st.st_mode):
             raise Conflict(
                 f"{current}: is a symbolic link; refusing to write through it",
                 hint="remove the link or replace it with a real directory or file",
                 path=str(current),
             )
-        if current != target and not stat.S_ISDIR(st.st_mode):
+        if not last and not stat.S_ISDIR(st.st_mode):
             raise Conflict(
                 f"{current}: exists and is not a directory, but {target} needs it to be one",
                 path=str(current),

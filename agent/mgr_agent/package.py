@@ -54,6 +54,7 @@ class Package:
     warnings: list[str] = field(default_factory=list)
     content_hash: str = ""
     archive_sha256: str = ""
+    kept: dict[str, bytes] = field(default_factory=dict, repr=False)
 
     @property
     def label(self) -> str:
@@ -64,6 +65,9 @@ class Package:
         return self.prefix + name
 
     def chunks(self, spec: FileSpec) -> Iterator[bytes]:
+        data = self.kept.get(spec.entry)
+        if data is not None:
+            return iter((data,))
         return self.source.chunks(spec.entry)
 
     def close(self) -> None:
@@ -105,13 +109,22 @@ def choose_panel(names: set[str], panels: list[Panel], hint: str | None) -> tupl
     raise InvalidPackage(f"cannot tell which panel this package is for ({rules})", rule="detection")
 
 
-def _hash_entries(source: Source) -> dict[str, str]:
+# Inflated entries kept in memory from the verifying pass, so that staging does not read
+# and inflate the archive a second time; bigger packages are read again when staged.
+MEMORY_BUDGET = 256 * 1024 * 1024
+
+
+def _hash_entries(source: Source, kept: dict[str, bytes]) -> dict[str, str]:
+    """sha256 of every entry (this also verifies sizes and CRCs); small enough packages
+    leave their inflated bytes in ``kept``."""
+    keep = sum(e.size for e in source.entries.values()) <= MEMORY_BUDGET
     hashes: dict[str, str] = {}
     for name in sorted(source.entries):
-        digest = hashlib.sha256()
-        for chunk in source.chunks(name):
-            digest.update(chunk)
-        hashes[name] = digest.hexdigest()
+        parts = list(source.chunks(name))
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        hashes[name] = hashlib.sha256(data).hexdigest()
+        if keep:
+            kept[name] = data
     return hashes
 
 
@@ -129,11 +142,17 @@ def load(
     panel_hint: str | None = None,
     sha256: str | None = None,
     limits: Limits | None = None,
+    verify: bool = True,
+    archive_sha256: str | None = None,
 ) -> Package:
-    """Open, verify and describe the package at ``path``."""
+    """Open, verify and describe the package at ``path``.
+
+    ``verify=False`` skips hashing and XML checks: only for the agent's own stored copy
+    of a package it verified when installing it (to run its uninstall hook).
+    """
     archive_sha = ""
     if path.is_file():
-        archive_sha = sha256_file(path)
+        archive_sha = archive_sha256 or sha256_file(path)
         if sha256 is not None and archive_sha != sha256.lower():
             raise ChecksumMismatch(
                 f"{path}: sha256 is {archive_sha}, expected {sha256.lower()}", path=str(path)
@@ -143,11 +162,17 @@ def load(
     source = open_source(path, limits)
     try:
         panel, prefix = choose_panel(set(source.entries), panels, panel_hint)
-        hashes = _hash_entries(source)
+        kept: dict[str, bytes] = {}
+        hashes = _hash_entries(source, kept) if verify else {}
         for name in source.entries:
-            if name.endswith(".xml") and name.startswith(prefix):
-                xmlsafe.parse(b"".join(source.chunks(name)), name[len(prefix):])
+            if verify and name.endswith(".xml") and name.startswith(prefix):
+                data = kept.get(name)
+                xmlsafe.parse(data if data is not None else b"".join(source.chunks(name)),
+                              name[len(prefix):])
         pkg = panel.describe(source, prefix)
+        pkg.kept = kept
+        if not verify:
+            return pkg
         for spec in pkg.files.values():
             spec.sha256 = hashes[spec.entry]
             spec.size = source.entries[spec.entry].size

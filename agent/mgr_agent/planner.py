@@ -30,10 +30,9 @@ class Change:
     warnings: list[str] = field(default_factory=list)
 
 
-def _matches(path: Path, spec: FileSpec) -> bool:
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
+def _matches(st: os.stat_result | None, spec: FileSpec) -> bool:
+    """Whether the file on disk (its lstat) still looks like the installed one."""
+    if st is None:
         return False
     return stat.S_ISREG(st.st_mode) and st.st_size == spec.size and stat.S_IMODE(st.st_mode) == spec.mode
 
@@ -57,14 +56,10 @@ class Planner:
         self._verified: set[str] = set()
 
     def _op(self, plan: Plan, action: str, path: str, mode: int = 0o644, divert: bool = False,
-            owner_of: str | None = None) -> Op:
-        """Append an op; the new file gets the owner of the file at ``owner_of``, if any."""
-        owner = None
-        if owner_of is not None:
-            st = os.lstat(owner_of)
-            owner = (st.st_uid, st.st_gid)
+            owner: os.stat_result | None = None) -> Op:
+        """Append an op; the new file gets the owner of the file ``owner`` describes, if any."""
         op = Op(i=len(plan.ops), action=action, path=path, mode=mode, divert=divert,  # type: ignore[arg-type]
-                owner=owner)
+                owner=(owner.st_uid, owner.st_gid) if owner is not None else None)
         plan.ops.append(op)
         return op
 
@@ -91,12 +86,18 @@ class Planner:
         plan = Plan()
         change = Change(plan=plan)
         made: set[str] = set()
+        root = str(self.layout.root)
+        under_anchor = str(anchor) + "/"
         for target, spec in sorted(pkg.files.items()):
-            path = self.layout.under(target)
-            check_no_symlink(self.layout.root if not path.is_relative_to(anchor) else anchor, path,
-                             self._verified)
-            exists = os.path.lexists(path)
-            if exists and stat.S_ISDIR(os.lstat(path).st_mode):
+            path = f"{root}/{target}"
+            check_no_symlink(anchor if path.startswith(under_anchor) else self.layout.root,
+                             path, self._verified)
+            try:
+                st: os.stat_result | None = os.lstat(path)
+            except FileNotFoundError:
+                st = None
+            exists = st is not None
+            if st is not None and stat.S_ISDIR(st.st_mode):
                 raise Conflict(f"{target}: is a directory on disk, but the package installs a file there",
                                path=target)
             row = FileRow(target, spec.sha256, spec.size, spec.mode, spec.kind)
@@ -117,7 +118,7 @@ class Planner:
             change.files.append((target, row))
             prev = old.get(target)
             if prev is not None and not reinstall and prev.sha256 == spec.sha256 \
-                    and prev.mode == spec.mode and _matches(path, spec):
+                    and prev.mode == spec.mode and _matches(st, spec):
                 plan.unchanged.append(target)
                 continue
             divert = False
@@ -132,7 +133,7 @@ class Planner:
             if not exists:
                 self._mkdirs(plan, target, made)
             op = self._op(plan, "replace" if exists else "add", target, spec.mode, divert,
-                          owner_of=str(path) if exists else None)
+                          owner=st)
             plan.sources[op.i] = self._entry(pkg, spec)
         for target, prev in sorted(old.items()):
             if target in pkg.files or prev.kind == "data":
@@ -155,7 +156,7 @@ class Planner:
             stored = self.layout.diverted_dir / mine[target]
             mode = stat.S_IMODE(os.lstat(stored).st_mode)
             op = self._op(plan, "replace" if os.path.lexists(path) else "add", target, mode,
-                          owner_of=str(stored))
+                          owner=os.lstat(stored))
             plan.sources[op.i] = lambda: _read_file(stored)
             change.divert_drop.append(target)
         elif os.path.lexists(path):

@@ -21,7 +21,8 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS packages (
     panel TEXT NOT NULL, name TEXT NOT NULL, version TEXT NOT NULL, release TEXT NOT NULL,
     content_hash TEXT NOT NULL, archive TEXT NOT NULL, installed_at REAL NOT NULL,
-    tx TEXT NOT NULL, meta TEXT NOT NULL, PRIMARY KEY (panel, name));
+    tx TEXT NOT NULL, meta TEXT NOT NULL, archive_sha TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (panel, name));
 CREATE TABLE IF NOT EXISTS files (
     path TEXT PRIMARY KEY, panel TEXT NOT NULL, name TEXT NOT NULL, sha256 TEXT NOT NULL,
     size INTEGER NOT NULL, mode INTEGER NOT NULL, kind TEXT NOT NULL);
@@ -51,6 +52,7 @@ class Installed:
     installed_at: float
     tx: str
     meta: dict[str, Any]
+    archive_sha: str = ""
 
     @property
     def label(self) -> str:
@@ -146,9 +148,19 @@ class State:
 
     # --- reading
     def packages(self) -> list[Installed]:
-        rows = self.db.execute("SELECT * FROM packages ORDER BY panel, name").fetchall()
-        return [Installed(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], json.loads(r[8]))
+        rows = self.db.execute("SELECT panel, name, version, release, content_hash, archive, "
+                               "installed_at, tx, meta, archive_sha FROM packages "
+                               "ORDER BY panel, name").fetchall()
+        return [Installed(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], json.loads(r[8]), r[9])
                 for r in rows]
+
+    def by_archive(self, sha256: str) -> Installed | None:
+        """The installed package that came from an archive with this sha256, if any."""
+        return next((p for p in self.packages() if sha256 and p.archive_sha == sha256), None)
+
+    def file_counts(self) -> dict[tuple[str, str], int]:
+        rows = self.db.execute("SELECT panel, name, COUNT(*) FROM files GROUP BY panel, name")
+        return {(r[0], r[1]): r[2] for r in rows}
 
     def find(self, name: str, panel: str | None = None) -> list[Installed]:
         return [p for p in self.packages() if p.name == name and (panel is None or p.panel == panel)]
@@ -233,9 +245,9 @@ class State:
             db.execute("DELETE FROM packages WHERE panel=? AND name=?", (c.panel, c.name))
             if c.package is not None:
                 p = c.package
-                db.execute("INSERT INTO packages VALUES (?,?,?,?,?,?,?,?,?)",
+                db.execute("INSERT INTO packages VALUES (?,?,?,?,?,?,?,?,?,?)",
                            (p.panel, p.name, p.version, p.release, p.content_hash, p.archive,
-                            p.installed_at, p.tx, json.dumps(p.meta)))
+                            p.installed_at, p.tx, json.dumps(p.meta), p.archive_sha))
                 db.executemany("INSERT INTO files VALUES (?,?,?,?,?,?,?)",
                                [(path, c.panel, c.name, f.sha256, f.size, f.mode, f.kind)
                                 for path, f in c.files])

@@ -20,7 +20,7 @@ import errno
 import os
 import shutil
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,6 +29,7 @@ from mgr_agent.errors import StageFailed, SwitchFailed
 from mgr_agent.fsutil import (
     fsync_dir,
     fsync_dirs,
+    rename_noreplace,
     rmdir_if_empty,
     sync_filesystems,
     unlink_if_exists,
@@ -66,7 +67,9 @@ class Plan:
     sources: dict[int, ChunkSource] = field(default_factory=dict, repr=False)
 
     def to_record(self) -> dict[str, Any]:
-        return {"ops": [asdict(op) for op in self.ops], "mkdirs": self.mkdirs, "prune": self.prune}
+        ops = [{"i": op.i, "action": op.action, "path": op.path, "mode": op.mode, "divert": op.divert,
+                "owner": op.owner} for op in self.ops]
+        return {"ops": ops, "mkdirs": self.mkdirs, "prune": self.prune}
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> Plan:
@@ -100,6 +103,7 @@ class Transaction:
         self.per_file_fsync = durability == "fsync"
         root = str(layout.root)
         self._targets = {op.i: os.path.join(root, op.path) for op in plan.ops}
+        self._dir_cache: set[Path] | None = None
 
     # names (plain strings: these run once per file on the hot path)
     def target(self, op: Op) -> str:
@@ -117,7 +121,9 @@ class Transaction:
         return self.layout.diverted_dir / op.path
 
     def _dirs(self) -> set[Path]:
-        return {Path(t.rpartition("/")[0]) for t in self._targets.values()}
+        if self._dir_cache is None:
+            self._dir_cache = {Path(t.rpartition("/")[0]) for t in self._targets.values()}
+        return self._dir_cache
 
     def _sync(self, dirs: Iterable[Path]) -> None:
         """Make the directories' entries (and, with syncfs, all data written) durable."""
@@ -159,7 +165,7 @@ class Transaction:
                     fsync_dir(keep.parent)
                 if op.action == "remove":
                     continue
-                write_new(Path(self.staged(op)), self.plan.sources[op.i](), op.mode,
+                write_new(self.staged(op), self.plan.sources[op.i](), op.mode,
                           sync=self.per_file_fsync, owner=op.owner)
                 faults.point("mid-stage")
             for step in extra:
@@ -184,7 +190,7 @@ class Transaction:
             target = self.target(op)
             try:
                 if op.action == "add":
-                    os.rename(self.staged(op), target)
+                    rename_noreplace(self.staged(op), target)  # never over a file that appeared
                 elif op.action == "replace":
                     os.link(target, self.backup(op), follow_symlinks=False)
                     os.rename(self.staged(op), target)
@@ -195,6 +201,9 @@ class Transaction:
                 if exc.errno == errno.ENOENT and op.action == "replace":
                     raise SwitchFailed(f"{target}: disappeared during the transaction",
                                        path=str(target)) from exc
+                if exc.errno == errno.EEXIST and op.action == "add":
+                    raise SwitchFailed(f"{target}: appeared during the transaction; it was not "
+                                       "overwritten", path=str(target)) from exc
                 raise SwitchFailed(
                     f"cannot {'remove' if op.action == 'remove' else 'replace'} {target}: "
                     f"{_describe(exc)}",
@@ -225,6 +234,9 @@ class Transaction:
                 if os.path.lexists(backup):
                     os.rename(backup, target)
                 continue
+            if op.action == "add" and os.path.lexists(staged) and os.path.lexists(target) \
+                    and os.path.samefile(staged, target):
+                unlink_if_exists(target)  # link() done, unlink() not: the fallback of an add
             if unlink_if_exists(staged):
                 unlink_if_exists(backup)  # a link to the unchanged target, if any
                 continue
@@ -242,8 +254,8 @@ class Transaction:
     def finish(self) -> None:
         """After commit: drop backups and leftovers, prune emptied directories."""
         for op in self.plan.ops:
-            unlink_if_exists(self.backup(op))
-            unlink_if_exists(self.staged(op))
+            if op.action != "add":  # after a complete switch only backups are left
+                unlink_if_exists(self.backup(op))
         for rel in self.plan.prune:
             rmdir_if_empty(self.layout.under(rel))
         self._sync(self._dirs())

@@ -272,9 +272,10 @@ class IspManager(Panel):
             bad = [r for r in records if logtail.level_at_least(r, "ERR")
                    and logtail.matches_plugin(r, names)]
             if bad:
+                lines = [logtail.format_record(r) for r in bad[:20]]  # ANSI colours stripped
                 raise HealthCheckFailed(
                     f"ispmgr.log shows {len(bad)} error(s) for {pkg.name} after the switch: "
-                    f"{bad[0].raw.strip()[:300]}", log_lines=[r.raw for r in bad[:20]])
+                    f"{lines[0][:300]}", log_lines=lines)
             now = time.monotonic()
             if now >= deadline:
                 break
