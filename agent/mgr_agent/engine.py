@@ -493,11 +493,21 @@ class Engine:
             plan = Plan.from_record(rep.begin["plan"])
             t = Transaction(self.layout, rep.tx, plan, durability=self.config.durability)
             panel = self.panel(rep.begin["panel"])
-            if state.is_committed(rep.tx):
-                t.finish()
+            try:
+                committed = state.is_committed(rep.tx)
+                if committed:
+                    t.finish()
+                else:
+                    t.undo(rep.phase)
+            except OSError as exc:
+                raise RecoveryError(
+                    f"cannot recover transaction {rep.tx} ({rep.begin['op']} "
+                    f"{rep.begin.get('name')}): {exc}",
+                    hint="fix the cause (a read-only mount, a full disk, permissions) and run "
+                         "`mgr-agent recover` again; the journal is kept", path=str(path)) from exc
+            if committed:
                 outcome = "completed"
             else:
-                t.undo(rep.phase)
                 if rep.phase in ("switching", "switched"):
                     self._restart_quietly(panel, [])
                 state.record(rep.tx, rep.begin["op"], "rolled_back_by_recovery", "rolled_back",

@@ -59,10 +59,15 @@ def write_new(path: str | Path, chunks: Iterable[bytes], mode: int, *, sync: boo
     """
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
-        for chunk in chunks:
-            view = memoryview(chunk)
-            while view:
-                view = view[os.write(fd, view) :]
+        try:
+            for chunk in chunks:
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view) :]
+        except OSError as exc:
+            if exc.filename is None:
+                raise OSError(exc.errno, exc.strerror, str(path)) from exc
+            raise
         if owner is not None and owner != (os.geteuid(), os.getegid()):
             os.fchown(fd, *owner)
         os.fchmod(fd, mode)
@@ -138,10 +143,16 @@ def sha256_file(path: Path) -> str:
 
 
 def unlink_if_exists(path: str | Path) -> bool:
+    """Remove ``path`` if it is there; a missing file is not an error, even on a read-only
+    mount (where unlink of a missing name fails with EROFS, not ENOENT)."""
     try:
         os.unlink(path)
     except FileNotFoundError:
         return False
+    except OSError:
+        if not os.path.lexists(path):
+            return False
+        raise
     return True
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mgr_agent.errors import HookFailed
+from mgr_agent.errors import HookFailed, StageFailed
 from mgr_agent.fsutil import write_new
 from mgr_agent.package import Package
 from mgr_agent.panels.base import HookSpec, Panel
@@ -64,10 +64,22 @@ def run_hook(
         script = installed
     else:
         assert spec.entry is not None
-        scratch.mkdir(parents=True, exist_ok=True)
         script = scratch / f"{spec.hook}{Path(spec.entry).suffix}"
-        if not script.exists():
-            write_new(script, pkg.source.chunks(spec.entry), 0o700)
+        try:
+            scratch.mkdir(parents=True, exist_ok=True)
+            if not script.exists():
+                write_new(script, pkg.source.chunks(spec.entry), 0o700)
+        except OSError as exc:
+            raise StageFailed(f"cannot write the scratch copy of the {spec.hook} hook "
+                              f"{exc.filename or script}: {os.strerror(exc.errno or 0)}",
+                              path=str(exc.filename or script), errno=exc.errno) from exc
+    if not spec.interpreter:
+        with open(script, "rb") as fh:
+            magic = fh.read(4)
+        if not (magic.startswith(b"#!") or magic == b"\x7fELF"):
+            raise HookFailed(f"{spec.hook} hook of {pkg.name}: {spec.entry} is neither a script "
+                             "with a #! line nor an executable program", hook=spec.hook,
+                             hint="start the hook with a line such as #!/bin/sh")
     argv = [*spec.interpreter, str(script), *args]
     cwd = spec.cwd if spec.cwd.is_dir() else scratch
     full_env = {**panel.hook_env(), **env, "MGR_AGENT_ROOT": str(panel.layout.root),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -48,14 +49,18 @@ class Lock:
                     on_wait(f"waiting for the lock held by {self.holder()}")
                     told = True
                 time.sleep(0.05)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps({"pid": os.getpid(), "purpose": self.purpose,
-                                  "since": time.time()}).encode(), 0)
+        try:  # who holds the lock is information only: a full disk must not fail the command
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps({"pid": os.getpid(), "purpose": self.purpose,
+                                      "since": time.time()}).encode(), 0)
+        except OSError:
+            pass
         self._fd = fd
 
     def release(self) -> None:
         if self._fd >= 0:
-            os.ftruncate(self._fd, 0)
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, 0)
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = -1

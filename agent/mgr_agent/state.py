@@ -6,6 +6,7 @@ in the database; that row is written in the same SQLite transaction as the manif
 
 from __future__ import annotations
 
+import errno
 import json
 import sqlite3
 import time
@@ -15,7 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mgr_agent.errors import StateCorrupt
+from mgr_agent.errors import AgentError, PreflightFailed, StateCorrupt
+
+SQLITE_CORRUPT, SQLITE_FULL, SQLITE_NOTADB = 11, 13, 26
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS packages (
@@ -132,19 +135,32 @@ class State:
         try:
             yield
         except sqlite3.DatabaseError as exc:
-            raise StateCorrupt(f"{self.path}: {exc}",
-                               hint="restore var/lib/mgr-agent/state.db from a backup, or move it "
-                                    "aside to start with an empty state") from exc
+            raise self._translate(exc) from exc
+
+    def _translate(self, exc: sqlite3.DatabaseError) -> AgentError:
+        code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+        if code == SQLITE_FULL:
+            return PreflightFailed(f"{self.path}: the disk is full: {exc}", errno=errno.ENOSPC,
+                                   hint="free space under var/lib/mgr-agent")
+        if code in (SQLITE_CORRUPT, SQLITE_NOTADB) or not code:
+            return StateCorrupt(f"{self.path}: {exc}",
+                                hint="restore var/lib/mgr-agent/state.db from a backup, or move "
+                                     "it aside to start with an empty state")
+        return AgentError(f"{self.path}: {exc}", hint="the state database could not be written")
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        self.db.execute("BEGIN IMMEDIATE")
         try:
-            yield self.db
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.db
+            except BaseException:
+                if self.db.in_transaction:  # SQLite may have rolled back itself (e.g. disk full)
+                    self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
+        except sqlite3.DatabaseError as exc:
+            raise self._translate(exc) from exc
 
     # --- reading
     def packages(self) -> list[Installed]:

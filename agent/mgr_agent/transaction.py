@@ -172,7 +172,7 @@ class Transaction:
                 step()
             self._sync(self._dirs())
         except OSError as exc:
-            name = exc.filename or "a staged file"
+            name = exc.filename2 or exc.filename or "a staged file"
             raise StageFailed(f"cannot stage {name}: {_describe(exc)}", errno=exc.errno,
                               path=str(name)) from exc
         faults.point("before-staged")
