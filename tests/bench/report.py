@@ -10,7 +10,6 @@ from typing import Any
 Samples = dict[str, list[float]]
 
 NOT_YET = (
-    ("logs-tail", "`mgr-agent logs -n 100` on a 1 GB log", "`tail -n 100`", "≤ 5× tail", 5),
     ("daemon-idle", "daemon idle for 60 s", "—", "≤ 40 MB RSS, ≤ 0.5 s CPU in total", 6),
 )
 
@@ -107,6 +106,14 @@ def scaling_row(samples: Samples, files: dict[int, int], measure: str, target: f
         for (a, ta), (b, tb) in itertools.pairwise(done))
     row.value = row.ratio = max(per_file.values()) / min(per_file.values())
     _judge(row)
+    return row
+
+
+def cpu_row(key: str, case: str, samples: Samples, name: str) -> Row:
+    """CPU seconds used, informational."""
+    row = Row(key, case, "—", "— (informational; no busy polling)", unit="s", status="info")
+    row.samples = {"agent": samples.get(name, [])}
+    row.agent_median = row.value = median(samples.get(name))
     return row
 
 

@@ -32,8 +32,8 @@ from mgr_agent import __version__, transaction
 from mgr_agent.config import Config
 from mgr_agent.engine import Engine
 from mgr_agent.layout import Layout
+from tests.bench import logs_bench, report
 from tests.bench import payload as pl
-from tests.bench import report
 from tests.bench.trials import REPO, Trials
 
 RESULTS = REPO / "tests/bench/results"
@@ -96,6 +96,8 @@ class Bench:
         self.notes: list[str] = []
         self.files: dict[int, int] = {}
         self.described: dict[str, dict[str, int]] = {}
+        self.log_bytes = 1 << 30
+        self.idle_seconds = 60.0
         self.ctx: dict[str, Path] = {}
 
     # ------------------------------------------------------------ preparation
@@ -109,6 +111,9 @@ class Bench:
         if self.have_dpkg:
             self.debs = {v: self.payloads.deb("plesk", h, v) for v in ("v1", "v2")}
             self.debs["isp"] = self.payloads.deb("ispmanager", h, "v1")
+        self.log_root = self.work / "logroot"
+        log(f"building a {self.log_bytes >> 20} MiB ispmgr.log")
+        self.log = logs_bench.build_log(self.log_root, self.log_bytes)
         for n in self.sizes:
             path = self.zips["v1"] if n == h else self.other[n]
             self.described[path.name] = pl.describe(path)
@@ -190,6 +195,10 @@ class Bench:
             ("ispmanager plugin", isp),
             ("scaling", scaling),
             *[("startup", startup)] * 3,
+            ("logs -n 100", [
+                ("logs/tail", lambda: t.run(["tail", "-n", "100", str(self.log)])[0]),
+                ("logs/agent", lambda: t.run([py, "-m", "mgr_agent", "--root", str(self.log_root),
+                                              "logs", "-n", "100"])[0])]),
             ("uninstall", uninstall),  # last: deletions slow down the creations after them
         ]
 
@@ -215,6 +224,10 @@ class Bench:
                 for name, fn in order:
                     self.record(name, fn())
             free_after = shutil.disk_usage(self.work).free
+            if rep == 0:
+                log(f"idle `logs -f` for {self.idle_seconds:g} s")
+                self.samples["logs/idle-cpu"].append(
+                    logs_bench.idle_follow_cpu(self.log_root, self.idle_seconds))
             if rep + 1 < self.reps and free_after < 2 * (free_before - free_after) + (2 << 30):
                 self.notes.append(f"low disk space: trial trees deleted after repetition {rep + 1}")
                 self.trials.cleanup()
@@ -255,6 +268,13 @@ class Bench:
                             "startup/python-pass", "startup/agent-version"),
             report.over_row("startup-list", f"`mgr-agent list` with {TINY_PLUGINS} installed", 150, s,
                             "startup/python-pass", "startup/agent-list"),
+            report.ratio_row("logs-tail", f"`mgr-agent logs -n 100` on a "
+                             f"{self.log_bytes / 2**30:.2g} GiB log", "`tail -n 100`", 5.0,
+                             "≤ 5× tail", s, "logs/tail", "logs/agent",
+                             note="both as whole processes: the agent's figure is mostly the "
+                                  "interpreter's start"),
+            report.cpu_row("logs-follow-idle", f"`mgr-agent logs -f` idle for {self.idle_seconds:g} s",
+                           s, "logs/idle-cpu"),
             *report.not_yet_rows(),
             report.ratio_row("isp-fresh-vs-unzip", f"fresh install, {n} (ispmanager plugin)",
                              "`unzip -o` into an empty dir", 2.0, "≤ 2.0× unzip", s,
@@ -325,6 +345,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     work = args.work.absolute()
     bench = Bench(args.size_list, args.reps, work)
+    bench.log_bytes = (64 << 20) if args.quick else (1 << 30)
+    bench.idle_seconds = 5.0 if args.quick else 60.0
     shutil.rmtree(bench.trials.trials, ignore_errors=True)  # left by an interrupted run
     try:
         bench.run()

@@ -18,6 +18,7 @@ from tests.helpers import REPO
 ROWS = {
     "fresh-vs-unzip", "fresh-vs-dpkg", "upgrade-vs-dpkg", "upgrade-1pct", "rollback",
     "uninstall-vs-dpkg", "noop", "scaling", "startup-version", "startup-list", "logs-tail",
+    "logs-follow-idle",
     "daemon-idle", "isp-fresh-vs-unzip", "isp-fresh-vs-dpkg", "fsync-mode",
 }
 DPKG_ROWS = {"fresh-vs-dpkg", "upgrade-vs-dpkg", "uninstall-vs-dpkg", "isp-fresh-vs-dpkg"}
@@ -50,7 +51,9 @@ def test_quick_bench_reports_every_row(tmp_path: Path) -> None:
             assert row["agent_median"] > 0, row
             assert row["samples"] and all(len(v) >= 2 for v in row["samples"].values()), row
     assert rows["scaling"]["status"] == "skipped: one size only"
-    assert rows["logs-tail"]["status"] == "not yet (issue 5)"
+    assert rows["logs-tail"]["status"] in ("met", "missed")
+    assert rows["logs-follow-idle"]["status"] == "info"
+    assert 0 <= rows["logs-follow-idle"]["value"] < 1.0, "logs -f must not busy-poll"
     assert rows["daemon-idle"]["status"] == "not yet (issue 6)"
     # the printed table has a line per row, the same as the JSON's
     table = [line for line in done.stdout.splitlines() if line.startswith("| ")]
