@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from mgr_agent import __version__, signals
 from mgr_agent.errors import AgentError, Interrupted, UsageError
@@ -30,6 +31,8 @@ EXIT_CODES = """exit codes:
   4  not installed / not found               11 recovery failed or state corrupt
   5  file conflict with another package      12 checksum mismatch
   6  refused: downgrade, panel version, os   13 a handler's answer broke the panel protocol
+                                             14 refused by the daemon: not root or mgr-agent
+                                             15 download failed (install URL)
                                              130 interrupted (SIGINT/SIGTERM/SIGHUP)"""
 
 
@@ -41,6 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--wait", type=float, default=argparse.SUPPRESS, metavar="SECONDS",
                         help="how long to wait for the lock (default 300, from agent.toml)")
     common.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS)
+    common.add_argument("--no-daemon", action="store_true", default=argparse.SUPPRESS,
+                        help="run in this process even when the daemon answers (also: "
+                             "MGR_AGENT_NO_DAEMON=1)")
 
     parser = argparse.ArgumentParser(
         prog="mgr-agent", parents=[common],
@@ -63,10 +69,12 @@ def _parser() -> argparse.ArgumentParser:
     def mcmd(name: str, help_: str) -> argparse.ArgumentParser:
         return sub.add_parser(name, parents=[common, runtime], help=help_, description=help_)
 
-    p = mcmd("install", "install or upgrade a plugin from a zip, tar or directory")
-    p.add_argument("path", type=Path)
+    p = mcmd("install", "install or upgrade a plugin from a zip, tar or directory, or an "
+                        "https:// URL (with --sha256)")
+    p.add_argument("path", help="a file, a directory or an https:// URL")
     p.add_argument("--panel", **panel_opt)  # type: ignore[arg-type]
-    p.add_argument("--sha256", metavar="HEX", help="refuse the archive unless its sha256 matches")
+    p.add_argument("--sha256", metavar="HEX",
+                   help="refuse the archive unless its sha256 matches (required for a URL)")
     p.add_argument("--dry-run", action="store_true", help="report the plan, change nothing")
     p.add_argument("--allow-downgrade", action="store_true", help="allow installing an older version")
     p.add_argument("--reinstall", action="store_true", help="rewrite every file even if unchanged")
@@ -112,6 +120,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("module", nargs="?", help="e.g. core_module (means ispmgr.core_module)")
     p.add_argument("level", nargs="?", type=int, help="0-9; 9 logs handler requests and answers")
     p.add_argument("--off", action="store_true", help="put back the lines that were there before")
+    p = cmd("daemon", "run the daemon (systemd service): recovery at start, then the local API")
+    p.add_argument("--socket", type=Path, metavar="PATH",
+                   help="bind here when not socket-activated (default ROOT/run/mgr-agent/agent.sock)")
+    p.add_argument("--group", default="mgr-agent",
+                   help="group (name or gid) whose members may use the API (default mgr-agent)")
     return parser
 
 
@@ -199,8 +212,7 @@ def _render(result: Result, term: _Terminal) -> str:
 def _dispatch(args: argparse.Namespace, engine: Engine) -> Result:
     c = args.command
     if c == "install":
-        return engine.install(args.path, panel=args.panel, sha256=args.sha256, dry_run=args.dry_run,
-                              allow_downgrade=args.allow_downgrade, reinstall=args.reinstall)
+        return _install(args, engine)
     if c == "uninstall":
         return engine.uninstall(args.name, panel=args.panel, purge=args.purge, dry_run=args.dry_run)
     if c == "rollback":
@@ -220,6 +232,96 @@ def _dispatch(args: argparse.Namespace, engine: Engine) -> Result:
     if c == "check":
         return engine.check(args.path, panel=args.panel, sha256=args.sha256)
     return engine.recover()
+
+
+# ---------------------------------------------------------------- the daemon and downloads
+_DAEMON_COMMANDS = ("install", "uninstall", "rollback", "recover", "restart-core", "debug")
+
+
+def _daemon(args: argparse.Namespace) -> int:
+    from mgr_agent import daemon  # noqa: PLC0415
+
+    return daemon.main(getattr(args, "root", "/"), socket_path=args.socket, group=args.group,
+                       verbose=getattr(args, "verbose", 0))
+
+
+def _package_arg(args: argparse.Namespace) -> str:
+    """An install source: a URL as given, a path made absolute (same messages either way)."""
+    from mgr_agent.download import is_url  # noqa: PLC0415
+
+    return str(args.path) if is_url(str(args.path)) else str(Path(args.path).absolute())
+
+
+def _install(args: argparse.Namespace, engine: Engine) -> Result:
+    """In-process install, from a path or (downloaded first) from an https URL."""
+    from mgr_agent import download  # noqa: PLC0415
+
+    source = _package_arg(args)
+    opts = {"panel": args.panel, "sha256": args.sha256, "dry_run": args.dry_run,
+            "allow_downgrade": args.allow_downgrade, "reinstall": args.reinstall}
+    if not download.is_url(source):
+        return engine.install(Path(source), **opts)
+    policy = download.Policy(max_bytes=engine.config.limits.max_total_bytes)
+    fetched = download.fetch(source, args.sha256, engine.layout, policy=policy, progress=engine.progress)
+    try:
+        return engine.install(fetched, **opts)
+    finally:
+        download.discard(fetched)
+
+
+def _daemon_request(args: argparse.Namespace) -> tuple[dict[str, object], int | None]:
+    """The API arguments of a mutating command, and the package file to pass along."""
+    from mgr_agent.download import is_url  # noqa: PLC0415
+
+    c = args.command
+
+    def get(key: str) -> Any:
+        return getattr(args, key, None)
+
+    req: dict[str, object] = {"wait": get("wait")}
+    if c in ("install", "uninstall", "rollback", "debug"):
+        req.update(restart=not get("no_restart"), health_window=get("health_window"))
+    fd = None
+    if c == "install":
+        source = _package_arg(args)
+        req.update({"url" if is_url(source) else "path": source}, sha256=get("sha256"),
+                   panel=get("panel"), dry_run=get("dry_run"), allow_downgrade=get("allow_downgrade"),
+                   reinstall=get("reinstall"))
+        if not is_url(source):
+            with contextlib.suppress(OSError):
+                fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
+    elif c in ("uninstall", "rollback"):
+        req.update(name=args.name, panel=get("panel"))
+        if c == "uninstall":
+            req.update(purge=get("purge"), dry_run=get("dry_run"))
+    elif c == "debug":
+        req.update(module=get("module"), level=get("level"), off=get("off"))
+    return {k: v for k, v in req.items() if v is not None}, fd
+
+
+def _via_daemon(args: argparse.Namespace, term: _Terminal) -> Result | None:
+    """Run a mutating command in the daemon when its socket answers; None: do it here."""
+    if getattr(args, "no_daemon", False) or os.environ.get("MGR_AGENT_NO_DAEMON") == "1":
+        return None
+    from mgr_agent import api  # noqa: PLC0415
+
+    layout = Layout.at(getattr(args, "root", "/"))
+    request, fd = _daemon_request(args)
+    try:
+        return api.Client(layout.socket_path).call(args.command, request, root=layout.root, fd=fd,
+                                                   progress=term.progress)
+    except api.Unavailable:
+        return None
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def _journal(result: Result, command: str) -> None:
+    if command in _DAEMON_COMMANDS:
+        from mgr_agent import journallog  # noqa: PLC0415
+
+        journallog.note_cli_result(result, command)
 
 
 def _streaming(args: argparse.Namespace, as_json: bool) -> int:
@@ -253,6 +355,8 @@ def _streaming(args: argparse.Namespace, as_json: bool) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "daemon":
+        return _daemon(args)
     as_json: bool = getattr(args, "json", False)
     verbose = getattr(args, "verbose", 0)
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
@@ -265,11 +369,14 @@ def main(argv: list[str] | None = None) -> int:
     if command in ("logs", "call"):
         return _streaming(args, as_json)
     try:
-        engine = Engine(Layout.at(getattr(args, "root", "/")), progress=term.progress,
-                        lock_wait=getattr(args, "wait", None),
-                        restart=not getattr(args, "no_restart", False),
-                        health_window=getattr(args, "health_window", None))
-        result = _dispatch(args, engine)
+        result = _via_daemon(args, term) if command in _DAEMON_COMMANDS else None
+        if result is None:
+            engine = Engine(Layout.at(getattr(args, "root", "/")), progress=term.progress,
+                            lock_wait=getattr(args, "wait", None),
+                            restart=not getattr(args, "no_restart", False),
+                            health_window=getattr(args, "health_window", None))
+            result = _dispatch(args, engine)
+            _journal(result, command)
     except AgentError as exc:
         log.debug("error", exc_info=True)
         name, panel = exc.subject or (getattr(args, "name", None), getattr(args, "panel", None))

@@ -168,3 +168,19 @@ class Interrupted(AgentError):
 
     code = "interrupted"
     exit_code = 130
+
+
+class NotAuthorised(AgentError):
+    """The daemon refused a caller that is neither root nor in the ``mgr-agent`` group."""
+
+    code = "not-authorised"
+    exit_code = 14
+    default_hint = "run as root, or add the user to the mgr-agent group (then log in again)"
+
+
+class DownloadFailed(AgentError):
+    """An ``install URL`` could not be fetched (network, HTTP status, size limit)."""
+
+    code = "download-failed"
+    exit_code = 15
+    default_hint = "check the URL and the network, then try again; nothing was changed"

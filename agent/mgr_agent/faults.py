@@ -2,13 +2,15 @@
 
 ``MGR_AGENT_FAULT=NAME`` makes the process SIGKILL itself when it reaches point NAME
 (``NAME:N`` at the N-th time it is reached).  ``MGR_AGENT_FAULT=NAME=raise`` raises
-instead, to exercise the in-process undo path.
+instead, to exercise the in-process undo path; ``NAME=hang`` blocks the calling thread
+forever (the daemon's watchdog test).
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import time
 
 _counts: dict[str, int] = {}
 
@@ -33,4 +35,7 @@ def point(name: str) -> None:
         return
     if mode == "raise":
         raise InjectedFault(f"injected fault at {name}")
+    if mode == "hang":
+        while True:
+            time.sleep(3600)
     os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,516 @@
+"""The local API on the daemon's Unix socket: framing, messages, the server's connection
+handler and the client. The one protocol module (see docs/daemon.md).
+
+One connection carries one request and its answer, as newline-delimited JSON:
+
+    -> {"v": 1, "op": "install", "args": {"path": "/srv/demo.zip"}, "root": "/"}
+    <- {"event": "progress", "message": "reading /srv/demo.zip"}       (zero or more)
+    <- {"event": "record", "record": {...}}                            (``logs`` only)
+    <- {"result": <the CLI's --json document>, "exit_code": 0}         (exactly one)
+
+A client may pass the open package file with SCM_RIGHTS along with an ``install``/``check``
+request (the daemon may not see the client's /tmp). Requests are bounded (1 MiB, 10 s);
+anything malformed gets an error result, never a crash.
+"""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import errno
+import io
+import json
+import os
+import queue
+import select
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from mgr_agent.errors import AgentError, Interrupted, NotAuthorised, UsageError
+from mgr_agent.layout import Layout
+from mgr_agent.result import Result
+
+VERSION = 1
+MAX_REQUEST = 1024 * 1024
+REQUEST_TIMEOUT = 10.0         # the whole request line must arrive within this
+SEND_TIMEOUT = 30.0            # a client that does not read its answer for this long is dropped
+MAX_QUEUED_EVENTS = 10_000     # progress beyond this (a client not reading) is dropped
+MAX_ANSWER = 256 * 1024 * 1024
+SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)
+
+MUTATING = ("install", "uninstall", "rollback", "recover", "restart-core", "debug")
+READING = ("list", "info", "history", "check", "logs", "ping")
+
+_STR, _BOOL, _INT, _NUM = (str,), (bool,), (int,), (int, float)
+_COMMON = {"wait": _NUM, "restart": _BOOL, "health_window": _NUM}
+ARGS: dict[str, dict[str, tuple[type, ...]]] = {
+    "install": {"path": _STR, "url": _STR, "sha256": _STR, "panel": _STR, "dry_run": _BOOL,
+                "allow_downgrade": _BOOL, "reinstall": _BOOL, **_COMMON},
+    "uninstall": {"name": _STR, "panel": _STR, "purge": _BOOL, "dry_run": _BOOL, **_COMMON},
+    "rollback": {"name": _STR, "panel": _STR, **_COMMON},
+    "recover": {"wait": _NUM},
+    "restart-core": {"wait": _NUM},
+    "debug": {"module": _STR, "level": _INT, "off": _BOOL, **_COMMON},
+    "list": {},
+    "info": {"name": _STR, "panel": _STR},
+    "history": {"name": _STR, "limit": _INT},
+    "check": {"path": _STR, "panel": _STR, "sha256": _STR},
+    "logs": {"n": _INT, "follow": _BOOL, "plugin": _STR, "level": _STR, "since": _STR},
+    "ping": {},
+}
+REQUIRED = {"uninstall": ("name",), "rollback": ("name",), "info": ("name",), "check": ("path",)}
+
+
+class ProtocolError(UsageError):
+    """A request the daemon cannot read: bad JSON, unknown op or argument, too large."""
+
+    code = "bad-request"
+
+
+class Unavailable(Exception):
+    """Nothing answers on the socket: the caller works in-process instead."""
+
+
+# ------------------------------------------------------------------ messages
+def encode(message: dict[str, Any]) -> bytes:
+    return json.dumps(message, default=str, separators=(",", ":")).encode() + b"\n"
+
+
+def answer(result: Result) -> dict[str, Any]:
+    return {"result": result.to_json(), "exit_code": result.exit_code}
+
+
+def _error_classes() -> dict[str, type[AgentError]]:
+    found: dict[str, type[AgentError]] = {}
+    todo: list[type[AgentError]] = [AgentError]
+    while todo:
+        cls = todo.pop()
+        found.setdefault(cls.code, cls)
+        todo += cls.__subclasses__()
+    return found
+
+
+def error_from_dict(doc: dict[str, Any], exit_code: int | None = None) -> AgentError:
+    """Rebuild the exception the daemon reported, so the CLI renders it the same way."""
+    code = str(doc.get("code") or "internal-error")
+    cls = _error_classes().get(code)
+    if cls is None or (exit_code is not None and cls.exit_code != exit_code):
+        base = cls or AgentError
+        cls = type(base.__name__, (base,), {"code": code,
+                                            "exit_code": exit_code if exit_code is not None else 1})
+    exc = cls.__new__(cls)
+    AgentError.__init__(exc, str(doc.get("message", "")), hint=doc.get("hint", ""),
+                        **(doc.get("details") or {}))
+    return exc
+
+
+def result_from_json(doc: dict[str, Any], exit_code: int | None = None) -> Result:
+    """The inverse of ``Result.to_json``."""
+    error = doc.get("error")
+    return Result(
+        action=doc["action"], changed=bool(doc.get("changed")), name=doc.get("name"),
+        panel=doc.get("panel"), version=doc.get("version"),
+        previous_version=doc.get("previous_version"), warnings=list(doc.get("warnings") or []),
+        hooks=list(doc.get("hooks") or []), tx=doc.get("tx"), plan=doc.get("plan"),
+        notes=list(doc.get("notes") or []), data=doc.get("data"),
+        error=error_from_dict(error, exit_code) if isinstance(error, dict) else None)
+
+
+@dataclass
+class Request:
+    op: str
+    args: dict[str, Any]
+    root: str | None = None
+    fds: list[int] = field(default_factory=list)
+
+    def close_fds(self) -> None:
+        for fd in self.fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.fds = []
+
+
+def parse_request(line: bytes) -> Request:
+    """Validate one request line; raises ProtocolError with a message for the client."""
+    try:
+        doc = json.loads(line)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ProtocolError(f"malformed request: {exc}") from None
+    if not isinstance(doc, dict):
+        raise ProtocolError("malformed request: expected a JSON object")
+    if doc.get("v") != VERSION:
+        raise ProtocolError(f"unsupported protocol version {doc.get('v')!r}; this daemon speaks {VERSION}",
+                            hint="the CLI and the daemon come from different mgr-agent versions")
+    op = doc.get("op")
+    if not isinstance(op, str) or op not in ARGS:
+        raise ProtocolError(f"unknown op {op!r}", hint=f"known: {', '.join(ARGS)}")
+    args = doc.get("args", {})
+    if not isinstance(args, dict):
+        raise ProtocolError("malformed request: args must be an object")
+    allowed = ARGS[op]
+    for key, value in args.items():
+        if key not in allowed:
+            raise ProtocolError(f"{op}: unknown argument {key!r}")
+        types = allowed[key]
+        if value is not None and (not isinstance(value, types) or (
+                isinstance(value, bool) and bool not in types)):
+            raise ProtocolError(f"{op}: argument {key!r} must be {'/'.join(t.__name__ for t in types)}")
+    for key in REQUIRED.get(op, ()):
+        if not args.get(key):
+            raise ProtocolError(f"{op}: argument {key!r} is required")
+    root = doc.get("root")
+    if root is not None and not isinstance(root, str):
+        raise ProtocolError("malformed request: root must be a string")
+    return Request(op, args, root)
+
+
+# ------------------------------------------------------------------ server side
+@dataclass(frozen=True)
+class PeerCred:
+    pid: int
+    uid: int
+    gid: int
+    groups: tuple[int, ...]
+
+
+def peer_credentials(conn: socket.socket) -> PeerCred:
+    """SO_PEERCRED, and the supplementary groups (SO_PEERGROUPS, else /proc/PID/status)."""
+    pid, uid, gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                         struct.calcsize("3i")))
+    groups: list[int] = []
+    try:
+        raw = conn.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, 4 * 1024)
+        groups = list(array.array("I", raw[: len(raw) - len(raw) % 4]))
+    except OSError:
+        with contextlib.suppress(OSError, ValueError):
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("Groups:"):
+                    groups = [int(g) for g in line.split()[1:]]
+    return PeerCred(pid, uid, gid, tuple(groups))
+
+
+def authorise(cred: PeerCred, gid: int | None, group_name: str) -> NotAuthorised | None:
+    """Root, the daemon's own user, or a member of the group; anyone else is refused."""
+    if cred.uid in (0, os.getuid()):
+        return None
+    if gid is not None and (cred.gid == gid or gid in cred.groups):
+        return None
+    return NotAuthorised(f"not authorised: uid {cred.uid} (pid {cred.pid}) is neither root nor a member "
+                         f"of the group {group_name}", uid=cred.uid)
+
+
+class Channel:
+    """The answer side of one connection; ``emit`` may be called from any thread."""
+
+    def __init__(self, conn: socket.socket) -> None:
+        self.conn = conn
+        self.owner = threading.current_thread()
+        self.pending: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.alive = True
+        self.dropped = 0
+
+    def emit(self, message: dict[str, Any]) -> None:
+        if threading.current_thread() is self.owner:
+            self.send(message)
+        elif self.pending.qsize() < MAX_QUEUED_EVENTS:
+            self.pending.put(message)
+        else:
+            self.dropped += 1
+
+    def progress(self, message: str) -> None:
+        self.emit({"event": "progress", "message": message})
+
+    def pump(self, timeout: float) -> None:
+        """Send what other threads queued (waiting up to ``timeout`` for the first)."""
+        try:
+            message = self.pending.get(timeout=timeout)
+        except queue.Empty:
+            return
+        self.send(message)
+        while True:
+            try:
+                self.send(self.pending.get_nowait())
+            except queue.Empty:
+                return
+
+    def send(self, message: dict[str, Any]) -> None:
+        if not self.alive:
+            return
+        try:
+            self.conn.settimeout(SEND_TIMEOUT)
+            self.conn.sendall(encode(message))
+        except OSError:
+            self.alive = False
+
+
+class Backend(Protocol):
+    """What the connection handler needs from the daemon."""
+
+    layout: Layout
+    stop: threading.Event
+
+    def authorise(self, cred: PeerCred) -> AgentError | None: ...
+
+    def run_mutating(self, request: Request, channel: Channel) -> Result: ...
+
+    def run_reading(self, request: Request, channel: Channel) -> Result: ...
+
+
+def read_request(conn: socket.socket, *, limit: int = MAX_REQUEST,
+                 timeout: float = REQUEST_TIMEOUT) -> tuple[bytes, list[int]]:
+    """The first line of the connection (without the newline) and the descriptors sent
+    with it; ProtocolError when it is too large, too slow or missing."""
+    deadline = time.monotonic() + timeout
+    buf = bytearray()
+    fds: list[int] = []
+    try:
+        while b"\n" not in buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ProtocolError(f"request not received within {timeout:g} s")
+            conn.settimeout(left)
+            try:
+                data, anc, flags, _ = conn.recvmsg(65536, socket.CMSG_SPACE(4 * 4),
+                                                   socket.MSG_CMSG_CLOEXEC)
+            except TimeoutError:
+                raise ProtocolError(f"request not received within {timeout:g} s") from None
+            for level, kind, payload in anc:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    fds += array.array("i", payload[: len(payload) - len(payload) % 4])
+            if flags & socket.MSG_CTRUNC:
+                raise ProtocolError("too many descriptors sent with the request")
+            if not data:
+                raise ProtocolError("connection closed before a complete request")
+            buf += data
+            if len(buf.split(b"\n", 1)[0]) > limit:
+                raise ProtocolError(f"request larger than {limit} bytes")
+    except BaseException:
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        raise
+    return bytes(buf.split(b"\n", 1)[0]), fds
+
+
+def handle_connection(conn: socket.socket, backend: Backend,
+                      log: Callable[[str], None] = lambda _m: None, *,
+                      request_timeout: float = REQUEST_TIMEOUT) -> None:
+    """Serve one connection: authorise, read the request, run it, answer; never raises."""
+    channel = Channel(conn)
+    request: Request | None = None
+    try:
+        try:
+            cred = peer_credentials(conn)
+            line, fds = read_request(conn, timeout=request_timeout)
+            refusal = backend.authorise(cred)
+            if refusal is not None:
+                for fd in fds:
+                    os.close(fd)
+                log(f"refused {refusal.message}")
+                raise refusal
+            request = parse_request(line)
+            request.fds = fds[:1]
+            for fd in fds[1:]:
+                os.close(fd)
+            if request.root is not None and Path(request.root).absolute() != backend.layout.root:
+                raise UsageError(f"this daemon serves --root {backend.layout.root}, not {request.root}",
+                                 hint="pass --no-daemon to work on another root in-process")
+            log(f"uid {cred.uid} pid {cred.pid}: {request.op}")
+            if request.op in MUTATING:
+                result = backend.run_mutating(request, channel)
+            else:
+                result = backend.run_reading(request, channel)
+        except AgentError as exc:
+            result = Result(action="failed", error=exc)
+        except Exception as exc:  # a bug must not take the daemon down
+            log(f"internal error serving a request: {exc.__class__.__name__}: {exc}")
+            result = Result(action="failed", error=AgentError(
+                f"internal error in the daemon: {exc.__class__.__name__}: {exc}",
+                hint="see `journalctl -u mgr-agent`"))
+        channel.pump(0)
+        channel.send(answer(result))
+    finally:
+        if request is not None:
+            request.close_fds()
+        with contextlib.suppress(OSError):
+            conn.shutdown(socket.SHUT_RDWR)
+        conn.close()
+
+
+# ------------------------------------------------------------------ operations
+def execute(op: str, args: dict[str, Any], make_engine: Callable[[], Any],
+            package_path: Path | None = None) -> Result:
+    """Run one operation on a fresh engine and turn any exception into a Result, exactly
+    like the CLI's top level does for the same command."""
+    try:
+        engine = make_engine()
+        return dispatch(engine, op, args, package_path)
+    except AgentError as exc:
+        name, panel = exc.subject or (args.get("name"), args.get("panel"))
+        return Result(action="failed", name=name, panel=panel, error=exc)
+    except KeyboardInterrupt:
+        return Result(action="failed", error=Interrupted("interrupted by SIGINT"))
+    except Exception as exc:
+        return Result(action="failed", name=args.get("name"), error=AgentError(
+            f"internal error in {op}: {exc.__class__.__name__}: {exc}",
+            hint="run again with -v and report the traceback"))
+
+
+def dispatch(engine: Any, op: str, args: dict[str, Any], package_path: Path | None) -> Result:
+    get = args.get
+    if op == "install":
+        return engine.install(package_path, panel=get("panel"), sha256=get("sha256"),  # type: ignore[no-any-return]
+                              dry_run=bool(get("dry_run")), allow_downgrade=bool(get("allow_downgrade")),
+                              reinstall=bool(get("reinstall")))
+    if op == "uninstall":
+        return engine.uninstall(get("name"), panel=get("panel"), purge=bool(get("purge")),  # type: ignore[no-any-return]
+                                dry_run=bool(get("dry_run")))
+    if op == "rollback":
+        return engine.rollback(get("name"), panel=get("panel"))  # type: ignore[no-any-return]
+    if op == "list":
+        return engine.list()  # type: ignore[no-any-return]
+    if op == "info":
+        return engine.info(get("name"), panel=get("panel"))  # type: ignore[no-any-return]
+    if op == "history":
+        return engine.history(get("name"), get("limit") if get("limit") is not None else 50)  # type: ignore[no-any-return]
+    if op == "restart-core":
+        return engine.restart_core()  # type: ignore[no-any-return]
+    if op == "debug":
+        if not get("off") and (get("module") is None or get("level") is None):
+            raise UsageError("debug: give MODULE LEVEL, or --off")
+        return engine.debug(get("module"), get("level"), off=bool(get("off")))  # type: ignore[no-any-return]
+    if op == "check":
+        return engine.check(package_path, panel=get("panel"), sha256=get("sha256"))  # type: ignore[no-any-return]
+    if op == "recover":
+        return engine.recover()  # type: ignore[no-any-return]
+    raise ProtocolError(f"unknown op {op!r}")
+
+
+def package_path(request: Request) -> Path:
+    """The package to read: the client's path when it is the file the client sent (or no
+    file was sent), else the sent descriptor (the daemon may not see the client's /tmp)."""
+    text = request.args.get("path") or ""
+    path = Path(text)
+    if not path.is_absolute():
+        raise ProtocolError(f"{text!r}: the daemon needs an absolute path")
+    if not request.fds:
+        return path
+    sent = os.fstat(request.fds[0])
+    try:
+        here = os.stat(path)
+    except OSError:
+        here = None
+    if here is not None and (here.st_dev, here.st_ino) == (sent.st_dev, sent.st_ino):
+        return path
+    return Path(f"/proc/self/fd/{request.fds[0]}")
+
+
+class EventWriter(io.TextIOBase):
+    """A text stream for ``logtail.run_logs(as_json=True)``: each line becomes a record event;
+    ``stop`` is set when the client is gone."""
+
+    def __init__(self, channel: Channel, stop: threading.Event) -> None:
+        super().__init__()
+        self.channel = channel
+        self.stop = stop
+        self.buf = ""
+
+    def isatty(self) -> bool:
+        return False
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self.buf += text
+        while "\n" in self.buf:
+            line, self.buf = self.buf.split("\n", 1)
+            if line:
+                self.channel.emit({"event": "record", "record": json.loads(line)})
+        if not self.channel.alive:
+            self.stop.set()     # the client is gone: the follow loop ends
+        return len(text)
+
+
+def watch_hangup(conn: socket.socket, stop: threading.Event, also: threading.Event) -> None:
+    """Set ``stop`` when the client hangs up or ``also`` is set (for long ``logs -f``)."""
+    while not stop.is_set():
+        if also.is_set():
+            stop.set()
+            return
+        with contextlib.suppress(OSError, ValueError):
+            ready, _, _ = select.select([conn], [], [], 0.5)
+            if ready and not conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT):
+                stop.set()
+                return
+
+
+# ------------------------------------------------------------------ client
+class Client:
+    """Talks to the daemon at ``socket_path``."""
+
+    def __init__(self, socket_path: Path, *, connect_timeout: float = 5.0) -> None:
+        self.socket_path = socket_path
+        self.connect_timeout = connect_timeout
+
+    def connect(self) -> socket.socket:
+        """Raise Unavailable when nothing answers, NotAuthorised when we may not connect."""
+        if not self.socket_path.exists():
+            raise Unavailable(f"{self.socket_path}: no socket")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        sock.settimeout(self.connect_timeout)
+        try:
+            sock.connect(str(self.socket_path))
+        except OSError as exc:
+            sock.close()
+            if exc.errno in (errno.EACCES, errno.EPERM):
+                raise NotAuthorised(f"{self.socket_path}: permission denied",
+                                    hint="the daemon accepts root and members of the mgr-agent group; "
+                                         "or run as root with --no-daemon") from None
+            raise Unavailable(f"{self.socket_path}: {exc.strerror}") from None
+        sock.settimeout(None)
+        return sock
+
+    def stream(self, op: str, args: dict[str, Any], *, root: Path | None = None,
+               fd: int | None = None) -> Iterator[dict[str, Any]]:
+        """Send one request; yield every message of the answer, the result last."""
+        sock = self.connect()
+        with sock:
+            doc: dict[str, Any] = {"v": VERSION, "op": op, "args": args}
+            if root is not None:
+                doc["root"] = str(root)
+            data = encode(doc)
+            sent = socket.send_fds(sock, [data], [fd]) if fd is not None else sock.send(data)
+            sock.sendall(data[sent:])
+            reader = sock.makefile("rb")
+            while True:
+                line = reader.readline(MAX_ANSWER)
+                if not line.endswith(b"\n"):
+                    raise AgentError("the daemon closed the connection before answering "
+                                     "(was it stopped or restarted?)",
+                                     hint="`mgr-agent history` shows whether the operation ran")
+                message = json.loads(line)
+                yield message
+                if "result" in message:
+                    return
+
+    def call(self, op: str, args: dict[str, Any], *, root: Path | None = None, fd: int | None = None,
+             progress: Callable[[str], None] | None = None,
+             record: Callable[[dict[str, Any]], None] | None = None) -> Result:
+        """Run ``op`` in the daemon; progress events go to ``progress``, log records to
+        ``record``; returns the daemon's Result, its error rebuilt as the same exception."""
+        for message in self.stream(op, args, root=root, fd=fd):
+            event = message.get("event")
+            if event == "progress" and progress is not None:
+                progress(str(message.get("message", "")))
+            elif event == "record" and record is not None:
+                record(message.get("record") or {})
+            elif "result" in message:
+                return result_from_json(message["result"], message.get("exit_code"))
+        raise AgentError("no result from the daemon")  # pragma: no cover - stream returns on it

@@ -1,0 +1,443 @@
+"""``mgr-agent daemon``: boot-time recovery, readiness, watchdog and the local API.
+
+Start: recover any interrupted transaction under the lock, then ``READY=1``.  The main
+thread runs the mutating operations one at a time (so that SIGTERM, delivered to it,
+interrupts a transaction the same way it does in the CLI: the engine undoes or finishes
+it); connections are served each in its own thread, read-only operations run there.  A
+separate thread pings the watchdog at half ``WATCHDOG_USEC`` only while the main loop's
+heartbeat is fresh (or an operation is within its time budget), so a stuck daemon is
+killed and restarted by systemd.  SIGHUP re-reads agent.toml.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import grp
+import logging
+import os
+import queue
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+from mgr_agent import __version__, api, download, faults, journallog, logtail
+from mgr_agent import config as config_mod
+from mgr_agent.api import Channel, PeerCred, Request
+from mgr_agent.engine import Engine
+from mgr_agent.errors import AgentError, Interrupted, LockBusy, UsageError
+from mgr_agent.layout import Layout
+from mgr_agent.lock import Lock
+from mgr_agent.notify import Notifier, listen_fds
+from mgr_agent.result import Result
+
+log = logging.getLogger("mgr_agent.daemon")
+
+GROUP = "mgr-agent"
+MAX_CONNECTIONS = 128
+STOP_GRACE = 2.0   # seconds given to connections to send their last answer at shutdown
+
+
+@dataclass
+class Job:
+    """A mutating request waiting for (or being run by) the main thread."""
+
+    request: Request
+    channel: Channel
+    path: Path | None
+    deadline: float
+    queued: float = field(default_factory=time.monotonic)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    started: bool = False
+    cancelled: bool = False
+    done: threading.Event = field(default_factory=threading.Event)
+    result: Result | None = None
+
+    def finish(self, result: Result) -> None:
+        self.result = result
+        self.done.set()
+
+
+def resolve_group(spec: str) -> int | None:
+    """A group name or number; None when there is no such group (only root is let in)."""
+    if spec.isdigit():
+        return int(spec)
+    try:
+        return grp.getgrnam(spec).gr_gid
+    except KeyError:
+        return None
+
+
+class Daemon:
+    def __init__(self, layout: Layout, *, group: str = GROUP, socket_path: Path | None = None,
+                 notifier: Notifier | None = None) -> None:
+        self.layout = layout
+        self.group = group
+        self.gid = resolve_group(group)
+        self.socket_path = socket_path or layout.socket_path
+        self.notifier = notifier or Notifier()
+        self.stop = threading.Event()
+        self.reload = threading.Event()
+        self.jobs: queue.Queue[Job] = queue.Queue()
+        self.config = config_mod.Config()
+        self.heartbeat = time.monotonic()
+        self.busy_since: float | None = None
+        self.busy_budget = 0.0
+        self.interruptible = False
+        self.degraded = ""
+        self.last = ""
+        self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self.listener: socket.socket | None = None
+        self.bound_here = False
+        self.watchdog_interval = self.notifier.watchdog_interval()
+        self.tick = min(1.0, self.watchdog_interval / 4) if self.watchdog_interval else 1.0
+        self.request_timeout = float(os.environ.get("MGR_AGENT_REQUEST_TIMEOUT") or api.REQUEST_TIMEOUT)
+
+    # ---------------------------------------------------------------- lifecycle
+    def run(self) -> int:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, self._on_signal)
+        self._load_config()
+        if self.gid is None:
+            log.warning(f"group {self.group} does not exist: only root may use the API")
+        if self.watchdog_interval:
+            threading.Thread(target=self._watchdog, name="watchdog", daemon=True).start()
+        try:
+            self.listener = self._listen()
+        except (OSError, AgentError) as exc:
+            log.error(f"cannot listen on {self.socket_path}: {exc}")
+            self.notifier.notify(f"STATUS=cannot listen on {self.socket_path}: {exc}")
+            return 1
+        try:
+            self._recover_at_start()
+            accept = threading.Thread(target=self._accept_loop, name="accept", daemon=True)
+            accept.start()
+            where = self._where()
+            self.notifier.ready(self._status(f"ready, serving {where}"))
+            log.info(f"mgr-agent {__version__} ready on {where} (root {self.layout.root}, "
+                     f"watchdog {self.watchdog_interval or 0:g} s)")
+            self._main_loop()
+        finally:
+            self._shutdown()
+        return 0
+
+    def _where(self) -> str:
+        name = ""
+        with contextlib.suppress(OSError):
+            assert self.listener is not None
+            name = str(self.listener.getsockname() or "")
+        name = name or str(self.socket_path)
+        return name if self.bound_here else f"{name} (socket activation)"
+
+    def _status(self, text: str) -> str:
+        return f"degraded: {self.degraded}; {text}" if self.degraded else text
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        if signum == signal.SIGHUP:
+            self.reload.set()
+            return
+        self.stop.set()
+        if self.interruptible:  # a transaction is running in this (the main) thread
+            self.interruptible = False
+            raise Interrupted(f"interrupted by {signal.Signals(signum).name}")
+
+    def _load_config(self) -> bool:
+        try:
+            self.config = config_mod.load(self.layout)
+        except AgentError as exc:
+            log.error(f"{exc.message}; keeping the previous settings")
+            return False
+        return True
+
+    def _listen(self) -> socket.socket:
+        fds = listen_fds()
+        if fds:
+            for extra in fds[1:]:
+                os.close(extra)
+            sock = socket.socket(fileno=fds[0])
+        else:
+            path = self.socket_path
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if os.path.lexists(path):
+                probe = api.Client(path, connect_timeout=1.0)
+                try:
+                    probe.connect().close()
+                except (api.Unavailable, AgentError):
+                    path.unlink()
+                else:
+                    raise UsageError(f"another mgr-agent daemon answers on {path}")
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+            old = os.umask(0o117)
+            try:
+                sock.bind(str(path))
+            finally:
+                os.umask(old)
+            os.chmod(path, 0o660)
+            if self.gid is not None:
+                os.chown(path, -1, self.gid)
+            sock.listen(128)
+            self.bound_here = True
+        sock.settimeout(0.5)
+        return sock
+
+    def _recover_at_start(self) -> None:
+        self.notifier.status("recovering interrupted transactions")
+        download.clean(self.layout, older_than=0)
+        result = self._interruptibly("recover", {}, None, log.info, self.config.lock_wait)
+        if result.error is not None:
+            self.degraded = f"recovery failed ({result.error.code}): {result.error.message}"
+            log.error(f"recovery at start failed: {result.error.message}",
+                      extra=journallog.transaction_fields(result, "recover"))
+        elif result.changed:
+            journallog.log_result(log, result, "recover")
+        else:
+            log.info("nothing to recover")
+
+    def _main_loop(self) -> None:
+        while not self.stop.is_set():
+            self.heartbeat = time.monotonic()
+            faults.point("daemon-hang")
+            if self.reload.is_set():
+                self.reload.clear()
+                self.notifier.reloading()
+                self.gid = resolve_group(self.group)
+                text = "reloaded agent.toml" if self._load_config() else "agent.toml has errors; not reloaded"
+                log.info(text)
+                self.notifier.notify("READY=1", f"STATUS={self._status(text)}")
+            try:
+                job = self.jobs.get(timeout=self.tick)
+            except queue.Empty:
+                continue
+            self._run_job(job)
+
+    def _shutdown(self) -> None:
+        self.stop.set()
+        self.notifier.stopping()
+        if self.listener is not None:
+            self.listener.close()
+        while True:
+            try:
+                job = self.jobs.get_nowait()
+            except queue.Empty:
+                break
+            self._cancel(job, Interrupted("mgr-agent daemon is stopping; nothing was done",
+                                          hint="run the command again"))
+        deadline = time.monotonic() + STOP_GRACE
+        while time.monotonic() < deadline and self._active_connections():
+            time.sleep(0.05)
+        if self.bound_here:
+            with contextlib.suppress(OSError):
+                self.socket_path.unlink()
+        log.info("stopped")
+
+    def _active_connections(self) -> bool:
+        return any(t.name == "mgr-agent-conn" for t in threading.enumerate())
+
+    # ---------------------------------------------------------------- watchdog
+    def healthy(self) -> bool:
+        """The main loop turned recently, or the operation it runs is within its budget."""
+        now = time.monotonic()
+        if self.busy_since is not None:
+            return now - self.busy_since < self.busy_budget
+        stale_after = max(0.75 * (self.watchdog_interval or 0), 3 * self.tick)
+        return now - self.heartbeat < stale_after
+
+    def _watchdog(self) -> None:
+        period = (self.watchdog_interval or 0) / 2
+        warned = False
+        while not self.stop.wait(period):
+            if self.healthy():
+                self.notifier.watchdog()
+                warned = False
+            elif not warned:
+                log.error("the main loop is stuck; not pinging the watchdog (systemd will restart us)")
+                warned = True
+
+    def _budget(self, wait: float) -> float:
+        c = self.config
+        return wait + 2 * c.hook_timeout + 3 * c.core_timeout + c.health_window + 120
+
+    # ---------------------------------------------------------------- connections
+    def _accept_loop(self) -> None:
+        assert self.listener is not None
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            except OSError as exc:
+                if self.stop.is_set():
+                    return
+                log.warning(f"accept failed: {exc}")
+                time.sleep(0.1)
+                continue
+            if not self.slots.acquire(blocking=False):
+                self._refuse_busy(conn)
+                continue
+            threading.Thread(target=self._serve, args=(conn,), name="mgr-agent-conn", daemon=True).start()
+
+    def _refuse_busy(self, conn: socket.socket) -> None:
+        with conn:
+            conn.setblocking(False)
+            busy = Result(action="failed", error=AgentError(
+                f"the daemon is serving {MAX_CONNECTIONS} connections; try again",
+                hint="something is flooding the API socket"))
+            with contextlib.suppress(OSError):
+                conn.send(api.encode(api.answer(busy)))
+
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            api.handle_connection(conn, self, log.debug, request_timeout=self.request_timeout)
+        finally:
+            self.slots.release()
+
+    def authorise(self, cred: PeerCred) -> AgentError | None:
+        refusal = api.authorise(cred, self.gid, self.group)
+        if refusal is not None:
+            log.warning(refusal.message)
+        return refusal
+
+    def run_reading(self, request: Request, channel: Channel) -> Result:
+        op, args = request.op, request.args
+        if op == "ping":
+            return Result(action="pong", data={"version": __version__, "pid": os.getpid(),
+                                               "root": str(self.layout.root), "degraded": self.degraded})
+        if op == "logs":
+            return self._logs(request, channel)
+        path = api.package_path(request) if op == "check" else None
+        return api.execute(op, args, lambda: Engine(self.layout, progress=channel.progress), path)
+
+    def _logs(self, request: Request, channel: Channel) -> Result:
+        args = request.args
+        stop = threading.Event()
+        if args.get("follow"):
+            threading.Thread(target=api.watch_hangup, args=(channel.conn, stop, self.stop),
+                             daemon=True).start()
+        try:
+            names = Engine(self.layout).plugin_log_names(args["plugin"]) if args.get("plugin") else None
+            logtail.run_logs(self.layout, n=args.get("n"), follow=bool(args.get("follow")),
+                             plugin_names=names, level=args.get("level"), since=args.get("since"),
+                             as_json=True, out=api.EventWriter(channel, stop), stop=stop)  # type: ignore[arg-type]
+        except AgentError as exc:
+            return Result(action="failed", name=args.get("plugin"), error=exc)
+        finally:
+            stop.set()
+        return Result(action="logs")
+
+    def run_mutating(self, request: Request, channel: Channel) -> Result:
+        args = request.args
+        fetched: Path | None = None
+        try:
+            path = None
+            if request.op == "install":
+                if args.get("url") and args.get("path"):
+                    raise api.ProtocolError("install: give a path or a url, not both")
+                if args.get("url"):
+                    policy = download.Policy(max_bytes=self.config.limits.max_total_bytes)
+                    fetched = path = download.fetch(args["url"], args.get("sha256"), self.layout,
+                                                    policy=policy, progress=channel.progress)
+                elif args.get("path"):
+                    path = api.package_path(request)
+                else:
+                    raise api.ProtocolError("install: argument 'path' or 'url' is required")
+            wait = self.config.lock_wait if args.get("wait") is None else float(args["wait"])
+            job = Job(request, channel, path, deadline=time.monotonic() + wait)
+            self.jobs.put(job)
+            return self._await(job, wait)
+        except AgentError as exc:
+            return Result(action="failed", name=args.get("name"), panel=args.get("panel"), error=exc)
+        finally:
+            if fetched is not None:
+                download.discard(fetched)
+
+    def _await(self, job: Job, wait: float) -> Result:
+        """Pump the job's progress to its client until it is done; give up like the lock
+        would (LockBusy) when another operation holds the daemon past the deadline."""
+        told = False
+        while not job.done.is_set():
+            job.channel.pump(0.05)
+            if job.started:
+                continue
+            now = time.monotonic()
+            other_running = self.busy_since is not None
+            if not told and other_running and now - job.queued > 0.1:
+                job.channel.progress(f"waiting for the lock held by {self._holder()}")
+                told = True
+            if self.stop.is_set():
+                self._cancel(job, Interrupted("mgr-agent daemon is stopping; nothing was done",
+                                              hint="run the command again"))
+            elif now >= job.deadline and other_running:
+                self._cancel(job, None, wait)
+        job.channel.pump(0)
+        assert job.result is not None
+        return job.result
+
+    def _holder(self) -> str:
+        return Lock(self.layout.lock_file, "").holder()
+
+    def _cancel(self, job: Job, error: AgentError | None, wait: float = 0.0) -> None:
+        with job.lock:
+            if job.started or job.cancelled:
+                return
+            job.cancelled = True
+        args = job.request.args
+        if error is not None:
+            job.finish(Result(action="failed", name=args.get("name"), panel=args.get("panel"), error=error))
+            return
+        name, panel = args.get("name"), args.get("panel")
+        if job.request.op == "install" and job.path is not None:
+            # as in-process: a bad package is reported before the lock is waited for
+            checked = api.execute("check", {"panel": panel, "sha256": args.get("sha256")},
+                                  lambda: Engine(self.layout), job.path)
+            if checked.error is not None:
+                job.finish(checked)
+                return
+            name, panel = checked.name, checked.panel
+        holder = self._holder()
+        job.finish(Result(action="failed", name=name, panel=panel, error=LockBusy(
+            f"{self.layout.lock_file}: held by {holder}; gave up after {wait:g} s", holder=holder)))
+
+    def _run_job(self, job: Job) -> None:
+        with job.lock:
+            if job.cancelled:
+                return
+            job.started = True
+        op, args = job.request.op, job.request.args
+        left = max(0.0, job.deadline - time.monotonic())
+        subject = args.get("name") or args.get("url") or args.get("path") or ""
+        self.notifier.status(self._status(f"running {op} {subject}".strip()))
+        result = self._interruptibly(op, args, job.path, job.channel.progress, left)
+        job.finish(result)
+        journallog.log_result(log, result, op)
+        self.last = journallog.describe(result, op)
+        self.notifier.status(self._status(f"idle; last: {self.last}"))
+
+    def _interruptibly(self, op: str, args: dict[str, object], path: Path | None,
+                       progress: Callable[[str], None], wait: float) -> Result:
+        """Run one operation in the main thread; SIGTERM/SIGINT interrupt it (undo)."""
+        self.busy_since, self.busy_budget = time.monotonic(), self._budget(wait)
+        result: Result | None = None
+        try:
+            self.interruptible = not self.stop.is_set()
+            result = api.execute(op, dict(args), lambda: Engine(
+                self.layout, progress=progress, lock_wait=wait, restart=args.get("restart") is not False,
+                health_window=args.get("health_window")), path)  # type: ignore[arg-type]
+            self.interruptible = False
+        except Interrupted as exc:  # raised between the engine's return and the flag reset
+            result = result or Result(action="failed", name=args.get("name"), error=exc)  # type: ignore[arg-type]
+        finally:
+            self.interruptible = False
+            self.busy_since = None
+            self.heartbeat = time.monotonic()
+        return result
+
+
+def main(root: str | Path = "/", *, socket_path: Path | None = None, group: str = GROUP,
+         verbose: int = 0) -> int:
+    """``mgr-agent daemon``."""
+    journallog.setup(verbose)
+    return Daemon(Layout.at(root), group=group, socket_path=socket_path).run()

@@ -1,0 +1,100 @@
+"""sd_notify and socket activation: systemd-python and the fallback speak the same protocol
+(datagrams captured on a real AF_UNIX/SOCK_DGRAM socket)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mgr_agent import notify
+from mgr_agent.notify import Notifier, listen_fds
+
+
+@pytest.fixture
+def sink(tmp_path: Path) -> Iterator[tuple[str, socket.socket]]:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    path = tmp_path / "notify.sock"
+    sock.bind(str(path))
+    sock.settimeout(2)
+    yield str(path), sock
+    sock.close()
+
+
+def fields(datagram: bytes) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in datagram.decode().splitlines())
+
+
+def test_fallback_sends_ready_status_watchdog(sink: tuple[str, socket.socket]) -> None:
+    path, sock = sink
+    n = Notifier("fallback", env={"NOTIFY_SOCKET": path})
+    assert n.backend == "fallback"
+    assert n.ready("ready, serving x")
+    got = fields(sock.recv(4096))
+    assert got == {"READY": "1", "STATUS": "ready, serving x", "MAINPID": str(os.getpid())}
+    assert n.status("busy\nwith a newline")
+    assert sock.recv(4096) == b"STATUS=busy with a newline"
+    assert n.watchdog()
+    assert sock.recv(4096) == b"WATCHDOG=1"
+    assert n.stopping("bye")
+    assert fields(sock.recv(4096)) == {"STOPPING": "1", "STATUS": "bye"}
+    assert n.reloading()
+    assert fields(sock.recv(4096))["RELOADING"] == "1"
+
+
+def test_fallback_abstract_socket() -> None:
+    name = f"mgr-agent-test-{uuid.uuid4().hex}"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind("\0" + name)
+        sock.settimeout(2)
+        assert Notifier("fallback", env={"NOTIFY_SOCKET": "@" + name}).watchdog()
+        assert sock.recv(100) == b"WATCHDOG=1"
+
+
+def test_systemd_python_backend(sink: tuple[str, socket.socket], monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("systemd.daemon")
+    path, sock = sink
+    monkeypatch.setenv("NOTIFY_SOCKET", path)
+    n = Notifier("systemd")
+    assert n.backend == "systemd"
+    assert n.ready("up")
+    assert fields(sock.recv(4096))["READY"] == "1"
+    assert n.watchdog()
+    assert sock.recv(4096) == b"WATCHDOG=1"
+
+
+def test_nobody_to_tell() -> None:
+    n = Notifier("fallback", env={})
+    assert not n.enabled
+    assert not n.ready("x")
+    assert not n.watchdog()
+    assert not notify.send_datagram("relative/path", "READY=1")
+    assert not Notifier("fallback", env={"NOTIFY_SOCKET": "/nonexistent/sock"}).watchdog()
+
+
+@pytest.mark.parametrize(("env", "expected"), [
+    ({}, None),
+    ({"WATCHDOG_USEC": "0"}, None),
+    ({"WATCHDOG_USEC": "junk"}, None),
+    ({"WATCHDOG_USEC": "30000000"}, 30.0),
+    ({"WATCHDOG_USEC": "1000000", "WATCHDOG_PID": "PID"}, 1.0),
+    ({"WATCHDOG_USEC": "1000000", "WATCHDOG_PID": "1"}, None),   # meant for another process
+])
+def test_watchdog_interval(env: dict[str, str], expected: float | None) -> None:
+    env = {k: v.replace("PID", str(os.getpid())) for k, v in env.items()}
+    assert Notifier("fallback", env=env).watchdog_interval() == expected
+
+
+def test_listen_fds_fallback() -> None:
+    env = {"LISTEN_PID": str(os.getpid()), "LISTEN_FDS": "0", "LISTEN_FDNAMES": "x"}
+    assert listen_fds(env) == []
+    assert env == {}, "the variables are not passed on to hooks"
+    assert listen_fds({"LISTEN_PID": "1", "LISTEN_FDS": "1"}) == []
+    # the protocol numbers passed descriptors from 3 (marked close-on-exec, if open)
+    env = {"LISTEN_PID": str(os.getpid()), "LISTEN_FDS": "2"}
+    assert listen_fds(env, unset=False) == [3, 4]
+    assert env["LISTEN_FDS"] == "2"
