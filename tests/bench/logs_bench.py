@@ -44,3 +44,40 @@ def idle_follow_cpu(root: Path, seconds: float) -> float:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def idle_daemon(root: Path, seconds: float) -> dict[str, float]:
+    """RSS (MiB) and CPU seconds of ``mgr-agent daemon`` idle for ``seconds``, with the
+    watchdog running (WATCHDOG_USEC = 10 s: a ping every 5 s to a real notify socket)."""
+    import os  # noqa: PLC0415
+    import socket  # noqa: PLC0415
+
+    root.mkdir(parents=True, exist_ok=True)
+    notify_path = root / "notify.sock"
+    notify_path.unlink(missing_ok=True)
+    sink = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sink.bind(str(notify_path))
+    sink.setblocking(False)
+    env = {**os.environ, "NOTIFY_SOCKET": str(notify_path), "WATCHDOG_USEC": "10000000"}
+    env.pop("MGR_AGENT_FAULT", None)
+    proc = subprocess.Popen([sys.executable, "-m", "mgr_agent", "--root", str(root), "daemon"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # wait for READY=1
+            try:
+                if b"READY=1" in sink.recv(4096):
+                    break
+            except BlockingIOError:
+                time.sleep(0.05)
+        watched = psutil.Process(proc.pid)
+        start = watched.cpu_times()
+        time.sleep(seconds)
+        end = watched.cpu_times()
+        rss = watched.memory_info().rss / 2**20
+        return {"rss-mib": rss,
+                "idle-cpu": (end.user - start.user) + (end.system - start.system)}
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        sink.close()

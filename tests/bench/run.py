@@ -228,6 +228,9 @@ class Bench:
                 log(f"idle `logs -f` for {self.idle_seconds:g} s")
                 self.samples["logs/idle-cpu"].append(
                     logs_bench.idle_follow_cpu(self.log_root, self.idle_seconds))
+                log(f"idle daemon for {self.idle_seconds:g} s")
+                self.record("daemon/x", logs_bench.idle_daemon(self.work / "daemonroot",
+                                                                self.idle_seconds))
             if rep + 1 < self.reps and free_after < 2 * (free_before - free_after) + (2 << 30):
                 self.notes.append(f"low disk space: trial trees deleted after repetition {rep + 1}")
                 self.trials.cleanup()
@@ -275,7 +278,7 @@ class Bench:
                                   "interpreter's start"),
             report.cpu_row("logs-follow-idle", f"`mgr-agent logs -f` idle for {self.idle_seconds:g} s",
                            s, "logs/idle-cpu"),
-            *report.not_yet_rows(),
+            report.daemon_row(f"daemon idle for {self.idle_seconds:g} s (watchdog running)", s),
             report.ratio_row("isp-fresh-vs-unzip", f"fresh install, {n} (ispmanager plugin)",
                              "`unzip -o` into an empty dir", 2.0, "≤ 2.0× unzip", s,
                              f"isp-{h}/unzip", f"isp-{h}/agent-install", skip=no_unzip),

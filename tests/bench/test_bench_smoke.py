@@ -48,13 +48,15 @@ def test_quick_bench_reports_every_row(tmp_path: Path) -> None:
             assert row["status"] == "skipped: dpkg not found"
         if row["status"] in ("met", "missed"):
             assert isinstance(row["value"], float), row
-            assert row["agent_median"] > 0, row
-            assert row["samples"] and all(len(v) >= 2 for v in row["samples"].values()), row
+            once = key == "daemon-idle"  # measured once per run; idle CPU may round to 0
+            assert row["agent_median"] >= 0 if once else row["agent_median"] > 0, row
+            assert row["samples"] and all(len(v) >= (1 if once else 2)
+                                          for v in row["samples"].values()), row
     assert rows["scaling"]["status"] == "skipped: one size only"
     assert rows["logs-tail"]["status"] in ("met", "missed")
     assert rows["logs-follow-idle"]["status"] == "info"
     assert 0 <= rows["logs-follow-idle"]["value"] < 1.0, "logs -f must not busy-poll"
-    assert rows["daemon-idle"]["status"] == "not yet (issue 6)"
+    assert rows["daemon-idle"]["status"] in ("met", "missed")
     # the printed table has a line per row, the same as the JSON's
     table = [line for line in done.stdout.splitlines() if line.startswith("| ")]
     assert len(table) == 1 + len(ROWS)
