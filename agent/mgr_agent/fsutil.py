@@ -30,6 +30,21 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def makedirs_durable(path: Path, mode: int = 0o755) -> None:
+    """``mkdir -p`` where each directory created is made durable in its parent."""
+    missing: list[Path] = []
+    current = path
+    while not current.exists():
+        missing.append(current)
+        current = current.parent
+    for directory in reversed(missing):
+        try:
+            directory.mkdir(mode=mode)
+        except FileExistsError:
+            continue
+        fsync_dir(directory.parent)
+
+
 def fsync_dirs(paths: Iterable[Path]) -> None:
     for path in sorted(set(paths)):
         if path.is_dir():

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mgr_agent.errors import StateCorrupt
-from mgr_agent.fsutil import fsync_dir
+from mgr_agent.fsutil import fsync_dir, makedirs_durable
 
 PHASES = ("begin", "staged", "switching", "switched")
 
@@ -42,7 +42,7 @@ class Journal:
     """Appends records to ``journal/<tx>.log`` durably."""
 
     def __init__(self, directory: Path, tx: str) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
+        makedirs_durable(directory)
         self.path = directory / f"{tx}.log"
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
         self._new = True

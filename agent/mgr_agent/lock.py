@@ -12,6 +12,7 @@ from pathlib import Path
 from types import TracebackType
 
 from mgr_agent.errors import LockBusy
+from mgr_agent.fsutil import makedirs_durable
 
 
 class Lock:
@@ -31,7 +32,7 @@ class Lock:
         return f"pid {info.get('pid', '?')} ({info.get('purpose', '?')}, since {since})"
 
     def acquire(self, wait: float, on_wait: Callable[[str], None] | None = None) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        makedirs_durable(self.path.parent)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         deadline = time.monotonic() + max(wait, 0.0)
         told = False
