@@ -114,9 +114,16 @@ class State:
             self.db.execute("PRAGMA synchronous=FULL")
             self.db.execute("PRAGMA journal_mode=DELETE")
             self.db.executescript(SCHEMA)
+            self._migrate()
         except sqlite3.DatabaseError as exc:
             raise StateCorrupt(f"{path}: the state database cannot be opened: {exc}") from exc
         self.path = path or Path(":memory:")
+
+    def _migrate(self) -> None:
+        """Bring a database made by an earlier agent up to this schema."""
+        columns = {r[1] for r in self.db.execute("PRAGMA table_info(packages)")}
+        if "archive_sha" not in columns:
+            self.db.execute("ALTER TABLE packages ADD COLUMN archive_sha TEXT NOT NULL DEFAULT ''")
 
     def close(self) -> None:
         self.db.close()

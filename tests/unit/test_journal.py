@@ -53,3 +53,19 @@ def test_torn_begin_means_nothing_started(tmp_path: Path) -> None:
     path.write_bytes(b"0000")
     rep = replay(path)
     assert rep.begin is None and rep.torn is not None
+
+
+def test_state_from_an_earlier_schema_is_migrated(tmp_path: Path) -> None:
+    import sqlite3
+
+    from mgr_agent.state import State
+
+    db = tmp_path / "state.db"
+    State(db).close()
+    con = sqlite3.connect(db)
+    con.execute("ALTER TABLE packages DROP COLUMN archive_sha")
+    con.commit()
+    con.close()
+    state = State(db)
+    assert state.packages() == [] and state.by_archive("x") is None
+    state.close()
