@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
 
 from mgr_agent.errors import StateCorrupt
 from mgr_agent.journal import Journal, replay
+from mgr_agent.state import State
 
 
 def _journal(tmp_path: Path, *types: str) -> Path:
@@ -56,10 +58,6 @@ def test_torn_begin_means_nothing_started(tmp_path: Path) -> None:
 
 
 def test_state_from_an_earlier_schema_is_migrated(tmp_path: Path) -> None:
-    import sqlite3
-
-    from mgr_agent.state import State
-
     db = tmp_path / "state.db"
     State(db).close()
     con = sqlite3.connect(db)
