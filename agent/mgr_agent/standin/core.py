@@ -235,20 +235,25 @@ def set_process_name(name: str) -> None:
 
 
 @contextlib.contextmanager
-def single_instance(mgr: Path) -> Iterator[bool]:
-    """An exclusive lock held for the core's lifetime: one core per MGR."""
-    path = mgr / "var/run/core.lock"
+def locked(mgr: Path, name: str, *, wait: bool = True) -> Iterator[bool]:
+    """An exclusive flock on MGR/var/run/NAME; yields False when busy and not ``wait``."""
+    path = mgr / "var/run" / name
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             yield False
             return
         yield True
     finally:
         os.close(fd)
+
+
+def single_instance(mgr: Path) -> contextlib.AbstractContextManager[bool]:
+    """An exclusive lock held for the core's lifetime: one core per MGR."""
+    return locked(mgr, "core.lock", wait=False)
 
 
 def serve(mgr: Path, *, timeout: float = HANDLER_TIMEOUT) -> int:

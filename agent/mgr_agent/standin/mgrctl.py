@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import os
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -26,6 +24,7 @@ from mgr_agent.proc import Runner
 from mgr_agent.standin.core import (
     PanelLog,
     layout_for,
+    locked,
     log_call,
     our_cores,
     pid_file,
@@ -44,20 +43,9 @@ class WakeFailed(Exception):
     pass
 
 
-@contextlib.contextmanager
-def _locked(mgr: Path, name: str = "mgrctl.lock", *, wait: bool = True) -> Iterator[bool]:
-    path = mgr / "var/run" / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        yield True
-    finally:
-        os.close(fd)
+def _locked(mgr: Path, name: str = "mgrctl.lock", *,
+            wait: bool = True) -> contextlib.AbstractContextManager[bool]:
+    return locked(mgr, name, wait=wait)
 
 
 def _gone(proc: psutil.Process) -> bool:
