@@ -95,11 +95,16 @@ def write_new(path: str | Path, chunks: Iterable[bytes], mode: int, *, sync: boo
 _libc: ctypes.CDLL | None = None
 
 
-def _syncfs(fd: int) -> None:
-    global _libc  # noqa: PLW0603 - loaded once, on first use
+def _c() -> ctypes.CDLL:
+    """libc, for the calls Python's os module lacks (syncfs, renameat2); loaded once."""
+    global _libc  # noqa: PLW0603 - loaded on first use
     if _libc is None:
         _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    if _libc.syncfs(fd) != 0:
+    return _libc
+
+
+def _syncfs(fd: int) -> None:
+    if _c().syncfs(fd) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
 
@@ -114,10 +119,7 @@ def rename_noreplace(src: str, dst: str) -> None:
     ``renameat2(RENAME_NOREPLACE)``; where the filesystem lacks it, ``link`` + ``unlink``
     (which also refuses an existing ``dst``).
     """
-    global _libc  # noqa: PLW0603 - loaded once, on first use
-    if _libc is None:
-        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    if _libc.renameat2(AT_FDCWD, os.fsencode(src), AT_FDCWD, os.fsencode(dst), RENAME_NOREPLACE) == 0:
+    if _c().renameat2(AT_FDCWD, os.fsencode(src), AT_FDCWD, os.fsencode(dst), RENAME_NOREPLACE) == 0:
         return
     err = ctypes.get_errno()
     if err in (errno.ENOSYS, errno.EINVAL):

@@ -247,17 +247,22 @@ class IspManager(Panel):
             notes.append("the panel answers again (mgrctl)")
         return notes
 
-    def _new_lines(self, mark: Mark) -> list[str]:
-        """Log lines written since ``mark`` (the whole file if it was rotated or truncated)."""
+    def _read_new(self, mark: Mark, lines: list[str]) -> Mark:
+        """Append the complete log lines written since ``mark`` to ``lines``; the new mark.
+
+        A rotated (new inode) or truncated log is read again from its start.
+        """
         try:
             st = os.stat(self.log_path)
         except FileNotFoundError:
-            return []
+            return mark
         start = mark.offset if st.st_ino == mark.inode and st.st_size >= mark.offset else 0
         with open(self.log_path, "rb") as fh:
             fh.seek(start)
             data = fh.read(64 * 1024 * 1024)
-        return data.decode("utf-8", "replace").splitlines()
+        complete = data[: data.rfind(b"\n") + 1]  # a line still being written waits
+        lines += complete.decode("utf-8", "replace").splitlines()
+        return Mark(mark.path, st.st_ino, start + len(complete), mark.running)
 
     def health(self, pkg: Package, mark: Mark | None, window: float) -> list[str]:
         """The core comes back and the log shows no error for this plugin in ``window``."""
@@ -267,8 +272,10 @@ class IspManager(Panel):
         names = log_names(pkg.name, pkg.meta)
         expect_core = self._mgrctl() is not None  # without mgrctl the next request wakes it
         deadline = time.monotonic() + window
+        seen: list[str] = []
         while True:
-            records = logtail.parse_lines(self._new_lines(mark))
+            mark = self._read_new(mark, seen)  # each poll reads only what was appended
+            records = logtail.parse_lines(seen)
             bad = [r for r in records if logtail.level_at_least(r, "ERR")
                    and logtail.matches_plugin(r, names)]
             if bad:
