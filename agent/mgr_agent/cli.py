@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from mgr_agent import __version__, signals
-from mgr_agent.errors import AgentError, Interrupted, UsageError
+from mgr_agent.errors import AgentError, Interrupted, NotAuthorised, UsageError
 from mgr_agent.layout import Layout
 from mgr_agent.result import Result
 
@@ -236,6 +236,8 @@ def _dispatch(args: argparse.Namespace, engine: Engine) -> Result:
 
 # ---------------------------------------------------------------- the daemon and downloads
 _DAEMON_COMMANDS = ("install", "uninstall", "rollback", "recover", "restart-core", "debug")
+# read through the daemon by anyone but root: the state is root:mgr-agent 0750
+_DAEMON_READS = ("list", "info", "history")
 
 
 def _daemon(args: argparse.Namespace) -> int:
@@ -278,6 +280,9 @@ def _daemon_request(args: argparse.Namespace) -> tuple[dict[str, object], int | 
     def get(key: str) -> Any:
         return getattr(args, key, None)
 
+    if c in _DAEMON_READS:
+        reads = {"name": get("name"), "panel": get("panel"), "limit": get("limit")}
+        return {k: v for k, v in reads.items() if v is not None}, None
     req: dict[str, object] = {"wait": get("wait")}
     if c in ("install", "uninstall", "rollback", "debug"):
         req.update(restart=not get("no_restart"), health_window=get("health_window"))
@@ -369,7 +374,8 @@ def main(argv: list[str] | None = None) -> int:
     if command in ("logs", "call"):
         return _streaming(args, as_json)
     try:
-        result = _via_daemon(args, term) if command in _DAEMON_COMMANDS else None
+        through = command in _DAEMON_COMMANDS or (command in _DAEMON_READS and os.geteuid() != 0)
+        result = _via_daemon(args, term) if through else None
         if result is None:
             engine = Engine(Layout.at(getattr(args, "root", "/")), progress=term.progress,
                             lock_wait=getattr(args, "wait", None),
@@ -383,6 +389,13 @@ def main(argv: list[str] | None = None) -> int:
         result = Result(action="failed", name=name, panel=panel, error=exc)
     except KeyboardInterrupt:
         result = Result(action="failed", error=Interrupted("interrupted by SIGINT"))
+    except PermissionError as exc:  # the state is root:mgr-agent 0750, its files root's
+        log.debug("permission denied", exc_info=True)
+        result = Result(action="failed", name=getattr(args, "name", None), error=NotAuthorised(
+            f"{exc.filename or command}: permission denied: mgr-agent {command} needs root or "
+            "the mgr-agent group",
+            hint="run it as root, or as a member of the mgr-agent group while the daemon runs "
+                 "(without --no-daemon)"))
     except Exception as exc:
         log.debug("internal error", exc_info=True)
         result = Result(action="failed", name=getattr(args, "name", None),
