@@ -57,7 +57,7 @@ command -v "$PY" >/dev/null 2>&1 || die "$PY is not installed (apt-get install p
 
 # 1. what the distribution provides: venv support (ensurepip) and systemd's bindings
 missing=""
-"$PY" -c 'import ensurepip' 2>/dev/null || missing="python3-venv"
+"$PY" -c 'import ensurepip' 2>/dev/null || missing=" python3-venv"
 if [ "$SYSTEMD_PY" = yes ] && ! "$PY" -c 'import systemd.daemon, systemd.journal' 2>/dev/null; then
     missing="$missing python3-systemd"
 fi
