@@ -21,6 +21,7 @@ from typing import Protocol
 
 from mgr_agent.errors import InvalidPackage, NotFound, UnsafeArchive
 from mgr_agent.fsutil import CHUNK
+from mgr_agent.shape import is_junk
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,8 @@ class Source(Protocol):
     path: Path
     kind: str
     entries: dict[str, Entry]
+    skipped: list[str]
+    """VCS and editor files (:func:`mgr_agent.shape.is_junk`), checked but never entries."""
 
     def chunks(self, name: str) -> Iterator[bytes]: ...
 
@@ -104,6 +107,18 @@ class _Collector:
         self.folded: dict[str, str] = {}
         self.total = 0
         self.count = 0
+        self.skipped: list[str] = []
+
+    def junk(self, raw: str, *, is_dir: bool = False) -> bool:
+        """Whether ``raw`` is VCS/editor junk (its name checked all the same); files are
+        recorded in ``skipped``."""
+        name = check_name(raw, self.limits)
+        if not is_junk(name):
+            return False
+        self._count(name)
+        if not is_dir:
+            self.skipped.append(name)
+        return True
 
     def _fold(self, name: str) -> None:
         key = unicodedata.normalize("NFC", name).casefold()
@@ -249,6 +264,8 @@ class ZipSource:
         spans: list[tuple[int, int, str]] = []
         for info in infos:
             name = _zip_name(info)
+            if col.junk(name, is_dir=info.is_dir()):
+                continue
             if info.flag_bits & 0x1:
                 raise _reject(name, "encrypted-entry", "encrypted entries are not supported")
             unix_mode = info.external_attr >> 16 if info.create_system == 3 else 0
@@ -280,6 +297,7 @@ class ZipSource:
         for (_, end, name), (start, _, other) in itertools.pairwise(spans):
             if start < end:
                 raise _reject(other, "overlapping-entries", f"its data overlaps that of {name!r}")
+        self.skipped = col.skipped
         return col.finish()
 
     def chunks(self, name: str) -> Iterator[bytes]:
@@ -336,6 +354,8 @@ class TarSource:
             if any(0xDC80 <= ord(c) <= 0xDCFF for c in raw):
                 raise _reject(raw.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"),
                               "name-not-utf8", "name is not valid UTF-8")
+            if col.junk(raw, is_dir=member.isdir()):
+                continue
             if member.isdir():
                 col.add_dir(raw)
             elif member.isfile():
@@ -345,6 +365,7 @@ class TarSource:
                 what = "link" if member.issym() or member.islnk() else "device or special file"
                 raise _reject(raw, "special-file", f"is a {what}; only regular files are allowed")
         self.entries = col.finish()
+        self.skipped = col.skipped
 
     def chunks(self, name: str) -> Iterator[bytes]:
         member = self._members[name]
@@ -360,6 +381,17 @@ class TarSource:
         self._tf.close()
 
 
+def _junk_files(full: Path, rel: str) -> list[str]:
+    """The files of a junk path of a directory source (itself when it is not a folder)."""
+    if not full.is_dir() or full.is_symlink():
+        return [rel]
+    found = []
+    for dirpath, _, filenames in os.walk(full):
+        base = rel + "/" + Path(dirpath).relative_to(full).as_posix()
+        found += [f"{base.removesuffix('/.')}/{f}" for f in filenames]
+    return found
+
+
 class DirSource:
     """A directory, for plugin authors; links and special files are refused like in archives."""
 
@@ -373,6 +405,9 @@ class DirSource:
             for entry in sorted(dirnames) + sorted(filenames):
                 full = base / entry
                 rel = full.relative_to(path).as_posix()
+                if is_junk(rel):  # a working copy's .git/ may hold sockets: never looked into
+                    col.skipped += _junk_files(full, rel)
+                    continue
                 st = os.lstat(full)
                 if stat.S_ISDIR(st.st_mode):
                     col.add_dir(rel + "/")
@@ -381,7 +416,9 @@ class DirSource:
                 else:
                     what = "symbolic link" if stat.S_ISLNK(st.st_mode) else "device or special file"
                     raise _reject(rel, "special-file", f"is a {what}; only regular files are allowed")
+            dirnames[:] = [d for d in dirnames if not is_junk(d)]
         self.entries = col.finish()
+        self.skipped = col.skipped
 
     def chunks(self, name: str) -> Iterator[bytes]:
         declared = self.entries[name].size

@@ -195,8 +195,9 @@ def _render(result: Result, term: _Terminal) -> str:
             lines.append(f"  files: {s['add']} added, {s['replace']} replaced, {s['remove']} removed, "
                          f"{s['unchanged']} unchanged, {s['kept']} data kept")
     for hook in result.hooks:
-        out = hook["output"].strip()
-        lines.append(f"  hook {hook['hook']}: exit {hook['exit_code']}" + (f"\n    {out}" if out else ""))
+        out = hook["output"].rstrip().strip("\n")  # keeps each line's own indentation
+        lines.append(f"  hook {hook['hook']}: exit {hook['exit_code']}")
+        lines += [f"    {line}".rstrip() for line in out.splitlines()]
     for note in result.notes:
         lines.append(f"  {note}")
     for warning in result.warnings:
