@@ -64,6 +64,17 @@ def _reject(name: str, rule: str, why: str) -> UnsafeArchive:
     return UnsafeArchive(f"entry {name!r}: {why} [rule: {rule}]", entry=name, rule=rule)
 
 
+TRUNCATED_HINT = ("the file is incomplete (an interrupted download or copy?): fetch or copy it "
+                  "again; nothing was written")
+DAMAGED_HINT = "the archive is damaged: build or fetch it again; nothing was written"
+
+
+def _corrupt(name: str, exc: BaseException) -> UnsafeArchive:
+    err = _reject(name, "corrupt-data", f"cannot be read: {exc}")
+    err.hint = DAMAGED_HINT
+    return err
+
+
 def sanitize_mode(mode: int) -> int:
     """Permission bits kept from an archive: no setuid/setgid/sticky, no group/other write."""
     return mode & 0o755
@@ -193,6 +204,11 @@ def _read_stream(fh: object) -> Iterator[bytes]:
 _EOCD = b"PK\x05\x06"
 
 
+def _truncated(name: str, why: str) -> UnsafeArchive:
+    return UnsafeArchive(f"{name}: {why} [rule: truncated]", entry=name, rule="truncated",
+                         hint=TRUNCATED_HINT)
+
+
 def _check_zip_tail(path: Path, name: str) -> None:
     """Refuse trailing bytes after the end-of-central-directory record."""
     size = path.stat().st_size
@@ -201,6 +217,9 @@ def _check_zip_tail(path: Path, name: str) -> None:
         fh.seek(size - back)
         tail = fh.read(back)
     pos = tail.rfind(_EOCD)
+    if pos < 0:
+        raise _truncated(name, "the zip archive is truncated: its end (the central directory) "
+                               "is missing")
     while pos >= 0:
         if pos + 22 <= len(tail):
             (comment_len,) = struct.unpack("<H", tail[pos + 20 : pos + 22])
@@ -208,10 +227,11 @@ def _check_zip_tail(path: Path, name: str) -> None:
                 return
         pos = tail.rfind(_EOCD, 0, pos)
     raise UnsafeArchive(
-        f"{name}: data after the end of the zip archive (trailing garbage or a truncated file) "
-        "[rule: zip-trailing-data]",
+        f"{name}: data after the end of the zip archive (trailing garbage) [rule: zip-trailing-data]",
         entry=name,
         rule="zip-trailing-data",
+        hint="the archive has bytes after its end; build it again, or fetch it again if it was "
+             "damaged on the way; nothing was written",
     )
 
 
@@ -311,10 +331,10 @@ class ZipSource:
             with self._zf.open(unbounded) as fh:
                 yield from _checked_chunks(name, _read_stream(fh), info.file_size)
         except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:  # lzma/zlib errors
-            raise _reject(name, "corrupt-data", f"cannot be read: {exc}") from exc
+            raise _corrupt(name, exc) from exc
         except Exception as exc:
             if type(exc).__module__ in ("zlib", "lzma", "_lzma", "bz2", "_bz2"):
-                raise _reject(name, "corrupt-data", f"cannot be read: {exc}") from exc
+                raise _corrupt(name, exc) from exc
             raise
 
     def close(self) -> None:
@@ -339,8 +359,13 @@ class TarSource:
                         rule="too-many-entries",
                     )
         except (tarfile.TarError, OSError, EOFError) as exc:
+            if isinstance(exc, EOFError) or any(
+                    k in str(exc) for k in ("empty header", "truncated header", "ended before",
+                                            "unexpected end")):
+                raise _truncated(path.name, f"the tar archive is truncated: it ends inside an "
+                                            f"entry ({exc})") from exc
             raise UnsafeArchive(f"{path.name}: not a readable tar archive: {exc} [rule: tar-format]",
-                                rule="tar-format") from exc
+                                rule="tar-format", hint=DAMAGED_HINT) from exc
         col = _Collector(limits)
         self._members: dict[str, tarfile.TarInfo] = {}
         for member in members:
@@ -375,7 +400,7 @@ class TarSource:
                 raise _reject(name, "special-file", "is not a regular file")
             yield from _checked_chunks(name, _read_stream(fh), member.size)
         except (tarfile.TarError, OSError, EOFError) as exc:
-            raise _reject(name, "corrupt-data", f"cannot be read: {exc}") from exc
+            raise _corrupt(name, exc) from exc
 
     def close(self) -> None:
         self._tf.close()
@@ -436,6 +461,9 @@ def open_source(path: Path, limits: Limits | None = None) -> Source:
         raise NotFound(f"{path}: no such file or directory")
     if path.is_dir():
         return DirSource(path, limits)
+    if path.stat().st_size == 0:
+        raise InvalidPackage(f"{path}: the file is empty (0 bytes)", rule="empty",
+                             hint=TRUNCATED_HINT)
     with open(path, "rb") as fh:
         magic = fh.read(4)
     if magic[:2] == b"PK" or zipfile.is_zipfile(path):

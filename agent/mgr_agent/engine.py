@@ -529,10 +529,11 @@ class Engine:
         self.last_recovered = done
 
     def plugin_log_names(self, name: str) -> set[str]:
-        """Names by which the panel log mentions an installed ispmanager plugin."""
+        """Names by which the panel log mentions an ispmanager plugin: an installed one's
+        handlers and funcs too, else just its name (e.g. after a rolled-back install)."""
         with self._reading() as state:
-            p = self._installed(state, name, "ispmanager")
-        return log_names(p.name, p.meta)
+            found = state.find(name, "ispmanager")
+        return log_names(found[0].name, found[0].meta) if found else {name}
 
     def restart_core(self) -> Result:
         """Restart the panels' cores on their own (``mgr-agent restart-core``)."""
