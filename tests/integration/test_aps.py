@@ -15,6 +15,7 @@ import pytest
 
 from mgr_agent.layout import Layout
 from mgr_agent.lock import Lock
+from mgr_agent.samples import ispmanager_files, write_zip
 from tests.helpers import cli, snapshot
 from tests.integration.test_restart import _spawn_core
 from tests.unit.test_aps_settings import EXAMPLE
@@ -251,3 +252,15 @@ def test_help_lists_the_subcommands() -> None:
                           capture_output=True, text=True, check=True)
     for verb in ("repo", "check", "resolve", "set-rule", "unset-rule", "set-image", "unset-image"):
         assert verb in done.stdout
+
+
+def test_a_plugin_package_carries_its_aps_image(panel: Path, pkgs: Path) -> None:
+    tree = ispmanager_files("myapp", "1.0", extra={"skins/common/img/myapp.png": (make_png(32, 32), 0o644)})
+    run = cli(panel, "install", str(write_zip(tree, pkgs / "myapp.zip")), "--no-restart")
+    assert run.rc == 0, run.stdout
+    assert cli(panel, "aps", "set-image", "--script", "MyApp", "myapp.png").json["changed"]
+    assert cli(panel, "aps", "check").rc == 0
+    assert cli(panel, "uninstall", "myapp", "--no-restart").rc == 0
+    gone = cli(panel, "aps", "check")
+    assert gone.rc == 3
+    assert [f["code"] for f in gone.json["data"]["findings"]] == ["aps-image-missing"]

@@ -128,4 +128,4 @@ def test_whole_document_scripts_and_warnings() -> None:
     assert unmatched_rules(available, s) == [
         "<onupdate name=\"phpbb\"> names no script of the repository (did you mean 'phpBB'? "
         "names are case-sensitive)"]
-    assert [r.name for r in resolve(available, Settings())] == ["WordPress", "phpBB"]
+    assert [r.name for r in resolve(available, Settings())] == ["phpBB", "WordPress"]

@@ -128,7 +128,7 @@ def resolve(available: dict[str, list[str]], settings: Settings | None,
     s = settings or Settings()
     cur = current or {}
     out = []
-    for name in sorted(set(available) | set(cur)):
+    for name in sorted(set(available) | set(cur), key=lambda n: (n.casefold(), n)):
         res = resolve_one(name, available.get(name, []), cur.get(name), s.rule("updaterules", name),
                           s.rule("defverrules", name))
         if name not in available:
