@@ -207,3 +207,16 @@ def test_an_edit_that_does_not_read_back_is_refused() -> None:
 def test_names_with_markup_are_escaped() -> None:
     new = edit(b"<doc/>", Rule("updaterules", 'A "quoted" <b> & c', "latest"))
     assert read(new, "t").update[0].name == 'A "quoted" <b> & c'
+
+
+def test_edits_keep_a_declared_encoding_and_a_bom() -> None:
+    cp1251 = ('<?xml version="1.0" encoding="windows-1251"?>\n<doc>\n  <!-- Привет -->\n'
+              '  <updaterules>\n    <onupdate name="Битрикс"/>\n  </updaterules>\n</doc>\n').encode("cp1251")
+    new = edit(cp1251, Rule("updaterules", "Битрикс", "earliest"))
+    assert new == cp1251.replace('name="Битрикс"/>'.encode("cp1251"),
+                                 'name="Битрикс" type="earliest"/>'.encode("cp1251"))
+    other = edit(cp1251, Rule("updaterules", "日本", "latest"))
+    assert b'<onupdate name="&#26085;&#26412;" type="latest"/>' in other
+    bom = b"\xef\xbb\xbf" + EXAMPLE
+    assert edit(bom, Rule("updaterules", "phpBB", "earliest")) == bom.replace(
+        b'<onupdate name="phpBB" force="yes"/>', b'<onupdate name="phpBB" type="earliest"/>')

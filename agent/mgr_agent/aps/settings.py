@@ -22,6 +22,7 @@ CHILD = {"imagemapping": "apsimg", "updaterules": "onupdate", "defverrules": "de
 RULE_ATTRS = {"updaterules": ("name", "type", "quantity", "force"),
               "defverrules": ("name", "type", "quantity")}
 POSITIVE = re.compile(r"[1-9][0-9]{0,8}")
+_ENCODING = re.compile(rb"""(?:\xef\xbb\xbf)?<\?xml[^>]*?\sencoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")
 
 
 @dataclass(frozen=True)
@@ -144,7 +145,7 @@ def _esc(text: str, attr: bool = False) -> str:
     return text.replace('"', "&quot;") if attr else text
 
 
-def rule_element(rule: Rule) -> bytes:
+def rule_element(rule: Rule) -> str:
     """The element for ``rule``: explicit type, quantity only when not 1, force only when yes."""
     tag = CHILD[rule.section]
     attrs = f'name="{_esc(rule.name or "", True)}" type="{rule.kind}"'
@@ -153,12 +154,12 @@ def rule_element(rule: Rule) -> bytes:
     if rule.forced:
         attrs += ' force="yes"'
     if rule.kind == "definite":
-        return f"<{tag} {attrs}>{_esc(rule.version or '')}</{tag}>".encode()
-    return f"<{tag} {attrs}/>".encode()
+        return f"<{tag} {attrs}>{_esc(rule.version or '')}</{tag}>"
+    return f"<{tag} {attrs}/>"
 
 
-def image_element(name: str, file: str) -> bytes:
-    return f'<apsimg name="{_esc(name, True)}">{_esc(file)}</apsimg>'.encode()
+def image_element(name: str, file: str) -> str:
+    return f'<apsimg name="{_esc(name, True)}">{_esc(file)}</apsimg>'
 
 
 class Editor:
@@ -169,6 +170,12 @@ class Editor:
         self.source = source
         self.spans = xmlsafe.spans(data, source)
         self.eol = b"\r\n" if b"\r\n" in data else b"\n"
+        declared = _ENCODING.match(data)
+        self.encoding = declared.group(1).decode("ascii") if declared else "utf-8"
+
+    def _bytes(self, text: str) -> bytes:
+        """New markup in the document's own encoding (characters it lacks as references)."""
+        return text.encode(self.encoding, "xmlcharrefreplace")
 
     def _find(self, path: tuple[str, ...], name: str | None = None) -> xmlsafe.Span | None:
         for span in self.spans:
@@ -242,19 +249,19 @@ class Editor:
         return self._append(sec, element)
 
     def set_rule(self, rule: Rule) -> bytes:
-        return self._put(rule.section, rule.name, rule_element(rule))
+        return self._put(rule.section, rule.name, self._bytes(rule_element(rule)))
 
     def set_image(self, name: str, file: str) -> bytes:
-        return self._put("imagemapping", name, image_element(name, file))
+        return self._put("imagemapping", name, self._bytes(image_element(name, file)))
 
     def set_defimg(self, file: str) -> bytes:
         root = self.spans[0]
         sec = self._find((root.path[0], "imagemapping"))
         if sec is None:
-            section = f'<imagemapping defimg="{_esc(file, True)}"/>'.encode()
+            section = self._bytes(f'<imagemapping defimg="{_esc(file, True)}"/>')
             return self._append(root, section)
         tag = self.data[sec.start:sec.open_end]
-        value = f'"{_esc(file, True)}"'.encode()
+        value = self._bytes(f'"{_esc(file, True)}"')
         m = re.search(rb"""(\sdefimg\s*=\s*)("[^"]*"|'[^']*')""", tag)
         if m:
             new = tag[:m.start(2)] + value + tag[m.end(2):]
