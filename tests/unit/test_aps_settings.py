@@ -5,6 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as settings_h
+from hypothesis import strategies as st
 
 from mgr_agent.aps import ApsPaths, InvalidSettings, settings
 from mgr_agent.aps.check import check_file
@@ -220,3 +223,27 @@ def test_edits_keep_a_declared_encoding_and_a_bom() -> None:
     bom = b"\xef\xbb\xbf" + EXAMPLE
     assert edit(bom, Rule("updaterules", "phpBB", "earliest")) == bom.replace(
         b'<onupdate name="phpBB" force="yes"/>', b'<onupdate name="phpBB" type="earliest"/>')
+
+
+XML_TEXT = st.text(st.characters(min_codepoint=0x20, blacklist_categories=("Cs",),
+                                 blacklist_characters="\ufffe\uffff"), min_size=1, max_size=30)
+
+
+@settings_h(max_examples=150, deadline=None)
+@given(name=XML_TEXT.filter(lambda n: n == n.strip() and n not in {"Drupal", "joomla", "WordPress",
+                                                                      "Prestashop", "phpBB"}),
+       section=st.sampled_from(["updaterules", "defverrules"]),
+       kind=st.sampled_from(["latest", "earliest", "definite"]), quantity=st.integers(1, 9),
+       force=st.booleans(), version=XML_TEXT.filter(lambda v: v == v.strip()), crlf=st.booleans())
+def test_set_then_unset_any_new_rule_gives_the_file_back(name: str, section: str, kind: str,
+                                                        quantity: int, force: bool, version: str,
+                                                        crlf: bool) -> None:
+    data = EXAMPLE.replace(b"\n", b"\r\n") if crlf else EXAMPLE
+    upd = section == "updaterules"
+    rule = Rule("updaterules" if upd else "defverrules", name, kind,
+                str(quantity) if upd and kind != "definite" else None,
+                "yes" if upd and force else None, version if kind == "definite" else None)
+    new = edit(data, rule)
+    assert read(new, "t").rule(rule.section, name) is not None
+    back = Editor(new, "t").remove(section, name)
+    assert back == data
