@@ -120,6 +120,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("module", nargs="?", help="e.g. core_module (means ispmgr.core_module)")
     p.add_argument("level", nargs="?", type=int, help="0-9; 9 logs handler requests and answers")
     p.add_argument("--off", action="store_true", help="put back the lines that were there before")
+    p = cmd("metrics", "print Prometheus metrics of this server (installed plugins, transactions, "
+                       "rollbacks), or write them for node_exporter's textfile collector")
+    p.add_argument("--textfile", type=Path, metavar="PATH",
+                   help="write atomically to PATH (e.g. /var/lib/prometheus/node-exporter/mgr_agent.prom)")
     p = cmd("daemon", "run the daemon (systemd service): recovery at start, then the local API")
     p.add_argument("--socket", type=Path, metavar="PATH",
                    help="bind here when not socket-activated (default ROOT/run/mgr-agent/agent.sock)")
@@ -317,11 +321,33 @@ def _via_daemon(args: argparse.Namespace, term: _Terminal) -> Result | None:
             os.close(fd)
 
 
-def _journal(result: Result, command: str) -> None:
+def _journal(result: Result, command: str, engine: Engine) -> None:
     if command in _DAEMON_COMMANDS:
-        from mgr_agent import journallog  # noqa: PLC0415
+        from mgr_agent import journallog, metrics  # noqa: PLC0415
 
         journallog.note_cli_result(result, command)
+        if result.tx is not None or result.action == "recovered":
+            metrics.after_transaction(engine.layout, engine.config)
+
+
+def _metrics(args: argparse.Namespace) -> int:
+    """``metrics``: the text format on stdout, or written to --textfile."""
+    from mgr_agent import metrics  # noqa: PLC0415
+
+    layout = Layout.at(getattr(args, "root", "/"))
+    try:
+        if args.textfile is not None:
+            metrics.write_textfile(layout, args.textfile.absolute())
+        else:
+            sys.stdout.buffer.write(metrics.render(layout))
+    except AgentError as exc:
+        result = Result(action="failed", error=exc)
+        if getattr(args, "json", False):
+            print(json.dumps(result.to_json()))
+        else:
+            print(_render(result, _Terminal(sys.stderr, enabled=False)), file=sys.stderr)
+        return result.exit_code
+    return 0
 
 
 def _streaming(args: argparse.Namespace, as_json: bool) -> int:
@@ -368,6 +394,8 @@ def main(argv: list[str] | None = None) -> int:
     command = args.command
     if command in ("logs", "call"):
         return _streaming(args, as_json)
+    if command == "metrics":
+        return _metrics(args)
     try:
         result = _via_daemon(args, term) if command in _DAEMON_COMMANDS else None
         if result is None:
@@ -376,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
                             restart=not getattr(args, "no_restart", False),
                             health_window=getattr(args, "health_window", None))
             result = _dispatch(args, engine)
-            _journal(result, command)
+            _journal(result, command, engine)
     except AgentError as exc:
         log.debug("error", exc_info=True)
         name, panel = exc.subject or (getattr(args, "name", None), getattr(args, "panel", None))

@@ -22,6 +22,7 @@ class Config:
     durability: str = "syncfs"
     core_timeout: float = 30.0
     health_window: float = 10.0
+    metrics_textfile: str = ""
     limits: Limits = field(default_factory=Limits)
 
 
@@ -32,6 +33,7 @@ _SECTIONS: dict[str, dict[str, str]] = {
     "preflight": {"free_space_margin": "free_space_margin"},
     "durability": {"mode": "durability"},
     "panel": {"core_timeout": "core_timeout", "health_window": "health_window"},
+    "metrics": {"textfile": "metrics_textfile"},
 }
 
 

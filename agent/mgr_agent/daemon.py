@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
-from mgr_agent import __version__, api, download, faults, journallog, logtail
+from mgr_agent import __version__, api, download, faults, journallog, logtail, metrics
 from mgr_agent import config as config_mod
 from mgr_agent.api import Channel, PeerCred, Request
 from mgr_agent.engine import Engine
@@ -196,6 +196,7 @@ class Daemon:
             journallog.log_result(log, result, "recover")
         else:
             log.info("nothing to recover")
+        metrics.after_transaction(self.layout, self.config)
 
     def _main_loop(self) -> None:
         while not self.stop.is_set():
@@ -413,6 +414,8 @@ class Daemon:
         result = self._interruptibly(op, args, job.path, job.channel.progress, left)
         job.finish(result)
         journallog.log_result(log, result, op)
+        if result.tx is not None:
+            metrics.after_transaction(self.layout, self.config)
         self.last = journallog.describe(result, op)
         self.notifier.status(self._status(f"idle; last: {self.last}"))
 
