@@ -130,8 +130,16 @@ class AgentCall:
         path = self.socket_path
         if not os.path.exists(path):
             raise AgentUnavailable(path)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        # everything is ready before connecting: the daemon gives a request 10 s to arrive
+        request = json.dumps({"v": PROTOCOL, "op": op, "args": args, "root": self.root})
+        data = (request + "\n").encode("utf-8")
         fd = None
+        if op in ("install", "check") and args.get("path"):
+            try:   # the daemon may not see our files (PrivateTmp): send the open file too
+                fd = os.open(args["path"], os.O_RDONLY)
+            except OSError:
+                fd = None
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.settimeout(5.0)
             try:
@@ -144,18 +152,16 @@ class AgentCall:
                         "(become: true)", op, args), 14, "daemon")
                 raise AgentUnavailable(path)
             sock.settimeout(None)
-            if op in ("install", "check") and args.get("path"):
-                try:   # the daemon may not see our files (PrivateTmp): send the open file too
-                    fd = os.open(args["path"], os.O_RDONLY)
-                except OSError:
-                    fd = None
-            request = json.dumps({"v": PROTOCOL, "op": op, "args": args, "root": self.root})
-            data = (request + "\n").encode("utf-8")
-            if fd is not None and hasattr(socket, "send_fds"):
-                sent = socket.send_fds(sock, [data], [fd])
-                sock.sendall(data[sent:])
-            else:
-                sock.sendall(data)
+            try:
+                if fd is not None and hasattr(socket, "send_fds"):
+                    sent = socket.send_fds(sock, [data], [fd])
+                    sock.sendall(data[sent:])
+                else:
+                    sock.sendall(data)
+            except (OSError, socket.error) as exc:
+                # the daemon may have answered (a refusal) and closed before reading it all
+                if getattr(exc, "errno", None) not in (errno.EPIPE, errno.ECONNRESET):
+                    raise
             reader = sock.makefile("rb")
             while True:
                 line = reader.readline(MAX_ANSWER)
