@@ -172,6 +172,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("level", nargs="?", type=int, help="0-9; 9 logs handler requests and answers")
     p.add_argument("--off", action="store_true", help="put back the lines that were there before")
     aps_command.add_parser(sub, argparse.ArgumentParser(add_help=False, parents=common), runtime)
+    p = cmd("metrics", "print Prometheus metrics of this server (installed plugins, transactions, "
+                       "rollbacks), or write them for node_exporter's textfile collector")
+    p.add_argument("--textfile", type=Path, metavar="PATH",
+                   help="write atomically to PATH (e.g. /var/lib/prometheus/node-exporter/mgr_agent.prom)")
     about = "run the daemon (systemd service): recovery at start, then the local API"
     p = sub.add_parser("daemon", parents=[base], help=about, description=about)
     p.add_argument("--socket", type=Path, metavar="PATH",
@@ -383,11 +387,33 @@ def _via_daemon(args: argparse.Namespace, term: _Terminal) -> Result | None:
             os.close(fd)
 
 
-def _journal(result: Result, command: str) -> None:
+def _journal(result: Result, command: str, engine: Engine) -> None:
     if command in _DAEMON_COMMANDS:
-        from mgr_agent import journallog  # noqa: PLC0415
+        from mgr_agent import journallog, metrics  # noqa: PLC0415
 
         journallog.note_cli_result(result, command)
+        if result.tx is not None or result.action == "recovered":
+            metrics.after_transaction(engine.layout, engine.config)
+
+
+def _metrics(args: argparse.Namespace) -> int:
+    """``metrics``: the text format on stdout, or written to --textfile."""
+    from mgr_agent import metrics  # noqa: PLC0415
+
+    layout = Layout.at(getattr(args, "root", "/"))
+    try:
+        if args.textfile is not None:
+            metrics.write_textfile(layout, args.textfile.absolute())
+        else:
+            sys.stdout.buffer.write(metrics.render(layout))
+    except AgentError as exc:
+        result = Result(action="failed", error=exc)
+        if getattr(args, "json", False):
+            print(json.dumps(result.to_json()))
+        else:
+            print(_render(result, _Terminal(sys.stderr, enabled=False)), file=sys.stderr)
+        return result.exit_code
+    return 0
 
 
 def _streaming(args: argparse.Namespace, as_json: bool) -> int:
@@ -465,6 +491,8 @@ def _run(args: argparse.Namespace) -> int:
     command = args.command
     if command in ("logs", "call"):
         return _streaming(args, as_json)
+    if command == "metrics":
+        return _metrics(args)
     try:
         through = command in _DAEMON_COMMANDS or (command in _DAEMON_READS and os.geteuid() != 0)
         result = _via_daemon(args, term) if through else None
@@ -474,7 +502,7 @@ def _run(args: argparse.Namespace) -> int:
                             restart=not getattr(args, "no_restart", False),
                             health_window=getattr(args, "health_window", None))
             result = _dispatch(args, engine)
-            _journal(result, command)
+            _journal(result, command, engine)
     except AgentError as exc:
         log.debug("error", exc_info=True)
         name, panel = exc.subject or (getattr(args, "name", None), getattr(args, "panel", None))

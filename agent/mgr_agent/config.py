@@ -23,6 +23,7 @@ class Config:
     core_timeout: float = 30.0
     health_window: float = 10.0
     core_unit: str = ""
+    metrics_textfile: str = ""
     limits: Limits = field(default_factory=Limits)
 
 
@@ -34,6 +35,7 @@ _SECTIONS: dict[str, dict[str, str]] = {
     "durability": {"mode": "durability"},
     "panel": {"core_timeout": "core_timeout", "health_window": "health_window",
               "core_unit": "core_unit"},
+    "metrics": {"textfile": "metrics_textfile"},
 }
 
 

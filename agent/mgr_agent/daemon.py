@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
-from mgr_agent import __version__, api, download, faults, journallog, logtail
+from mgr_agent import __version__, api, download, faults, journallog, logtail, metrics
 from mgr_agent import config as config_mod
 from mgr_agent.api import Channel, PeerCred, Request
 from mgr_agent.engine import Engine
@@ -200,6 +200,7 @@ class Daemon:
             journallog.log_result(log, result, "recover")
         else:
             log.info("nothing to recover")
+        metrics.after_transaction(self.layout, self.config)
 
     def _main_loop(self) -> None:
         while not self.stop.is_set():
@@ -424,6 +425,8 @@ class Daemon:
                                      actor=journallog.actor(job.request.peer))
         job.finish(result)
         journallog.log_result(log, result, op, peer=job.request.peer)
+        if result.tx is not None:
+            metrics.after_transaction(self.layout, self.config)
         self.last = journallog.describe(result, op)
         self.notifier.status(self._status(f"idle; last: {self.last}"))
 
