@@ -48,20 +48,22 @@ BUSY_RETRY = 5.0               # a client told "busy" retries for this long, wit
 SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)
 
 MUTATING = ("install", "uninstall", "rollback", "recover", "restart-core", "debug")
-READING = ("list", "info", "history", "check", "logs", "ping")
+READING = ("list", "info", "history", "check", "logs", "ping", "verify")
 
 _STR, _BOOL, _INT, _NUM = (str,), (bool,), (int,), (int, float)
 _COMMON = {"wait": _NUM, "restart": _BOOL, "health_window": _NUM}
 ARGS: dict[str, dict[str, tuple[type, ...]]] = {
     "install": {"path": _STR, "url": _STR, "sha256": _STR, "panel": _STR, "dry_run": _BOOL,
                 "allow_downgrade": _BOOL, "reinstall": _BOOL, **_COMMON},
-    "uninstall": {"name": _STR, "panel": _STR, "purge": _BOOL, "dry_run": _BOOL, **_COMMON},
+    "uninstall": {"name": _STR, "panel": _STR, "purge": _BOOL, "dry_run": _BOOL, "force": _BOOL,
+                  **_COMMON},
     "rollback": {"name": _STR, "panel": _STR, **_COMMON},
     "recover": {"wait": _NUM},
     "restart-core": {"wait": _NUM},
     "debug": {"module": _STR, "level": _INT, "off": _BOOL, **_COMMON},
     "list": {},
     "info": {"name": _STR, "panel": _STR},
+    "verify": {"name": _STR, "panel": _STR},
     "history": {"name": _STR, "limit": _INT},
     "check": {"path": _STR, "panel": _STR, "sha256": _STR},
     "logs": {"n": _INT, "follow": _BOOL, "plugin": _STR, "level": _STR, "since": _STR},
@@ -392,13 +394,15 @@ def dispatch(engine: Any, op: str, args: dict[str, Any], package_path: Path | No
                               reinstall=bool(get("reinstall")))
     if op == "uninstall":
         return engine.uninstall(get("name"), panel=get("panel"), purge=bool(get("purge")),  # type: ignore[no-any-return]
-                                dry_run=bool(get("dry_run")))
+                                dry_run=bool(get("dry_run")), force=bool(get("force")))
     if op == "rollback":
         return engine.rollback(get("name"), panel=get("panel"))  # type: ignore[no-any-return]
     if op == "list":
         return engine.list()  # type: ignore[no-any-return]
     if op == "info":
         return engine.info(get("name"), panel=get("panel"))  # type: ignore[no-any-return]
+    if op == "verify":
+        return engine.verify(get("name"), panel=get("panel"))  # type: ignore[no-any-return]
     if op == "history":
         return engine.history(get("name"), get("limit") if get("limit") is not None else 50)  # type: ignore[no-any-return]
     if op == "restart-core":

@@ -35,6 +35,7 @@ EXIT_CODES = """exit codes:
   6  refused: downgrade, panel version, os   13 a handler's answer broke the panel protocol
                                              14 refused by the daemon: not root or mgr-agent
                                              15 download failed (install URL)
+                                             16 verify: installed files differ
                                              130 interrupted (SIGINT/SIGTERM/SIGHUP)"""
 
 
@@ -130,6 +131,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--panel", **installed_panel)  # type: ignore[arg-type]
     p.add_argument("--purge", action="store_true", help="also remove data (Plesk var/modules/ID)")
     p.add_argument("--dry-run", action="store_true", help="report the plan, change nothing")
+    p.add_argument("--force", action="store_true",
+                   help="go on when the pre-uninstall hook fails or hangs (its output becomes a "
+                        "warning); safety rules and the lock still apply")
 
     p = mcmd("rollback", "go back to the version kept from before the last upgrade")
     p.add_argument("name", help="the installed plugin or extension (see list)")
@@ -138,6 +142,9 @@ def _parser() -> argparse.ArgumentParser:
     cmd("list", "list installed plugins")
     p = cmd("info", "show an installed plugin and its files")
     p.add_argument("name", help="the installed plugin or extension (see list)")
+    p.add_argument("--panel", **installed_panel)  # type: ignore[arg-type]
+    p = cmd("verify", "check installed files against their manifest (modified, missing, mode)")
+    p.add_argument("name", nargs="?", help="one plugin (default: every installed plugin)")
     p.add_argument("--panel", **installed_panel)  # type: ignore[arg-type]
     p = cmd("history", "show past transactions")
     p.add_argument("name", nargs="?", help="only this plugin's transactions")
@@ -229,10 +236,16 @@ def _render(result: Result, term: _Terminal) -> str:
         kept = [f"{k['version']}-{k['release']}" if k["release"] else k["version"] for k in d["kept"]]
         lines.append(f"  {len(d['files'])} files; kept for rollback: " + (", ".join(kept) or "none"))
         lines += [f"  {f['mode']} {f['path']}" + (" (data)" if f["kind"] == "data" else "")
-                  for f in d["files"]]
+                  + "".join(f" ({flag})" for flag in f.get("flags", [])) for f in d["files"]]
         lines += [f"  replaces panel file {p} (original kept)" for p in d["diversions"]]
         return "\n".join(lines)
-    if result.action == "checked":
+    if result.action == "verified":
+        d = result.data
+        lines += [f"{','.join(f['flags']):<9} {f['name']}  {f['path']}" for f in d["files"]]
+        if not d["files"]:
+            lines.append(term.paint("ok", "32") + f": {d['checked']} file(s) of {d['packages']} "
+                         "plugin(s) are as installed")
+    elif result.action == "checked":
         lines.append(term.paint("ok", "32") + f": {who} {result.version}, {result.data['files']} files, "
                      f"hooks: {', '.join(result.data['hooks']) or 'none'}")
     elif result.action == "recovered":
@@ -277,7 +290,8 @@ def _dispatch(args: argparse.Namespace, engine: Engine) -> Result:
     if c == "install":
         return _install(args, engine)
     if c == "uninstall":
-        return engine.uninstall(args.name, panel=args.panel, purge=args.purge, dry_run=args.dry_run)
+        return engine.uninstall(args.name, panel=args.panel, purge=args.purge, dry_run=args.dry_run,
+                                force=args.force)
     if c == "rollback":
         return engine.rollback(args.name, panel=args.panel)
     if c == "list":
@@ -286,6 +300,8 @@ def _dispatch(args: argparse.Namespace, engine: Engine) -> Result:
         return engine.info(args.name, panel=args.panel)
     if c == "history":
         return engine.history(args.name, args.limit)
+    if c == "verify":
+        return engine.verify(args.name, panel=args.panel)
     if c == "restart-core":
         return engine.restart_core()
     if c == "debug":
@@ -363,7 +379,7 @@ def _daemon_request(args: argparse.Namespace) -> tuple[dict[str, object], int | 
     elif c in ("uninstall", "rollback"):
         req.update(name=args.name, panel=get("panel"))
         if c == "uninstall":
-            req.update(purge=get("purge"), dry_run=get("dry_run"))
+            req.update(purge=get("purge"), dry_run=get("dry_run"), force=get("force"))
     elif c == "debug":
         req.update(module=get("module"), level=get("level"), off=get("off"))
     return {k: v for k, v in req.items() if v is not None}, fd
@@ -531,14 +547,15 @@ def _emit(result: Result, args: argparse.Namespace, term: _Terminal | None = Non
     term = term or _Terminal(sys.stderr, enabled=not as_json)
     if as_json:
         doc = result.to_json()
-        if command in ("list", "history", "info", "check", "recover") and result.error is None:
+        if command in ("list", "history", "info", "check", "recover", "verify") and result.error is None:
             doc.setdefault("data", result.data)
         json.dump(doc, sys.stdout, indent=None, sort_keys=False, default=str)
         sys.stdout.write("\n")
     else:
         text = _render(result, term)
         if text:
-            print(text, file=sys.stdout if result.error is None else sys.stderr)
+            print(text, file=sys.stdout if result.error is None or result.action == "verified"
+                  else sys.stderr)
     return result.exit_code
 
 

@@ -29,6 +29,7 @@ from mgr_agent.errors import (
     RecoveryError,
     RolledBack,
     UsageError,
+    VerifyFailed,
 )
 from mgr_agent.fsutil import fsync_dir, rmdir_if_empty, sha256_file
 from mgr_agent.hooks import HookRun, hook_args, run_hook
@@ -38,7 +39,7 @@ from mgr_agent.lock import Lock
 from mgr_agent.package import Package
 from mgr_agent.panels import Panel, all_panels
 from mgr_agent.panels.ispmanager import log_names
-from mgr_agent.planner import Change, Planner
+from mgr_agent.planner import Change, Planner, verify_flags
 from mgr_agent.proc import Runner
 from mgr_agent.result import Result
 from mgr_agent.state import Commit, Installed, KeptRow, State
@@ -54,6 +55,35 @@ def _quiet(_: str) -> None:
 
 def new_tx() -> str:
     return time.strftime("%Y%m%d%H%M%S") + uuid.uuid4().hex[:6]
+
+
+def _edits(layout: Layout, change: Change, result: Result, tx: str | None) -> list[str]:
+    """Files the admin changed since the agent put them there: each goes into the JSON
+    plan with where its content is saved; returns the warnings to give.  Without a
+    transaction (a dry run) the warnings are given at once, in the future tense."""
+    rows: list[dict[str, Any]] = []
+    warnings: list[str] = []
+    for m in change.modified:
+        path, then = m["path"], m["then"]
+        head = f"{path}: changed on this server since it was installed; "
+        if then == "kept":
+            rows.append({"path": path, "then": "kept", "saved": None})
+            warnings.append(head + "the new version ships the same content as the installed "
+                            "one, so your file is left as it is")
+            continue
+        saved = layout.rel(layout.saved_dir / change.plan.name / (tx or "TX") / path)
+        rows.append({"path": path, "then": then, "saved": None if tx is None else saved})
+        if tx is None:
+            warnings.append(head + f"it would be {then}, your version saved to {saved} "
+                            "(TX: the transaction id)")
+        else:
+            warnings.append(head + f"it was {then}; your version is saved in {saved}")
+    if result.plan is not None:
+        result.plan["modified"] = rows
+    if tx is None:
+        result.warnings += warnings
+        return []
+    return warnings
 
 
 class Engine:
@@ -153,7 +183,10 @@ class Engine:
                 "MGR_AGENT_OLD_RELEASE": old.release if old else ""}
 
     def _run_hook(self, panel: Panel, pkg: Package, hook: str, args: list[str], tx: str,
-                  env: dict[str, str], hooks: list[HookRun]) -> None:
+                  env: dict[str, str], hooks: list[HookRun], result: Result,
+                  force: bool = False) -> None:
+        """Run one hook; its failure raises, except a pre-uninstall hook under ``force``,
+        whose failure becomes a warning carrying its output."""
         spec = panel.hook(pkg, hook)
         if spec is None:
             return
@@ -162,8 +195,17 @@ class Engine:
                        timeout=self.config.hook_timeout, env=env)
         hooks.append(run)
         failure = run.failure(pkg.name)
-        if failure is not None:
-            raise failure
+        if failure is None:
+            return
+        if hook == "pre-uninstall" and force:
+            result.warnings.append(f"{failure.message}; removing it anyway (--force)")
+            return
+        if hook == "pre-uninstall":
+            failure.hint = (f"fix what the hook needs, or run `mgr-agent uninstall {pkg.name} "
+                            "--force` to remove it anyway: --force skips only a failing or hanging "
+                            "pre-uninstall hook (its output becomes a warning); the safety rules "
+                            "and the lock still apply")
+        raise failure
 
     def _restart_quietly(self, panel: Panel, warnings: list[str]) -> list[str]:
         """Restart after putting the old files back; a failure is a warning, not a new error."""
@@ -228,9 +270,11 @@ class Engine:
     def _execute(
         self, state: State, *, op: str, panel: Panel, pkg: Package | None, installed: Installed | None,
         change: Change, tx: str, result: Result, pre_hook: str | None, post_hook: str | None,
-        hook_pkg: Package | None, hook_argv: list[str], commit: Commit,
+        hook_pkg: Package | None, hook_argv: list[str], commit: Commit, edits: list[str],
+        force: bool = False,
     ) -> Result:
-        """Run steps 3-8 for a prepared change; undo on any failure after begin."""
+        """Run steps 3-8 for a prepared change; undo on any failure after begin.  ``edits``
+        (warnings about the admin's edited files) are given once the change succeeded."""
         started = time.time()
         journal = Journal(self.layout.journal_dir, tx)
         t = Transaction(self.layout, tx, change.plan, journal, durability=self.config.durability)
@@ -244,7 +288,7 @@ class Engine:
                      "from_version": history["from_version"], "to_version": history["to_version"],
                      "started": started, "actor": self.actor})
             if pre_hook and hook_pkg:
-                self._run_hook(panel, hook_pkg, pre_hook, hook_argv, tx, env, hooks)
+                self._run_hook(panel, hook_pkg, pre_hook, hook_argv, tx, env, hooks, result, force)
             faults.point("after-pre-hook")
             counts = change.plan.summary()
             self.progress(f"staging {counts['add'] + counts['replace']} file(s)")
@@ -253,7 +297,7 @@ class Engine:
             mark = panel.mark() if self.restart else None
             t.switch()
             if post_hook and hook_pkg:
-                self._run_hook(panel, hook_pkg, post_hook, hook_argv, tx, env, hooks)
+                self._run_hook(panel, hook_pkg, post_hook, hook_argv, tx, env, hooks, result)
             faults.point("after-post-hook")
             if self.restart:
                 self.progress("restarting the panel")
@@ -262,6 +306,7 @@ class Engine:
                     self.progress(f"watching the panel for {self.health_window:g} s")
                     result.notes += panel.health(pkg, mark, self.health_window)
             faults.point("before-commit")
+            result.warnings += edits
         except BaseException as exc:
             with signals.held():
                 return self._undo(exc, state, journal, t, panel, installed, result, hooks, history, tx, op)
@@ -410,12 +455,14 @@ class Engine:
             result.warnings += change.warnings
             result.plan = self._plan_json(change.plan, pkg)
             if dry_run:
+                _edits(self.layout, change, result, None)
                 return result
             upgrading = installed is not None
             result.action = {"rollback": "rolled_back"}.get(op, "upgraded" if upgrading else "installed")
             result.changed = True
             now = time.time()
             tx = new_tx()
+            edits = _edits(self.layout, change, result, tx)
             commit = Commit(
                 tx=tx, panel=pkg.panel, name=pkg.name,
                 package=Installed(pkg.panel, pkg.name, pkg.version, pkg.release, pkg.content_hash,
@@ -429,10 +476,11 @@ class Engine:
             args = hook_args((installed.version, installed.release) if installed else None)
             return self._execute(state, op=op, panel=panel, pkg=pkg, installed=installed,
                                  change=change, tx=tx, result=result, pre_hook="pre-install",
-                                 post_hook="post-install", hook_pkg=pkg, hook_argv=args, commit=commit)
+                                 post_hook="post-install", hook_pkg=pkg, hook_argv=args, commit=commit,
+                                 edits=edits)
 
     def uninstall(self, name: str, *, panel: str | None = None, purge: bool = False,
-                  dry_run: bool = False) -> Result:
+                  dry_run: bool = False, force: bool = False) -> Result:
         with self._mutating(f"uninstall {name}") as state:
             installed = self._installed(state, name, panel)
             p = self.panel(installed.panel)
@@ -441,19 +489,31 @@ class Engine:
             change = Planner(self.layout, state, p).uninstall(installed, purge=purge)
             result.warnings += change.warnings
             result.plan = self._plan_json(change.plan)
+            result.plan["left"] = change.left
             preflight.check(self.layout, change.plan, {}, 0, self.config.free_space_margin)
             if dry_run:
+                _edits(self.layout, change, result, None)
                 return result
             hook_pkg: Package | None = None
             archive = self.layout.archives_dir / installed.archive
             if archive.exists():  # verified when it was installed: not hashed again
-                hook_pkg = package.load(archive, self.panels, panel_hint=installed.panel,
-                                        limits=self.config.limits, verify=False)
+                try:
+                    hook_pkg = package.load(archive, self.panels, panel_hint=installed.panel,
+                                            limits=self.config.limits, verify=False)
+                except AgentError as exc:
+                    if not force:
+                        exc.hint = (exc.hint + "; " if exc.hint else "") + (
+                            f"`mgr-agent uninstall {name} --force` removes it without running its "
+                            "pre-uninstall hook")
+                        raise
+                    result.warnings.append(f"{archive}: cannot be read ({exc.message}); the "
+                                           "pre-uninstall hook was not run (--force)")
             else:
                 result.warnings.append(f"{archive}: missing; the pre-uninstall hook was not run")
             try:
                 result.action, result.changed = "removed", True
                 tx = new_tx()
+                edits = _edits(self.layout, change, result, tx)
                 commit = Commit(tx=tx, panel=installed.panel, name=name, package=None, files=[],
                                 dirs=[], diversions_add={}, diversions_drop=change.divert_drop,
                                 keep_previous=None, drop_kept_hash=None,
@@ -461,7 +521,7 @@ class Engine:
                 return self._execute(state, op="uninstall", panel=p, pkg=None, installed=installed,
                                      change=change, tx=tx, result=result, pre_hook="pre-uninstall",
                                      post_hook=None, hook_pkg=hook_pkg, hook_argv=["uninstall"],
-                                     commit=commit)
+                                     commit=commit, edits=edits, force=force)
             finally:
                 if hook_pkg is not None:
                     hook_pkg.close()
@@ -593,12 +653,35 @@ class Engine:
                 "version": p.version, "release": p.release, "content_hash": p.content_hash,
                 "installed_at": p.installed_at, "tx": p.tx, "meta": p.meta,
                 "files": [{"path": f.path, "sha256": f.sha256, "size": f.size,
-                           "mode": f"{f.mode:04o}", "kind": f.kind} for f in files.values()],
+                           "mode": f"{f.mode:04o}", "kind": f.kind,
+                           "flags": verify_flags(self.layout, f)} for f in files.values()],
                 "diversions": sorted(state.diversions(p.panel, p.name)),
                 "kept": [{"version": k.version, "release": k.release, "kept_at": k.kept_at}
                          for k in state.kept(p.panel, p.name)],
             }
         return Result(action="info", name=p.name, panel=p.panel, version=p.label, data=data)
+
+    def verify(self, name: str | None = None, *, panel: str | None = None) -> Result:
+        """Installed files whose content, mode or presence differs from the manifest."""
+        with self._reading() as state:
+            chosen = [self._installed(state, name, panel)] if name else state.packages()
+            found: list[dict[str, Any]] = []
+            checked = 0
+            for p in chosen:
+                for row in sorted(state.files(p.panel, p.name).values(), key=lambda r: r.path):
+                    checked += 1
+                    flags = verify_flags(self.layout, row)
+                    if flags:
+                        found.append({"name": p.name, "panel": p.panel, "path": row.path,
+                                      "flags": flags})
+        result = Result(action="verified", name=name, panel=chosen[0].panel if name else None,
+                        data={"checked": checked, "packages": len(chosen), "files": found})
+        if found:
+            result.error = VerifyFailed(
+                f"{len(found)} of {checked} installed file(s) differ from what the agent installed",
+                hint="an upgrade or uninstall saves edited files under var/lib/mgr-agent/saved/; "
+                     "`mgr-agent install --reinstall PACKAGE` puts the shipped files back")
+        return result
 
     def history(self, name: str | None = None, limit: int = 100) -> Result:
         with self._reading() as state:

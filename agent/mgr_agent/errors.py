@@ -192,3 +192,17 @@ class DownloadFailed(AgentError):
     code = "download-failed"
     exit_code = 15
     default_hint = "check the URL and the network, then try again; nothing was changed"
+
+
+class VerifyFailed(AgentError):
+    """``verify`` found installed files whose content, mode or presence differs from the manifest."""
+
+    code = "verify-failed"
+    exit_code = 16
+
+
+class RegistrationFailed(AgentError):
+    """The panel refused to register (or unregister) the plugin; after the switch this rolls back."""
+
+    code = "registration-failed"
+    exit_code = 8

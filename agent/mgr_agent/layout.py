@@ -56,6 +56,11 @@ class Layout:
         return self.state_dir / "diverted"
 
     @property
+    def saved_dir(self) -> Path:
+        """Admins' edited versions of plugin files an operation replaced or removed."""
+        return self.state_dir / "saved"
+
+    @property
     def tmp_dir(self) -> Path:
         return self.state_dir / "tmp"
 

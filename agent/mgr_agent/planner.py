@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mgr_agent.errors import Conflict
-from mgr_agent.fsutil import CHUNK, check_no_symlink
+from mgr_agent.fsutil import CHUNK, check_no_symlink, sha256_file
 from mgr_agent.layout import Layout
 from mgr_agent.package import FileSpec, Package
 from mgr_agent.panels.base import Panel
@@ -28,6 +28,11 @@ class Change:
     divert_add: dict[str, str] = field(default_factory=dict)
     divert_drop: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # files the admin changed since the agent put them there: {"path", "then"}, where
+    # "then" is "kept" (left as they are) or what happens to them ("replaced", "removed")
+    # after their content is saved under saved/NAME/TX/
+    modified: list[dict[str, str]] = field(default_factory=list)
+    left: list[str] = field(default_factory=list)  # files no version shipped, left in place
 
 
 def _matches(st: os.stat_result | None, spec: FileSpec) -> bool:
@@ -35,6 +40,33 @@ def _matches(st: os.stat_result | None, spec: FileSpec) -> bool:
     if st is None:
         return False
     return stat.S_ISREG(st.st_mode) and st.st_size == spec.size and stat.S_IMODE(st.st_mode) == spec.mode
+
+
+def edited(path: str | Path, st: os.stat_result | None, row: FileRow) -> bool:
+    """Whether the regular file at ``path`` (its lstat ``st``) differs in content from
+    what the manifest ``row`` says the agent put there; a missing file is not edited."""
+    if st is None or not stat.S_ISREG(st.st_mode):
+        return False
+    return st.st_size != row.size or sha256_file(Path(path)) != row.sha256
+
+
+def verify_flags(layout: Layout, row: FileRow) -> list[str]:
+    """How an installed file differs from its manifest row, like ``rpm -V``: ``missing``,
+    ``modified`` (content, or no longer a regular file), ``mode``.  Data files (Plesk
+    ``var/``) belong to the admin and are never flagged."""
+    if row.kind == "data":
+        return []
+    path = layout.under(row.path)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return ["missing"]
+    if not stat.S_ISREG(st.st_mode):
+        return ["modified"]
+    flags = ["modified"] if edited(path, st, row) else []
+    if stat.S_IMODE(st.st_mode) != row.mode:
+        flags.append("mode")
+    return flags
 
 
 def _read_file(path: Path) -> Iterator[bytes]:
@@ -56,10 +88,10 @@ class Planner:
         self._verified: set[str] = set()
 
     def _op(self, plan: Plan, action: str, path: str, mode: int = 0o644, divert: bool = False,
-            owner: os.stat_result | None = None) -> Op:
+            owner: os.stat_result | None = None, save: bool = False) -> Op:
         """Append an op; the new file gets the owner of the file ``owner`` describes, if any."""
         op = Op(i=len(plan.ops), action=action, path=path, mode=mode, divert=divert,  # type: ignore[arg-type]
-                owner=(owner.st_uid, owner.st_gid) if owner is not None else None)
+                owner=(owner.st_uid, owner.st_gid) if owner is not None else None, save=save)
         plan.ops.append(op)
         return op
 
@@ -83,10 +115,10 @@ class Planner:
         all_diverted = self.state.diversions()
         mine = self.state.diversions(*key)
         anchor = self.panel.anchor(pkg.name)
-        plan = Plan()
+        plan = Plan(name=pkg.name)
         change = Change(plan=plan)
         made: set[str] = set()
-        root = str(self.layout.root)
+        root = str(self.layout.root).rstrip("/")
         under_anchor = str(anchor) + "/"
         for target, spec in sorted(pkg.files.items()):
             path = f"{root}/{target}"
@@ -117,9 +149,12 @@ class Planner:
                     hint=f"uninstall {owner[1]} first, or remove that file from this package")
             change.files.append((target, row))
             prev = old.get(target)
-            if prev is not None and not reinstall and prev.sha256 == spec.sha256 \
-                    and prev.mode == spec.mode and _matches(st, spec):
+            changed_here = prev is not None and edited(path, st, prev)
+            if prev is not None and not reinstall and prev.sha256 == spec.sha256 and (
+                    changed_here or (prev.mode == spec.mode and _matches(st, spec))):
                 plan.unchanged.append(target)
+                if changed_here:  # the new version ships what was there: the admin's file stays
+                    change.modified.append({"path": target, "then": "kept"})
                 continue
             divert = False
             if prev is None and exists and target not in mine:
@@ -133,12 +168,14 @@ class Planner:
             if not exists:
                 self._mkdirs(plan, target, made)
             op = self._op(plan, "replace" if exists else "add", target, spec.mode, divert,
-                          owner=st)
+                          owner=st, save=changed_here)
             plan.sources[op.i] = self._entry(pkg, spec)
+            if changed_here:
+                change.modified.append({"path": target, "then": "replaced"})
         for target, prev in sorted(old.items()):
             if target in pkg.files or prev.kind == "data":
                 continue
-            self._obsolete(plan, change, target, mine)
+            self._obsolete(plan, change, target, mine, prev)
         change.dirs = sorted(old_dirs | made)
         plan.prune = _depth_first(old_dirs | made)
         for target in mine:
@@ -149,32 +186,43 @@ class Planner:
     def _entry(self, pkg: Package, spec: FileSpec):  # type: ignore[no-untyped-def]
         return lambda: pkg.chunks(spec)
 
-    def _obsolete(self, plan: Plan, change: Change, target: str, mine: dict[str, str]) -> None:
-        """A file the package no longer ships: removed, or the panel's original put back."""
+    def _obsolete(self, plan: Plan, change: Change, target: str, mine: dict[str, str],
+                  row: FileRow) -> None:
+        """A file the package no longer ships: removed, or the panel's original put back.
+        An admin's edit of it is saved first."""
         path = self.layout.under(target)
+        try:
+            st: os.stat_result | None = os.lstat(path)
+        except FileNotFoundError:
+            st = None
+        save = edited(path, st, row)
+        if save:
+            change.modified.append({"path": target, "then": "replaced by the panel's original"
+                                    if target in mine else "removed"})
         if target in mine:
             stored = self.layout.diverted_dir / mine[target]
             mode = stat.S_IMODE(os.lstat(stored).st_mode)
-            op = self._op(plan, "replace" if os.path.lexists(path) else "add", target, mode,
-                          owner=os.lstat(stored))
+            op = self._op(plan, "replace" if st is not None else "add", target, mode,
+                          owner=os.lstat(stored), save=save)
             plan.sources[op.i] = lambda: _read_file(stored)
             change.divert_drop.append(target)
-        elif os.path.lexists(path):
-            self._op(plan, "remove", target)
+        elif st is not None:
+            self._op(plan, "remove", target, save=save)
 
     def uninstall(self, installed: Installed, *, purge: bool) -> Change:
         key = (installed.panel, installed.name)
         files = self.state.files(*key)
         mine = self.state.diversions(*key)
-        plan = Plan()
+        plan = Plan(name=installed.name)
         change = Change(plan=plan)
-        prune = set(self.state.dirs(*key))
+        owned_dirs = set(self.state.dirs(*key))
+        prune = set(owned_dirs)
         for target, row in sorted(files.items()):
             if row.kind == "data":
                 continue
             check_no_symlink(self.panel.anchor(installed.name), self.layout.under(target),
                              self._verified)
-            self._obsolete(plan, change, target, mine)
+            self._obsolete(plan, change, target, mine, row)
         removing = {op.path for op in plan.ops}
         if purge:
             for rel in self.panel.data_dirs(installed.name):
@@ -196,16 +244,33 @@ class Planner:
                 change.warnings.append(
                     f"kept {len(kept)} data file(s) under {', '.join(self.panel.data_dirs(installed.name))}"
                     " (pass --purge to remove them)")
-        for rel in self.panel.leftover_dirs(installed.name):
-            top = self.layout.under(rel)
-            if not top.is_dir():
-                continue
-            stray = sorted(
-                self.layout.rel(Path(d) / f) for d, _, fs in os.walk(top) for f in fs
-                if self.layout.rel(Path(d) / f) not in removing)
-            if stray:
-                change.warnings.append(
-                    f"left {len(stray)} file(s) that no version of {installed.name} shipped, in "
-                    f"{rel}: {', '.join(stray[:5])}{' ...' if len(stray) > 5 else ''}")
+        self._leftovers(change, installed.name, owned_dirs, removing)
         plan.prune = _depth_first(prune)
         return change
+
+    def _leftovers(self, change: Change, name: str, owned: set[str], removing: set[str]) -> None:
+        """Files that no version shipped, left in the package's folders: everything under
+        the panel's own (Plesk's extension directories), and the files directly inside the
+        directories the agent created for it that no package owns."""
+        found: dict[str, str] = {}
+        for rel in self.panel.leftover_dirs(name):
+            top = self.layout.under(rel)
+            if top.is_dir() and not top.is_symlink():
+                for d, _, fs in os.walk(top):
+                    found.update({self.layout.rel(Path(d) / f): rel for f in fs})
+        for rel in owned:
+            top = self.layout.under(rel)
+            if top.is_dir() and not top.is_symlink():
+                for entry in os.scandir(top):
+                    if entry.is_file(follow_symlinks=False) or entry.is_symlink():
+                        found.setdefault(self.layout.rel(Path(entry.path)), rel)
+        data = tuple(d + "/" for d in self.panel.data_dirs(name))
+        candidates = [p for p in found if p not in removing and not p.startswith(data)]
+        others = self.state.owners(candidates)
+        diverted = self.state.diversions()
+        change.left = sorted(p for p in candidates if p not in others and p not in diverted)
+        if change.left:
+            shown, where = change.left, sorted({found[p] for p in change.left})
+            change.warnings.append(
+                f"left {len(shown)} file(s) that no version of {name} shipped, in "
+                f"{', '.join(where)}: {', '.join(shown[:5])}{' ...' if len(shown) > 5 else ''}")

@@ -45,7 +45,8 @@ ChunkSource = Callable[[], Iterator[bytes]]
 @dataclass
 class Op:
     """One file change; ``divert`` keeps a copy of the replaced original for restoring;
-    ``owner`` (uid, gid) is given to the new file (the replaced file's owner)."""
+    ``owner`` (uid, gid) is given to the new file (the replaced file's owner); ``save``
+    keeps a copy of a file the admin edited, under ``saved/NAME/TX/PATH``."""
 
     i: int
     action: Action
@@ -53,6 +54,7 @@ class Op:
     mode: int = 0o644
     divert: bool = False
     owner: tuple[int, int] | None = None
+    save: bool = False
 
 
 @dataclass
@@ -65,18 +67,19 @@ class Plan:
     mkdirs: list[str] = field(default_factory=list)
     prune: list[str] = field(default_factory=list)
     sources: dict[int, ChunkSource] = field(default_factory=dict, repr=False)
+    name: str = ""  # the package: saved copies go to saved/NAME/TX/
 
     def to_record(self) -> dict[str, Any]:
         ops = [{"i": op.i, "action": op.action, "path": op.path, "mode": op.mode, "divert": op.divert,
-                "owner": op.owner} for op in self.ops]
-        return {"ops": ops, "mkdirs": self.mkdirs, "prune": self.prune}
+                "owner": op.owner, **({"save": True} if op.save else {})} for op in self.ops]
+        return {"ops": ops, "mkdirs": self.mkdirs, "prune": self.prune, "name": self.name}
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> Plan:
         ops = [Op(**{**op, "owner": tuple(op["owner"]) if op.get("owner") else None})
                for op in record["ops"]]
         return cls(ops=ops, mkdirs=list(record["mkdirs"]),
-                   prune=list(record["prune"]))
+                   prune=list(record["prune"]), name=str(record.get("name", "")))
 
     def summary(self) -> dict[str, int]:
         counts = {"add": 0, "replace": 0, "remove": 0}
@@ -85,6 +88,19 @@ class Plan:
         counts["unchanged"] = len(self.unchanged)
         counts["kept"] = len(self.kept)
         return counts
+
+
+def _copy_aside(src: str, dest: Path, tx: str) -> None:
+    """A durable copy of ``src`` at ``dest``, with its mode, times and owner."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + f".{tx}.tmp")
+    shutil.copy2(src, tmp, follow_symlinks=False)
+    st = os.lstat(src)
+    os.chown(tmp, st.st_uid, st.st_gid)
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, dest)
+    fsync_dir(dest.parent)
 
 
 def _describe(exc: OSError) -> str:
@@ -120,6 +136,10 @@ class Transaction:
     def diverted(self, op: Op) -> Path:
         return self.layout.diverted_dir / op.path
 
+    def saved(self, op: Op) -> Path:
+        """Where the admin's edited version of ``op``'s target is kept (never in the panel tree)."""
+        return self.layout.saved_dir / self.plan.name / self.tx / op.path
+
     def _dirs(self) -> set[Path]:
         if self._dir_cache is None:
             self._dir_cache = {Path(t.rpartition("/")[0]) for t in self._targets.values()}
@@ -153,16 +173,9 @@ class Transaction:
                     fsync_dir(path.parent)
             for op in self.plan.ops:
                 if op.divert:
-                    keep = self.diverted(op)
-                    keep.parent.mkdir(parents=True, exist_ok=True)
-                    tmp = keep.with_name(keep.name + f".{self.tx}.tmp")
-                    shutil.copy2(self.target(op), tmp, follow_symlinks=False)
-                    st = os.lstat(self.target(op))
-                    os.chown(tmp, st.st_uid, st.st_gid)
-                    with open(tmp, "rb") as fh:
-                        os.fsync(fh.fileno())
-                    os.replace(tmp, keep)
-                    fsync_dir(keep.parent)
+                    _copy_aside(self.target(op), self.diverted(op), self.tx)
+                if op.save:
+                    _copy_aside(self.target(op), self.saved(op), self.tx)
                 if op.action == "remove":
                     continue
                 write_new(self.staged(op), self.plan.sources[op.i](), op.mode,
@@ -230,6 +243,8 @@ class Transaction:
             staged, backup, target = self.staged(op), self.backup(op), self.target(op)
             if op.divert:
                 unlink_if_exists(self.diverted(op))
+            if op.save:
+                self._drop_saved(op)
             if op.action == "remove":
                 if os.path.lexists(backup):
                     os.rename(backup, target)
@@ -250,6 +265,17 @@ class Transaction:
             path = self.layout.under(rel)
             if rmdir_if_empty(path):
                 fsync_dir(path.parent)
+
+    def _drop_saved(self, op: Op) -> None:
+        """Undo: the admin's file is back in place, so its saved copy goes (with its tmp)."""
+        saved = self.saved(op)
+        unlink_if_exists(saved.with_name(saved.name + f".{self.tx}.tmp"))
+        if unlink_if_exists(saved) or saved.parent.is_dir():
+            top = self.layout.saved_dir
+            parent = saved.parent
+            while parent != top and top in parent.parents and rmdir_if_empty(parent):
+                fsync_dir(parent.parent)
+                parent = parent.parent
 
     def finish(self) -> None:
         """After commit: drop backups and leftovers, prune emptied directories."""

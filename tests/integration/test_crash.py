@@ -83,6 +83,17 @@ def _plesk_admin(root: Path) -> None:
     _write(root, f"{PSA}/admin/plib/modules/demo-ext/runtime.cache", b"cache\n")
 
 
+EDITED = (f"{MGR}/skins/common/img/demo.txt", f"{MGR}/etc/sql/demo.addon/old_field",
+          f"{MGR}/addon/demo-lib/util.sh")
+
+
+def _isp_edited(root: Path) -> None:
+    """The admin edited installed files: one 2.0 replaces, one it drops, one it ships unchanged."""
+    _write(root, f"{MGR}/skins/common/img/demo.txt", b"demo 1.0 # admin\n")
+    _write(root, f"{MGR}/etc/sql/demo.addon/old_field", b"old field, edited\n")
+    _write(root, f"{MGR}/addon/demo-lib/util.sh", b"#!/bin/sh\necho util # admin\n", 0o755)
+
+
 Step = tuple[str, ...] | Callable[[Path], None]
 
 
@@ -97,12 +108,19 @@ class Scenario:
     new: str | None  # ... and after it
     staged: int      # times mid-stage is reached (files added or replaced)
     ops: int         # times mid-switch is reached (files added, replaced or removed)
+    edited: tuple[str, ...] = ()  # files the admin edited: on disk not as the manifest says
 
 
 UPGRADE_ISP = Scenario("upgrade-isp", "demo", "ispmanager",
                        (_isp_runtime, ("install", "@isp1")), ("install", "@isp2"), "1.0", "2.0", 5, 6)
 UPGRADE_PLESK = Scenario("upgrade-plesk", "demo-ext", "plesk", (("install", "@ext1"), _plesk_admin),
                          ("install", "@ext2"), "1.0-1", "2.0-1", 11, 14)
+UPGRADE_EDITED = Scenario("upgrade-isp-edited", "demo", "ispmanager",
+                          (_isp_runtime, ("install", "@isp1"), _isp_edited), ("install", "@isp2"),
+                          "1.0", "2.0", 5, 6, edited=EDITED)
+UNINSTALL_EDITED = Scenario("uninstall-isp-edited", "demo", "ispmanager",
+                            (_isp_runtime, ("install", "@isp1"), _isp_edited), ("uninstall", "demo"),
+                            "1.0", None, 0, 6, edited=EDITED)
 PURGE_PLESK = Scenario("uninstall-plesk-purge", "demo-ext", "plesk", (("install", "@ext1"), _plesk_admin),
                        ("uninstall", "demo-ext", "--purge"), "1.0-1", None, 0, 14)
 SCENARIOS = (
@@ -111,6 +129,8 @@ SCENARIOS = (
     Scenario("install-plesk", "demo-ext", "plesk", (_plesk_data,), ("install", "@ext1"),
              None, "1.0-1", 12, 12),
     UPGRADE_ISP,
+    UPGRADE_EDITED,
+    UNINSTALL_EDITED,
     UPGRADE_PLESK,
     Scenario("uninstall-isp", "demo", "ispmanager",
              (_isp_runtime, ("install", "@isp1"), ("install", "@isp2")), ("uninstall", "demo"),
@@ -152,6 +172,7 @@ class Built:
     argv: tuple[str, ...]
     old_state: State
     new_state: State
+    new_saved: dict[str, str]
 
 
 class World:
@@ -189,7 +210,8 @@ class World:
         assert (s["add"] + s["replace"], s["add"] + s["replace"] + s["remove"]) == (sc.staged, sc.ops)
         assert done.json["version"] == sc.new or sc.new is None
         built = Built(before, self.pkgs, snapshot(before), snapshot(ref), argv,
-                      state_of(before, sc), state_of(ref, sc))
+                      state_of(before, sc), state_of(ref, sc), saved_of(ref))
+        assert saved_of(before) == {}
         assert built.old != built.new
         assert [r[2] for r in built.old_state[0]] == ([sc.old] if sc.old else [])
         assert [r[2] for r in built.new_state[0]] == ([sc.new] if sc.new else [])
@@ -225,6 +247,17 @@ def crash(root: Path, argv: tuple[str, ...], fault: str) -> str:
     return journal.stem
 
 
+def saved_of(root: Path) -> dict[str, str]:
+    """The admin's files saved under saved/NAME/TX/PATH, as NAME/PATH -> sha256."""
+    top = root / "var/lib/mgr-agent/saved"
+    out = {}
+    for path in top.rglob("*") if top.is_dir() else []:
+        if path.is_file():
+            name, _tx, rel = path.relative_to(top).as_posix().split("/", 2)
+            out[f"{name}/{rel}"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
 def state_of(root: Path, sc: Scenario) -> State:
     """What ``list`` and ``info`` say about the scenario's package (ids and times left out)."""
     listed = cli(root, "list")
@@ -248,7 +281,7 @@ def assert_state(root: Path, sc: Scenario, built: Built, new: bool) -> None:
     for f in state[1]["files"] if state[1] else []:
         path = root / f["path"]
         assert path.is_file(), f["path"]
-        if f["kind"] != "data":  # data files are the admin's, whatever the package shipped
+        if f["kind"] != "data" and f["path"] not in sc.edited:  # data files are the admin's
             assert hashlib.sha256(path.read_bytes()).hexdigest() == f["sha256"], f["path"]
             assert f"{path.stat().st_mode & 0o7777:04o}" == f["mode"], f["path"]
 
@@ -280,6 +313,7 @@ def test_kill_at_fault_point_then_recover(world: World, tmp_path: Path, sc: Scen
     assert entry["tx"] == tx
     assert entry["outcome"] == ("completed" if committed else "rolled back")
     assert_state(root, sc, built, committed)
+    assert saved_of(root) == (built.new_saved if committed else {}), "saved copies of edits"
     assert_clean(root, tree)
 
 
@@ -317,6 +351,7 @@ def converge(root: Path, sc: Scenario, built: Built) -> bool:
     tree = snapshot(root)
     assert tree in (built.old, built.new), diff(tree, built.old)
     assert_state(root, sc, built, tree == built.new)
+    assert saved_of(root) == (built.new_saved if tree == built.new else {})
     assert_clean(root, tree)
     return tree == built.new
 
@@ -342,7 +377,8 @@ def test_recovery_killed_repeatedly_converges(world: World, tmp_path: Path, sc: 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sc", [UPGRADE_PLESK, UPGRADE_ISP, PURGE_PLESK], ids=lambda sc: sc.id)
+@pytest.mark.parametrize("sc", [UPGRADE_PLESK, UPGRADE_ISP, PURGE_PLESK, UPGRADE_EDITED],
+                         ids=lambda sc: sc.id)
 def test_kill_at_random_instants(world: World, tmp_path: Path, sc: Scenario) -> None:
     """Between the named points too: the command is killed at random, then so is its recovery."""
     built = world(sc)
