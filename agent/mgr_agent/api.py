@@ -51,7 +51,7 @@ _STR, _BOOL, _INT, _NUM = (str,), (bool,), (int,), (int, float)
 _COMMON = {"wait": _NUM, "restart": _BOOL, "health_window": _NUM}
 ARGS: dict[str, dict[str, tuple[type, ...]]] = {
     "install": {"path": _STR, "url": _STR, "sha256": _STR, "panel": _STR, "dry_run": _BOOL,
-                "allow_downgrade": _BOOL, "reinstall": _BOOL, **_COMMON},
+                "allow_downgrade": _BOOL, "reinstall": _BOOL, "strict": _BOOL, **_COMMON},
     "uninstall": {"name": _STR, "panel": _STR, "purge": _BOOL, "dry_run": _BOOL, **_COMMON},
     "rollback": {"name": _STR, "panel": _STR, **_COMMON},
     "recover": {"wait": _NUM},
@@ -60,7 +60,7 @@ ARGS: dict[str, dict[str, tuple[type, ...]]] = {
     "list": {},
     "info": {"name": _STR, "panel": _STR},
     "history": {"name": _STR, "limit": _INT},
-    "check": {"path": _STR, "panel": _STR, "sha256": _STR},
+    "check": {"path": _STR, "panel": _STR, "sha256": _STR, "strict": _BOOL},
     "logs": {"n": _INT, "follow": _BOOL, "plugin": _STR, "level": _STR, "since": _STR},
     "ping": {},
 }
@@ -367,7 +367,7 @@ def dispatch(engine: Any, op: str, args: dict[str, Any], package_path: Path | No
     if op == "install":
         return engine.install(package_path, panel=get("panel"), sha256=get("sha256"),  # type: ignore[no-any-return]
                               dry_run=bool(get("dry_run")), allow_downgrade=bool(get("allow_downgrade")),
-                              reinstall=bool(get("reinstall")))
+                              reinstall=bool(get("reinstall")), strict=bool(get("strict")))
     if op == "uninstall":
         return engine.uninstall(get("name"), panel=get("panel"), purge=bool(get("purge")),  # type: ignore[no-any-return]
                                 dry_run=bool(get("dry_run")))
@@ -386,7 +386,8 @@ def dispatch(engine: Any, op: str, args: dict[str, Any], package_path: Path | No
             raise UsageError("debug: give MODULE LEVEL, or --off")
         return engine.debug(get("module"), get("level"), off=bool(get("off")))  # type: ignore[no-any-return]
     if op == "check":
-        return engine.check(package_path, panel=get("panel"), sha256=get("sha256"))  # type: ignore[no-any-return]
+        return engine.check(package_path, panel=get("panel"), sha256=get("sha256"),  # type: ignore[no-any-return]
+                            strict=bool(get("strict")))
     if op == "recover":
         return engine.recover()  # type: ignore[no-any-return]
     raise ProtocolError(f"unknown op {op!r}")

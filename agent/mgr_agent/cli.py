@@ -78,6 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="report the plan, change nothing")
     p.add_argument("--allow-downgrade", action="store_true", help="allow installing an older version")
     p.add_argument("--reinstall", action="store_true", help="rewrite every file even if unchanged")
+    p.add_argument("--strict", action="store_true", help="refuse on check warnings too (docs/check.md)")
 
     p = mcmd("uninstall", "remove an installed plugin")
     p.add_argument("name")
@@ -100,6 +101,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("path", type=Path)
     p.add_argument("--panel", **panel_opt)  # type: ignore[arg-type]
     p.add_argument("--sha256", metavar="HEX")
+    p.add_argument("--strict", action="store_true", help="warnings count as errors (exit 3)")
     cmd("recover", "finish or undo an interrupted transaction")
     p = cmd("logs", "show and follow the panel log (var/ispmgr.log)")
     p.add_argument("-n", "--lines", dest="n", type=int, default=None, metavar="N",
@@ -171,8 +173,10 @@ def _render(result: Result, term: _Terminal) -> str:
         lines += [f"  replaces panel file {p} (original kept)" for p in d["diversions"]]
         return "\n".join(lines)
     if result.action == "checked":
-        lines.append(term.paint("ok", "32") + f": {who} {result.version}, {result.data['files']} files, "
-                     f"hooks: {', '.join(result.data['hooks']) or 'none'}")
+        lines += [term.paint("error", "31;1") + f["text"] for f in _error_findings(result)]
+        if result.error is None:
+            lines.append(term.paint("ok", "32") + f": {who} {result.version}, {result.data['files']} "
+                         f"files, hooks: {', '.join(result.data['hooks']) or 'none'}")
     elif result.action == "recovered":
         txs = result.data["transactions"]
         lines.append("nothing to recover" if not txs else "\n".join(
@@ -209,6 +213,15 @@ def _render(result: Result, term: _Terminal) -> str:
     return "\n".join(lines)
 
 
+def _error_findings(result: Result) -> list[dict[str, str]]:
+    """A check's error findings as ``{"text": "[code] file:line: message (fix: …)"}``."""
+    from mgr_agent.findings import Finding  # noqa: PLC0415
+
+    found = (result.data or {}).get("findings") or []
+    return [{"text": Finding(**f).text().removeprefix("error")} for f in found
+            if f["severity"] == "error"]
+
+
 def _dispatch(args: argparse.Namespace, engine: Engine) -> Result:
     c = args.command
     if c == "install":
@@ -230,7 +243,7 @@ def _dispatch(args: argparse.Namespace, engine: Engine) -> Result:
             raise UsageError("debug: give MODULE LEVEL, or --off")
         return engine.debug(args.module, args.level, off=args.off)
     if c == "check":
-        return engine.check(args.path, panel=args.panel, sha256=args.sha256)
+        return engine.check(args.path, panel=args.panel, sha256=args.sha256, strict=args.strict)
     return engine.recover()
 
 
@@ -258,7 +271,7 @@ def _install(args: argparse.Namespace, engine: Engine) -> Result:
 
     source = _package_arg(args)
     opts = {"panel": args.panel, "sha256": args.sha256, "dry_run": args.dry_run,
-            "allow_downgrade": args.allow_downgrade, "reinstall": args.reinstall}
+            "allow_downgrade": args.allow_downgrade, "reinstall": args.reinstall, "strict": args.strict}
     if not download.is_url(source):
         return engine.install(Path(source), **opts)
     policy = download.Policy(max_bytes=engine.config.limits.max_total_bytes)
@@ -286,7 +299,7 @@ def _daemon_request(args: argparse.Namespace) -> tuple[dict[str, object], int | 
         source = _package_arg(args)
         req.update({"url" if is_url(source) else "path": source}, sha256=get("sha256"),
                    panel=get("panel"), dry_run=get("dry_run"), allow_downgrade=get("allow_downgrade"),
-                   reinstall=get("reinstall"))
+                   reinstall=get("reinstall"), strict=get("strict") or None)
         if not is_url(source):
             with contextlib.suppress(OSError):
                 fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
