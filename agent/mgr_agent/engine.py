@@ -349,10 +349,8 @@ class Engine:
                 return same
         pkg = self._load(path, panel, sha256, digest)
         try:
-            if op != "rollback":  # the kept archive was checked when it was installed
-                _, pkg.warnings = checks.validate(pkg, self._check_context(), strict=strict)
             return self._install(pkg, dry_run=dry_run, allow_downgrade=allow_downgrade,
-                                 reinstall=reinstall, op=op)
+                                 reinstall=reinstall, op=op, strict=strict)
         except AgentError as exc:
             exc.subject = (pkg.name, pkg.panel)
             raise
@@ -371,11 +369,14 @@ class Engine:
                       previous_version=found.label)
 
     def _install(self, pkg: Package, *, dry_run: bool, allow_downgrade: bool, reinstall: bool,
-                 op: str) -> Result:
+                 op: str, strict: bool = False) -> Result:
         panel = self.panel(pkg.panel)
+        compatible = panel.check_compatible(pkg)
+        if op != "rollback":  # the kept archive was checked when it was installed
+            _, pkg.warnings = checks.validate(pkg, self._check_context(), strict=strict)
         result = Result(action="planned", name=pkg.name, panel=pkg.panel, version=pkg.label,
                         warnings=list(pkg.warnings))
-        result.warnings += panel.check_compatible(pkg)
+        result.warnings += compatible
         fresh: Change | None = None
         if not self.layout.db_file.exists():
             # Nothing is installed on this root yet: find refusals (planted links, space,
