@@ -102,6 +102,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--panel", **panel_opt)  # type: ignore[arg-type]
     p.add_argument("--sha256", metavar="HEX")
     p.add_argument("--strict", action="store_true", help="warnings count as errors (exit 3)")
+    p = cmd("new", "create a plugin skeleton that passes check --strict (runs locally)")
+    p.add_argument("name", help="Plesk extension id (my-tool) or ispmanager plugin name (mytool)")
+    p.add_argument("--panel", required=True, choices=["ispmanager", "plesk"])
+    p.add_argument("--dir", type=Path, metavar="DIR", help="where to create it (default ./NAME)")
     cmd("recover", "finish or undo an interrupted transaction")
     p = cmd("logs", "show and follow the panel log (var/ispmgr.log)")
     p.add_argument("-n", "--lines", dest="n", type=int, default=None, metavar="N",
@@ -242,6 +246,10 @@ def _dispatch(args: argparse.Namespace, engine: Engine) -> Result:
         if not args.off and (args.module is None or args.level is None):
             raise UsageError("debug: give MODULE LEVEL, or --off")
         return engine.debug(args.module, args.level, off=args.off)
+    if c == "new":
+        from mgr_agent import scaffold  # noqa: PLC0415
+
+        return scaffold.create(args.name, args.panel, args.dir)
     if c == "check":
         return engine.check(args.path, panel=args.panel, sha256=args.sha256, strict=args.strict)
     return engine.recover()

@@ -180,3 +180,16 @@ def _raw_samples(row: bytearray, x: int, channels: int, depth: int) -> list[int]
         base = x * channels * 2
         return [int.from_bytes(row[base + i * 2:base + i * 2 + 2], "big") for i in range(channels)]
     return _samples(row, x, channels, depth)
+
+
+def encode_rgba(width: int, rows: list[bytes]) -> bytes:
+    """A non-interlaced 8-bit RGBA PNG from its rows (``width * 4`` bytes each; for
+    scaffolds and tests)."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    if any(len(r) != width * 4 for r in rows):
+        raise ValueError("every row must hold width * 4 bytes")
+    raw = b"".join(b"\x00" + r for r in rows)
+    ihdr = struct.pack(">IIBBBBB", width, len(rows), 8, 6, 0, 0, 0)
+    return SIGNATURE + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b"")
