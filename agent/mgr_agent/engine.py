@@ -578,13 +578,17 @@ class Engine:
                           error=exc, data={"findings": [f.to_dict() for f in found],
                                            "notes": ctx.notes})
         try:
-            p = self.panel(pkg.panel)
             found = checks.run(checks.files_of(pkg), pkg.panel, ctx)
-            warnings = checks.merge_warnings(pkg.warnings, found) + p.check_compatible(pkg)
-            hooks = sorted(pkg.hooks)
+            warnings = checks.merge_warnings(pkg.warnings, found)
             bad = errors(found, strict=strict)
+            error: AgentError | None = checks.refusal(bad, strict=strict) if bad else None
+            try:  # this server's panel (version bounds) after what is wrong everywhere
+                warnings += self.panel(pkg.panel).check_compatible(pkg)
+            except Refused as exc:
+                error = error or exc
+            hooks = sorted(pkg.hooks)
             return Result(action="checked", name=pkg.name, panel=pkg.panel, version=pkg.label,
-                          warnings=warnings, error=checks.refusal(bad, strict=strict) if bad else None,
+                          warnings=warnings, error=error,
                           data={"files": len(pkg.files), "hooks": hooks,
                                 "content_hash": pkg.content_hash,
                                 "archive_sha256": pkg.archive_sha256 or None, "meta": pkg.meta,

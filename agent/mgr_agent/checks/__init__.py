@@ -87,9 +87,8 @@ def inspect(path: Path, panels: list[Panel], ctx: Context, *, panel_hint: str | 
         try:
             panel.describe(source, prefix)  # the installer's own rules, as a backstop
         except (InvalidPackage, Refused) as exc:
-            refused = from_error(exc)
-            if not any(f.code == refused.code and f.severity == "error" for f in found):
-                found = ordered([*found, refused])
+            if not any(f.severity == "error" for f in found):  # a rule no validator knows
+                found = ordered([*found, from_error(exc)])
         return panel.name, found
     finally:
         source.close()
