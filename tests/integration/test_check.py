@@ -10,6 +10,7 @@ list exactly the codes the validators can emit, and each must be in this corpus.
 from __future__ import annotations
 
 import re
+import struct
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -229,6 +230,9 @@ CORPUS = [
         MOD),
     Bad("module-name", "error", IS, edit(DESC, f'<plugin name="{ISP}"', '<plugin name="other"'), DESC,
         line=True),
+    Bad("module-extra", "warning", IS, put("etc/plugins/ispmgr/other.xml", b'<plugin name="other"/>'),
+        "etc/plugins/ispmgr/other.xml"),
+    Bad("duplicate-target", "error", IS, lambda t: t.update({f"usr/local/mgr5/{HANDLER}": t[HANDLER]})),
     Bad("module-xml-root", "error", IS, put(DESC, b"<module/>"), DESC, line=True),
     Bad("module-desc-missing", "warning", IS,
         edit(DESC, f'<msg name="desc_full" lang="ru">Что делает модуль {ISP}</msg>', ""),
@@ -243,7 +247,17 @@ CORPUS = [
                                     f'<plugin name="{ISP}" version="1.0 final">'), DESC),
     Bad("detection", "error", PL, drop("meta.xml")),
 ]
-HOSTILE = ARCHIVE_CASES + XML_CASES
+
+
+def unreadable_zip(where: Path) -> Path:
+    """An end-of-central-directory record pointing past the file: not a readable zip."""
+    path = where / "unreadable.zip"
+    path.write_bytes(b"PK\x05\x06" + struct.pack("<HHHHIIH", 0, 0, 1, 1, 46, 999, 0))
+    return path
+
+
+HOSTILE = [*ARCHIVE_CASES, *XML_CASES,
+           HostileCase("zip-format", unreadable_zip, "unsafe-archive", "zip-format", "unreadable.zip")]
 
 
 def build(case: Bad, where: Path) -> Path:
@@ -341,13 +355,13 @@ def test_text_output_names_code_file_line_and_fix(root: Path, tmp_path: Path) ->
 
 def _doc_codes() -> set[str]:
     text = (REPO / "docs/check.md").read_text()
-    return set(re.findall(r"^\| `([a-z0-9-]+)` \|", text, re.MULTILINE))
+    return set(re.findall(r"^\| `([a-z0-9-]+)` \| (?:error|warning) \|", text, re.MULTILINE))
 
 
 def _source_codes() -> set[str]:
     codes: set[str] = set()
     for path in (REPO / "agent/mgr_agent/checks").glob("*.py"):
-        codes |= set(re.findall(r'find\(\s*"([a-z0-9-]+)"', path.read_text()))
+        codes |= set(re.findall(r'find\(\s*"([a-z0-9-]+)", "(?:error|warning)"', path.read_text()))
     return codes
 
 

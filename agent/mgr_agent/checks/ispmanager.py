@@ -228,8 +228,9 @@ def check_module(files: Files, ctx: Context) -> list[Finding]:
     out: list[Finding] = []
     for other in files.under("etc/plugins/ispmgr/"):
         if other != rel and other.endswith(".xml"):
-            out.append(find("module-name", "warning",
-                            f"module description for another name than the plugin {name!r}",
+            out.append(find("module-extra", "warning",
+                            f"module description for another name than the plugin {name!r}; "
+                            "the panel pairs it with no plugin",
                             f"name it etc/plugins/ispmgr/{name}.xml", other))
     if rel not in files:
         return out

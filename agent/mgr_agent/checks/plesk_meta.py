@@ -52,8 +52,7 @@ def _vtuple(value: str) -> tuple[int, ...]:
 def check_meta(files: Files, ctx: Context) -> list[Finding]:
     f = "meta.xml"
     if f not in files:
-        return [find("meta-missing", "error", "no meta.xml at the package root",
-                     "add meta.xml with <module><id/><name/><version/><release/></module>")]
+        return []  # not detected as a Plesk package: reported as `detection`
     root = files.xml(f)
     if root is None:
         return []  # reported by the XML safety check
@@ -95,14 +94,14 @@ def check_meta(files: Files, ctx: Context) -> list[Finding]:
             out.append(find("meta-placeholder", "warning",
                             f"<{el.tag}>{_text(el)}</{el.tag}> is an unfilled template placeholder",
                             "substitute the real value when building the package", f, _line(el)))
-    out += _identity(plain, value, f)
-    out += _catalog(plain, value, f)
-    out += _platform(plain, value, f)
+    out += _identity(plain, f)
+    out += _catalog(plain, f)
+    out += _platform(plain, f)
     out += _translations(translated, plain, f)
     return out
 
 
-def _identity(plain: dict[str, list[xmlsafe.Element]], value: object, f: str) -> list[Finding]:
+def _identity(plain: dict[str, list[xmlsafe.Element]], f: str) -> list[Finding]:
     out: list[Finding] = []
     get = plain.get
     ident = get("id")
@@ -155,7 +154,7 @@ def _identity(plain: dict[str, list[xmlsafe.Element]], value: object, f: str) ->
     return out
 
 
-def _catalog(plain: dict[str, list[xmlsafe.Element]], value: object, f: str) -> list[Finding]:
+def _catalog(plain: dict[str, list[xmlsafe.Element]], f: str) -> list[Finding]:
     out: list[Finding] = []
     for el in plain.get("category", []):
         code = _text(el)
@@ -177,7 +176,7 @@ def _catalog(plain: dict[str, list[xmlsafe.Element]], value: object, f: str) -> 
     return out
 
 
-def _platform(plain: dict[str, list[xmlsafe.Element]], value: object, f: str) -> list[Finding]:
+def _platform(plain: dict[str, list[xmlsafe.Element]], f: str) -> list[Finding]:
     out: list[Finding] = []
     bounds: dict[str, tuple[int, ...]] = {}
     for tag in ("plesk_min_version", "plesk_max_version"):
