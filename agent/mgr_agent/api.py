@@ -54,7 +54,7 @@ _STR, _BOOL, _INT, _NUM = (str,), (bool,), (int,), (int, float)
 _COMMON = {"wait": _NUM, "restart": _BOOL, "health_window": _NUM}
 ARGS: dict[str, dict[str, tuple[type, ...]]] = {
     "install": {"path": _STR, "url": _STR, "sha256": _STR, "panel": _STR, "dry_run": _BOOL,
-                "allow_downgrade": _BOOL, "reinstall": _BOOL, **_COMMON},
+                "allow_downgrade": _BOOL, "reinstall": _BOOL, "strict": _BOOL, **_COMMON},
     "uninstall": {"name": _STR, "panel": _STR, "purge": _BOOL, "dry_run": _BOOL, "force": _BOOL,
                   **_COMMON},
     "rollback": {"name": _STR, "panel": _STR, **_COMMON},
@@ -65,7 +65,7 @@ ARGS: dict[str, dict[str, tuple[type, ...]]] = {
     "info": {"name": _STR, "panel": _STR},
     "verify": {"name": _STR, "panel": _STR},
     "history": {"name": _STR, "limit": _INT},
-    "check": {"path": _STR, "panel": _STR, "sha256": _STR},
+    "check": {"path": _STR, "panel": _STR, "sha256": _STR, "strict": _BOOL},
     "logs": {"n": _INT, "follow": _BOOL, "plugin": _STR, "level": _STR, "since": _STR},
     "ping": {},
 }
@@ -391,7 +391,7 @@ def dispatch(engine: Any, op: str, args: dict[str, Any], package_path: Path | No
     if op == "install":
         return engine.install(package_path, panel=get("panel"), sha256=get("sha256"),  # type: ignore[no-any-return]
                               dry_run=bool(get("dry_run")), allow_downgrade=bool(get("allow_downgrade")),
-                              reinstall=bool(get("reinstall")))
+                              reinstall=bool(get("reinstall")), strict=bool(get("strict")))
     if op == "uninstall":
         return engine.uninstall(get("name"), panel=get("panel"), purge=bool(get("purge")),  # type: ignore[no-any-return]
                                 dry_run=bool(get("dry_run")), force=bool(get("force")))
@@ -412,7 +412,8 @@ def dispatch(engine: Any, op: str, args: dict[str, Any], package_path: Path | No
             raise UsageError("debug: give MODULE LEVEL, or --off")
         return engine.debug(get("module"), get("level"), off=bool(get("off")))  # type: ignore[no-any-return]
     if op == "check":
-        return engine.check(package_path, panel=get("panel"), sha256=get("sha256"))  # type: ignore[no-any-return]
+        return engine.check(package_path, panel=get("panel"), sha256=get("sha256"),  # type: ignore[no-any-return]
+                            strict=bool(get("strict")))
     if op == "recover":
         return engine.recover()  # type: ignore[no-any-return]
     raise ProtocolError(f"unknown op {op!r}")

@@ -44,6 +44,7 @@ class Entry:
     name: str
     size: int
     mode: int
+    raw_mode: int = 0  # the bits as the archive gave them, before sanitize_mode (for `check`)
 
 
 class Source(Protocol):
@@ -163,7 +164,7 @@ class _Collector:
         if self.total > self.limits.max_total_bytes:
             raise _reject(name, "total-too-large", f"total size is over {self.limits.max_total_bytes} bytes")
         self._fold(name)
-        self.entries[name] = Entry(name, size, sanitize_mode(mode))
+        self.entries[name] = Entry(name, size, sanitize_mode(mode), mode & 0o7777)
 
     def _count(self, name: str) -> None:
         self.count += 1

@@ -125,6 +125,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="report the plan, change nothing")
     p.add_argument("--allow-downgrade", action="store_true", help="allow installing an older version")
     p.add_argument("--reinstall", action="store_true", help="rewrite every file even if unchanged")
+    p.add_argument("--strict", action="store_true", help="refuse on check warnings too (docs/check.md)")
 
     p = mcmd("uninstall", "remove an installed plugin")
     p.add_argument("name", help="the installed plugin or extension (see list)")
@@ -155,6 +156,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--panel", **panel_opt)  # type: ignore[arg-type]
     p.add_argument("--sha256", metavar="HEX", type=_sha256,
                    help="refuse the archive unless its sha256 matches")
+    p.add_argument("--strict", action="store_true", help="warnings count as errors (exit 3)")
+    p = cmd("new", "create a plugin skeleton that passes check --strict (runs locally)")
+    p.add_argument("name", help="Plesk extension id (my-tool) or ispmanager plugin name (mytool)")
+    p.add_argument("--panel", required=True, choices=["ispmanager", "plesk"], help="the panel it is for")
+    p.add_argument("--dir", type=Path, metavar="DIR", help="where to create it (default ./NAME)")
     dcmd("recover", "finish or undo an interrupted transaction")
     p = cmd("logs", "show and follow the panel log (var/ispmgr.log)")
     p.add_argument("-n", "--lines", dest="n", type=_positive, default=None, metavar="N",
@@ -246,8 +252,10 @@ def _render(result: Result, term: _Terminal) -> str:
             lines.append(term.paint("ok", "32") + f": {d['checked']} file(s) of {d['packages']} "
                          "plugin(s) are as installed")
     elif result.action == "checked":
-        lines.append(term.paint("ok", "32") + f": {who} {result.version}, {result.data['files']} files, "
-                     f"hooks: {', '.join(result.data['hooks']) or 'none'}")
+        lines += [term.paint("error", "31;1") + f["text"] for f in _error_findings(result)]
+        if result.error is None:
+            lines.append(term.paint("ok", "32") + f": {who} {result.version}, {result.data['files']} "
+                         f"files, hooks: {', '.join(result.data['hooks']) or 'none'}")
     elif result.action == "recovered":
         txs = result.data["transactions"]
         lines.append("nothing to recover" if not txs else "\n".join(
@@ -285,6 +293,15 @@ def _render(result: Result, term: _Terminal) -> str:
     return "\n".join(lines)
 
 
+def _error_findings(result: Result) -> list[dict[str, str]]:
+    """A check's error findings as ``{"text": "[code] file:line: message (fix: …)"}``."""
+    from mgr_agent.findings import Finding  # noqa: PLC0415
+
+    found = (result.data or {}).get("findings") or []
+    return [{"text": Finding(**f).text().removeprefix("error")} for f in found
+            if f["severity"] == "error"]
+
+
 def _dispatch(args: argparse.Namespace, engine: Engine) -> Result:
     c = args.command
     if c == "install":
@@ -308,8 +325,12 @@ def _dispatch(args: argparse.Namespace, engine: Engine) -> Result:
         if not args.off and (args.module is None or args.level is None):
             raise UsageError("debug: give MODULE LEVEL, or --off")
         return engine.debug(args.module, args.level, off=args.off)
+    if c == "new":
+        from mgr_agent import scaffold  # noqa: PLC0415
+
+        return scaffold.create(args.name, args.panel, args.dir)
     if c == "check":
-        return engine.check(args.path, panel=args.panel, sha256=args.sha256)
+        return engine.check(args.path, panel=args.panel, sha256=args.sha256, strict=args.strict)
     if c == "aps":
         return aps_command.dispatch(args, engine)
     return engine.recover()
@@ -318,7 +339,7 @@ def _dispatch(args: argparse.Namespace, engine: Engine) -> Result:
 # ---------------------------------------------------------------- the daemon and downloads
 _DAEMON_COMMANDS = ("install", "uninstall", "rollback", "recover", "restart-core", "debug")
 # read through the daemon by anyone but root: the state is root:mgr-agent 0750
-_DAEMON_READS = ("list", "info", "history")
+_DAEMON_READS = ("list", "info", "history", "verify")
 
 
 def _daemon(args: argparse.Namespace) -> int:
@@ -341,7 +362,7 @@ def _install(args: argparse.Namespace, engine: Engine) -> Result:
 
     source = _package_arg(args)
     opts = {"panel": args.panel, "sha256": args.sha256, "dry_run": args.dry_run,
-            "allow_downgrade": args.allow_downgrade, "reinstall": args.reinstall}
+            "allow_downgrade": args.allow_downgrade, "reinstall": args.reinstall, "strict": args.strict}
     if not download.is_url(source):
         return engine.install(Path(source), **opts)
     policy = download.Policy(max_bytes=engine.config.limits.max_total_bytes)
@@ -372,7 +393,7 @@ def _daemon_request(args: argparse.Namespace) -> tuple[dict[str, object], int | 
         source = _package_arg(args)
         req.update({"url" if is_url(source) else "path": source}, sha256=get("sha256"),
                    panel=get("panel"), dry_run=get("dry_run"), allow_downgrade=get("allow_downgrade"),
-                   reinstall=get("reinstall"))
+                   reinstall=get("reinstall"), strict=get("strict") or None)
         if not is_url(source):
             with contextlib.suppress(OSError):
                 fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)

@@ -17,20 +17,23 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from mgr_agent import checks, debugconf, faults, package, preflight, signals
 from mgr_agent import config as config_mod
-from mgr_agent import debugconf, faults, package, preflight, signals
 from mgr_agent.errors import (
     AgentError,
+    ChecksumMismatch,
     DowngradeRefused,
     Interrupted,
     InvalidPackage,
     LockBusy,
     NotInstalled,
     RecoveryError,
+    Refused,
     RolledBack,
     UsageError,
     VerifyFailed,
 )
+from mgr_agent.findings import errors
 from mgr_agent.fsutil import fsync_dir, rmdir_if_empty, sha256_file
 from mgr_agent.hooks import HookRun, hook_args, run_hook
 from mgr_agent.journal import Journal, replay
@@ -384,7 +387,7 @@ class Engine:
     def install(
         self, path: Path, *, panel: str | None = None, sha256: str | None = None,
         dry_run: bool = False, allow_downgrade: bool = False, reinstall: bool = False,
-        op: str = "install",
+        op: str = "install", strict: bool = False,
     ) -> Result:
         digest = sha256_file(path) if path.is_file() else None
         if digest is not None and not reinstall and self.layout.db_file.exists():
@@ -394,7 +397,7 @@ class Engine:
         pkg = self._load(path, panel, sha256, digest)
         try:
             return self._install(pkg, dry_run=dry_run, allow_downgrade=allow_downgrade,
-                                 reinstall=reinstall, op=op)
+                                 reinstall=reinstall, op=op, strict=strict)
         except AgentError as exc:
             exc.subject = (pkg.name, pkg.panel)
             raise
@@ -413,11 +416,14 @@ class Engine:
                       previous_version=found.label)
 
     def _install(self, pkg: Package, *, dry_run: bool, allow_downgrade: bool, reinstall: bool,
-                 op: str) -> Result:
+                 op: str, strict: bool = False) -> Result:
         panel = self.panel(pkg.panel)
+        compatible = panel.check_compatible(pkg)
+        if op != "rollback":  # the kept archive was checked when it was installed
+            _, pkg.warnings = checks.validate(pkg, self._check_context(), strict=strict)
         result = Result(action="planned", name=pkg.name, panel=pkg.panel, version=pkg.label,
                         warnings=list(pkg.warnings), notes=package.skip_notes(pkg))
-        result.warnings += panel.check_compatible(pkg)
+        result.warnings += compatible
         fresh: Change | None = None
         if not self.layout.db_file.exists():
             # Nothing is installed on this root yet: find refusals (planted links, space,
@@ -617,23 +623,43 @@ class Engine:
                 notes += self.panel("ispmanager").restart(self.runner)
         return Result(action="debug", changed=bool(changes), panel="ispmanager", notes=notes)
 
-    def check(self, path: Path, *, panel: str | None = None, sha256: str | None = None) -> Result:
+    def _check_context(self) -> checks.Context:
+        return checks.context(self.layout, self.config, self.runner)
+
+    def check(self, path: Path, *, panel: str | None = None, sha256: str | None = None,
+              strict: bool = False) -> Result:
+        """Every finding of the validators (docs/check.md); an error result when the package
+        would be refused (with ``strict``, on warnings too)."""
+        ctx = self._check_context()
         try:
             pkg = self._load(path, panel, sha256)
-        except InvalidPackage as exc:
+        except (InvalidPackage, Refused) as exc:
+            if isinstance(exc, ChecksumMismatch):
+                raise
             if exc.hint == InvalidPackage.default_hint:  # it would say "run check"
                 exc.hint = "fix the package and check it again"
-            raise
+            kind, found = checks.inspect(path, self.panels, ctx, panel_hint=panel,
+                                         limits=self.config.limits)
+            return Result(action="checked", panel=kind, warnings=checks.warning_texts(found),
+                          error=exc, data={"findings": [f.to_dict() for f in found],
+                                           "notes": ctx.notes})
         try:
-            p = self.panel(pkg.panel)
-            warnings = list(pkg.warnings) + p.check_compatible(pkg)
+            found = checks.run(checks.files_of(pkg), pkg.panel, ctx)
+            warnings = checks.merge_warnings(pkg.warnings, found)
+            bad = errors(found, strict=strict)
+            error: AgentError | None = checks.refusal(bad, strict=strict) if bad else None
+            try:  # this server's panel (version bounds) after what is wrong everywhere
+                warnings += self.panel(pkg.panel).check_compatible(pkg)
+            except Refused as exc:
+                error = error or exc
             hooks = sorted(pkg.hooks)
             return Result(action="checked", name=pkg.name, panel=pkg.panel, version=pkg.label,
-                          warnings=warnings, notes=package.skip_notes(pkg),
+                          warnings=warnings, notes=package.skip_notes(pkg), error=error,
                           data={"files": len(pkg.files), "hooks": hooks,
                                 "skipped": package.skipped_json(pkg),
                                 "content_hash": pkg.content_hash,
-                                "archive_sha256": pkg.archive_sha256 or None, "meta": pkg.meta})
+                                "archive_sha256": pkg.archive_sha256 or None, "meta": pkg.meta,
+                                "findings": [f.to_dict() for f in found], "notes": ctx.notes})
         finally:
             pkg.close()
 

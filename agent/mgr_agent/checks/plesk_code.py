@@ -1,0 +1,121 @@
+"""Plesk extension code: hook syntax (``php -l``), autoloaded class names, ``htdocs/public``.
+
+Rules from *Extension Structure*: /plib/scripts, Class Naming Conventions, /htdocs/public.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from mgr_agent.checks.base import Context, Files, find, line_of
+from mgr_agent.checks.safety import is_junk
+from mgr_agent.findings import Finding
+
+HOOKS = ("pre-install", "post-install", "pre-uninstall")
+KNOWN_TOP = ("htdocs", "plib", "sbin", "var", "_meta")
+TOP_FILES = ("meta.xml", "DESCRIPTION.md", "CHANGES.md")
+LINT_TIMEOUT = 30.0
+PHP_LINE = re.compile(r"on line (\d+)")
+CLASS = re.compile(rb"^\s*(?:(?:abstract|final|readonly)\s+)*(?:class|interface|trait)\s+([A-Za-z_]\w*)",
+                   re.MULTILINE)
+NAMESPACE = re.compile(rb"^\s*namespace\s+[A-Za-z_\\]", re.MULTILINE)
+USES_SDK = re.compile(rb"\b(?:pm_[A-Za-z]|Modules_[A-Za-z])")
+
+
+def camel(ext_id: str) -> str:
+    """``my-site`` -> ``MySite``: dashes removed, the first letter and each letter after a
+    dash in upper case."""
+    return "".join(part[:1].upper() + part[1:] for part in ext_id.split("-"))
+
+
+def _ext_id(files: Files) -> str | None:
+    root = files.xml("meta.xml") if "meta.xml" in files else None
+    if root is None or root.tag != "module":
+        return None
+    el = root.find("id")
+    return (el.text or "").strip() or None if el is not None else None
+
+
+def check_hooks(files: Files, ctx: Context) -> list[Finding]:
+    """Hooks in plib/scripts/ parse (``php -l``), when PHP is on this machine."""
+    hooks = [f"plib/scripts/{h}.php" for h in HOOKS if f"plib/scripts/{h}.php" in files]
+    if not hooks:
+        return []
+    if ctx.php is None:
+        ctx.notes.append("php not found: hook syntax (php -l) not checked")
+        return []
+    out: list[Finding] = []
+    for rel in hooks:
+        done = ctx.runner.run([ctx.php, "-n", "-l"], cwd=Path("/"), timeout=LINT_TIMEOUT,
+                              stdin=files.read(rel))
+        if done.returncode == 0:
+            continue
+        lines = [ln.strip() for ln in done.output.splitlines() if ln.strip() and "Errors parsing" not in ln]
+        message = (lines[0] if lines else f"php -l exited {done.returncode}").replace(
+            " in Standard input code", "")
+        match = PHP_LINE.search(message)
+        out.append(find("php-syntax", "error", message,
+                        "fix the syntax error; Plesk would show it as the install's error", rel,
+                        int(match.group(1)) if match else None))
+    return out
+
+
+def check_autoload(files: Files, ctx: Context) -> list[Finding]:
+    """Classes under plib/library/ follow ``Modules_<IdInCamelCase>_<Path_With_Underscores>``."""
+    ext = _ext_id(files)
+    if ext is None:
+        return []
+    out: list[Finding] = []
+    for rel in files.under("plib/library/"):
+        if not rel.endswith(".php"):
+            continue
+        data = files.read(rel)
+        if NAMESPACE.search(data):
+            continue  # namespaced classes follow PSR-4, not this rule
+        match = CLASS.search(data)
+        if match is None:
+            continue
+        path = rel[len("plib/library/"):-len(".php")]
+        expected = f"Modules_{camel(ext)}_{path.replace('/', '_')}"
+        found = match.group(1).decode()
+        if found != expected:
+            out.append(find("autoload-class-name", "warning",
+                            f"class {found} is not autoloaded from here; Plesk looks for {expected}",
+                            f"rename the class to {expected} (or move the file to match its name)",
+                            rel, line_of(data, match.start(1))))
+    return out
+
+
+def check_public(files: Files, ctx: Context) -> list[Finding]:
+    """Scripts in htdocs/public/ bypass the controllers and get no autoloading."""
+    out: list[Finding] = []
+    public = [r for r in files.under("htdocs/public/") if r.endswith(".php")]
+    for rel in public:
+        data = files.read(rel)
+        sdk = USES_SDK.search(data)
+        if sdk is not None and b"pm_Context::init" not in data:
+            out.append(find("public-no-autoload", "warning",
+                            "uses Plesk SDK classes, but htdocs/public scripts are not autoloaded",
+                            "start the script with require_once('sdk.php'); pm_Context::init('ID');",
+                            rel, line_of(data, sdk.start())))
+    if public:
+        ctx.notes.append(f"{len(public)} script(s) in htdocs/public/ run without authorisation and "
+                         "without autoloading")
+    return out
+
+
+def check_layout(files: Files, ctx: Context) -> list[Finding]:
+    """Entries outside the folders Plesk installs are not installed."""
+    out: list[Finding] = []
+    for rel in files:
+        top, sep, _ = rel.partition("/")
+        if rel in TOP_FILES or (sep and top in KNOWN_TOP) or is_junk(rel):
+            continue
+        out.append(find("plesk-entry-ignored", "warning",
+                        "outside meta.xml, htdocs/, plib/, sbin/, var/, _meta/; not installed",
+                        "move it into one of those folders, or leave it out of the package", rel))
+    return out
+
+
+VALIDATORS = (check_hooks, check_autoload, check_public, check_layout)

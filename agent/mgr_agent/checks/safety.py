@@ -1,0 +1,128 @@
+"""Checks for both panels: XML safety, modes the installer drops, large files, secrets, junk.
+
+The archive rules of DESIGN §8 (paths, links, sizes, names) are enforced when the source
+is opened (:mod:`mgr_agent.archive`); ``check`` reports a refusal there as a finding whose
+code is the rule's name. What is here is what can be said once the entries are readable.
+"""
+
+from __future__ import annotations
+
+import re
+
+from mgr_agent.checks.base import Context, Files, find, line_of
+from mgr_agent.findings import Finding
+
+LARGE_FILE = 10 * 1024 * 1024        # bytes; a file this big in a plugin is usually a mistake
+SCAN_LIMIT = 4 * 1024 * 1024          # files over this are not scanned for secrets
+DROPPED_BITS = 0o7022                 # setuid, setgid, sticky, group and other write
+
+PRIVATE_KEY = re.compile(rb"-----BEGIN ((?:RSA |DSA |EC |OPENSSH |ENCRYPTED |PGP )?PRIVATE KEY"
+                         rb"(?: BLOCK)?)-----")
+# (cheap substring that must be there, pattern, what it is)
+TOKENS = (
+    ((b"AKIA",), re.compile(rb"\bAKIA[0-9A-Z]{16}\b"), "an AWS access key id"),
+    ((b"ghp_", b"gho_", b"ghu_", b"ghs_", b"ghr_"), re.compile(rb"\bgh[pousr]_[A-Za-z0-9]{36,}\b"),
+     "a GitHub token"),
+    ((b"xoxa-", b"xoxb-", b"xoxp-", b"xoxr-"), re.compile(rb"\bxox[abpr]-[A-Za-z0-9-]{10,}\b"),
+     "a Slack token"),
+)
+SECRET_NAMES = re.compile(r"(^|/)(\.env(\.[\w-]+)?|id_(rsa|dsa|ecdsa|ed25519)|\.npmrc|\.pypirc|"
+                          r"\.netrc|\.htpasswd|\.git-credentials|[^/]+\.(key|p12|pfx))$")
+SECRET_NAME_EXCEPTIONS = re.compile(r"(^|/)\.env\.(example|sample|dist|template)$")
+JUNK = re.compile(r"(^|/)(\.git|\.svn|\.hg|\.bzr|CVS|\.idea|\.vscode|__pycache__)(/|$)"
+                  r"|(^|/)(\.DS_Store|Thumbs\.db|desktop\.ini|\._[^/]*)$|~$|\.(swp|swo|orig|rej|bak)$"
+                  r"|(^|/)\.#[^/]*$|(^|/)#[^/]*#$")
+
+
+def is_junk(rel: str) -> bool:
+    """Version-control and editor files that `pack` leaves out and `check` reports."""
+    return bool(JUNK.search(rel))
+
+
+def xml_safety(files: Files, ctx: Context) -> list[Finding]:
+    """Every ``.xml`` entry parses safely (no entities, no external DTD, well-formed, bounded)."""
+    out: list[Finding] = []
+    for rel in files:
+        if not rel.endswith(".xml") or files.xml(rel) is not None:
+            continue
+        exc = files.xml_errors[rel]
+        rule = str(exc.details.get("rule", exc.code))
+        cause = exc.__cause__
+        line = getattr(cause, "lineno", None) if cause is not None else None
+        fix = {"xml-entities": "remove the DOCTYPE's entity declarations and entity references",
+               "xml-external-dtd": "remove the DOCTYPE that points at an external DTD",
+               "xml-size": "split or shrink the file (4 MiB at most)"}.get(
+            rule, "make the file well-formed XML (an XML editor or `xmllint --noout` shows where)")
+        out.append(find(rule, "error", exc.message, fix, rel, line if isinstance(line, int) else None))
+    return out
+
+
+def modes(files: Files, ctx: Context) -> list[Finding]:
+    """Bits the installer drops (setuid, setgid, sticky, group/other write) are reported."""
+    out: list[Finding] = []
+    for rel in files:
+        raw = files.source.entries[files.full[rel]].raw_mode
+        dropped = raw & DROPPED_BITS
+        if dropped:
+            out.append(find("mode-dropped", "warning",
+                            f"mode {raw:04o} has bits the installer drops ({dropped:04o}); it installs "
+                            f"as {raw & 0o755:04o}",
+                            f"chmod {raw & 0o755:o} the file before packing", rel))
+    return out
+
+
+def sizes(files: Files, ctx: Context) -> list[Finding]:
+    out: list[Finding] = []
+    for rel in files:
+        size = files.size(rel)
+        if size > LARGE_FILE:
+            out.append(find("file-large", "warning",
+                            f"{size / 1048576:.1f} MiB, over {LARGE_FILE // 1048576} MiB",
+                            "leave build artefacts, dumps and media out of the package, or fetch "
+                            "them at install time", rel))
+    return out
+
+
+def secrets(files: Files, ctx: Context) -> list[Finding]:
+    """Private keys, tokens and credential files committed by mistake."""
+    out: list[Finding] = []
+    for rel in files:
+        if SECRET_NAMES.search(rel) and not SECRET_NAME_EXCEPTIONS.search(rel):
+            out.append(find("secret-file", "warning",
+                            "a credentials file (keys, .env, .netrc, .htpasswd ...) is in the package",
+                            "remove it from the package and rotate what it holds", rel))
+        if files.size(rel) > SCAN_LIMIT:
+            continue
+        data = files.read(rel)
+        match = PRIVATE_KEY.search(data) if b"PRIVATE KEY-----" in data else None
+        if match is not None:
+            out.append(find("secret-private-key", "warning",
+                            f"holds a {match.group(1).decode().lower()}",
+                            "remove the key from the package, rotate it, and create keys on the server "
+                            "at install time", rel, line_of(data, match.start())))
+        for needles, pattern, what in TOKENS:
+            token = pattern.search(data) if any(n in data for n in needles) else None
+            if token is not None:
+                out.append(find("secret-token", "warning", f"holds what looks like {what}",
+                                "remove it, revoke it, and read tokens from the server's "
+                                "configuration instead", rel, line_of(data, token.start())))
+    return out
+
+
+def junk(files: Files, ctx: Context) -> list[Finding]:
+    out: list[Finding] = []
+    reported: set[str] = set()
+    for rel in files:
+        match = JUNK.search(rel)
+        if match is None:
+            continue
+        top = rel[: match.end()].rstrip("/")
+        if top in reported:
+            continue
+        reported.add(top)
+        out.append(find("vcs-junk", "warning", "version-control or editor file in the package",
+                        "build the package with `mgr-agent pack`, which leaves these out", top))
+    return out
+
+
+VALIDATORS = (xml_safety, modes, sizes, secrets, junk)
