@@ -82,10 +82,11 @@ def _parser() -> argparse.ArgumentParser:
     locking = argparse.ArgumentParser(add_help=False)
     locking.add_argument("--wait", type=_seconds, default=argparse.SUPPRESS, metavar="SECONDS",
                          help="how long to wait for the lock (default 300, from agent.toml)")
-    locking.add_argument("--no-daemon", action="store_true", default=argparse.SUPPRESS,
-                         help="run in this process even when the daemon answers (also: "
-                              "MGR_AGENT_NO_DAEMON=1)")
-    common = [base, output, locking]
+    in_process = argparse.ArgumentParser(add_help=False)
+    in_process.add_argument("--no-daemon", action="store_true", default=argparse.SUPPRESS,
+                            help="run in this process even when the daemon answers (also: "
+                                 "MGR_AGENT_NO_DAEMON=1)")
+    common = [base, output, locking, in_process]
 
     parser = argparse.ArgumentParser(
         prog="mgr-agent", parents=common,
@@ -96,8 +97,10 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def cmd(name: str, help_: str) -> argparse.ArgumentParser:
-        """A command that reads (no lock, never through the daemon)."""
-        return sub.add_parser(name, parents=[base, output], help=help_, description=help_)
+        """A command that reads (no lock); those in ``_DAEMON_READS`` go through the daemon
+        when it answers (the state is readable by root and the mgr-agent group only)."""
+        parents = [base, output, *([in_process] if name in _DAEMON_READS else [])]
+        return sub.add_parser(name, parents=parents, help=help_, description=help_)
 
     def dcmd(name: str, help_: str) -> argparse.ArgumentParser:
         """A command that changes something: takes the lock, runs in the daemon if it answers."""

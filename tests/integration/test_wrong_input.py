@@ -40,7 +40,7 @@ def _commands() -> dict[str, list[str]]:
             for action in required:
                 argv.append(action.option_strings[0])
                 if action.nargs != 0:
-                    argv.append("x")
+                    argv.append(str(action.choices[0]) if action.choices else "x")  # type: ignore[index]
             argv += [str(a.choices[0]) if a.choices else "x"  # type: ignore[index]
                      for a in parser._actions if not a.option_strings and a.nargs is None]
             out[" ".join(path)] = argv
@@ -131,8 +131,10 @@ def test_help_offers_only_options_that_apply() -> None:
 
     daemon = help_of("daemon")
     assert "--no-daemon" not in daemon and "--json" not in daemon and "--wait" not in daemon
-    for command in ("list", "info", "history", "check", "logs", "call"):
+    for command in ("check", "logs", "call"):  # never through the daemon
         assert "--no-daemon" not in help_of(command) and "--wait" not in help_of(command), command
+    for command in ("list", "info", "history", "verify"):  # read through the daemon, no lock
+        assert "--no-daemon" in help_of(command) and "--wait" not in help_of(command), command
     assert "--no-daemon" in help_of("install") and "--wait" in help_of("uninstall")
     for command in ("uninstall", "rollback", "info"):
         text = " ".join(help_of(command).split())
