@@ -31,7 +31,7 @@ EXIT_CODES = """exit codes:
   4  not installed / not found               11 recovery failed or state corrupt
   5  file conflict with another package      12 checksum mismatch
   6  refused: downgrade, panel version, os   13 a handler's answer broke the panel protocol
-                                             14 refused by the daemon: not root or mgr-agent
+                                             14 not root or mgr-agent (daemon or state)
                                              15 download failed (install URL)
                                              130 interrupted (SIGINT/SIGTERM/SIGHUP)"""
 
