@@ -358,6 +358,21 @@ def _streaming(args: argparse.Namespace, as_json: bool) -> int:
         return result.exit_code
 
 
+def _unexpected(exc: Exception, command: str) -> AgentError:
+    """An exception that is not an AgentError: a non-root user denied the state (it is
+    root:mgr-agent 0750) is told so; anything else is an internal error."""
+    if isinstance(exc, PermissionError) and os.geteuid() != 0:
+        log.debug("permission denied", exc_info=True)
+        return NotAuthorised(
+            f"{exc.filename or command}: permission denied: mgr-agent {command} needs root or "
+            "the mgr-agent group",
+            hint="run it as root, or as a member of the mgr-agent group while the daemon runs "
+                 "(without --no-daemon)")
+    log.debug("internal error", exc_info=True)
+    return AgentError(f"internal error in {command}: {exc.__class__.__name__}: {exc}",
+                      hint="run again with -v and report the traceback")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "daemon":
@@ -389,18 +404,8 @@ def main(argv: list[str] | None = None) -> int:
         result = Result(action="failed", name=name, panel=panel, error=exc)
     except KeyboardInterrupt:
         result = Result(action="failed", error=Interrupted("interrupted by SIGINT"))
-    except PermissionError as exc:  # the state is root:mgr-agent 0750, its files root's
-        log.debug("permission denied", exc_info=True)
-        result = Result(action="failed", name=getattr(args, "name", None), error=NotAuthorised(
-            f"{exc.filename or command}: permission denied: mgr-agent {command} needs root or "
-            "the mgr-agent group",
-            hint="run it as root, or as a member of the mgr-agent group while the daemon runs "
-                 "(without --no-daemon)"))
     except Exception as exc:
-        log.debug("internal error", exc_info=True)
-        result = Result(action="failed", name=getattr(args, "name", None),
-                        error=AgentError(f"internal error in {command}: {exc.__class__.__name__}: {exc}",
-                                         hint="run again with -v and report the traceback"))
+        result = Result(action="failed", name=getattr(args, "name", None), error=_unexpected(exc, command))
     if as_json:
         doc = result.to_json()
         if command in ("list", "history", "info", "check", "recover") and result.error is None:
