@@ -23,6 +23,7 @@ from mgr_agent.errors import (
     AgentError,
     DowngradeRefused,
     Interrupted,
+    InvalidPackage,
     LockBusy,
     NotInstalled,
     RecoveryError,
@@ -369,7 +370,7 @@ class Engine:
                  op: str) -> Result:
         panel = self.panel(pkg.panel)
         result = Result(action="planned", name=pkg.name, panel=pkg.panel, version=pkg.label,
-                        warnings=list(pkg.warnings))
+                        warnings=list(pkg.warnings), notes=package.skip_notes(pkg))
         result.warnings += panel.check_compatible(pkg)
         fresh: Change | None = None
         if not self.layout.db_file.exists():
@@ -384,7 +385,7 @@ class Engine:
                 empty.close()
             if dry_run:
                 result.warnings += change.warnings
-                result.plan = self._plan_json(change.plan)
+                result.plan = self._plan_json(change.plan, pkg)
                 return result
         with self._mutating(f"{op} {pkg.name}") as state:
             found = state.find(pkg.name, pkg.panel)
@@ -406,7 +407,7 @@ class Engine:
                 change = Planner(self.layout, state, panel).install(pkg, installed, reinstall=reinstall)
                 self._preflight(pkg, change)
             result.warnings += change.warnings
-            result.plan = self._plan_json(change.plan)
+            result.plan = self._plan_json(change.plan, pkg)
             if dry_run:
                 return result
             upgrading = installed is not None
@@ -530,10 +531,11 @@ class Engine:
         self.last_recovered = done
 
     def plugin_log_names(self, name: str) -> set[str]:
-        """Names by which the panel log mentions an installed ispmanager plugin."""
+        """Names by which the panel log mentions an ispmanager plugin: an installed one's
+        handlers and funcs too, else just its name (e.g. after a rolled-back install)."""
         with self._reading() as state:
-            p = self._installed(state, name, "ispmanager")
-        return log_names(p.name, p.meta)
+            found = state.find(name, "ispmanager")
+        return log_names(found[0].name, found[0].meta) if found else {name}
 
     def restart_core(self) -> Result:
         """Restart the panels' cores on their own (``mgr-agent restart-core``)."""
@@ -555,14 +557,20 @@ class Engine:
         return Result(action="debug", changed=bool(changes), panel="ispmanager", notes=notes)
 
     def check(self, path: Path, *, panel: str | None = None, sha256: str | None = None) -> Result:
-        pkg = self._load(path, panel, sha256)
+        try:
+            pkg = self._load(path, panel, sha256)
+        except InvalidPackage as exc:
+            if exc.hint == InvalidPackage.default_hint:  # it would say "run check"
+                exc.hint = "fix the package and check it again"
+            raise
         try:
             p = self.panel(pkg.panel)
             warnings = list(pkg.warnings) + p.check_compatible(pkg)
             hooks = sorted(pkg.hooks)
             return Result(action="checked", name=pkg.name, panel=pkg.panel, version=pkg.label,
-                          warnings=warnings,
+                          warnings=warnings, notes=package.skip_notes(pkg),
                           data={"files": len(pkg.files), "hooks": hooks,
+                                "skipped": package.skipped_json(pkg),
                                 "content_hash": pkg.content_hash,
                                 "archive_sha256": pkg.archive_sha256 or None, "meta": pkg.meta})
         finally:
@@ -607,9 +615,12 @@ class Engine:
                        installed.content_hash, installed.archive, now, tx)
 
     @staticmethod
-    def _plan_json(plan: Plan) -> dict[str, Any]:
-        return {"summary": plan.summary(),
-                "add": [o.path for o in plan.ops if o.action == "add"],
-                "replace": [o.path for o in plan.ops if o.action == "replace"],
-                "remove": [o.path for o in plan.ops if o.action == "remove"],
-                "kept": plan.kept}
+    def _plan_json(plan: Plan, pkg: Package | None = None) -> dict[str, Any]:
+        out = {"summary": plan.summary(),
+               "add": [o.path for o in plan.ops if o.action == "add"],
+               "replace": [o.path for o in plan.ops if o.action == "replace"],
+               "remove": [o.path for o in plan.ops if o.action == "remove"],
+               "kept": plan.kept}
+        if pkg is not None:
+            out["skipped"] = package.skipped_json(pkg)
+        return out
