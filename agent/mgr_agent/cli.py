@@ -98,6 +98,15 @@ def _parser() -> argparse.ArgumentParser:
         """A command that reads (no lock, never through the daemon)."""
         return sub.add_parser(name, parents=[base, output], help=help_, description=help_)
 
+    reading = argparse.ArgumentParser(add_help=False)
+    reading.add_argument("--no-daemon", action="store_true", default=argparse.SUPPRESS,
+                         help="read in this process; a user other than root reads through the "
+                              "daemon by default (the state is root:mgr-agent 0750)")
+
+    def rcmd(name: str, help_: str) -> argparse.ArgumentParser:
+        """A command that reads the state: in-process for root, through the daemon for others."""
+        return sub.add_parser(name, parents=[base, output, reading], help=help_, description=help_)
+
     def dcmd(name: str, help_: str) -> argparse.ArgumentParser:
         """A command that changes something: takes the lock, runs in the daemon if it answers."""
         return sub.add_parser(name, parents=common, help=help_, description=help_)
@@ -135,11 +144,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="the installed plugin or extension (see list)")
     p.add_argument("--panel", **installed_panel)  # type: ignore[arg-type]
 
-    cmd("list", "list installed plugins")
-    p = cmd("info", "show an installed plugin and its files")
+    rcmd("list", "list installed plugins")
+    p = rcmd("info", "show an installed plugin and its files")
     p.add_argument("name", help="the installed plugin or extension (see list)")
     p.add_argument("--panel", **installed_panel)  # type: ignore[arg-type]
-    p = cmd("history", "show past transactions")
+    p = rcmd("history", "show past transactions")
     p.add_argument("name", nargs="?", help="only this plugin's transactions")
     p.add_argument("-n", "--limit", type=_positive, default=50, metavar="N",
                    help="the last N transactions (default 50)")
