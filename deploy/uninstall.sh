@@ -29,7 +29,7 @@ done
 say() { echo "mgr-agent uninstall: $*"; }
 
 [ "$(id -u)" = 0 ] || { echo "uninstall.sh: must run as root" >&2; exit 1; }
-UNITS="mgr-agent.service mgr-agent.socket"
+UNITS="mgr-agent.socket mgr-agent.service"  # the socket first: nothing re-activates the service
 STATE=/var/lib/mgr-agent
 
 # A core that an older agent started from inside the service lives in its cgroup and

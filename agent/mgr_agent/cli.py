@@ -33,7 +33,7 @@ EXIT_CODES = """exit codes:
   4  not installed / not found               11 recovery failed or state corrupt
   5  file conflict with another package      12 checksum mismatch
   6  refused: downgrade, panel version, os   13 a handler's answer broke the panel protocol
-                                             14 refused by the daemon: not root or mgr-agent
+                                             14 not root or mgr-agent (daemon or state)
                                              15 download failed (install URL)
                                              16 verify: installed files differ
                                              130 interrupted (SIGINT/SIGTERM/SIGHUP)"""
@@ -82,11 +82,10 @@ def _parser() -> argparse.ArgumentParser:
     locking = argparse.ArgumentParser(add_help=False)
     locking.add_argument("--wait", type=_seconds, default=argparse.SUPPRESS, metavar="SECONDS",
                          help="how long to wait for the lock (default 300, from agent.toml)")
-    in_process = argparse.ArgumentParser(add_help=False)
-    in_process.add_argument("--no-daemon", action="store_true", default=argparse.SUPPRESS,
-                            help="run in this process even when the daemon answers (also: "
-                                 "MGR_AGENT_NO_DAEMON=1)")
-    common = [base, output, locking, in_process]
+    locking.add_argument("--no-daemon", action="store_true", default=argparse.SUPPRESS,
+                         help="run in this process even when the daemon answers (also: "
+                              "MGR_AGENT_NO_DAEMON=1)")
+    common = [base, output, locking]
 
     parser = argparse.ArgumentParser(
         prog="mgr-agent", parents=common,
@@ -97,10 +96,17 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def cmd(name: str, help_: str) -> argparse.ArgumentParser:
-        """A command that reads (no lock); those in ``_DAEMON_READS`` go through the daemon
-        when it answers (the state is readable by root and the mgr-agent group only)."""
-        parents = [base, output, *([in_process] if name in _DAEMON_READS else [])]
-        return sub.add_parser(name, parents=parents, help=help_, description=help_)
+        """A command that reads (no lock, never through the daemon)."""
+        return sub.add_parser(name, parents=[base, output], help=help_, description=help_)
+
+    reading = argparse.ArgumentParser(add_help=False)
+    reading.add_argument("--no-daemon", action="store_true", default=argparse.SUPPRESS,
+                         help="read in this process; a user other than root reads through the "
+                              "daemon by default (the state is root:mgr-agent 0750)")
+
+    def rcmd(name: str, help_: str) -> argparse.ArgumentParser:
+        """A command that reads the state: in-process for root, through the daemon for others."""
+        return sub.add_parser(name, parents=[base, output, reading], help=help_, description=help_)
 
     def dcmd(name: str, help_: str) -> argparse.ArgumentParser:
         """A command that changes something: takes the lock, runs in the daemon if it answers."""
@@ -143,14 +149,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="the installed plugin or extension (see list)")
     p.add_argument("--panel", **installed_panel)  # type: ignore[arg-type]
 
-    cmd("list", "list installed plugins")
-    p = cmd("info", "show an installed plugin and its files")
+    rcmd("list", "list installed plugins")
+    p = rcmd("info", "show an installed plugin and its files")
     p.add_argument("name", help="the installed plugin or extension (see list)")
     p.add_argument("--panel", **installed_panel)  # type: ignore[arg-type]
-    p = cmd("verify", "check installed files against their manifest (modified, missing, mode)")
+    p = rcmd("verify", "check installed files against their manifest (modified, missing, mode)")
     p.add_argument("name", nargs="?", help="one plugin (default: every installed plugin)")
     p.add_argument("--panel", **installed_panel)  # type: ignore[arg-type]
-    p = cmd("history", "show past transactions")
+    p = rcmd("history", "show past transactions")
     p.add_argument("name", nargs="?", help="only this plugin's transactions")
     p.add_argument("-n", "--limit", type=_positive, default=50, metavar="N",
                    help="the last N transactions (default 50)")
@@ -485,6 +491,21 @@ def _streaming(args: argparse.Namespace, as_json: bool) -> int:
         return result.exit_code
 
 
+def _unexpected(exc: Exception, command: str) -> AgentError:
+    """An exception that is not an AgentError: a non-root user denied the state (it is
+    root:mgr-agent 0750) is told so; anything else is an internal error."""
+    if isinstance(exc, PermissionError) and os.geteuid() != 0:
+        log.debug("permission denied", exc_info=True)
+        return NotAuthorised(
+            f"{exc.filename or command}: permission denied: mgr-agent {command} needs root or "
+            "the mgr-agent group",
+            hint="run it as root, or as a member of the mgr-agent group while the daemon runs "
+                 "(without --no-daemon)")
+    log.debug("internal error", exc_info=True)
+    return AgentError(f"internal error in {command}: {exc.__class__.__name__}: {exc}",
+                      hint="run again with -v and report the traceback")
+
+
 def _root_problem(args: argparse.Namespace) -> UsageError | None:
     """``--root`` must name an existing directory: nothing is created in the wrong place."""
     root = getattr(args, "root", None)
@@ -549,18 +570,8 @@ def _run(args: argparse.Namespace) -> int:
         result = Result(action="failed", name=name, panel=panel, error=exc)
     except KeyboardInterrupt:
         result = Result(action="failed", error=Interrupted("interrupted by SIGINT"))
-    except PermissionError as exc:  # the state is root:mgr-agent 0750, its files root's
-        log.debug("permission denied", exc_info=True)
-        result = Result(action="failed", name=getattr(args, "name", None), error=NotAuthorised(
-            f"{exc.filename or command}: permission denied: mgr-agent {command} needs root or "
-            "the mgr-agent group",
-            hint="run it as root, or as a member of the mgr-agent group while the daemon runs "
-                 "(without --no-daemon)"))
     except Exception as exc:
-        log.debug("internal error", exc_info=True)
-        result = Result(action="failed", name=getattr(args, "name", None),
-                        error=AgentError(f"internal error in {command}: {exc.__class__.__name__}: {exc}",
-                                         hint="run again with -v and report the traceback"))
+        result = Result(action="failed", name=getattr(args, "name", None), error=_unexpected(exc, command))
     return _emit(result, args, term)
 
 

@@ -284,8 +284,7 @@ class Engine:
         hooks: list[HookRun] = []
         env = self._hook_env(hook_pkg, op, installed) if hook_pkg else {}
         history: dict[str, Any] = {"op": op, "from_version": installed.label if installed else None,
-                                   "to_version": pkg.label if pkg else None, "started": started,
-                                   "actor": self.actor}
+                                   "to_version": pkg.label if pkg else None, "started": started}
         try:
             t.begin({"op": op, "panel": panel.name, "name": result.name,
                      "from_version": history["from_version"], "to_version": history["to_version"],

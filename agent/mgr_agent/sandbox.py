@@ -51,7 +51,9 @@ def own_unit(cgroup_file: Path = Path("/proc/self/cgroup")) -> str:
 class LateRoots:
     """Panel trees that were missing when the daemon started."""
 
-    def __init__(self, layout: Layout, *, under_systemd: bool | None = None) -> None:
+    def __init__(self, layout: Layout, *, under_systemd: bool | None = None,
+                 unit: str | None = None) -> None:
+        self.unit = unit  # the service to restart; None: the one this process runs in
         if under_systemd is None:
             under_systemd = bool(os.environ.get("INVOCATION_ID")) and layout.root == Path("/")
         self.enabled = under_systemd
@@ -74,7 +76,7 @@ class LateRoots:
         if not stuck:
             return False
         self.asked = True
-        unit = own_unit()
+        unit = self.unit or own_unit()
         where = ", ".join(map(str, stuck))
         log.warning(f"{where} appeared after mgr-agent started and is read-only in the service's "
                     f"sandbox; restarting {unit} to make it writable")
