@@ -58,8 +58,8 @@ def wheelhouse(work: Path) -> Path:
     for wheel in WHEELHOUSE.glob("*.whl"):
         if not wheel.name.startswith("mgr_agent-"):
             shutil.copy(wheel, house)
-    done = sh([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(house), "prometheus-client"],
-              check=False, timeout=300)
+    done = sh([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(house),
+               "prometheus-client"], check=False, timeout=300)
     if done.returncode != 0:
         pytest.skip(f"cannot get a prometheus-client wheel: {done.stderr[-300:]}")
     return house
@@ -167,7 +167,8 @@ def test_modules_answer_through_the_socket(box: Container) -> None:
     info = module(box, "mgr.agent.plugin_info", "")
     assert (info["agent_via"], info["plugins"]) == ("daemon", [])
     installed = module(box, "mgr.agent.plugin", "src=/srv/demo-1.0.zip remote_src=true name=demo")
-    assert (installed["agent_via"], installed["action"], installed["changed"]) == ("daemon", "installed", True)
+    assert (installed["agent_via"], installed["action"], installed["changed"]) == \
+        ("daemon", "installed", True)
     info = module(box, "mgr.agent.plugin_info", "name=demo")
     plugins = info["plugins"]
     assert isinstance(plugins, list) and plugins[0]["version"] == "1.0"
