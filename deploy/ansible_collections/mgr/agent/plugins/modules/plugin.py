@@ -213,6 +213,11 @@ error:
   description: The agent's error (code, message, hint, details).
   returned: on failure
   type: dict
+package:
+  description: For a package from the controller, C(src), C(dest) (the copy on the host),
+    C(sha256), and C(copied) (whether this task transferred it).
+  returned: when src is a path on the controller
+  type: dict
 rc:
   description: The agent's exit code (see its docs/usage.md).
   returned: on failure
