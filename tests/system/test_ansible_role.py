@@ -32,6 +32,7 @@ import pytest
 from mgr_agent.samples import ispmanager_files, write_zip
 from tests.helpers import REPO
 from tests.system.test_systemd import (
+    DEPS,
     ROOTFS,
     WHEELHOUSE,
     Container,
@@ -49,19 +50,18 @@ RECAP = re.compile(r"^box\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+f
 
 
 def wheelhouse(work: Path) -> Path:
-    """The agent's dependencies (the system tests' cached wheels) plus prometheus-client."""
-    if not any(WHEELHOUSE.glob("lxml-*.whl")):
-        pytest.skip(f"no cached wheels in {WHEELHOUSE}: run tests/system/test_systemd.py first "
-                    "(it builds them)")
+    """The agent's dependencies (the system tests' cached wheels, or built here when there
+    are none yet) plus prometheus-client."""
     house = work / "wheels"
     house.mkdir()
-    for wheel in WHEELHOUSE.glob("*.whl"):
-        if not wheel.name.startswith("mgr_agent-"):
-            shutil.copy(wheel, house)
-    done = sh([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(house),
-               "prometheus-client"], check=False, timeout=300)
+    cached = [w for w in WHEELHOUSE.glob("*.whl") if not w.name.startswith("mgr_agent-")]
+    for wheel in cached:
+        shutil.copy(wheel, house)
+    wanted = ["prometheus-client"] + ([] if any(w.name.startswith("lxml-") for w in cached) else DEPS)
+    done = sh([sys.executable, "-m", "pip", "wheel", "-q", "-w", str(house), *wanted], check=False,
+              timeout=900)
     if done.returncode != 0:
-        pytest.skip(f"cannot get a prometheus-client wheel: {done.stderr[-300:]}")
+        pytest.skip(f"cannot build the wheelhouse: {done.stderr[-300:]}")
     return house
 
 
