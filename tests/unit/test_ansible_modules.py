@@ -6,6 +6,7 @@ The agent's answers here are ``--json`` documents of the shapes docs/usage.md gi
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -103,23 +104,37 @@ PLAN = {"summary": {"add": 1, "replace": 2, "remove": 0, "unchanged": 2, "kept":
 NOT_INSTALLED = {"code": "not-installed", "message": "demo: not installed", "hint": ""}
 
 
-def test_present_maps_the_request_and_the_result() -> None:
+@pytest.fixture
+def pkg(tmp_path: Path) -> str:
+    """A package file on the "host" (its content does not matter to the module)."""
+    path = tmp_path / "demo.zip"
+    path.write_bytes(b"PK")
+    return str(path)
+
+
+def test_a_missing_src_is_refused_before_the_agent_runs(tmp_path: Path) -> None:
+    agent = Recorded({})
+    out = plugin.run(agent, params(src=str(tmp_path / "none.zip")), False)
+    assert out.failed and out.result["error"]["code"] == "not-found" and out.result["rc"] == 4
+    assert agent.calls == []
+
+
+def test_present_maps_the_request_and_the_result(pkg: str) -> None:
     agent = Recorded({"check": (doc("checked", data={}), 0),
                       "install": (doc("upgraded", changed=True, plan=PLAN), 0)})
-    out = plugin.run(agent, params(src="/srv/demo-1.1.zip", name="demo", sha256=SHA, health_window=2.0),
-                     False)
+    out = plugin.run(agent, params(src=pkg, name="demo", sha256=SHA, health_window=2.0), False)
     assert not out.failed
-    assert agent.calls == [("check", {"path": "/srv/demo-1.1.zip", "sha256": SHA}),
-                           ("install", {"path": "/srv/demo-1.1.zip", "sha256": SHA, "health_window": 2.0})]
+    assert agent.calls == [("check", {"path": pkg, "sha256": SHA}),
+                           ("install", {"path": pkg, "sha256": SHA, "health_window": 2.0})]
     r = out.result
     assert (r["changed"], r["action"], r["version"], r["previous_version"], r["rolled_back"]) == \
         (True, "upgraded", "1.1", "1.0", False)
     assert r["tx"] == "20261127120809292738" and r["plan"] == PLAN and r["agent_via"] == "cli"
 
 
-def test_present_refuses_a_package_of_another_plugin_before_installing() -> None:
+def test_present_refuses_a_package_of_another_plugin_before_installing(pkg: str) -> None:
     agent = Recorded({"check": (dict(doc("checked", data={}), name="other"), 0)})
-    out = plugin.run(agent, params(src="/srv/other.zip", name="demo"), False)
+    out = plugin.run(agent, params(src=pkg, name="demo"), False)
     assert out.failed and "is the package of other, not demo" in out.result["msg"]
     assert [op for op, _ in agent.calls] == ["check"]
 
@@ -132,19 +147,19 @@ def test_present_refuses_a_package_of_another_plugin_before_installing() -> None
          plan={**PLAN, "summary": {"add": 0, "replace": 0, "remove": 0, "unchanged": 4, "kept": 0}}),
      True, False),
 ])
-def test_changed_is_exact(answer: dict[str, Any], check_mode: bool, changed: bool) -> None:
+def test_changed_is_exact(answer: dict[str, Any], check_mode: bool, changed: bool, pkg: str) -> None:
     agent = Recorded({"install": (answer, 0)})
-    out = plugin.run(agent, params(src="/srv/demo.zip"), check_mode)
+    out = plugin.run(agent, params(src=pkg), check_mode)
     assert not out.failed and out.result["changed"] is changed
     assert agent.calls[0][1].get("dry_run", False) is check_mode
 
 
-def test_a_rolled_back_upgrade_fails_with_the_cause() -> None:
+def test_a_rolled_back_upgrade_fails_with_the_cause(pkg: str) -> None:
     error = {"code": "rolled-back", "message": "post-install hook of demo exited with 3 — rolled back to 1.0",
              "hint": "", "details": {"cause_code": "hook-failed", "hook": "post-install",
                                      "output": "cannot migrate\n"}}
     agent = Recorded({"install": (doc("rolled_back", error=error, plan=PLAN), 8)})
-    out = plugin.run(agent, params(src="/srv/demo.zip"), False)
+    out = plugin.run(agent, params(src=pkg), False)
     assert out.failed
     r = out.result
     assert (r["rolled_back"], r["rc"], r["changed"]) == (True, 8, False)
@@ -153,11 +168,11 @@ def test_a_rolled_back_upgrade_fails_with_the_cause() -> None:
     assert r["msg"].startswith("post-install hook of demo exited with 3") and r["error"] == error
 
 
-def test_a_refusal_fails_with_the_agents_error_and_hint() -> None:
+def test_a_refusal_fails_with_the_agents_error_and_hint(pkg: str) -> None:
     error = {"code": "downgrade-refused", "message": "demo: 1.0 is older than the installed 1.1",
              "hint": "pass --allow-downgrade to install an older version on purpose"}
     agent = Recorded({"install": (doc("failed", version=None, previous=None, error=error), 6)})
-    r = plugin.run(agent, params(src="/srv/demo-1.0.zip"), False).result
+    r = plugin.run(agent, params(src=pkg), False).result
     assert r["rc"] == 6 and r["rolled_back"] is False and "cause" not in r
     assert r["msg"] == ("demo: 1.0 is older than the installed 1.1 (hint: pass --allow-downgrade to install "
                         "an older version on purpose)")

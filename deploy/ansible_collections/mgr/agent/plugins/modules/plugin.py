@@ -225,6 +225,8 @@ rc:
   sample: 8
 """
 
+import os
+
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.mgr.agent.plugins.module_utils.agent import (
     AgentCall,
@@ -304,6 +306,11 @@ def _done(res, check_mode, **extra):
 def present(agent, p, check_mode):
     src = p["src"]
     source = {"url": src} if is_url(src) else {"path": src}
+    if not is_url(src) and not os.path.exists(src):
+        error = {"code": "not-found", "message": "%s does not exist on the host" % src, "hint": ""}
+        return Outcome(True, dict(msg=error["message"], error=error, rc=4, changed=False, rolled_back=False,
+                                  action="failed", name=p.get("name"), panel=p.get("panel"), version=None,
+                                  previous_version=None, tx=None, hooks=[]))
     if p.get("name") and not is_url(src):
         checked = agent.run("check", dict(source, panel=p.get("panel"), sha256=p.get("sha256")))
         if not checked.ok:
