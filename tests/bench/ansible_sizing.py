@@ -6,7 +6,9 @@ pipelining (our own sshd on 127.0.0.1), and a 10-host rolling upgrade.
 - agent time: ``mgr-agent --json install`` of the installed package (a no-op) and of an
   upgrade, run directly on the host (median of ``reps``);
 - wall per task: a play of 1 and of 11 identical no-op tasks on one SSH host; the
-  difference / 10 is what one more task costs (connection set up once, as in a real play);
+  difference / 10 is what one more task costs (connection set up once, as in a real play),
+  without and with the host's daemon running (the role's setup), and for
+  ``ansible.builtin.ping`` as the baseline;
 - upgrade task: a play upgrading 1.0 -> 1.1 minus the same play when there is nothing to do;
 - the 10-host rolling upgrade (every host over SSH, ``serial: 2``, ``forks=10``) and the
   same with ``serial: 10``; then one host's metrics textfile.
@@ -64,6 +66,17 @@ class Bench:
         subprocess.run([str(BIN / "mgr-agent"), "--root", str(root), "--json", "--no-daemon", *args],
                        check=True, capture_output=True, env=self.env)
         return time.monotonic() - started
+
+    def daemon(self, root: Path) -> subprocess.Popen[bytes]:
+        """The host's daemon (as the role sets up); returns once its socket exists."""
+        argv = [sys.executable, "-m", "mgr_agent", "--root", str(root), "daemon", "--group", "0"]
+        proc = subprocess.Popen(argv, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        sock = root / "run/mgr-agent/agent.sock"
+        while not sock.exists():      # bound before it serves; connections queue until then
+            if proc.poll() is not None:
+                raise RuntimeError("the daemon did not start")
+            time.sleep(0.02)
+        return proc
 
     def inventory(self, hosts: dict[str, Path]) -> Path:
         lines = ["[panels]"] + [
@@ -137,6 +150,14 @@ def run(b: Bench, reps: int) -> dict[str, object]:
     per_task = (median(long) - median(short)) / 10
     out["play_1_noop_task_s"] = median(short)
     out["noop_task_wall_s"] = round(per_task, 3)
+    daemon = b.daemon(one)
+    try:
+        d_short = [b.play(inventory, b.playbook(1, "demo-1.0.zip")) for _ in range(reps)]
+        d_long = [b.play(inventory, b.playbook(11, "demo-1.0.zip")) for _ in range(reps)]
+        out["noop_task_wall_with_daemon_s"] = round((median(d_long) - median(d_short)) / 10, 3)
+    finally:
+        daemon.terminate()
+        daemon.wait(30)
     ping_short = [b.play(inventory, b.playbook(1, None)) for _ in range(reps)]
     ping_long = [b.play(inventory, b.playbook(11, None)) for _ in range(reps)]
     out["baseline_ping_task_wall_s"] = round((median(ping_long) - median(ping_short)) / 10, 3)
