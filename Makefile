@@ -4,7 +4,11 @@ VENV   ?= .venv
 APT_PACKAGES = python3-venv python3-dev php-cli libsystemd-dev pkg-config zip unzip strace e2fsprogs util-linux systemd-container debootstrap openssh-server
 STAMP  = $(VENV)/.installed
 
-.PHONY: all deps venv demo test lint unit integration clean bench reliability
+.PHONY: all deps venv demo test lint ansible-lint unit integration clean bench reliability
+
+# Ansible tools run with a home of their own (caches) and this checkout's collection.
+ANSIBLE_ENV = PATH=$(CURDIR)/$(VENV)/bin:$$PATH HOME=$(CURDIR)/$(VENV)/ansible-home ANSIBLE_COLLECTIONS_PATH=$(CURDIR)/deploy NO_COLOR=1
+MODULES = mgr.agent.plugin mgr.agent.plugin_info
 
 all: test
 
@@ -27,9 +31,18 @@ venv: deps $(STAMP)
 demo: venv
 	$(VENV)/bin/python -m mgr_agent.demo
 
-lint: venv
+lint: venv ansible-lint
 	$(VENV)/bin/ruff check agent tests
 	$(VENV)/bin/mypy
+
+# the collection: ansible-lint on the role and the example playbooks, ansible-doc on every
+# module, documented options == argument_spec
+ansible-lint: venv
+	cd deploy/examples && $(ANSIBLE_ENV) $(CURDIR)/$(VENV)/bin/ansible-lint --offline -q \
+	    ../ansible_collections/mgr/agent/roles/agent .
+	$(ANSIBLE_ENV) $(VENV)/bin/ansible-doc -t module --json $(MODULES) | $(VENV)/bin/python -c \
+	    'import json, sys; d = json.load(sys.stdin); missing = set(sys.argv[1:]) - {k for k, v in d.items() if v["doc"]["options"]}; sys.exit(f"ansible-doc: no documentation for {missing}" if missing else 0)' $(MODULES)
+	$(VENV)/bin/python -m pytest -q -p no:cacheprovider tests/unit/test_ansible_modules.py -k documented
 
 test: venv lint
 	$(VENV)/bin/python -m pytest -q tests

@@ -16,8 +16,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -28,7 +26,9 @@ from pathlib import Path
 import pytest
 
 from mgr_agent.samples import ispmanager_files, write_zip
+from tests import sshd as sshd_helper
 from tests.helpers import REPO, snapshot
+from tests.sshd import Sshd
 
 ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
 AGENT = Path(sys.executable).parent / "mgr-agent"
@@ -44,58 +44,15 @@ pytestmark = pytest.mark.skipif(not ANSIBLE_PLAYBOOK.exists(), reason="ansible-c
                                 "(pip install -e '.[test]')")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Sshd:
-    port: int
-    key: Path
-    proc: subprocess.Popen[bytes]
-
-
 @pytest.fixture(scope="module")
 def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
-    """Our own sshd on 127.0.0.1 and a free port, root logs in with a throwaway key."""
-    binary = shutil.which("sshd") or "/usr/sbin/sshd"
-    if not Path(binary).exists() or os.geteuid() != 0:
-        pytest.skip("needs root and openssh-server (make deps installs it)")
-    work = tmp_path_factory.mktemp("sshd")
-    key = work / "id_ed25519"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(work / "host_key")], check=True)
-    shutil.copy(f"{key}.pub", work / "authorized_keys")
-    port = free_port()
-    config = work / "sshd_config"
-    config.write_text(f"""Port {port}
-ListenAddress 127.0.0.1
-HostKey {work}/host_key
-AuthorizedKeysFile {work}/authorized_keys
-PidFile {work}/sshd.pid
-UsePAM no
-PermitRootLogin prohibit-password
-PasswordAuthentication no
-Subsystem sftp internal-sftp
-StrictModes no
-LogLevel VERBOSE
-""")
-    Path("/run/sshd").mkdir(exist_ok=True)
-    log = open(work / "sshd.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen([binary, "-D", "-e", "-f", str(config)], stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 20
-        while b"Server listening" not in (work / "sshd.log").read_bytes():   # wait for its line
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"sshd did not start: {(work / 'sshd.log').read_text()}")
-            time.sleep(0.02)
-        yield Sshd(port, key, proc)
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        log.close()
+    """Our own sshd on 127.0.0.1 and a free port; root logs in with a throwaway key."""
+    reason = sshd_helper.why_not() or (None if os.geteuid() == 0 else "needs root")
+    if reason:
+        pytest.skip(reason)
+    server = sshd_helper.start(tmp_path_factory.mktemp("sshd"))
+    yield server
+    server.stop()
 
 
 @dataclass
@@ -114,10 +71,7 @@ class Fleet:
             fields = [host, f"mgr_agent_root={self.root(host)}", f"mgr_agent_executable={AGENT}",
                       "ansible_python_interpreter=/usr/bin/python3"]
             if host in SSH_HOSTS:
-                fields += ["ansible_connection=ssh", "ansible_host=127.0.0.1", "ansible_user=root",
-                           f"ansible_port={self.sshd.port}", f"ansible_ssh_private_key_file={self.sshd.key}",
-                           "ansible_ssh_common_args='-o StrictHostKeyChecking=no "
-                           "-o UserKnownHostsFile=/dev/null'"]
+                fields += self.sshd.inventory_fields()
             else:
                 fields.append("ansible_connection=local")
             if overrides and host in overrides:

@@ -5,9 +5,11 @@
 
 With ``src`` a controller path (the default): the file is looked up like
 ``ansible.builtin.copy`` does (the role's or play's ``files/``), its SHA-256 computed, and
-the host's copy in ``cache_dir`` compared with ``ansible.builtin.stat``; only when it
-differs is the file transferred (``ansible.builtin.copy``). The module then installs that
-copy with ``sha256`` set, so the agent refuses anything else. In check mode nothing is
+the host's copy in ``cache_dir`` used when it has the same digest; only when it
+differs is the file transferred (``ansible.builtin.copy``). The module first runs on the
+host's copy with ``sha256`` set: the agent refuses (before changing anything) a copy that is
+missing or differs, and only then is the file transferred and the module run again. So a
+no-op costs one round trip. In check mode nothing is
 written outside Ansible's temporary directory. A URL, ``remote_src: true`` and the other
 states go to the module unchanged.
 """
@@ -25,6 +27,7 @@ from ansible.plugins.action import ActionBase
 
 MODULE = "mgr.agent.plugin"
 CACHE_REL = "var/cache/mgr-agent/packages"
+MISSING = ("not-found", "checksum-mismatch")   # the host's copy is not there, or not this package
 
 
 def sha256_file(path):
@@ -74,35 +77,31 @@ class ActionModule(ActionBase):
         root = args.get("root") or "/"
         cache_dir = args.get("cache_dir") or os.path.join(root, CACHE_REL)
         dest = os.path.join(cache_dir, os.path.basename(local))
-        stat = self._execute_module(
-            module_name="ansible.legacy.stat", task_vars=task_vars,
-            module_args=dict(path=dest, get_checksum=True, checksum_algorithm="sha256",
-                             get_mime=False, get_attributes=False))
-        if stat.get("failed"):
-            return stat
-        have = stat.get("stat") or {}
+        # the common case first: the host has the package already; the agent itself refuses
+        # (before changing anything) when the copy is missing or differs
+        module_args = dict(args, src=dest, remote_src=True, sha256=digest)
+        out = self._execute_module(module_name=MODULE, module_args=module_args, task_vars=task_vars)
+        if not (out.get("failed") and (out.get("error") or {}).get("code") in MISSING):
+            out["package"] = {"src": src, "dest": dest, "sha256": digest, "copied": False}
+            return out
+        if self._connection._shell.tmpdir is None:
+            self._make_tmp_path()
+        tmp_src = self._connection._shell.join_path(self._connection._shell.tmpdir, os.path.basename(local))
+        self._transfer_file(local, tmp_src)
+        self._fixup_perms2((self._connection._shell.tmpdir, tmp_src))
         copied = False
-        target = dest
-        if not (have.get("exists") and have.get("checksum") == digest):
-            if self._connection._shell.tmpdir is None:
-                self._make_tmp_path()
-            tmp_src = self._connection._shell.join_path(self._connection._shell.tmpdir,
-                                                        os.path.basename(local))
-            self._transfer_file(local, tmp_src)
-            self._fixup_perms2((self._connection._shell.tmpdir, tmp_src))
-            if self._task.check_mode:
-                target = tmp_src     # Ansible's temporary directory, removed afterwards
-            else:
-                made = self._execute_module(module_name="ansible.legacy.file", task_vars=task_vars,
-                                            module_args=dict(path=cache_dir, state="directory", mode="0700"))
-                if made.get("failed"):
-                    return made
-                copy = self._execute_module(module_name="ansible.legacy.copy", task_vars=task_vars,
-                                            module_args=dict(src=tmp_src, dest=dest, mode="0600",
-                                                             _original_basename=os.path.basename(local)))
-                if copy.get("failed"):
-                    return copy
-                copied = True
+        target = tmp_src     # check mode: Ansible's temporary directory, removed afterwards
+        if not self._task.check_mode:
+            made = self._execute_module(module_name="ansible.legacy.file", task_vars=task_vars,
+                                        module_args=dict(path=cache_dir, state="directory", mode="0700"))
+            if made.get("failed"):
+                return made
+            copy = self._execute_module(module_name="ansible.legacy.copy", task_vars=task_vars,
+                                        module_args=dict(src=tmp_src, dest=dest, mode="0600",
+                                                         _original_basename=os.path.basename(local)))
+            if copy.get("failed"):
+                return copy
+            copied, target = True, dest
         module_args = dict(args, src=target, remote_src=True, sha256=digest)
         out = self._execute_module(module_name=MODULE, module_args=module_args, task_vars=task_vars)
         out["package"] = {"src": src, "dest": dest, "sha256": digest, "copied": copied}

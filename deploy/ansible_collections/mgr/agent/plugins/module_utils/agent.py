@@ -19,7 +19,9 @@ The one place the collection's modules talk to the agent. A module does::
 docs/daemon.md). Like the CLI, it sends the request to the daemon when the socket
 ``ROOT/run/mgr-agent/agent.sock`` answers, and otherwise runs ``mgr-agent --json`` as a
 subprocess with the same arguments; both give the same document. ``AgentResult.via``
-says which one ran.
+says which one ran. A daemon at its connection limit (``daemon-busy``) is asked again with
+backoff for up to 5 s, as the CLI does. ``module_result``/``failure``/``finish`` turn a
+result into the module's return values (``failure`` adds ``rolled_back`` and ``cause``).
 """
 
 from __future__ import absolute_import, division, print_function
@@ -30,12 +32,14 @@ import errno
 import json
 import os
 import socket
+import time
 
 SCHEMA = 1
 PROTOCOL = 1
 SOCKET_REL = "run/mgr-agent/agent.sock"
 SEARCH = ("/opt/mgr-agent/bin/mgr-agent", "/usr/local/bin/mgr-agent", "/usr/bin/mgr-agent")
 MAX_ANSWER = 256 * 1024 * 1024
+BUSY_RETRY = 5.0     # like the CLI: a daemon at its connection limit is asked again for this long
 
 # CLI spelling of each API argument: (option, kind) with kind "flag", "value" or "arg"
 _CLI = {
@@ -119,8 +123,15 @@ class AgentCall:
         if self.wait is not None and op in ("install", "uninstall", "rollback"):
             args.setdefault("wait", self.wait)
         if self.use_daemon:
+            deadline = time.monotonic() + BUSY_RETRY
+            pause = 0.05
             try:
-                return self._via_daemon(op, args)
+                while True:
+                    res = self._via_daemon(op, args)
+                    if res.code != "daemon-busy" or time.monotonic() + pause > deadline:
+                        return res
+                    time.sleep(pause)   # backoff between attempts, as the CLI does
+                    pause = min(pause * 2, 1.0)
             except AgentUnavailable:
                 pass
         return self._via_cli(op, args)

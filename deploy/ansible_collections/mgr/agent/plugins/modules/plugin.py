@@ -213,12 +213,19 @@ error:
   description: The agent's error (code, message, hint, details).
   returned: on failure
   type: dict
+package:
+  description: For a package from the controller, C(src), C(dest) (the copy on the host),
+    C(sha256), and C(copied) (whether this task transferred it).
+  returned: when src is a path on the controller
+  type: dict
 rc:
   description: The agent's exit code (see its docs/usage.md).
   returned: on failure
   type: int
   sample: 8
 """
+
+import os
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.mgr.agent.plugins.module_utils.agent import (
@@ -299,6 +306,11 @@ def _done(res, check_mode, **extra):
 def present(agent, p, check_mode):
     src = p["src"]
     source = {"url": src} if is_url(src) else {"path": src}
+    if not is_url(src) and not os.path.exists(src):
+        error = {"code": "not-found", "message": "%s does not exist on the host" % src, "hint": ""}
+        return Outcome(True, dict(msg=error["message"], error=error, rc=4, changed=False, rolled_back=False,
+                                  action="failed", name=p.get("name"), panel=p.get("panel"), version=None,
+                                  previous_version=None, tx=None, hooks=[]))
     if p.get("name") and not is_url(src):
         checked = agent.run("check", dict(source, panel=p.get("panel"), sha256=p.get("sha256")))
         if not checked.ok:
