@@ -153,7 +153,7 @@ def load(
             raise ChecksumMismatch(
                 f"{path}: sha256 is {archive_sha}, expected {sha256.lower()}", path=str(path)
             )
-    elif sha256 is not None:
+    elif sha256 is not None and path.is_dir():
         raise InvalidPackage(f"{path}: --sha256 applies to an archive file, not a directory")
     source = open_source(path, limits)
     try:

@@ -206,6 +206,12 @@ def test_empty_file_says_empty(root: Path, pkgs: Path) -> None:
     assert run.json["error"]["details"]["rule"] == "empty"
 
 
+def test_missing_package_with_a_checksum_is_not_found(root: Path, pkgs: Path) -> None:
+    run = cli(root, "install", str(pkgs / "missing.zip"), "--sha256", "0" * 64, "--no-daemon")
+    assert run.rc == 4, run
+    assert run.json["error"]["message"] == f"{pkgs / 'missing.zip'}: no such file or directory"
+
+
 def test_debug_off_without_a_previous_debug_conf_leaves_none(root: Path) -> None:
     conf = root / MGR / "etc/debug.conf"
     assert cli(root, "debug", "core_module", "9", "--no-daemon").rc == 0
