@@ -138,7 +138,7 @@ def resolve_rules(engine: Engine, *, versions_file: Path | None, repo_url: str |
 Change = Callable[[settings.Editor, settings.Settings], tuple[bytes, settings.Settings]]
 
 
-def _edit(engine: Engine, action: str, describe: str, change: Change, *, dry_run: bool) -> Result:
+def _edit(engine: Engine, action: str, verb: str, what: str, change: Change, *, dry_run: bool) -> Result:
     paths = ApsPaths.of(engine.layout)
     path = paths.settings
     rel = engine.layout.rel(path)
@@ -161,7 +161,10 @@ def _edit(engine: Engine, action: str, describe: str, change: Change, *, dry_run
             settings.verified(new, rel, expect)
             if not dry_run:
                 _write(path, new)
-    notes = [("would " if dry_run else "") + describe if changed else f"{describe}: already so"]
+    if changed:
+        notes = [f"{'would ' if dry_run else ''}{verb} {what}"]
+    else:
+        notes = [f"{'already so' if verb == 'set' else 'nothing to remove'}: {what}"]
     data: dict[str, object] = {"file": rel}
     if changed:
         data["diff"] = _diff(rel, old, new)
@@ -210,7 +213,7 @@ def set_rule(engine: Engine, rule: settings.Rule, *, dry_run: bool = False) -> R
             return ed.data, s
         return ed.set_rule(rule), settings.expected_rule(s, rule)
 
-    return _edit(engine, "set-rule", what, change, dry_run=dry_run)
+    return _edit(engine, "set-rule", "set", what, change, dry_run=dry_run)
 
 
 def unset(engine: Engine, section: str, name: str, *, dry_run: bool = False) -> Result:
@@ -221,7 +224,7 @@ def unset(engine: Engine, section: str, name: str, *, dry_run: bool = False) -> 
     def change(ed: settings.Editor, s: settings.Settings) -> tuple[bytes, settings.Settings]:
         return ed.remove(section, name), settings.expected_without(s, section, name)
 
-    return _edit(engine, action, f"remove {tag} {name}", change, dry_run=dry_run)
+    return _edit(engine, action, "remove", f"{tag} {name}", change, dry_run=dry_run)
 
 
 def set_image(engine: Engine, name: str | None, file: str, *, dry_run: bool = False) -> Result:
@@ -241,4 +244,4 @@ def set_image(engine: Engine, name: str | None, file: str, *, dry_run: bool = Fa
             return ed.data, s
         return ed.set_image(name, file), settings.expected_image(s, name, file)
 
-    return _edit(engine, "set-image", what, change, dry_run=dry_run)
+    return _edit(engine, "set-image", "set", what, change, dry_run=dry_run)
