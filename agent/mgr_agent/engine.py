@@ -381,6 +381,8 @@ class Engine:
             result.notes += self._restart_quietly(panel, result.warnings)
         journal.remove()
         self._gc(state)
+        for row in (result.plan or {}).get("modified", []):
+            row["saved"] = None  # the admin's files are back in place; nothing was saved
         changed_files = phase in ("switching", "switched")
         final: AgentError = err
         if changed_files and not isinstance(err, Interrupted):
@@ -722,4 +724,4 @@ class Engine:
                 "add": [o.path for o in plan.ops if o.action == "add"],
                 "replace": [o.path for o in plan.ops if o.action == "replace"],
                 "remove": [o.path for o in plan.ops if o.action == "remove"],
-                "kept": plan.kept}
+                "kept": plan.kept, "modified": []}

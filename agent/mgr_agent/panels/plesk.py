@@ -281,9 +281,9 @@ class Plesk(Panel):
         """Make Plesk's list of extensions agree with the files: ``--register`` when the
         extension's files are in place (``present``), ``--unregister`` when they are not."""
         if self._extension_cli() is None:
+            what = "was not registered with Plesk" if present else "had no Plesk registration to remove"
             return [f"Plesk's extension utility is not under {self.layout.root} "
-                    f"({self.psa_rel}/bin/extension, usr/sbin/plesk): {name} was not "
-                    "registered with Plesk"]
+                    f"({self.psa_rel}/bin/extension, usr/sbin/plesk): {name} {what}"]
         if not present and not self.registered(runner, name):
             return []
         verb = "--register" if present else "--unregister"
