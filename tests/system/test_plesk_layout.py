@@ -146,3 +146,16 @@ def test_service_installs_into_opt_psa_through_the_symlink_and_registers(box: Co
     assert gone.returncode == 0, gone.stdout + gone.stderr
     assert box.run("test -e /opt/psa/admin/plib/modules/demo-ext || echo gone").stdout.strip() == "gone"
     assert box.run("test -e /opt/psa/var/standin-extensions.json || echo none").stdout.strip() == "none"
+
+
+def test_opt_psa_without_the_link_is_writable_for_the_service(box: Container) -> None:
+    """systemd resolves ``-/usr/local/psa`` through the link; with psa.conf alone (no link)
+    only the unit's ``-/opt/psa`` makes Plesk's tree writable under ProtectSystem=strict."""
+    box.run("rm /usr/local/psa && systemctl stop mgr-agent.service")
+    two = _zip(box, "2.0")
+    done = box.run(f"mgr-agent install {two} --json", check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(done.stdout)["action"] == "installed"
+    assert box.run("grep -c '<version>2.0</version>' "
+                   "/opt/psa/admin/plib/modules/demo-ext/meta.xml").stdout.strip() == "1"
+    assert box.run("test -e /usr/local/psa || echo absent").stdout.strip() == "absent"
