@@ -1,8 +1,14 @@
-"""The only place XML is parsed: no entity expansion, no network, no DTDs, bounded size."""
+"""The only place XML is parsed: no entity expansion, no network, no DTDs, bounded size.
+
+:func:`spans` also gives the byte offsets of each element, so that a panel file can be
+edited in place without rewriting (and reformatting) the rest of it.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
+from xml.parsers import expat
 
 from lxml import etree
 
@@ -17,6 +23,18 @@ _ENTITY_ERRORS = frozenset({
     etree.ErrorTypes.ERR_ENTITY_LOOP,
     etree.ErrorTypes.WAR_UNDECLARED_ENTITY,
 })
+
+
+def _entity_problem(text: str) -> str:
+    """libxml2's words for an entity error, said plainly."""
+    low = text.lower()
+    if "amplification" in low or "huge" in low:
+        return "its XML entities expand far beyond the file's size (an entity-expansion bomb)"
+    if "loop" in low:
+        return "its XML entities refer to themselves in a loop"
+    if "not defined" in low or "undeclared" in low:
+        return "it uses an XML entity that is not declared"
+    return "it declares or uses XML entities"
 
 
 def _parser() -> etree.XMLParser:
@@ -46,9 +64,13 @@ def parse(data: bytes, source: str, *, max_bytes: int = MAX_XML_BYTES) -> Elemen
         root = etree.fromstring(data, _parser())
     except etree.XMLSyntaxError as exc:
         # entity bombs, loops and undeclared entities stop libxml2 before our checks run
-        about_entities = "entity" in str(exc).lower() or getattr(exc, "code", None) in _ENTITY_ERRORS
+        text = str(exc)
+        about_entities = "entity" in text.lower() or getattr(exc, "code", None) in _ENTITY_ERRORS
+        if about_entities:
+            raise InvalidXML(f"{source}: {_entity_problem(text)}; entities are not allowed in "
+                             "packages", path=source, rule="xml-entities", parser=text) from exc
         raise InvalidXML(f"{source}: not well-formed XML: {exc}", path=source,
-                         rule="xml-entities" if about_entities else "xml-syntax") from exc
+                         rule="xml-syntax") from exc
     except ValueError as exc:  # e.g. encoding declarations lxml refuses
         raise InvalidXML(f"{source}: cannot be parsed as XML: {exc}", path=source,
                          rule="xml-syntax") from exc
@@ -82,3 +104,66 @@ def text_of(element: Element, tag: str) -> str | None:
     if child is None or child.text is None:
         return None
     return child.text.strip()
+
+
+@dataclass(frozen=True)
+class Span:
+    """Where one element sits in the bytes of its document (for byte-exact edits).
+
+    ``start``..``open_end`` is the start tag, ``close_start``..``end`` the end tag (both
+    equal ``open_end`` for an empty-element tag ``<x/>``); the content is
+    ``open_end``..``close_start``.  ``path`` is the tag names from the root down.
+    """
+
+    path: tuple[str, ...]
+    attrs: dict[str, str]
+    start: int
+    open_end: int
+    close_start: int
+    end: int
+
+
+def _tag_end(data: bytes, pos: int) -> int:
+    """Index just after the ``>`` closing the tag that starts at ``pos`` (quotes respected)."""
+    quote = 0
+    for i in range(pos + 1, len(data)):
+        c = data[i]
+        if quote:
+            if c == quote:
+                quote = 0
+        elif c in (0x22, 0x27):
+            quote = c
+        elif c == 0x3E:
+            return i + 1
+    raise ValueError(f"unterminated tag at byte {pos}")
+
+
+def spans(data: bytes, source: str) -> list[Span]:
+    """Every element of ``data`` with its byte offsets, in document order.
+
+    The document is first checked by :func:`parse` (same refusals); only then does
+    expat, which reports the byte index of each tag, walk it again.
+    """
+    parse(data, source)
+    found: list[Span] = []
+    stack: list[tuple[str, dict[str, str], int, int]] = []
+    parser = expat.ParserCreate()
+    parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
+
+    def start(name: str, attrs: dict[str, str]) -> None:
+        pos = parser.CurrentByteIndex
+        stack.append((name, attrs, pos, _tag_end(data, pos)))
+
+    def end(_name: str) -> None:
+        name, attrs, pos, open_end = stack.pop()
+        path = (*(s[0] for s in stack), name)
+        if data[open_end - 2:open_end] == b"/>":
+            found.append(Span(path, attrs, pos, open_end, open_end, open_end))
+        else:
+            close = parser.CurrentByteIndex
+            found.append(Span(path, attrs, pos, open_end, close, _tag_end(data, close)))
+
+    parser.StartElementHandler = start
+    parser.EndElementHandler = end
+    parser.Parse(data, True)
+    return sorted(found, key=lambda s: s.start)

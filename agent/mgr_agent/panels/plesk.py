@@ -76,7 +76,7 @@ def _series(have: str, bound: str) -> str:
 
 class Plesk(Panel):
     name = "plesk"
-    detection_rule = "meta.xml with root <module> is required at the archive root"
+    detection_rule = "meta.xml (root element <module>) at the top of the package"
     registers = True
 
     def __init__(self, layout: Layout, config: Config) -> None:
@@ -156,6 +156,7 @@ class Plesk(Panel):
         files: dict[str, FileSpec] = {}
         warnings: list[str] = []
         hooks: dict[str, str] = {}
+        not_installed: list[str] = []
         mapping = {"htdocs/": self.htdocs(ext), "plib/": self.plib(ext), "sbin/": self.sbin(ext),
                    "var/": self.var(ext), "_meta/": self.share(ext) + "/_meta"}
         for full in sorted(source.entries):
@@ -170,8 +171,7 @@ class Plesk(Panel):
                 top, sep, rest = rel.partition("/")
                 base = mapping.get(top + sep) if sep else None
                 if base is None:
-                    warnings.append(f"{rel}: outside meta.xml, htdocs/, plib/, sbin/, var/, _meta/; "
-                                    "not installed")
+                    not_installed.append(rel)
                     continue
                 target = f"{base}/{rest}"
                 if top == "sbin":
@@ -191,6 +191,9 @@ class Plesk(Panel):
         return Package(
             panel=self.name, name=ext, version=str(meta["version"]), release=str(meta["release"]),
             source=source, prefix=prefix, files=files, hooks=hooks, meta=meta, warnings=warnings,
+            not_installed=not_installed,
+            not_installed_why="outside meta.xml, DESCRIPTION.md, CHANGES.md, htdocs/, plib/, sbin/, "
+                              "var/, _meta/",
         )
 
     def installed_version(self) -> str | None:

@@ -46,7 +46,7 @@ def _quote(text: str) -> str:
 
 def script(what: str, module: str, python: str = sys.executable, panel: str = "ispmanager") -> bytes:
     """The text of ``bin/core``, ``sbin/mgrctl`` or Plesk's ``bin/extension``."""
-    agent = str(Path(mgr_agent.__file__).resolve().parent.parent)
+    agent = str(Path(mgr_agent.__file__).absolute().parent.parent)
     if python.startswith("/") and not any(c.isspace() for c in python) and len(python) < 200:
         return SCRIPT.format(python=python, what=what, agent=agent, module=module,
                              panel=panel).encode()
