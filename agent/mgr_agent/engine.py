@@ -210,6 +210,26 @@ class Engine:
                             "and the lock still apply")
         raise failure
 
+    def _register(self, panel: Panel, t: Transaction, result: Result, present: bool) -> None:
+        """Register the plugin with its panel (or remove the registration), journalled first."""
+        if not panel.registers:
+            return
+        self.progress(f"{'registering' if present else 'unregistering'} {result.name} with "
+                      f"{panel.name}")
+        t.before_register()
+        faults.point("before-register")
+        result.notes += panel.register(self.runner, str(result.name), present)
+        faults.point("after-register")
+
+    def _register_back(self, panel: Panel, name: str, present: bool, warnings: list[str]) -> None:
+        """After putting the files back: the registration as it was (there was a version iff
+        ``present``); a failure is a warning, not a new error."""
+        try:
+            panel.register(self.runner, name, present)
+        except AgentError as exc:
+            warnings.append(f"putting the {panel.name} registration of {name} back failed: "
+                            f"{exc.message}")
+
     def _restart_quietly(self, panel: Panel, warnings: list[str]) -> list[str]:
         """Restart after putting the old files back; a failure is a warning, not a new error."""
         if not self.restart:
@@ -292,12 +312,16 @@ class Engine:
             if pre_hook and hook_pkg:
                 self._run_hook(panel, hook_pkg, pre_hook, hook_argv, tx, env, hooks, result, force)
             faults.point("after-pre-hook")
+            if pkg is None:  # removal: the registration goes before the files (Plesk's order)
+                self._register(panel, t, result, False)
             counts = change.plan.summary()
             self.progress(f"staging {counts['add'] + counts['replace']} file(s)")
             t.stage([lambda: self._store_archive(pkg)] if pkg else [])
             self.progress("switching files into place")
             mark = panel.mark() if self.restart else None
             t.switch()
+            if pkg is not None:  # the files are in place: the panel may list the plugin
+                self._register(panel, t, result, True)
             if post_hook and hook_pkg:
                 self._run_hook(panel, hook_pkg, post_hook, hook_argv, tx, env, hooks, result)
             faults.point("after-post-hook")
@@ -356,10 +380,14 @@ class Engine:
                 f"{err.message}; then restoring the previous state failed: {undo_exc}",
                 hint="fix the cause (space, permissions, mounts) and run `mgr-agent recover`; "
                      f"the journal {journal.path} is kept", cause_code=err.code) from undo_exc
+        if journal.registered:
+            self._register_back(panel, str(result.name), installed is not None, result.warnings)
         if phase in ("switching", "switched"):
             result.notes += self._restart_quietly(panel, result.warnings)
         journal.remove()
         self._gc(state)
+        for row in (result.plan or {}).get("modified", []):
+            row["saved"] = None  # the admin's files are back in place; nothing was saved
         changed_files = phase in ("switching", "switched")
         final: AgentError = err
         if changed_files and not isinstance(err, Interrupted):
@@ -567,7 +595,10 @@ class Engine:
                     t.finish()
                 else:
                     t.undo(rep.phase)
-            except OSError as exc:
+                    if rep.registered:
+                        name = str(rep.begin.get("name"))
+                        panel.register(self.runner, name, bool(state.find(name, panel.name)))
+            except (OSError, AgentError) as exc:
                 raise RecoveryError(
                     f"cannot recover transaction {rep.tx} ({rep.begin['op']} "
                     f"{rep.begin.get('name')}): {exc}",
@@ -729,7 +760,7 @@ class Engine:
                "add": [o.path for o in plan.ops if o.action == "add"],
                "replace": [o.path for o in plan.ops if o.action == "replace"],
                "remove": [o.path for o in plan.ops if o.action == "remove"],
-               "kept": plan.kept}
+               "kept": plan.kept, "modified": []}
         if pkg is not None:
             out["skipped"] = package.skipped_json(pkg)
         return out

@@ -203,7 +203,7 @@ def check_no_symlink(anchor: Path, target: str | Path, verified: set[str] | None
     The agent must never follow a link planted in a panel tree out of that tree.
     ``verified`` caches directories already found to be real, across calls.
     """
-    top, full = str(anchor), str(target)
+    top, full = str(anchor).rstrip("/"), str(target)  # an anchor of "/" is top ""
     if not full.startswith(top + "/"):
         raise Conflict(f"{target}: lies outside {anchor}", path=full)
     # components below the anchor, as strings (this runs once per file of a package)

@@ -17,6 +17,7 @@ from mgr_agent.errors import StateCorrupt
 from mgr_agent.fsutil import fsync_dir, makedirs_durable
 
 PHASES = ("begin", "staged", "switching", "switched")
+REGISTER = "register"  # written before the panel's registry (Plesk's) is changed; not a phase
 
 
 def _line(record: dict[str, Any]) -> bytes:
@@ -32,6 +33,7 @@ class Replay:
     begin: dict[str, Any] | None
     phase: str
     torn: str | None
+    registered: bool = False  # the panel's registry may have been changed
 
     @property
     def tx(self) -> str:
@@ -47,6 +49,7 @@ class Journal:
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
         self._new = True
         self.phase = ""
+        self.registered = False
 
     def write(self, record: dict[str, Any]) -> None:
         os.write(self._fd, _line(record))
@@ -54,7 +57,10 @@ class Journal:
         if self._new:
             fsync_dir(self.path.parent)
             self._new = False
-        self.phase = str(record.get("type", ""))
+        if record.get("type") == REGISTER:
+            self.registered = True
+        else:
+            self.phase = str(record.get("type", ""))
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -74,6 +80,7 @@ def replay(path: Path) -> Replay:
     complete, tail = lines[:-1], lines[-1]
     begin: dict[str, Any] | None = None
     phase = ""
+    registered = False
     torn: str | None = None
     if tail:
         torn = f"an unterminated last record of {len(tail)} bytes"
@@ -98,7 +105,10 @@ def replay(path: Path) -> Replay:
             if kind != "begin":
                 raise StateCorrupt(f"{path}: does not start with a begin record")
             begin = record
+        if kind == REGISTER:
+            registered = True
+            continue
         if kind not in PHASES:
             raise StateCorrupt(f"{path}: unknown record type {kind!r} at line {index + 1}")
         phase = str(kind)
-    return Replay(path=path, begin=begin, phase=phase, torn=torn)
+    return Replay(path=path, begin=begin, phase=phase, torn=torn, registered=registered)

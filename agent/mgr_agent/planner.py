@@ -107,6 +107,14 @@ class Planner:
         seen.add(parent)
         plan.mkdirs.append(parent)
 
+    def _anchor(self, name: str) -> Path:
+        """The panel directory the package lives under; it must be a real directory (a
+        panel that follows its own links, like Plesk's usr/local/psa, returns the target)."""
+        anchor = self.panel.anchor(name)
+        if anchor != self.layout.root:
+            check_no_symlink(self.layout.root, anchor, self._verified)
+        return anchor
+
     def install(self, pkg: Package, installed: Installed | None, *, reinstall: bool) -> Change:
         key = (pkg.panel, pkg.name)
         old = self.state.files(*key) if installed else {}
@@ -114,7 +122,7 @@ class Planner:
         owners = self.state.owners(list(pkg.files))
         all_diverted = self.state.diversions()
         mine = self.state.diversions(*key)
-        anchor = self.panel.anchor(pkg.name)
+        anchor = self._anchor(pkg.name)
         plan = Plan(name=pkg.name)
         change = Change(plan=plan)
         made: set[str] = set()
@@ -220,7 +228,7 @@ class Planner:
         for target, row in sorted(files.items()):
             if row.kind == "data":
                 continue
-            check_no_symlink(self.panel.anchor(installed.name), self.layout.under(target),
+            check_no_symlink(self._anchor(installed.name), self.layout.under(target),
                              self._verified)
             self._obsolete(plan, change, target, mine, row)
         removing = {op.path for op in plan.ops}

@@ -35,7 +35,7 @@ from mgr_agent.fsutil import (
     unlink_if_exists,
     write_new,
 )
-from mgr_agent.journal import PHASES, Journal
+from mgr_agent.journal import PHASES, REGISTER, Journal
 from mgr_agent.layout import Layout
 
 Action = Literal["add", "replace", "remove"]
@@ -157,6 +157,12 @@ class Transaction:
         assert phase in PHASES
         if self.journal is not None:
             self.journal.write({"type": phase, "tx": self.tx, **extra})
+
+    def before_register(self) -> None:
+        """Journal that the panel's registry is about to change: undo and recovery then
+        make it agree with the files again."""
+        if self.journal is not None:
+            self.journal.write({"type": REGISTER, "tx": self.tx})
 
     # steps
     def begin(self, info: dict[str, Any]) -> None:

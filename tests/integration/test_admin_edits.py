@@ -81,8 +81,8 @@ def test_upgrade_keeps_or_saves_the_admins_edits(root: Path, pkgs: Path) -> None
     assert [(f["path"], f["flags"]) for f in ver.json["data"]["files"]] == [
         (f"{MGR}/etc/demo/same.conf", ["modified"])]
 
-    # rollback to 1.0 replaces the kept edit (1.0 ships other content than is there? no: the
-    # same), and saves nothing it does not replace
+    # rollback to 1.0: same.conf ships the same content again (kept); tmpl.conf is as 2.0
+    # installed it, so it is replaced without saving anything
     back = cli(root, "rollback", "demo")
     assert back.rc == 0, back.stdout
     assert (root / MGR / "etc/demo/same.conf").read_bytes() == b"same in both\n# admin: tuned\n"
@@ -103,6 +103,8 @@ def test_failed_upgrade_puts_the_admins_files_back_byte_for_byte(root: Path, pkg
     assert snapshot(root) == before
     assert _saved(root) == {}, "a rolled-back transaction saves nothing"
     assert not any("is saved in" in w for w in done.json["warnings"])
+    assert {m["then"] for m in done.json["plan"]["modified"]} == {"kept", "replaced", "removed"}
+    assert all(m["saved"] is None for m in done.json["plan"]["modified"])
     assert leftovers(root) == []
 
 

@@ -26,6 +26,7 @@ import psutil
 import pytest
 
 from mgr_agent import samples
+from mgr_agent.standin import install_plesk_standin
 from tests.helpers import cli, full_snapshot, leftovers, snapshot
 
 MGR = "usr/local/mgr5"
@@ -85,6 +86,11 @@ def _plesk_admin(root: Path) -> None:
 
 EDITED = (f"{MGR}/skins/common/img/demo.txt", f"{MGR}/etc/sql/demo.addon/old_field",
           f"{MGR}/addon/demo-lib/util.sh")
+
+
+def _plesk_standin(root: Path) -> None:
+    """Plesk's extension utility (the stand-in): its registry is a file in the tree."""
+    install_plesk_standin(root / PSA)
 
 
 def _isp_edited(root: Path) -> None:
@@ -147,6 +153,22 @@ SCENARIOS = (
 )
 
 
+# With Plesk under the root the registration is a step of the transaction and of its undo;
+# the stand-in's registry (PSA/var/standin-extensions.json) is part of every tree compared.
+REGISTERED = (
+    Scenario("install-plesk-registered", "demo-ext", "plesk", (_plesk_standin, _plesk_data),
+             ("install", "@ext1"), None, "1.0-1", 12, 12),
+    Scenario("upgrade-plesk-registered", "demo-ext", "plesk",
+             (_plesk_standin, ("install", "@ext1"), _plesk_admin), ("install", "@ext2"),
+             "1.0-1", "2.0-1", 11, 14),
+    Scenario("uninstall-plesk-registered", "demo-ext", "plesk",
+             (_plesk_standin, ("install", "@ext1"), _plesk_admin), ("uninstall", "demo-ext"),
+             "1.0-1", None, 0, 12),
+)
+REGISTER_POINTS = ("before-register", "after-register", "after-switched", "after-post-hook",
+                   "before-commit", "after-commit")
+
+
 def _nths(count: int) -> list[int]:
     return sorted({n for n in (1, 2, (count + 1) // 2, count) if 1 <= n <= count})
 
@@ -160,6 +182,8 @@ def _cases() -> list[object]:
             for n in nths:
                 fault = f"{point}:{n}" if n else point
                 out.append(pytest.param(sc, fault, id=f"{sc.id}-{fault}"))
+    out += [pytest.param(sc, point, id=f"{sc.id}-{point}") for sc in REGISTERED
+            for point in REGISTER_POINTS]
     return out
 
 
@@ -213,6 +237,10 @@ class World:
                       state_of(before, sc), state_of(ref, sc), saved_of(ref))
         assert saved_of(before) == {}
         assert built.old != built.new
+        if sc in REGISTERED:  # Plesk's registry changed with the files
+            reg = f"{PSA}/var/standin-extensions.json"
+            assert (reg in built.old, reg in built.new) == (sc.old is not None, sc.new is not None)
+            assert built.old.get(reg) != built.new.get(reg)
         assert [r[2] for r in built.old_state[0]] == ([sc.old] if sc.old else [])
         assert [r[2] for r in built.new_state[0]] == ([sc.new] if sc.new else [])
         self.built[sc.id] = built

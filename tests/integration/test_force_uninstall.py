@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from mgr_agent.samples import ispmanager_files, plesk_files, write_zip
 from tests.helpers import cli, leftovers, snapshot
+from tests.integration.test_daemon import start, via  # noqa: F401 - start is a fixture
 
 MGR = "usr/local/mgr5"
 PSA = "usr/local/psa"
@@ -99,3 +101,24 @@ def test_plesk_force_uninstall(root: Path, pkgs: Path) -> None:
     assert forced.rc == 0, forced.stdout
     assert any("pm_ApiCli missing" in w for w in forced.json["warnings"])
     assert not (root / PSA / "admin/plib/modules/demo-ext/meta.xml").exists()
+
+
+def test_force_and_verify_through_the_daemon(root: Path, pkgs: Path, start: Any) -> None:  # noqa: F811
+    """The daemon's API takes ``force`` for uninstall and the ``verify`` op."""
+    from mgr_agent import api  # noqa: PLC0415
+    from mgr_agent.layout import Layout  # noqa: PLC0415
+
+    start(root).ready()
+    _install(root, pkgs, FAIL)
+    (root / MGR / "addon/demo.py").write_bytes(b"#!/bin/sh\n# edited\n")
+    client = api.Client(Layout.at(root).socket_path)
+    checked = client.call("verify", {"name": "demo"}, root=root)
+    assert checked.exit_code == 16
+    assert [f["path"] for f in checked.data["files"]] == [f"{MGR}/addon/demo.py"]
+    refused = via(root, "uninstall", "demo", daemon=True)
+    assert refused.rc == 7 and "--force" in refused.json["error"]["hint"]
+    forced = via(root, "uninstall", "demo", "--force", daemon=True)
+    assert forced.rc == 0, forced.stdout
+    assert any("--force" in w for w in forced.json["warnings"])
+    assert any("addon/demo.py: changed on this server" in w for w in forced.json["warnings"])
+    assert cli(root, "list").json["data"] == []

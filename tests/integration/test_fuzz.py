@@ -141,7 +141,7 @@ class Variant:
             elif top == "plib":
                 out[f"{PSA}/admin/plib/modules/{ext}/{rest}"] = (data, mode, "file")
             elif top == "_meta":
-                out[f"{PSA}/admin/plib/modules/{ext}/_meta/{rest}"] = (data, mode, "file")
+                out[f"{PSA}/admin/share/modules/{ext}/_meta/{rest}"] = (data, mode, "file")
             elif top == "sbin":
                 out[f"{PSA}/admin/sbin/modules/{ext}/{rest}"] = (data, 0o755, "file")
             elif top == "var":
@@ -414,5 +414,5 @@ def test_model_knows_the_samples() -> None:
             (v.tree()["plib/scripts/pre-install.php"][0], 0o644, "file"),
         f"{PSA}/var/modules/fz-ext/a": (b"x", 0o600, "data"),
         f"{PSA}/admin/sbin/modules/fz-ext/t": (b"y", 0o755, "file"),
-        f"{PSA}/admin/plib/modules/fz-ext/_meta/i.png": (b"z", 0o644, "file"),
+        f"{PSA}/admin/share/modules/fz-ext/_meta/i.png": (b"z", 0o644, "file"),
     }

@@ -46,6 +46,7 @@ class Panel(ABC):
 
     name: str
     detection_rule: str
+    registers = False  # whether the panel keeps its own list of installed plugins (register())
 
     def __init__(self, layout: Layout, config: Config) -> None:
         self.layout = layout
@@ -86,6 +87,11 @@ class Panel(ABC):
     def mark(self) -> Mark | None:
         """Where the panel's log stands now, taken before the switch; None without a log."""
         return None
+
+    def register(self, runner: Runner, name: str, present: bool) -> list[str]:
+        """Make the panel's own list of plugins agree with the files: ``name`` registered
+        when ``present`` (its files in place), else not; raise RegistrationFailed; notes."""
+        return []
 
     @abstractmethod
     def restart(self, runner: Runner) -> list[str]:

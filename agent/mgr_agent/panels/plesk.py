@@ -1,15 +1,20 @@
-"""Plesk extensions: a ZIP with ``meta.xml`` at its root, installed under ``usr/local/psa``."""
+"""Plesk extensions: a ZIP with ``meta.xml`` at its root, installed under Plesk's
+PRODUCT_ROOT_D (``usr/local/psa``, or ``opt/psa`` on Debian and Ubuntu, as
+``etc/psa/psa.conf`` says), and registered with Plesk's ``extension`` utility."""
 
 from __future__ import annotations
 
+import os
+import posixpath
 import re
 import shutil
 from pathlib import Path
 
 from mgr_agent import xmlsafe
 from mgr_agent.archive import Source, read_all
-from mgr_agent.errors import IncompatiblePanel, InvalidPackage
-from mgr_agent.layout import PSA_REL
+from mgr_agent.config import Config
+from mgr_agent.errors import IncompatiblePanel, InvalidPackage, RegistrationFailed
+from mgr_agent.layout import PSA_REL, Layout
 from mgr_agent.package import FileSpec, Package
 from mgr_agent.panels.base import HookSpec, Panel
 from mgr_agent.proc import Runner
@@ -22,20 +27,46 @@ OPTIONAL = ("description", "category", "vendor", "url", "support_url", "help_url
 METADATA_FILES = ("DESCRIPTION.md", "CHANGES.md")
 
 
-def plib(ext: str) -> str:
-    return f"{PSA_REL}/admin/plib/modules/{ext}"
+PSA_CONF = "etc/psa/psa.conf"
+REGISTER_TIMEOUT = 120.0
 
 
-def htdocs(ext: str) -> str:
-    return f"{PSA_REL}/admin/htdocs/modules/{ext}"
+def _within_root(layout: Layout, rel: str, hops: int = 16) -> str:
+    """``rel`` with the symbolic links among its components followed inside the root
+    (an absolute link target counts from the root, as under chroot); the real,
+    root-relative path.  A link that leads out of the root is not followed."""
+    parts = [p for p in rel.split("/") if p]
+    done: list[str] = []
+    while parts:
+        part = parts.pop(0)
+        current = "/".join([*done, part])
+        path = layout.under(current)
+        if hops and os.path.islink(path):
+            target = os.readlink(path)
+            joined = target.lstrip("/") if target.startswith("/") else "/".join([*done, target])
+            normal = posixpath.normpath(joined)
+            if normal.startswith("..") or normal == ".":
+                return "/".join([current, *parts])
+            hops -= 1
+            done, parts = [], [p for p in normal.split("/") if p] + parts
+            continue
+        done.append(part)
+    return "/".join(done)
 
 
-def sbin(ext: str) -> str:
-    return f"{PSA_REL}/admin/sbin/modules/{ext}"
-
-
-def var(ext: str) -> str:
-    return f"{PSA_REL}/var/modules/{ext}"
+def product_root(layout: Layout) -> str:
+    """Plesk's PRODUCT_ROOT_D relative to the root, its links followed: ``PRODUCT_ROOT_D``
+    of ``etc/psa/psa.conf`` when that file names it, else ``usr/local/psa``."""
+    rel = PSA_REL
+    try:
+        text = layout.under(PSA_CONF).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        text = ""
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) >= 2 and words[0] == "PRODUCT_ROOT_D" and words[1].startswith("/"):
+            rel = posixpath.normpath(words[1]).lstrip("/") or rel
+    return _within_root(layout, rel)
 
 
 def _series(have: str, bound: str) -> str:
@@ -46,12 +77,33 @@ def _series(have: str, bound: str) -> str:
 class Plesk(Panel):
     name = "plesk"
     detection_rule = "meta.xml (root element <module>) at the top of the package"
+    registers = True
+
+    def __init__(self, layout: Layout, config: Config) -> None:
+        super().__init__(layout, config)
+        self.psa_rel = product_root(layout)
+        self.psa = layout.under(self.psa_rel)
+
+    def plib(self, ext: str) -> str:
+        return f"{self.psa_rel}/admin/plib/modules/{ext}"
+
+    def htdocs(self, ext: str) -> str:
+        return f"{self.psa_rel}/admin/htdocs/modules/{ext}"
+
+    def sbin(self, ext: str) -> str:
+        return f"{self.psa_rel}/admin/sbin/modules/{ext}"
+
+    def share(self, ext: str) -> str:
+        return f"{self.psa_rel}/admin/share/modules/{ext}"
+
+    def var(self, ext: str) -> str:
+        return f"{self.psa_rel}/var/modules/{ext}"
 
     def detect(self, names: set[str]) -> bool:
         return "meta.xml" in names
 
     def anchor(self, name: str) -> Path:
-        return self.layout.psa
+        return self.psa
 
     def _meta(self, source: Source, prefix: str) -> dict[str, object]:
         root = xmlsafe.parse(read_all(source, prefix + "meta.xml"), "meta.xml")
@@ -105,8 +157,8 @@ class Plesk(Panel):
         warnings: list[str] = []
         hooks: dict[str, str] = {}
         not_installed: list[str] = []
-        mapping = {"htdocs/": htdocs(ext), "plib/": plib(ext), "sbin/": sbin(ext), "var/": var(ext),
-                   "_meta/": plib(ext) + "/_meta"}
+        mapping = {"htdocs/": self.htdocs(ext), "plib/": self.plib(ext), "sbin/": self.sbin(ext),
+                   "var/": self.var(ext), "_meta/": self.share(ext) + "/_meta"}
         for full in sorted(source.entries):
             if not full.startswith(prefix):
                 continue
@@ -114,7 +166,7 @@ class Plesk(Panel):
             mode = source.entries[full].mode
             kind: str = "file"
             if rel == "meta.xml" or rel in METADATA_FILES:
-                target = f"{plib(ext)}/{rel}"
+                target = f"{self.plib(ext)}/{rel}"
             else:
                 top, sep, rest = rel.partition("/")
                 base = mapping.get(top + sep) if sep else None
@@ -146,7 +198,7 @@ class Plesk(Panel):
 
     def installed_version(self) -> str | None:
         """Plesk's own version from ``PSA/version`` ("18.0.52 Debian 12.0 ..."), if present."""
-        path = self.layout.psa / "version"
+        path = self.psa / "version"
         try:
             words = path.read_text(encoding="utf-8", errors="replace").split()
         except OSError:
@@ -160,7 +212,7 @@ class Plesk(Panel):
             return []
         have = self.installed_version()
         if have is None:
-            return [f"{PSA_REL}/version not found: plesk_min_version/plesk_max_version not checked"]
+            return [f"{self.psa_rel}/version not found: plesk_min_version/plesk_max_version not checked"]
         if low and compare(have, str(low)) < 0:
             raise IncompatiblePanel(
                 f"meta.xml: plesk_min_version is {low}, but Plesk {have} is installed",
@@ -174,7 +226,7 @@ class Plesk(Panel):
     def _php(self) -> tuple[str, ...]:
         if self.config.php:
             return tuple(self.config.php.split())
-        for candidate in (self.layout.psa / "bin/sw-engine-pleskrun", self.layout.root / "usr/bin/sw-engine"):
+        for candidate in (self.psa / "bin/sw-engine-pleskrun", self.layout.root / "usr/bin/sw-engine"):
             if candidate.is_file():
                 return (str(candidate),)
         return (shutil.which("php") or "php",)
@@ -183,19 +235,64 @@ class Plesk(Panel):
         entry = pkg.hooks.get(hook)
         if entry is None:
             return None
-        installed = None if hook == "pre-install" else f"{plib(pkg.name)}/scripts/{hook}.php"
-        cwd = self.layout.under(plib(pkg.name)) if installed else self.layout.psa
+        installed = None if hook == "pre-install" else f"{self.plib(pkg.name)}/scripts/{hook}.php"
+        cwd = self.layout.under(self.plib(pkg.name)) if installed else self.psa
         return HookSpec(hook=hook, entry=entry, installed=installed, cwd=cwd, interpreter=self._php())
 
     def hook_env(self) -> dict[str, str]:
-        return {"MGR_AGENT_PANEL_ROOT": str(self.layout.psa)}
+        return {"MGR_AGENT_PANEL_ROOT": str(self.psa)}
 
     def restart(self, runner: Runner) -> list[str]:
         """Plesk reads extension files on each request (PHP): there is no core to restart."""
         return ["Plesk loads extension files on the next request; no restart needed"]
 
     def data_dirs(self, name: str) -> list[str]:
-        return [var(name)]
+        return [self.var(name)]
 
     def leftover_dirs(self, name: str) -> list[str]:
-        return [htdocs(name), plib(name), sbin(name)]
+        return [self.htdocs(name), self.plib(name), self.sbin(name), self.share(name)]
+
+    # registration: Plesk lists an extension only once it is in its database
+    def _extension_cli(self) -> list[str] | None:
+        """Plesk's ``extension`` utility under the root: ``PSA/bin/extension``, else
+        ``plesk bin extension``; None without Plesk (a sandbox root)."""
+        direct = self.psa / "bin/extension"
+        if os.access(direct, os.X_OK):
+            return [str(direct)]
+        for rel in ("usr/sbin/plesk", "usr/bin/plesk", f"{self.psa_rel}/bin/plesk"):
+            path = self.layout.under(rel)
+            if os.access(path, os.X_OK):
+                return [str(path), "bin", "extension"]
+        return None
+
+    def _extension(self, runner: Runner, *args: str) -> tuple[int, str]:
+        cli = self._extension_cli()
+        assert cli is not None
+        done = runner.run([*cli, *args], cwd=self.psa if self.psa.is_dir() else self.layout.root,
+                          timeout=REGISTER_TIMEOUT)
+        return done.returncode, done.output.strip()
+
+    def registered(self, runner: Runner, name: str) -> bool:
+        """Whether ``extension --list`` names ``name`` (its first word on a line)."""
+        code, out = self._extension(runner, "--list")
+        if code != 0:
+            raise RegistrationFailed(f"plesk bin extension --list exited with {code}: "
+                                     f"{out or '(no output)'}")
+        return any(line.split()[:1] == [name] for line in out.splitlines())
+
+    def register(self, runner: Runner, name: str, present: bool) -> list[str]:
+        """Make Plesk's list of extensions agree with the files: ``--register`` when the
+        extension's files are in place (``present``), ``--unregister`` when they are not."""
+        if self._extension_cli() is None:
+            what = "was not registered with Plesk" if present else "had no Plesk registration to remove"
+            return [f"Plesk's extension utility is not under {self.layout.root} "
+                    f"({self.psa_rel}/bin/extension, usr/sbin/plesk): {name} {what}"]
+        if not present and not self.registered(runner, name):
+            return []
+        verb = "--register" if present else "--unregister"
+        code, out = self._extension(runner, verb, name)
+        if code != 0:
+            raise RegistrationFailed(
+                f"plesk bin extension {verb} {name} exited with {code}: {out or '(no output)'}",
+                hint="Plesk's output is above; `plesk bin extension --list` shows what Plesk has")
+        return [f"Plesk: {'registered' if present else 'unregistered'} {name}"]
