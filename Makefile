@@ -8,7 +8,7 @@ STAMP  = $(VENV)/.installed
 
 # Ansible tools run with a home of their own (caches) and this checkout's collection.
 ANSIBLE_ENV = PATH=$(CURDIR)/$(VENV)/bin:$$PATH HOME=$(CURDIR)/$(VENV)/ansible-home ANSIBLE_COLLECTIONS_PATH=$(CURDIR)/deploy NO_COLOR=1
-MODULES = mgr.agent.plugin mgr.agent.plugin_info
+MODULES = mgr.agent.aps mgr.agent.plugin mgr.agent.plugin_info
 
 all: test
 

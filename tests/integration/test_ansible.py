@@ -136,15 +136,21 @@ def fleet(sshd: Sshd, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flee
         conf.parent.mkdir(parents=True)
         (work / "hosts" / host / "usr/local/mgr5/etc").mkdir(parents=True)
         conf.write_text(f'[metrics]\ntextfile = "/{TEXTFILE}"\n')
+    yield Fleet(work, files, ansible_env(work), sshd)
+
+
+def ansible_env(work: Path) -> dict[str, str]:
+    """ansible-playbook's environment: this checkout's collection, deploy/examples/ansible.cfg,
+    a HOME and temp directory under ``work``, no ANSIBLE_/MGR_AGENT_ settings of the caller."""
     home = work / "home"
-    home.mkdir()
+    home.mkdir(exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ANSIBLE_", "MGR_AGENT_"))}
     env.update(HOME=str(home), ANSIBLE_COLLECTIONS_PATH=str(REPO / "deploy"), ANSIBLE_PIPELINING="1",
                ANSIBLE_HOST_KEY_CHECKING="0", ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0",
                ANSIBLE_LOCAL_TEMP=str(work / "ansible-tmp"), ANSIBLE_RETRY_FILES_ENABLED="0",
                ANSIBLE_CONFIG=str(EXAMPLES / "ansible.cfg"), PATH=os.environ.get("PATH", ""),
                MGR_AGENT_NO_JOURNAL="1")
-    yield Fleet(work, files, env, sshd)
+    return env
 
 
 @pytest.fixture(scope="module")

@@ -18,9 +18,9 @@ sys.path.insert(0, str(REPO / "deploy"))
 pytest.importorskip("ansible")
 
 from ansible_collections.mgr.agent.plugins.module_utils import agent as agent_utils
-from ansible_collections.mgr.agent.plugins.modules import plugin, plugin_info
+from ansible_collections.mgr.agent.plugins.modules import aps, plugin, plugin_info
 
-MODULES = {"plugin": plugin, "plugin_info": plugin_info}
+MODULES = {"aps": aps, "plugin": plugin, "plugin_info": plugin_info}
 TYPES = {"str": "str", "path": "path", "bool": "bool", "float": "float", "int": "int"}
 
 
@@ -28,17 +28,25 @@ TYPES = {"str": "str", "path": "path", "bool": "bool", "float": "float", "int": 
 def test_documented_options_equal_the_argument_spec(name: str) -> None:
     module = MODULES[name]
     doc = yaml.safe_load(module.DOCUMENTATION)
-    spec = module.argument_spec()
-    assert set(doc["options"]) == set(spec), name
-    for option, documented in doc["options"].items():
-        actual = spec[option]
-        assert documented["type"] == actual.get("type", "str"), option
-        assert documented.get("default") == actual.get("default"), option
-        assert documented.get("choices") == actual.get("choices"), option
-        assert documented.get("required", False) == actual.get("required", False), option
-        assert documented["description"], option
+    _same_options(doc["options"], module.argument_spec(), name)
     for section in ("EXAMPLES", "RETURN"):
         assert yaml.safe_load(getattr(module, section)), f"{name}.{section}"
+
+
+def _same_options(documented_options: dict[str, Any], spec: dict[str, Any], where: str) -> None:
+    """Documented options (and suboptions, recursively) equal the argument_spec's."""
+    assert set(documented_options) == set(spec), where
+    for option, documented in documented_options.items():
+        actual, here = spec[option], f"{where}.{option}"
+        assert documented["type"] == actual.get("type", "str"), here
+        assert documented.get("elements") == actual.get("elements"), here
+        assert documented.get("default") == actual.get("default"), here
+        assert documented.get("choices") == actual.get("choices"), here
+        assert documented.get("required", False) == actual.get("required", False), here
+        assert documented["description"], here
+        assert ("suboptions" in documented) == ("options" in actual), here
+        if "options" in actual:
+            _same_options(documented["suboptions"], actual["options"], here)
 
 
 def params(**kw: Any) -> dict[str, Any]:
@@ -264,3 +272,87 @@ def test_plugin_info_joins_plugins_and_their_last_transactions() -> None:
     assert plugins[0]["last_transaction"]["error"] == "rolled-back"
     assert plugins[1]["last_transaction"] is None
     assert [p["name"] for p in plugin_info.collect(listed, rows, "zeta")] == ["zeta"]
+
+
+def aps_params(**kw: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {k: v.get("default") for k, v in aps.argument_spec().items()}
+    out.update(kw)
+    return out
+
+
+def test_aps_commands_are_the_cli_words_in_order() -> None:
+    p = aps_params(
+        repositories=[
+            {"url": "https://a.example/r.atom", "state": "present", "check": True, "insecure": False},
+            {"url": "http://b.example/r.xml", "state": "absent", "check": False, "insecure": False}],
+        update_rules=[{"name": "WordPress", "state": "present", "type": None, "quantity": 3, "force": True,
+                       "version": None},
+                      {"name": "-odd", "state": "absent", "type": None, "quantity": None, "force": False,
+                       "version": None}],
+        default_rules=[{"name": "Drupal", "state": "present", "type": None, "version": "7.31-36"}],
+        images=[{"name": "WordPress", "file": "wp.png", "state": "present"}], default_image="aps.png")
+    assert aps.commands(p) == [
+        ("repository", "https://a.example/r.atom",
+         ["aps", "repo", "add", "--no-restart", "--check", "--", "https://a.example/r.atom"]),
+        ("repository", "http://b.example/r.xml", ["aps", "repo", "remove", "--no-restart", "--",
+                                                   "http://b.example/r.xml"]),
+        ("update_rule", "WordPress", ["aps", "set-rule", "--quantity", "3", "--force", "--", "update",
+                                      "WordPress"]),
+        ("update_rule", "-odd", ["aps", "unset-rule", "--", "update", "-odd"]),
+        ("default_rule", "Drupal", ["aps", "set-rule", "--version", "7.31-36", "--", "default", "Drupal"]),
+        ("image", "WordPress", ["aps", "set-image", "--script", "WordPress", "--", "wp.png"]),
+        ("default_image", "aps.png", ["aps", "set-image", "--default", "--", "aps.png"]),
+    ]
+
+
+class RecordedWords(Recorded):
+    """Also answers ``run_words(words)``, by the words' first three."""
+
+    def run_words(self, words: list[str]) -> agent_utils.AgentResult:
+        self.calls.append((" ".join(words), {}))
+        doc, rc = self.answers[" ".join(words[:3])]
+        return agent_utils.AgentResult(dict(doc, schema=1), rc, "cli")
+
+
+LISTED = ({"action": "aps-repo-list", "changed": False,
+           "data": {"repositories": [{"url": "https://a/r"}]}}, 0)
+ADDED = ({"action": "aps-repo-add", "changed": True, "notes": ["add ApsExtRepository https://a/r"],
+          "data": {"diff": {"path": "usr/local/mgr5/etc/ispmgr.conf", "before": "", "after": "x\n"}}}, 0)
+
+
+@pytest.mark.parametrize("check_mode", [False, True])
+def test_aps_restarts_once_after_repositories_and_never_in_check_mode(check_mode: bool) -> None:
+    repo = {"state": "present", "check": False, "insecure": False}
+    agent = RecordedWords({"aps repo add": ADDED, "aps repo list": LISTED,
+                           "restart-core": ({"action": "restarted", "notes": ["core restarted"]}, 0)})
+    failed, r = aps.run(agent, aps_params(repositories=[dict(repo, url="https://a/r"),
+                                                        dict(repo, url="https://b/r")]), check_mode)
+    assert not failed and r["changed"] and len(r["changes"]) == 2 and len(r["diff"]) == 2
+    assert r["repositories"] == ["https://a/r"]
+    ops = [op for op, _ in agent.calls]
+    assert ops.count("restart-core") == (0 if check_mode else 1)
+    assert all(("--dry-run" in op) is check_mode for op in ops if op.startswith("aps repo a"))
+
+
+def test_aps_refusal_names_the_item_and_stops() -> None:
+    error = {"code": "aps-invalid-settings", "message": "big.png is 64x64, not 32x32", "hint": ""}
+    refused = {"action": "failed", "changed": False, "error": error}
+    agent = RecordedWords({"aps set-image --script": (refused, 3)})
+    failed, r = aps.run(agent, aps_params(images=[{"name": "Drupal", "file": "big.png", "state": "present"},
+                                                  {"name": "X", "file": "x.png", "state": "present"}]), False)
+    assert failed and r["rc"] == 3 and r["msg"].startswith("image Drupal: big.png is 64x64")
+    assert r["changed"] is False and len(agent.calls) == 1
+
+
+def test_run_words_is_the_cli_with_the_global_options() -> None:
+    seen: list[list[str]] = []
+
+    def run(argv: list[str]) -> tuple[int, str, str]:
+        seen.append(argv)
+        return 0, '{"schema": 1, "action": "aps-repo-list", "changed": false}', ""
+
+    call = agent_utils.AgentCall(run, root="/srv/root", wait=5.0, executable="/opt/x/mgr-agent")
+    res = call.run_words(["aps", "repo", "list"])
+    assert res.ok and res.via == "cli"
+    assert seen == [["/opt/x/mgr-agent", "--root", "/srv/root", "--json", "--no-daemon", "--wait", "5.0",
+                     "aps", "repo", "list"]]

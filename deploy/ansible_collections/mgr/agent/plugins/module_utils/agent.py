@@ -22,6 +22,8 @@ subprocess with the same arguments; both give the same document. ``AgentResult.v
 says which one ran. A daemon at its connection limit (``daemon-busy``) is asked again with
 backoff for up to 5 s, as the CLI does. ``module_result``/``failure``/``finish`` turn a
 result into the module's return values (``failure`` adds ``rolled_back`` and ``cause``).
+``AgentCall.run_words(words)`` runs ``mgr-agent WORDS...`` as a process, for the commands
+the daemon does not serve (``aps ...``).
 """
 
 from __future__ import absolute_import, division, print_function
@@ -218,12 +220,23 @@ class AgentCall:
         return argv + (["--"] + positional if positional else [])
 
     def _via_cli(self, op, args):
-        if self.find_executable() is None:
+        return self._run_cli(self.argv(op, args) if self.find_executable() else None, op, args)
+
+    def run_words(self, words):
+        """Run ``mgr-agent WORDS...`` as a process, for commands the daemon does not serve
+        (``aps ...``); the same checks of the answer as :meth:`run`. An AgentResult."""
+        argv = [self.find_executable(), "--root", self.root, "--json", "--no-daemon"]
+        if self.wait is not None:
+            argv += ["--wait", str(self.wait)]
+        return self._run_cli(argv + list(words) if argv[0] else None, " ".join(words[:3]), {})
+
+    def _run_cli(self, argv, op, args):
+        if argv is None:
             return AgentResult(_error_doc(
                 "agent-not-found", "mgr-agent is not installed on this host (looked on PATH and in %s)"
                 % ", ".join(SEARCH), "install it with the mgr.agent.agent role, or set `executable`",
                 op, args), 127, "none")
-        rc, out, err = self.run_command(self.argv(op, args))
+        rc, out, err = self.run_command(argv)
         try:
             doc = json.loads(out)
         except ValueError:
