@@ -21,6 +21,7 @@ from typing import Protocol
 
 from mgr_agent.errors import InvalidPackage, NotFound, UnsafeArchive
 from mgr_agent.fsutil import CHUNK
+from mgr_agent.shape import is_junk
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,8 @@ class Source(Protocol):
     path: Path
     kind: str
     entries: dict[str, Entry]
+    skipped: list[str]
+    """VCS and editor files (:func:`mgr_agent.shape.is_junk`), checked but never entries."""
 
     def chunks(self, name: str) -> Iterator[bytes]: ...
 
@@ -60,6 +63,17 @@ class Source(Protocol):
 
 def _reject(name: str, rule: str, why: str) -> UnsafeArchive:
     return UnsafeArchive(f"entry {name!r}: {why} [rule: {rule}]", entry=name, rule=rule)
+
+
+TRUNCATED_HINT = ("the file is incomplete (an interrupted download or copy?): fetch or copy it "
+                  "again; nothing was written")
+DAMAGED_HINT = "the archive is damaged: build or fetch it again; nothing was written"
+
+
+def _corrupt(name: str, exc: BaseException) -> UnsafeArchive:
+    err = _reject(name, "corrupt-data", f"cannot be read: {exc}")
+    err.hint = DAMAGED_HINT
+    return err
 
 
 def sanitize_mode(mode: int) -> int:
@@ -105,6 +119,18 @@ class _Collector:
         self.folded: dict[str, str] = {}
         self.total = 0
         self.count = 0
+        self.skipped: list[str] = []
+
+    def junk(self, raw: str, *, is_dir: bool = False) -> bool:
+        """Whether ``raw`` is VCS/editor junk (its name checked all the same); files are
+        recorded in ``skipped``."""
+        name = check_name(raw, self.limits)
+        if not is_junk(name):
+            return False
+        self._count(name)
+        if not is_dir:
+            self.skipped.append(name)
+        return True
 
     def _fold(self, name: str) -> None:
         key = unicodedata.normalize("NFC", name).casefold()
@@ -179,6 +205,11 @@ def _read_stream(fh: object) -> Iterator[bytes]:
 _EOCD = b"PK\x05\x06"
 
 
+def _truncated(name: str, why: str) -> UnsafeArchive:
+    return UnsafeArchive(f"{name}: {why} [rule: truncated]", entry=name, rule="truncated",
+                         hint=TRUNCATED_HINT)
+
+
 def _check_zip_tail(path: Path, name: str) -> None:
     """Refuse trailing bytes after the end-of-central-directory record."""
     size = path.stat().st_size
@@ -187,6 +218,9 @@ def _check_zip_tail(path: Path, name: str) -> None:
         fh.seek(size - back)
         tail = fh.read(back)
     pos = tail.rfind(_EOCD)
+    if pos < 0:
+        raise _truncated(name, "the zip archive is truncated: its end (the central directory) "
+                               "is missing")
     while pos >= 0:
         if pos + 22 <= len(tail):
             (comment_len,) = struct.unpack("<H", tail[pos + 20 : pos + 22])
@@ -194,10 +228,11 @@ def _check_zip_tail(path: Path, name: str) -> None:
                 return
         pos = tail.rfind(_EOCD, 0, pos)
     raise UnsafeArchive(
-        f"{name}: data after the end of the zip archive (trailing garbage or a truncated file) "
-        "[rule: zip-trailing-data]",
+        f"{name}: data after the end of the zip archive (trailing garbage) [rule: zip-trailing-data]",
         entry=name,
         rule="zip-trailing-data",
+        hint="the archive has bytes after its end; build it again, or fetch it again if it was "
+             "damaged on the way; nothing was written",
     )
 
 
@@ -250,6 +285,8 @@ class ZipSource:
         spans: list[tuple[int, int, str]] = []
         for info in infos:
             name = _zip_name(info)
+            if col.junk(name, is_dir=info.is_dir()):
+                continue
             if info.flag_bits & 0x1:
                 raise _reject(name, "encrypted-entry", "encrypted entries are not supported")
             unix_mode = info.external_attr >> 16 if info.create_system == 3 else 0
@@ -281,6 +318,7 @@ class ZipSource:
         for (_, end, name), (start, _, other) in itertools.pairwise(spans):
             if start < end:
                 raise _reject(other, "overlapping-entries", f"its data overlaps that of {name!r}")
+        self.skipped = col.skipped
         return col.finish()
 
     def chunks(self, name: str) -> Iterator[bytes]:
@@ -294,10 +332,10 @@ class ZipSource:
             with self._zf.open(unbounded) as fh:
                 yield from _checked_chunks(name, _read_stream(fh), info.file_size)
         except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:  # lzma/zlib errors
-            raise _reject(name, "corrupt-data", f"cannot be read: {exc}") from exc
+            raise _corrupt(name, exc) from exc
         except Exception as exc:
             if type(exc).__module__ in ("zlib", "lzma", "_lzma", "bz2", "_bz2"):
-                raise _reject(name, "corrupt-data", f"cannot be read: {exc}") from exc
+                raise _corrupt(name, exc) from exc
             raise
 
     def close(self) -> None:
@@ -322,8 +360,13 @@ class TarSource:
                         rule="too-many-entries",
                     )
         except (tarfile.TarError, OSError, EOFError) as exc:
+            if isinstance(exc, EOFError) or any(
+                    k in str(exc) for k in ("empty header", "truncated header", "ended before",
+                                            "unexpected end")):
+                raise _truncated(path.name, f"the tar archive is truncated: it ends inside an "
+                                            f"entry ({exc})") from exc
             raise UnsafeArchive(f"{path.name}: not a readable tar archive: {exc} [rule: tar-format]",
-                                rule="tar-format") from exc
+                                rule="tar-format", hint=DAMAGED_HINT) from exc
         col = _Collector(limits)
         self._members: dict[str, tarfile.TarInfo] = {}
         for member in members:
@@ -337,6 +380,8 @@ class TarSource:
             if any(0xDC80 <= ord(c) <= 0xDCFF for c in raw):
                 raise _reject(raw.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"),
                               "name-not-utf8", "name is not valid UTF-8")
+            if col.junk(raw, is_dir=member.isdir()):
+                continue
             if member.isdir():
                 col.add_dir(raw)
             elif member.isfile():
@@ -346,6 +391,7 @@ class TarSource:
                 what = "link" if member.issym() or member.islnk() else "device or special file"
                 raise _reject(raw, "special-file", f"is a {what}; only regular files are allowed")
         self.entries = col.finish()
+        self.skipped = col.skipped
 
     def chunks(self, name: str) -> Iterator[bytes]:
         member = self._members[name]
@@ -355,10 +401,21 @@ class TarSource:
                 raise _reject(name, "special-file", "is not a regular file")
             yield from _checked_chunks(name, _read_stream(fh), member.size)
         except (tarfile.TarError, OSError, EOFError) as exc:
-            raise _reject(name, "corrupt-data", f"cannot be read: {exc}") from exc
+            raise _corrupt(name, exc) from exc
 
     def close(self) -> None:
         self._tf.close()
+
+
+def _junk_files(full: Path, rel: str) -> list[str]:
+    """The files of a junk path of a directory source (itself when it is not a folder)."""
+    if not full.is_dir() or full.is_symlink():
+        return [rel]
+    found = []
+    for dirpath, _, filenames in os.walk(full):
+        base = rel + "/" + Path(dirpath).relative_to(full).as_posix()
+        found += [f"{base.removesuffix('/.')}/{f}" for f in filenames]
+    return found
 
 
 class DirSource:
@@ -374,6 +431,9 @@ class DirSource:
             for entry in sorted(dirnames) + sorted(filenames):
                 full = base / entry
                 rel = full.relative_to(path).as_posix()
+                if is_junk(rel):  # a working copy's .git/ may hold sockets: never looked into
+                    col.skipped += _junk_files(full, rel)
+                    continue
                 st = os.lstat(full)
                 if stat.S_ISDIR(st.st_mode):
                     col.add_dir(rel + "/")
@@ -382,7 +442,9 @@ class DirSource:
                 else:
                     what = "symbolic link" if stat.S_ISLNK(st.st_mode) else "device or special file"
                     raise _reject(rel, "special-file", f"is a {what}; only regular files are allowed")
+            dirnames[:] = [d for d in dirnames if not is_junk(d)]
         self.entries = col.finish()
+        self.skipped = col.skipped
 
     def chunks(self, name: str) -> Iterator[bytes]:
         declared = self.entries[name].size
@@ -400,6 +462,9 @@ def open_source(path: Path, limits: Limits | None = None) -> Source:
         raise NotFound(f"{path}: no such file or directory")
     if path.is_dir():
         return DirSource(path, limits)
+    if path.stat().st_size == 0:
+        raise InvalidPackage(f"{path}: the file is empty (0 bytes)", rule="empty",
+                             hint=TRUNCATED_HINT)
     with open(path, "rb") as fh:
         magic = fh.read(4)
     if magic[:2] == b"PK" or zipfile.is_zipfile(path):

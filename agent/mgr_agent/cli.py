@@ -7,13 +7,14 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from mgr_agent import __version__, signals
-from mgr_agent.errors import AgentError, Interrupted, UsageError
+from mgr_agent.errors import AgentError, Interrupted, NotAuthorised, UsageError
 from mgr_agent.layout import Layout
 from mgr_agent.result import Result
 
@@ -36,20 +37,56 @@ EXIT_CODES = """exit codes:
                                              130 interrupted (SIGINT/SIGTERM/SIGHUP)"""
 
 
+def _sha256(text: str) -> str:
+    """``--sha256``: exactly 64 hexadecimal digits."""
+    if len(text) != 64 or any(c not in "0123456789abcdefABCDEF" for c in text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a sha256: expected 64 hexadecimal digits")
+    return text
+
+
+def _positive(text: str) -> int:
+    """A count: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive count (1 or more)")
+    return value
+
+
+def _seconds(text: str) -> float:
+    """A duration: seconds, 0 or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected 0 or more seconds")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+    # Each command is offered only the options that apply to it; the program accepts
+    # them all before the command (``mgr-agent --no-daemon --json list``).
+    base = argparse.ArgumentParser(add_help=False)
+    base.add_argument("--root", default=argparse.SUPPRESS, metavar="DIR",
+                      help="root prefix: an existing directory (default /)")
+    base.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
+                      help="debug logging on stderr, with tracebacks")
+    output = argparse.ArgumentParser(add_help=False)
+    output.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                         help="print one JSON document on stdout")
-    common.add_argument("--root", default=argparse.SUPPRESS, help="root prefix (default /)")
-    common.add_argument("--wait", type=float, default=argparse.SUPPRESS, metavar="SECONDS",
-                        help="how long to wait for the lock (default 300, from agent.toml)")
-    common.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS)
-    common.add_argument("--no-daemon", action="store_true", default=argparse.SUPPRESS,
-                        help="run in this process even when the daemon answers (also: "
-                             "MGR_AGENT_NO_DAEMON=1)")
+    locking = argparse.ArgumentParser(add_help=False)
+    locking.add_argument("--wait", type=_seconds, default=argparse.SUPPRESS, metavar="SECONDS",
+                         help="how long to wait for the lock (default 300, from agent.toml)")
+    locking.add_argument("--no-daemon", action="store_true", default=argparse.SUPPRESS,
+                         help="run in this process even when the daemon answers (also: "
+                              "MGR_AGENT_NO_DAEMON=1)")
+    common = [base, output, locking]
 
     parser = argparse.ArgumentParser(
-        prog="mgr-agent", parents=[common],
+        prog="mgr-agent", parents=common,
         description="Install, upgrade, roll back and remove ispmanager 6 plugins and Plesk "
                     "extensions, transactionally.",
         epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -57,23 +94,31 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def cmd(name: str, help_: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, parents=[common], help=help_, description=help_)
+        """A command that reads (no lock, never through the daemon)."""
+        return sub.add_parser(name, parents=[base, output], help=help_, description=help_)
+
+    def dcmd(name: str, help_: str) -> argparse.ArgumentParser:
+        """A command that changes something: takes the lock, runs in the daemon if it answers."""
+        return sub.add_parser(name, parents=common, help=help_, description=help_)
 
     panel_opt = {"choices": ["ispmanager", "plesk"], "help": "panel (default: detected from content)"}
+    installed_panel = {"choices": ["ispmanager", "plesk"],
+                       "help": "the panel NAME is installed for (needed only when it is installed "
+                               "for both)"}
     runtime = argparse.ArgumentParser(add_help=False)
     runtime.add_argument("--no-restart", action="store_true",
                          help="do not restart the panel core or watch its health afterwards")
-    runtime.add_argument("--health-window", type=float, metavar="SECONDS", default=None,
+    runtime.add_argument("--health-window", type=_seconds, metavar="SECONDS", default=None,
                          help="how long to watch the panel after the restart (default 10)")
 
     def mcmd(name: str, help_: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, parents=[common, runtime], help=help_, description=help_)
+        return sub.add_parser(name, parents=[*common, runtime], help=help_, description=help_)
 
     p = mcmd("install", "install or upgrade a plugin from a zip, tar or directory, or an "
                         "https:// URL (with --sha256)")
     p.add_argument("path", help="a file, a directory or an https:// URL")
     p.add_argument("--panel", **panel_opt)  # type: ignore[arg-type]
-    p.add_argument("--sha256", metavar="HEX",
+    p.add_argument("--sha256", metavar="HEX", type=_sha256,
                    help="refuse the archive unless its sha256 matches (required for a URL)")
     p.add_argument("--dry-run", action="store_true", help="report the plan, change nothing")
     p.add_argument("--allow-downgrade", action="store_true", help="allow installing an older version")
@@ -81,52 +126,58 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true", help="refuse on check warnings too (docs/check.md)")
 
     p = mcmd("uninstall", "remove an installed plugin")
-    p.add_argument("name")
-    p.add_argument("--panel", **panel_opt)  # type: ignore[arg-type]
+    p.add_argument("name", help="the installed plugin or extension (see list)")
+    p.add_argument("--panel", **installed_panel)  # type: ignore[arg-type]
     p.add_argument("--purge", action="store_true", help="also remove data (Plesk var/modules/ID)")
     p.add_argument("--dry-run", action="store_true", help="report the plan, change nothing")
 
     p = mcmd("rollback", "go back to the version kept from before the last upgrade")
-    p.add_argument("name")
-    p.add_argument("--panel", **panel_opt)  # type: ignore[arg-type]
+    p.add_argument("name", help="the installed plugin or extension (see list)")
+    p.add_argument("--panel", **installed_panel)  # type: ignore[arg-type]
 
     cmd("list", "list installed plugins")
     p = cmd("info", "show an installed plugin and its files")
-    p.add_argument("name")
-    p.add_argument("--panel", **panel_opt)  # type: ignore[arg-type]
+    p.add_argument("name", help="the installed plugin or extension (see list)")
+    p.add_argument("--panel", **installed_panel)  # type: ignore[arg-type]
     p = cmd("history", "show past transactions")
-    p.add_argument("name", nargs="?")
-    p.add_argument("-n", "--limit", type=int, default=50)
+    p.add_argument("name", nargs="?", help="only this plugin's transactions")
+    p.add_argument("-n", "--limit", type=_positive, default=50, metavar="N",
+                   help="the last N transactions (default 50)")
     p = cmd("check", "validate a package without installing it")
-    p.add_argument("path", type=Path)
+    p.add_argument("path", type=Path, help="a zip, a tar or a directory")
     p.add_argument("--panel", **panel_opt)  # type: ignore[arg-type]
-    p.add_argument("--sha256", metavar="HEX")
+    p.add_argument("--sha256", metavar="HEX", type=_sha256,
+                   help="refuse the archive unless its sha256 matches")
     p.add_argument("--strict", action="store_true", help="warnings count as errors (exit 3)")
     p = cmd("new", "create a plugin skeleton that passes check --strict (runs locally)")
     p.add_argument("name", help="Plesk extension id (my-tool) or ispmanager plugin name (mytool)")
     p.add_argument("--panel", required=True, choices=["ispmanager", "plesk"])
     p.add_argument("--dir", type=Path, metavar="DIR", help="where to create it (default ./NAME)")
-    cmd("recover", "finish or undo an interrupted transaction")
+    dcmd("recover", "finish or undo an interrupted transaction")
     p = cmd("logs", "show and follow the panel log (var/ispmgr.log)")
-    p.add_argument("-n", "--lines", dest="n", type=int, default=None, metavar="N",
+    p.add_argument("-n", "--lines", dest="n", type=_positive, default=None, metavar="N",
                    help="the last N records (default 10; no limit with --since)")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new records")
     p.add_argument("--plugin", metavar="NAME", help="only records naming the plugin's handlers/funcs")
     p.add_argument("--level", metavar="LEVEL", help="only records at this level or above (e.g. ERR)")
     p.add_argument("--since", metavar="TIME", help="e.g. 15m, 2h, 10:00, 2026-11-21 10:00")
     p = cmd("call", "run the handlers bound to FUNC like the panel does and check their answers")
-    p.add_argument("func")
-    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--user", default="root")
-    p.add_argument("--lang", choices=["ru", "en"], default="en")
+    p.add_argument("func", help="the function, e.g. demo.settings")
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="a request parameter (PARAM_KEY for the handler); repeat for more")
+    p.add_argument("--user", default="root", help="the panel user making the request (default root)")
+    p.add_argument("--lang", choices=["ru", "en"], default="en",
+                   help="the interface language of the request (default en)")
     p.add_argument("--input", type=Path, metavar="FILE", help="the <doc> the first handler reads")
-    p.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS", help="per handler")
-    cmd("restart-core", "restart the ispmanager core of this root (never another program's core)")
-    p = cmd("debug", "set a log level in ispmanager's etc/debug.conf and restart the core")
+    p.add_argument("--timeout", type=_seconds, default=60.0, metavar="SECONDS",
+                   help="how long each handler may run (default 60)")
+    dcmd("restart-core", "restart the ispmanager core of this root (never another program's core)")
+    p = dcmd("debug", "set a log level in ispmanager's etc/debug.conf and restart the core")
     p.add_argument("module", nargs="?", help="e.g. core_module (means ispmgr.core_module)")
     p.add_argument("level", nargs="?", type=int, help="0-9; 9 logs handler requests and answers")
     p.add_argument("--off", action="store_true", help="put back the lines that were there before")
-    p = cmd("daemon", "run the daemon (systemd service): recovery at start, then the local API")
+    about = "run the daemon (systemd service): recovery at start, then the local API"
+    p = sub.add_parser("daemon", parents=[base], help=about, description=about)
     p.add_argument("--socket", type=Path, metavar="PATH",
                    help="bind here when not socket-activated (default ROOT/run/mgr-agent/agent.sock)")
     p.add_argument("--group", default="mgr-agent",
@@ -147,7 +198,10 @@ class _Terminal:
 
     def progress(self, message: str) -> None:
         if self.enabled:
-            print(self.paint("··· ", "2") + message, file=self.stream, flush=True)
+            try:
+                print(self.paint("··· ", "2") + message, file=self.stream, flush=True)
+            except BrokenPipeError:  # progress is optional; the operation goes on
+                self.enabled = False
 
 
 def _render(result: Result, term: _Terminal) -> str:
@@ -203,8 +257,9 @@ def _render(result: Result, term: _Terminal) -> str:
             lines.append(f"  files: {s['add']} added, {s['replace']} replaced, {s['remove']} removed, "
                          f"{s['unchanged']} unchanged, {s['kept']} data kept")
     for hook in result.hooks:
-        out = hook["output"].strip()
-        lines.append(f"  hook {hook['hook']}: exit {hook['exit_code']}" + (f"\n    {out}" if out else ""))
+        out = hook["output"].rstrip().strip("\n")  # keeps each line's own indentation
+        lines.append(f"  hook {hook['hook']}: exit {hook['exit_code']}")
+        lines += [f"    {line}".rstrip() for line in out.splitlines()]
     for note in result.notes:
         lines.append(f"  {note}")
     for warning in result.warnings:
@@ -257,6 +312,8 @@ def _dispatch(args: argparse.Namespace, engine: Engine) -> Result:
 
 # ---------------------------------------------------------------- the daemon and downloads
 _DAEMON_COMMANDS = ("install", "uninstall", "rollback", "recover", "restart-core", "debug")
+# read through the daemon by anyone but root: the state is root:mgr-agent 0750
+_DAEMON_READS = ("list", "info", "history")
 
 
 def _daemon(args: argparse.Namespace) -> int:
@@ -299,6 +356,9 @@ def _daemon_request(args: argparse.Namespace) -> tuple[dict[str, object], int | 
     def get(key: str) -> Any:
         return getattr(args, key, None)
 
+    if c in _DAEMON_READS:
+        reads = {"name": get("name"), "panel": get("panel"), "limit": get("limit")}
+        return {k: v for k, v in reads.items() if v is not None}, None
     req: dict[str, object] = {"wait": get("wait")}
     if c in ("install", "uninstall", "rollback", "debug"):
         req.update(restart=not get("no_restart"), health_window=get("health_window"))
@@ -374,10 +434,41 @@ def _streaming(args: argparse.Namespace, as_json: bool) -> int:
         return result.exit_code
 
 
+def _root_problem(args: argparse.Namespace) -> UsageError | None:
+    """``--root`` must name an existing directory: nothing is created in the wrong place."""
+    root = getattr(args, "root", None)
+    if root is None or os.path.isdir(root):
+        return None
+    what = "not a directory" if os.path.lexists(root) else "no such directory"
+    return UsageError(f"--root {root}: {what}",
+                      hint="give the root prefix of an existing tree (the default is /)", path=root)
+
+
+def _closed_pipe() -> int:
+    """The reader went away (``| head``): stop quietly, as other Unix tools do."""
+    with contextlib.suppress(OSError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # nothing more to flush at exit
+    return 128 + signal.SIGPIPE
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command == "daemon":
-        return _daemon(args)
+    try:
+        problem = _root_problem(args)
+        if problem is not None and args.command == "daemon":
+            print(f"error: {problem.message}", file=sys.stderr)
+            return problem.exit_code
+        if args.command == "daemon":
+            return _daemon(args)
+        code = _run(args) if problem is None else _emit(Result(action="failed", error=problem), args)
+        sys.stdout.flush()  # a closed pipe is found here, not at exit
+        return code
+    except BrokenPipeError:
+        return _closed_pipe()
+
+
+def _run(args: argparse.Namespace) -> int:
     as_json: bool = getattr(args, "json", False)
     verbose = getattr(args, "verbose", 0)
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
@@ -390,7 +481,8 @@ def main(argv: list[str] | None = None) -> int:
     if command in ("logs", "call"):
         return _streaming(args, as_json)
     try:
-        result = _via_daemon(args, term) if command in _DAEMON_COMMANDS else None
+        through = command in _DAEMON_COMMANDS or (command in _DAEMON_READS and os.geteuid() != 0)
+        result = _via_daemon(args, term) if through else None
         if result is None:
             engine = Engine(Layout.at(getattr(args, "root", "/")), progress=term.progress,
                             lock_wait=getattr(args, "wait", None),
@@ -404,11 +496,26 @@ def main(argv: list[str] | None = None) -> int:
         result = Result(action="failed", name=name, panel=panel, error=exc)
     except KeyboardInterrupt:
         result = Result(action="failed", error=Interrupted("interrupted by SIGINT"))
+    except PermissionError as exc:  # the state is root:mgr-agent 0750, its files root's
+        log.debug("permission denied", exc_info=True)
+        result = Result(action="failed", name=getattr(args, "name", None), error=NotAuthorised(
+            f"{exc.filename or command}: permission denied: mgr-agent {command} needs root or "
+            "the mgr-agent group",
+            hint="run it as root, or as a member of the mgr-agent group while the daemon runs "
+                 "(without --no-daemon)"))
     except Exception as exc:
         log.debug("internal error", exc_info=True)
         result = Result(action="failed", name=getattr(args, "name", None),
                         error=AgentError(f"internal error in {command}: {exc.__class__.__name__}: {exc}",
                                          hint="run again with -v and report the traceback"))
+    return _emit(result, args, term)
+
+
+def _emit(result: Result, args: argparse.Namespace, term: _Terminal | None = None) -> int:
+    """Print ``result`` as JSON or text; its exit code."""
+    as_json: bool = getattr(args, "json", False)
+    command = args.command
+    term = term or _Terminal(sys.stderr, enabled=not as_json)
     if as_json:
         doc = result.to_json()
         if command in ("list", "history", "info", "check", "recover") and result.error is None:

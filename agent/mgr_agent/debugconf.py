@@ -18,6 +18,8 @@ from mgr_agent.errors import UsageError
 from mgr_agent.fsutil import atomic_write
 
 MODULE_RE = re.compile(r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)?$")
+NO_FILE = "#no-file"
+"""Saved-state key (never a line's key) recording that debug.conf did not exist before."""
 
 
 def key_of(module: str) -> str:
@@ -69,6 +71,8 @@ class DebugConf:
         key = key_of(module)
         lines = self._read()
         saved = self._load_saved()
+        if not saved and not self.path.exists():
+            saved[NO_FILE] = None
         for i, line in enumerate(lines):
             if _line_key(line) == key:
                 words = line.split()
@@ -89,6 +93,8 @@ class DebugConf:
         saved = self._load_saved()
         if not saved:
             return []
+        had_no_file = NO_FILE in saved
+        saved.pop(NO_FILE, None)
         lines = self._read()
         out: list[str] = []
         changes: list[str] = []
@@ -103,6 +109,9 @@ class DebugConf:
                     changes.append(f"removed {line.strip()}")
                 continue
             out.append(line)
-        self._write(out)
+        if had_no_file and not any(line.strip() for line in out):
+            self.path.unlink(missing_ok=True)  # there was none before: leave none
+        else:
+            self._write(out)
         self.saved.unlink()
         return changes

@@ -3,7 +3,9 @@
 A sha256 is required (the download is refused without one, and a mismatch is exit 12);
 plain http is refused unless explicitly allowed; the size is bounded (Content-Length is
 checked first, then every byte counted); connect/read timeouts; transient failures
-(connection errors, timeouts, 429 and 5xx) are retried with exponential backoff.
+(connection errors, timeouts, 429 and 5xx) are retried with exponential backoff, while
+failures that cannot heal (no such host, an untrusted certificate, other 4xx) are not.
+A failed download leaves nothing behind: no partial file, no folder it created.
 The CLI and the daemon use this same code.
 """
 
@@ -13,6 +15,8 @@ import contextlib
 import hashlib
 import os
 import re
+import socket
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +24,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import requests
+from urllib3.exceptions import NameResolutionError
 
 from mgr_agent.errors import ChecksumMismatch, DownloadFailed, UsageError
 from mgr_agent.layout import Layout
@@ -75,6 +80,37 @@ class _Transient(Exception):
     pass
 
 
+def _causes(exc: BaseException) -> list[object]:
+    """``exc``, what it wraps (urllib3's ``reason``) and its causes."""
+    seen: list[object] = []
+    todo: list[object] = [exc]
+    while todo and len(seen) < 20:
+        item = todo.pop()
+        if item is None or any(item is s for s in seen):
+            continue
+        seen.append(item)
+        todo += [getattr(item, "reason", None), getattr(item, "__cause__", None),
+                 getattr(item, "__context__", None)]
+        todo += [a for a in getattr(item, "args", ()) if isinstance(a, BaseException)]
+    return seen
+
+
+def _unhealable(url: str, exc: BaseException) -> DownloadFailed | None:
+    """A failure that retrying cannot heal (no such host, an untrusted certificate), or None."""
+    host = urlsplit(url).hostname
+    causes = _causes(exc)
+    if any(isinstance(c, requests.exceptions.SSLError | ssl.SSLError) for c in causes):
+        return DownloadFailed(
+            f"{url}: TLS verification of {host} failed: {exc}",
+            hint="the server's certificate is not trusted here (REQUESTS_CA_BUNDLE names a CA "
+                 "bundle); nothing was changed")
+    if any(isinstance(c, NameResolutionError | socket.gaierror) for c in causes):
+        return DownloadFailed(f"{url}: cannot resolve the host name {host}",
+                              hint="check the host name in the URL and the DNS settings; "
+                                   "nothing was changed")
+    return None
+
+
 def _attempt(session: requests.Session, url: str, dest: Path, policy: Policy,
              progress: Callable[[str], None]) -> str:
     """One GET into ``dest``; returns the sha256 of what was written."""
@@ -82,6 +118,9 @@ def _attempt(session: requests.Session, url: str, dest: Path, policy: Policy,
         resp = session.get(url, stream=True, allow_redirects=True,
                            timeout=(policy.connect_timeout, policy.read_timeout))
     except (requests.ConnectionError, requests.Timeout) as exc:
+        final = _unhealable(url, exc)
+        if final is not None:
+            raise final from exc
         raise _Transient(f"{exc.__class__.__name__}: {exc}") from exc
     except requests.RequestException as exc:
         raise DownloadFailed(f"{url}: {exc}") from exc
@@ -126,6 +165,7 @@ def fetch(url: str, sha256: str | None, layout: Layout, *, policy: Policy | None
     want = _check(url, sha256, policy)
     say = progress or (lambda _msg: None)
     directory = downloads_dir(layout)
+    made = [p for p in (directory, *directory.parents) if not p.exists()]
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     dest = directory / f"{want[:16]}-{os.getpid()}-{time.monotonic_ns()}-{_filename(url)}"
     own = session is None
@@ -148,6 +188,9 @@ def fetch(url: str, sha256: str | None, layout: Layout, *, policy: Policy | None
     except BaseException:
         with contextlib.suppress(OSError):
             dest.unlink()
+        for path in made:  # a failed download leaves nothing, not even its folders
+            with contextlib.suppress(OSError):
+                path.rmdir()
         raise
     finally:
         if own:

@@ -64,8 +64,9 @@ class Engine:
 
     def __init__(self, layout: Layout, *, progress: Progress | None = None,
                  lock_wait: float | None = None, restart: bool = True,
-                 health_window: float | None = None) -> None:
+                 health_window: float | None = None, actor: str = "cli") -> None:
         self.layout = layout
+        self.actor = actor  # who asked: "cli" in-process, "uid U pid P" through the daemon
         self.config = config_mod.load(layout)
         self.panels = all_panels(layout, self.config)
         self.progress = progress or _quiet
@@ -239,11 +240,12 @@ class Engine:
         hooks: list[HookRun] = []
         env = self._hook_env(hook_pkg, op, installed) if hook_pkg else {}
         history: dict[str, Any] = {"op": op, "from_version": installed.label if installed else None,
-                                   "to_version": pkg.label if pkg else None, "started": started}
+                                   "to_version": pkg.label if pkg else None, "started": started,
+                                   "actor": self.actor}
         try:
             t.begin({"op": op, "panel": panel.name, "name": result.name,
                      "from_version": history["from_version"], "to_version": history["to_version"],
-                     "started": started})
+                     "started": started, "actor": self.actor})
             if pre_hook and hook_pkg:
                 self._run_hook(panel, hook_pkg, pre_hook, hook_argv, tx, env, hooks)
             faults.point("after-pre-hook")
@@ -270,7 +272,7 @@ class Engine:
             with signals.held():  # commit and cleanup run to the end; a signal waits for them
                 commit.history = {**history, "action": result.action, "detail": {
                     "hooks": [h.to_dict() for h in hooks], "warnings": result.warnings,
-                    "plan": change.plan.summary()}}
+                    "plan": change.plan.summary(), "actor": self.actor}}
                 try:
                     state.commit(commit)
                 except BaseException as exc:
@@ -325,7 +327,7 @@ class Engine:
                      "rolled_back" if changed_files else "failed", panel.name, result.name,
                      history["from_version"], history["to_version"], history["started"],
                      {"hooks": [h.to_dict() for h in hooks], "error": final.to_dict(),
-                      "warnings": result.warnings})
+                      "warnings": result.warnings, "actor": self.actor})
         result.action = "rolled_back" if changed_files else "failed"
         result.changed = False
         result.hooks = [h.to_dict() for h in hooks]
@@ -375,7 +377,7 @@ class Engine:
         if op != "rollback":  # the kept archive was checked when it was installed
             _, pkg.warnings = checks.validate(pkg, self._check_context(), strict=strict)
         result = Result(action="planned", name=pkg.name, panel=pkg.panel, version=pkg.label,
-                        warnings=list(pkg.warnings))
+                        warnings=list(pkg.warnings), notes=package.skip_notes(pkg))
         result.warnings += compatible
         fresh: Change | None = None
         if not self.layout.db_file.exists():
@@ -390,7 +392,7 @@ class Engine:
                 empty.close()
             if dry_run:
                 result.warnings += change.warnings
-                result.plan = self._plan_json(change.plan)
+                result.plan = self._plan_json(change.plan, pkg)
                 return result
         with self._mutating(f"{op} {pkg.name}") as state:
             found = state.find(pkg.name, pkg.panel)
@@ -412,7 +414,7 @@ class Engine:
                 change = Planner(self.layout, state, panel).install(pkg, installed, reinstall=reinstall)
                 self._preflight(pkg, change)
             result.warnings += change.warnings
-            result.plan = self._plan_json(change.plan)
+            result.plan = self._plan_json(change.plan, pkg)
             if dry_run:
                 return result
             upgrading = installed is not None
@@ -520,7 +522,8 @@ class Engine:
                 state.record(rep.tx, rep.begin["op"], "rolled_back_by_recovery", "rolled_back",
                              panel.name, rep.begin.get("name"), rep.begin.get("from_version"),
                              rep.begin.get("to_version"), rep.begin.get("started", time.time()),
-                             {"phase": rep.phase, "torn": rep.torn})
+                             {"phase": rep.phase, "torn": rep.torn,
+                              "actor": rep.begin.get("actor", ""), "recovered_by": self.actor})
                 outcome = "rolled back"
             path.unlink()
             fsync_dir(directory)
@@ -535,10 +538,11 @@ class Engine:
         self.last_recovered = done
 
     def plugin_log_names(self, name: str) -> set[str]:
-        """Names by which the panel log mentions an installed ispmanager plugin."""
+        """Names by which the panel log mentions an ispmanager plugin: an installed one's
+        handlers and funcs too, else just its name (e.g. after a rolled-back install)."""
         with self._reading() as state:
-            p = self._installed(state, name, "ispmanager")
-        return log_names(p.name, p.meta)
+            found = state.find(name, "ispmanager")
+        return log_names(found[0].name, found[0].meta) if found else {name}
 
     def restart_core(self) -> Result:
         """Restart the panels' cores on their own (``mgr-agent restart-core``)."""
@@ -572,6 +576,8 @@ class Engine:
         except (InvalidPackage, Refused) as exc:
             if isinstance(exc, ChecksumMismatch):
                 raise
+            if exc.hint == InvalidPackage.default_hint:  # it would say "run check"
+                exc.hint = "fix the package and check it again"
             kind, found = checks.inspect(path, self.panels, ctx, panel_hint=panel,
                                          limits=self.config.limits)
             return Result(action="checked", panel=kind, warnings=checks.warning_texts(found),
@@ -588,8 +594,9 @@ class Engine:
                 error = error or exc
             hooks = sorted(pkg.hooks)
             return Result(action="checked", name=pkg.name, panel=pkg.panel, version=pkg.label,
-                          warnings=warnings, error=error,
+                          warnings=warnings, error=error, notes=package.skip_notes(pkg) + ctx.notes,
                           data={"files": len(pkg.files), "hooks": hooks,
+                                "skipped": package.skipped_json(pkg),
                                 "content_hash": pkg.content_hash,
                                 "archive_sha256": pkg.archive_sha256 or None, "meta": pkg.meta,
                                 "findings": [f.to_dict() for f in found], "notes": ctx.notes})
@@ -635,9 +642,12 @@ class Engine:
                        installed.content_hash, installed.archive, now, tx)
 
     @staticmethod
-    def _plan_json(plan: Plan) -> dict[str, Any]:
-        return {"summary": plan.summary(),
-                "add": [o.path for o in plan.ops if o.action == "add"],
-                "replace": [o.path for o in plan.ops if o.action == "replace"],
-                "remove": [o.path for o in plan.ops if o.action == "remove"],
-                "kept": plan.kept}
+    def _plan_json(plan: Plan, pkg: Package | None = None) -> dict[str, Any]:
+        out = {"summary": plan.summary(),
+               "add": [o.path for o in plan.ops if o.action == "add"],
+               "replace": [o.path for o in plan.ops if o.action == "replace"],
+               "remove": [o.path for o in plan.ops if o.action == "remove"],
+               "kept": plan.kept}
+        if pkg is not None:
+            out["skipped"] = package.skipped_json(pkg)
+        return out

@@ -24,6 +24,7 @@ import lzma
 import os
 import re
 import select
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -789,4 +790,5 @@ def run_logs(layout: Layout, *, n: int | None = None, follow: bool = False,
     except BrokenPipeError:     # `logs | head`: stop quietly, and let the exit flush go nowhere
         with contextlib.suppress(OSError, ValueError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
+        return 128 + signal.SIGPIPE  # the status of `yes | head`'s `yes`
     return 0

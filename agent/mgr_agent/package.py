@@ -17,6 +17,7 @@ from mgr_agent import xmlsafe
 from mgr_agent.archive import Limits, Source, open_source
 from mgr_agent.errors import ChecksumMismatch, InvalidPackage
 from mgr_agent.fsutil import sha256_file
+from mgr_agent.shape import detect_layout, junk_root, summarize
 
 if TYPE_CHECKING:
     from mgr_agent.panels.base import Panel
@@ -55,6 +56,9 @@ class Package:
     content_hash: str = ""
     archive_sha256: str = ""
     kept: dict[str, bytes] = field(default_factory=dict, repr=False)
+    not_installed: list[str] = field(default_factory=list)
+    """Entries the panel does not install (README, LICENSE ...), package-relative."""
+    not_installed_why: str = "the panel does not use"
 
     @property
     def label(self) -> str:
@@ -74,39 +78,31 @@ class Package:
         self.source.close()
 
 
-def strip_prefix(names: set[str]) -> str:
-    """The single wrapping folder of an archive from a code host (``repo-main/``), or ""."""
-    tops = {n.split("/", 1)[0] for n in names}
-    if len(tops) == 1 and all("/" in n for n in names):
-        return tops.pop() + "/"
-    return ""
+def skip_notes(pkg: Package) -> list[str]:
+    """One line per kind of file the package holds but does not install."""
+    notes = []
+    junk = pkg.source.skipped
+    if junk:
+        roots = sorted({junk_root(n) for n in junk})
+        notes.append(f"skipped {len(junk)} VCS/editor file(s) ("
+                     + ", ".join(roots[:5]) + (", …" if len(roots) > 5 else "") + ")"
+                     + ("; all listed in --json" if len(junk) > len(roots[:5]) else ""))
+    if pkg.not_installed:
+        notes.append(summarize(pkg.not_installed, f"file(s) {pkg.not_installed_why}",
+                               verb="not installed:"))
+    return notes
 
 
-def choose_panel(names: set[str], panels: list[Panel], hint: str | None) -> tuple[Panel, str]:
-    """Detect the panel from content (or take ``hint``) and the wrapping prefix."""
-    candidates = [""]
-    wrapped = strip_prefix(names)
-    if wrapped:
-        candidates.append(wrapped)
-    by_name = {p.name: p for p in panels}
-    if hint is not None:
-        panel = by_name[hint]
-        for prefix in candidates:
-            if panel.detect({n[len(prefix):] for n in names if n.startswith(prefix)}):
-                return panel, prefix
-        raise InvalidPackage(f"not a {hint} package: {panel.detection_rule}", rule="detection")
-    for prefix in candidates:
-        sub = {n[len(prefix):] for n in names if n.startswith(prefix)}
-        found = [p for p in panels if p.detect(sub)]
-        if len(found) > 1:
-            raise InvalidPackage(
-                "the package looks like both " + " and ".join(p.name for p in found),
-                hint="pass --panel to choose", rule="detection",
-            )
-        if found:
-            return found[0], prefix
-    rules = "; ".join(f"{p.name}: {p.detection_rule}" for p in panels)
-    raise InvalidPackage(f"cannot tell which panel this package is for ({rules})", rule="detection")
+def skipped_json(pkg: Package) -> dict[str, list[str]]:
+    """The full lists behind :func:`skip_notes`, for ``--json``."""
+    return {"vcs": sorted(pkg.source.skipped), "not_installed": sorted(pkg.not_installed)}
+
+
+def _where(path: Path) -> tuple[str, str]:
+    """How messages name a source, and the path a suggested command starts with."""
+    if path.is_dir():
+        return f"the folder {path}", str(path).rstrip("/")
+    return f"the archive {path.name}", "DIR"
 
 
 # Inflated entries kept in memory from the verifying pass, so that staging does not read
@@ -161,7 +157,9 @@ def load(
         raise InvalidPackage(f"{path}: --sha256 applies to an archive file, not a directory")
     source = open_source(path, limits)
     try:
-        panel, prefix = choose_panel(set(source.entries), panels, panel_hint)
+        where, install_path = _where(path)
+        panel, prefix = detect_layout(set(source.entries), panels, panel_hint, where=where,
+                                      install_path=install_path)
         kept: dict[str, bytes] = {}
         hashes = _hash_entries(source, kept) if verify else {}
         for name in source.entries:

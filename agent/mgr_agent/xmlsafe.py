@@ -19,6 +19,18 @@ _ENTITY_ERRORS = frozenset({
 })
 
 
+def _entity_problem(text: str) -> str:
+    """libxml2's words for an entity error, said plainly."""
+    low = text.lower()
+    if "amplification" in low or "huge" in low:
+        return "its XML entities expand far beyond the file's size (an entity-expansion bomb)"
+    if "loop" in low:
+        return "its XML entities refer to themselves in a loop"
+    if "not defined" in low or "undeclared" in low:
+        return "it uses an XML entity that is not declared"
+    return "it declares or uses XML entities"
+
+
 def _parser() -> etree.XMLParser:
     return etree.XMLParser(
         resolve_entities=False,
@@ -46,9 +58,13 @@ def parse(data: bytes, source: str, *, max_bytes: int = MAX_XML_BYTES) -> Elemen
         root = etree.fromstring(data, _parser())
     except etree.XMLSyntaxError as exc:
         # entity bombs, loops and undeclared entities stop libxml2 before our checks run
-        about_entities = "entity" in str(exc).lower() or getattr(exc, "code", None) in _ENTITY_ERRORS
+        text = str(exc)
+        about_entities = "entity" in text.lower() or getattr(exc, "code", None) in _ENTITY_ERRORS
+        if about_entities:
+            raise InvalidXML(f"{source}: {_entity_problem(text)}; entities are not allowed in "
+                             "packages", path=source, rule="xml-entities", parser=text) from exc
         raise InvalidXML(f"{source}: not well-formed XML: {exc}", path=source,
-                         rule="xml-entities" if about_entities else "xml-syntax") from exc
+                         rule="xml-syntax") from exc
     except ValueError as exc:  # e.g. encoding declarations lxml refuses
         raise InvalidXML(f"{source}: cannot be parsed as XML: {exc}", path=source,
                          rule="xml-syntax") from exc

@@ -352,7 +352,7 @@ ARCHIVE_CASES = [
            "100000", toml="[archive]\nmax_total_bytes = 100000\n"),
     unsafe("entry-too-large", isp_zip([(f"{IMG}/big.bin", os.urandom(60_000))]), "entry-too-large",
            f"{IMG}/big.bin", toml="[archive]\nmax_entry_bytes = 50000\n"),
-    unsafe("zip-truncated", rewritten(isp_zip([]), lambda b: b[:-200]), "zip-trailing-data", "hostile.zip"),
+    unsafe("zip-truncated", rewritten(isp_zip([]), lambda b: b[:-200]), "truncated", "is truncated"),
     unsafe("zip-trailing-garbage", rewritten(isp_zip([]), lambda b: b + b"#!/bin/sh\nrm -rf /\n"),
            "zip-trailing-data", "hostile.zip"),
     unsafe("zip-encrypted-flag", encrypted, "encrypted-entry", f"{IMG}/secret.txt"),
@@ -372,7 +372,7 @@ ARCHIVE_CASES = [
     unsafe("tar-fifo", isp_tar(tar_member("addon/pipe", tarfile.FIFOTYPE)), "special-file", "addon/pipe"),
     unsafe("tar-duplicate", isp_tar(tar_member(f"{IMG}/demo.txt", data=b"again")), "duplicate-name",
            f"{IMG}/demo.txt"),
-    unsafe("tar-truncated", rewritten(isp_tar(), lambda b: b[:-300]), "tar-format", "hostile.tar.gz"),
+    unsafe("tar-truncated", rewritten(isp_tar(), lambda b: b[:-300]), "truncated", "hostile.tar.gz"),
 ]
 
 XML_CASES = [

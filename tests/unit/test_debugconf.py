@@ -45,12 +45,21 @@ def test_off_restores_exactly(tmp_path: Path) -> None:
     assert conf.restore() == []
 
 
-def test_missing_file_is_created_and_off_empties_it(tmp_path: Path) -> None:
+def test_missing_file_is_created_and_off_removes_it(tmp_path: Path) -> None:
     conf = _conf(tmp_path, None)
     conf.set("core_module", 9)
     assert conf.path.read_text() == "ispmgr.core_module 9\n"
+    assert conf.restore() == ["removed ispmgr.core_module 9"]
+    assert not conf.path.exists(), "there was no debug.conf before: none is left"
+
+
+def test_missing_file_keeps_lines_someone_else_added(tmp_path: Path) -> None:
+    conf = _conf(tmp_path, None)
+    conf.set("core_module", 9)
+    with conf.path.open("a") as fh:
+        fh.write("ispmgr.other 3\n")
     conf.restore()
-    assert conf.path.read_text() == ""
+    assert conf.path.read_text() == "ispmgr.other 3\n"
 
 
 @pytest.mark.parametrize(("module", "level"), [("core module", 9), ("a;b", 1), ("core_module", 10)])

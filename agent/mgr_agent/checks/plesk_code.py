@@ -9,7 +9,6 @@ import re
 from pathlib import Path
 
 from mgr_agent.checks.base import Context, Files, find, line_of
-from mgr_agent.checks.safety import is_junk
 from mgr_agent.findings import Finding
 
 HOOKS = ("pre-install", "post-install", "pre-uninstall")
@@ -110,7 +109,7 @@ def check_layout(files: Files, ctx: Context) -> list[Finding]:
     out: list[Finding] = []
     for rel in files:
         top, sep, _ = rel.partition("/")
-        if rel in TOP_FILES or (sep and top in KNOWN_TOP) or is_junk(rel):
+        if rel in TOP_FILES or (sep and top in KNOWN_TOP):
             continue
         out.append(find("plesk-entry-ignored", "warning",
                         "outside meta.xml, htdocs/, plib/, sbin/, var/, _meta/; not installed",

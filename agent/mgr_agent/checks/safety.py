@@ -11,6 +11,7 @@ import re
 
 from mgr_agent.checks.base import Context, Files, find, line_of
 from mgr_agent.findings import Finding
+from mgr_agent.shape import junk_root
 
 LARGE_FILE = 10 * 1024 * 1024        # bytes; a file this big in a plugin is usually a mistake
 SCAN_LIMIT = 4 * 1024 * 1024          # files over this are not scanned for secrets
@@ -29,14 +30,6 @@ TOKENS = (
 SECRET_NAMES = re.compile(r"(^|/)(\.env(\.[\w-]+)?|id_(rsa|dsa|ecdsa|ed25519)|\.npmrc|\.pypirc|"
                           r"\.netrc|\.htpasswd|\.git-credentials|[^/]+\.(key|p12|pfx))$")
 SECRET_NAME_EXCEPTIONS = re.compile(r"(^|/)\.env\.(example|sample|dist|template)$")
-JUNK = re.compile(r"(^|/)(\.git|\.svn|\.hg|\.bzr|CVS|\.idea|\.vscode|__pycache__)(/|$)"
-                  r"|(^|/)(\.DS_Store|Thumbs\.db|desktop\.ini|\._[^/]*)$|~$|\.(swp|swo|orig|rej|bak)$"
-                  r"|(^|/)\.#[^/]*$|(^|/)#[^/]*#$")
-
-
-def is_junk(rel: str) -> bool:
-    """Version-control and editor files that `pack` leaves out and `check` reports."""
-    return bool(JUNK.search(rel))
 
 
 def xml_safety(files: Files, ctx: Context) -> list[Finding]:
@@ -110,19 +103,13 @@ def secrets(files: Files, ctx: Context) -> list[Finding]:
 
 
 def junk(files: Files, ctx: Context) -> list[Finding]:
-    out: list[Finding] = []
-    reported: set[str] = set()
-    for rel in files:
-        match = JUNK.search(rel)
-        if match is None:
-            continue
-        top = rel[: match.end()].rstrip("/")
-        if top in reported:
-            continue
-        reported.add(top)
-        out.append(find("vcs-junk", "warning", "version-control or editor file in the package",
-                        "build the package with `mgr-agent pack`, which leaves these out", top))
-    return out
+    """VCS and editor files (:func:`mgr_agent.shape.is_junk`): never installed, and
+    left out by ``pack``; reported once per outermost folder or file."""
+    prefix = files.prefix
+    roots = sorted({junk_root(n) for n in files.source.skipped if n.startswith(prefix)})
+    return [find("vcs-junk", "warning", "version-control or editor file(s); never installed",
+                 "build the package with `mgr-agent pack`, which leaves these out",
+                 root[len(prefix):].rstrip("/")) for root in roots]
 
 
 VALIDATORS = (xml_safety, modes, sizes, secrets, junk)

@@ -4,35 +4,29 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import time
 from pathlib import Path
 from typing import Any
 
 import psutil
 
-from mgr_agent import xmlsafe
+from mgr_agent import outside, xmlsafe
 from mgr_agent.archive import Source, read_all
 from mgr_agent.errors import HealthCheckFailed, InvalidPackage
 from mgr_agent.layout import MGR_REL
-from mgr_agent.package import FileSpec, Package
+from mgr_agent.package import Package
 from mgr_agent.panels.base import HOOKS, NAME_RE, HookSpec, Mark, Panel
+from mgr_agent.panels.isplayout import (
+    FLAT_RE,
+    MOD_RE,
+    check_version,
+    hook_of,
+    map_flat,
+    map_tree,
+    plugin_xml,
+    rel_to_mgr,
+)
 from mgr_agent.proc import Runner
-
-MOD_RE = re.compile(r"^etc/xml/ispmgr_mod_([^/]+)\.xml$")
-# The panel's own programs and libraries: no plugin may write there.
-FORBIDDEN_TOP = frozenset({"bin", "sbin", "lib", "libexec", "lib64"})
-LEADING = MGR_REL + "/"
-
-
-def _rel(name: str) -> str:
-    return name[len(LEADING):] if name.startswith(LEADING) else name
-
-
-def _check_version(version: str, where: str) -> None:
-    if version and (len(version) > 64 or any(c.isspace() for c in version)):
-        raise InvalidPackage(f"{where}: {version[:64]!r} is not a version (one word, at most 64 "
-                             "characters)", path=where, rule="version")
 
 
 def log_names(name: str, meta: dict[str, Any]) -> set[str]:
@@ -59,25 +53,30 @@ def _wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Proce
 
 class IspManager(Panel):
     name = "ispmanager"
-    detection_rule = "etc/xml/ispmgr_mod_NAME.xml is required (optionally under usr/local/mgr5/)"
+    detection_rule = ("etc/xml/ispmgr_mod_NAME.xml (optionally under usr/local/mgr5/), or "
+                      "ispmgr_mod_NAME.xml at the top beside its handlers")
 
     def detect(self, names: set[str]) -> bool:
-        return any(MOD_RE.match(_rel(n)) for n in names)
+        return any(MOD_RE.match(rel_to_mgr(n)) or FLAT_RE.match(n) for n in names)
 
     def anchor(self, name: str) -> Path:
         return self.layout.mgr
 
     def describe(self, source: Source, prefix: str) -> Package:
         names = {n[len(prefix):]: n for n in source.entries if n.startswith(prefix)}
-        mods = sorted(rel for rel in map(_rel, names) if MOD_RE.match(rel))
+        mods = sorted(rel for rel in map(rel_to_mgr, names) if MOD_RE.match(rel))
+        flat = not mods
+        if flat:  # ispmgr_mod_NAME.xml at the top, beside the handlers it names
+            mods = sorted(rel for rel in names if FLAT_RE.match(rel))
         if len(mods) != 1:
             raise InvalidPackage(
                 f"the package holds {len(mods)} plugin descriptions ({', '.join(mods)}); "
                 "exactly one etc/xml/ispmgr_mod_NAME.xml is allowed",
+                hint="a repository of several plugins: install each plugin's folder on its own",
                 rule="one-plugin",
             )
         mod_rel = mods[0]
-        match = MOD_RE.match(mod_rel)
+        match = (FLAT_RE if flat else MOD_RE).match(mod_rel)
         assert match is not None
         plugin = match.group(1)
         if not NAME_RE.match(plugin):
@@ -86,28 +85,33 @@ class IspManager(Panel):
                 "(at most 64, starting with a letter or digit)",
                 rule="plugin-name",
             )
-        by_rel = {_rel(n): full for n, full in names.items()}
-        root = xmlsafe.parse(read_all(source, by_rel[mod_rel]), mod_rel)
-        if root.tag != "mgrdata":
-            raise InvalidPackage(f"{mod_rel}: root element is <{root.tag}>, it must be <mgrdata>",
-                                 path=mod_rel, rule="plugin-xml-root")
-        handlers: list[str] = []
-        for handler in root.iter("handler"):
-            hname = (handler.get("name") or "").strip()
-            htype = handler.get("type", "xml")
-            if not hname:
-                raise InvalidPackage(f"{mod_rel}: a <handler> has no name attribute",
-                                     path=mod_rel, rule="handler-name")
-            if htype not in ("xml", "cgi"):
-                raise InvalidPackage(f"{mod_rel}: handler {hname!r} has type {htype!r}; "
-                                     "it must be xml or cgi", path=mod_rel, rule="handler-type")
-            if hname.startswith("/") or ".." in hname.split("/"):
-                raise InvalidPackage(f"{mod_rel}: handler name {hname!r} must be a path inside addon/",
-                                     path=mod_rel, rule="handler-name")
-            handlers.append(hname)
-        funcs = sorted({f.get("name", "") for f in root.iter("func")} - {""})
-        events = sorted({e.get("name", "") for e in root.iter("event")} - {""})
+        by_rel = {rel_to_mgr(n): full for n, full in names.items()}
+        handlers, funcs, events = plugin_xml(read_all(source, by_rel[mod_rel]), mod_rel)
+        version = self._version(source, plugin, names, by_rel)
+        if flat:
+            files, hooks, skipped = map_flat(source, names, mod_rel, handlers)
+        else:
+            files, hooks, skipped = map_tree(source, names, handlers)
+            for h in handlers:
+                if f"{MGR_REL}/addon/{h}" not in files and not (self.layout.mgr / "addon" / h).is_file():
+                    raise InvalidPackage(
+                        f"{mod_rel}: handler {h!r} needs addon/{h}, which is neither in the package "
+                        "nor installed", path=mod_rel, rule="handler-missing")
+        warnings = [f"{rel}: not a known hook ({', '.join(HOOKS)}); ignored"
+                    for rel in sorted(names) if rel.startswith("scripts/") and hook_of(rel) is None]
+        return Package(
+            panel=self.name, name=plugin, version=version, release="", source=source,
+            prefix=prefix, files=files, hooks=hooks, warnings=warnings,
+            meta={"handlers": handlers, "funcs": funcs, "events": events,
+                  "xml": f"etc/xml/{mod_rel}" if flat else mod_rel},
+            not_installed=skipped,
+            not_installed_why=("beside the plugin XML that it does not name" if flat else
+                               "at the top of the package (only folders are installed)"),
+        )
 
+    @staticmethod
+    def _version(source: Source, plugin: str, names: dict[str, str], by_rel: dict[str, str]) -> str:
+        """From etc/plugins/ispmgr/NAME.xml, else a VERSION file, else "" (a content hash)."""
         version = ""
         desc_rel = f"etc/plugins/ispmgr/{plugin}.xml"
         if desc_rel in by_rel:
@@ -118,52 +122,13 @@ class IspManager(Panel):
             if desc.get("name") not in (None, plugin):
                 raise InvalidPackage(
                     f"{desc_rel}: <plugin name={desc.get('name')!r}> does not match the plugin "
-                    f"name {plugin!r} of {mod_rel}", path=desc_rel, rule="module-name")
+                    f"name {plugin!r}", path=desc_rel, rule="module-name")
             version = (desc.get("version") or xmlsafe.text_of(desc, "version") or "").strip()
-            _check_version(version, desc_rel)
+            check_version(version, desc_rel)
         if not version and "VERSION" in names:
             version = read_all(source, names["VERSION"]).decode("utf-8", "replace").strip()
-            _check_version(version or " ", "VERSION")
-
-        warnings: list[str] = []
-        files: dict[str, FileSpec] = {}
-        hooks: dict[str, str] = {}
-        handler_targets = {f"addon/{h}" for h in handlers}
-        for rel_raw, full in sorted(names.items()):
-            if rel_raw.startswith("scripts/"):
-                hook = rel_raw[len("scripts/"):]
-                if hook in HOOKS:
-                    hooks[hook] = full
-                else:
-                    warnings.append(f"{rel_raw}: not a known hook ({', '.join(HOOKS)}); ignored")
-                continue
-            if "/" not in rel_raw:
-                continue  # VERSION, README, LICENSE ... describe the package, not installed
-            rel = _rel(rel_raw)
-            top = rel.split("/", 1)[0]
-            if top in FORBIDDEN_TOP:
-                raise InvalidPackage(
-                    f"{rel_raw}: plugins may not write the panel's programs and libraries "
-                    f"({', '.join(sorted(FORBIDDEN_TOP))}/ of {MGR_REL})",
-                    path=rel_raw, rule="forbidden-path")
-            mode = source.entries[full].mode
-            if rel in handler_targets:
-                mode = 0o755
-            target = f"{MGR_REL}/{rel}"
-            if target in files:
-                raise InvalidPackage(f"{rel_raw}: given twice (with and without {LEADING})",
-                                     path=rel_raw, rule="duplicate-target")
-            files[target] = FileSpec(target=target, entry=full, mode=mode)
-        for h in handlers:
-            if f"{MGR_REL}/addon/{h}" not in files and not (self.layout.mgr / "addon" / h).is_file():
-                raise InvalidPackage(
-                    f"{mod_rel}: handler {h!r} needs addon/{h}, which is neither in the package "
-                    "nor installed", path=mod_rel, rule="handler-missing")
-        return Package(
-            panel=self.name, name=plugin, version=version, release="", source=source,
-            prefix=prefix, files=files, hooks=hooks, warnings=warnings,
-            meta={"handlers": handlers, "funcs": funcs, "events": events, "xml": mod_rel},
-        )
+            check_version(version or " ", "VERSION")
+        return version
 
     def hook(self, pkg: Package, hook: str) -> HookSpec | None:
         entry = pkg.hooks.get(hook)
@@ -238,13 +203,34 @@ class IspManager(Panel):
                     f"{self.layout.mgr} did not end after SIGKILL")
             notes.append(f"ended {len(left)} core process(es) of {self.layout.mgr}")
         if mgrctl is not None:
-            done = runner.run([str(mgrctl), "-m", "ispmgr"], cwd=self.layout.mgr,
-                              timeout=self.config.core_timeout)
-            if done.returncode != 0:
-                raise HealthCheckFailed(
-                    f"the panel does not answer after the restart: mgrctl -m ispmgr exited "
-                    f"{done.returncode}: {done.output.strip()[-500:]}")
-            notes.append("the panel answers again (mgrctl)")
+            notes += self._wake(runner, mgrctl)
+        return notes
+
+    def _wake(self, runner: Runner, mgrctl: Path) -> list[str]:
+        """``mgrctl -m ispmgr`` (starts the core and waits until it answers), outside the
+        agent's service under systemd: after the panel's own unit, in a transient unit."""
+        notes: list[str] = []
+        argv = [str(mgrctl), "-m", "ispmgr"]
+        where = ""
+        if outside.systemd_runs(self.layout.root):
+            unit_ = self.config.core_unit
+            if unit_:
+                done = runner.run(outside.start_unit(unit_), cwd=self.layout.mgr,
+                                  timeout=self.config.core_timeout)
+                if done.returncode != 0:
+                    raise HealthCheckFailed(f"systemctl start {unit_} exited {done.returncode}: "
+                                            f"{done.output.strip()[-500:]}")
+                notes.append(f"started the panel's unit {unit_}")
+            name = outside.unit_name("ispmgr-core")
+            argv = outside.transient(argv, unit=name, timeout=self.config.core_timeout,
+                                     description=f"ispmanager core of {self.layout.mgr} (woken by mgr-agent)")
+            where = f" (in {name}.service; journalctl -u {name})"
+        done = runner.run(argv, cwd=self.layout.mgr, timeout=self.config.core_timeout + 5)
+        if done.returncode != 0:
+            raise HealthCheckFailed(
+                f"the panel does not answer after the restart: mgrctl -m ispmgr exited "
+                f"{done.returncode}{where}: {done.output.strip()[-500:]}")
+        notes.append(f"the panel answers again (mgrctl){where}")
         return notes
 
     def _read_new(self, mark: Mark, lines: list[str]) -> Mark:

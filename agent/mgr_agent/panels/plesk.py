@@ -45,7 +45,7 @@ def _series(have: str, bound: str) -> str:
 
 class Plesk(Panel):
     name = "plesk"
-    detection_rule = "meta.xml with root <module> is required at the archive root"
+    detection_rule = "meta.xml (root element <module>) at the top of the package"
 
     def detect(self, names: set[str]) -> bool:
         return "meta.xml" in names
@@ -104,6 +104,7 @@ class Plesk(Panel):
         files: dict[str, FileSpec] = {}
         warnings: list[str] = []
         hooks: dict[str, str] = {}
+        not_installed: list[str] = []
         mapping = {"htdocs/": htdocs(ext), "plib/": plib(ext), "sbin/": sbin(ext), "var/": var(ext),
                    "_meta/": plib(ext) + "/_meta"}
         for full in sorted(source.entries):
@@ -118,8 +119,7 @@ class Plesk(Panel):
                 top, sep, rest = rel.partition("/")
                 base = mapping.get(top + sep) if sep else None
                 if base is None:
-                    warnings.append(f"{rel}: outside meta.xml, htdocs/, plib/, sbin/, var/, _meta/; "
-                                    "not installed")
+                    not_installed.append(rel)
                     continue
                 target = f"{base}/{rest}"
                 if top == "sbin":
@@ -139,6 +139,9 @@ class Plesk(Panel):
         return Package(
             panel=self.name, name=ext, version=str(meta["version"]), release=str(meta["release"]),
             source=source, prefix=prefix, files=files, hooks=hooks, meta=meta, warnings=warnings,
+            not_installed=not_installed,
+            not_installed_why="outside meta.xml, DESCRIPTION.md, CHANGES.md, htdocs/, plib/, sbin/, "
+                              "var/, _meta/",
         )
 
     def installed_version(self) -> str | None:
