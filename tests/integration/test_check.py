@@ -278,6 +278,13 @@ def bad_subsequent_tar_header(where: Path) -> Path:
     return path
 
 
+def empty_entry_name(where: Path) -> Path:
+    path = write_zip(plesk_good(), where / "empty-name.zip")
+    with zipfile.ZipFile(path, "a") as zf:
+        zf.writestr(zipfile.ZipInfo(""), b"x")
+    return path
+
+
 def empty_file(where: Path) -> Path:
     path = where / "empty.zip"
     path.write_bytes(b"")
@@ -288,7 +295,8 @@ HOSTILE = [*ARCHIVE_CASES, *XML_CASES,
            HostileCase("zip-format", unreadable_zip, "unsafe-archive", "zip-format", "unreadable.zip"),
            HostileCase("tar-format", bad_subsequent_tar_header, "unsafe-archive", "tar-format",
                        "subsequent.tar"),
-           HostileCase("empty", empty_file, "invalid-package", "empty", "empty.zip")]
+           HostileCase("empty", empty_file, "invalid-package", "empty", "empty.zip"),
+           HostileCase("empty-name", empty_entry_name, "unsafe-archive", "empty-name", "empty name")]
 
 
 def build(case: Bad, where: Path) -> Path:
