@@ -176,10 +176,7 @@ def main():
     func = os.environ.get("PARAM_func", "")
     data = sys.stdin.buffer.read()
     doc = etree.fromstring(data) if data.strip() else etree.Element("doc")
-    mine = func == "NAME.settings" or (
-        func == "plugin.settings" and os.environ.get("PARAM_plugin_settings") == "NAME")
-    if mine:
-        doc.set("func", "NAME.settings")
+    if func == "NAME.settings":  # also what the Modules section's Settings button calls
         if os.environ.get("PARAM_sok") == "ok" or os.environ.get("PARAM_clicked_button") == "ok":
             set_(doc)
         else:
@@ -216,7 +213,6 @@ def ispmanager_tree(name: str) -> Tree:
   </mainmenu>
   <handler name="{name}.py" type="xml">
     <func name="{name}.settings"/>
-    <event name="plugin.settings" after="yes"/>
   </handler>
   <metadata name="{name}.settings" type="form" mgr="ispmgr">
     <form>
