@@ -151,7 +151,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true", help="warnings count as errors (exit 3)")
     p = cmd("new", "create a plugin skeleton that passes check --strict (runs locally)")
     p.add_argument("name", help="Plesk extension id (my-tool) or ispmanager plugin name (mytool)")
-    p.add_argument("--panel", required=True, choices=["ispmanager", "plesk"], help="the panel it is for")
+    p.add_argument("--panel", choices=["ispmanager", "plesk"], help="the panel it is for (required)")
     p.add_argument("--dir", type=Path, metavar="DIR", help="where to create it (default ./NAME)")
     p = cmd("pack", "build a reproducible zip from a source tree, after check (runs locally)")
     p.add_argument("dir", type=Path, metavar="DIR", help="the source tree (a repository works too)")

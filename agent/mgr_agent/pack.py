@@ -134,8 +134,7 @@ def pack(directory: Path, dest_dir: Path | None, engine: Engine, *, panel: str |
                          hint="report this as a bug with the source tree")
     notes = [f"the plugin lies in {prefix} of {directory}"] if prefix else []
     notes += [n for n in checked.notes if n.startswith("skipped")]
-    warnings = [w for w in checked.warnings if not w.startswith("[vcs-junk]")]  # left out: noted
     return Result(action="packed", changed=True, name=checked.name, panel=kind, version=checked.version,
-                  warnings=warnings, notes=[f"wrote {out} ({count} files, sha256 {digest})", *notes],
+                  warnings=checked.warnings, notes=[f"wrote {out} ({count} files, sha256 {digest})", *notes],
                   data={"path": str(out), "files": count, "sha256": digest,
                         "findings": (checked.data or {}).get("findings", [])})

@@ -124,7 +124,6 @@ CORPUS = [
     Bad("secret-token", "warning", PL,
         put("plib/library/Aws.php", b"<?php\n$key = 'AKIAIOSFODNN7EXAMPLE';\n"), "plib/library/Aws.php",
         line=True),
-    Bad("vcs-junk", "warning", IS, put("addon/corpus.py~", b"old\n"), "addon/corpus.py~", as_zip=True),
     # --- Plesk meta.xml
     Bad("meta-root", "error", PL, put("meta.xml", b"<extension><id>x</id></extension>"), "meta.xml",
         line=True),
@@ -202,7 +201,6 @@ CORPUS = [
     Bad("public-no-autoload", "warning", PL,
         put("htdocs/public/hook.php", b"<?php\n$s = pm_Settings::get('x');\n"), "htdocs/public/hook.php",
         line=True),
-    Bad("plesk-entry-ignored", "warning", PL, put("docs/README.txt", b"read me\n"), "docs/README.txt"),
     # --- ispmanager
     Bad("one-plugin", "error", IS, put("etc/xml/ispmgr_mod_other.xml", b"<mgrdata/>")),
     Bad("forbidden-path", "error", IS, put("sbin/mgrctl", b"#!/bin/sh\n", 0o755), "sbin/mgrctl"),
@@ -217,7 +215,8 @@ CORPUS = [
     Bad("handler-not-executable", "warning", IS, chmod(HANDLER, 0o644), HANDLER),
     Bad("handler-missing", "error", IS, drop(HANDLER), MOD, line=True),
     Bad("func-name", "error", IS, plugin(FORM, f'{FORM}<event after="yes"/>'), MOD, line=True),
-    Bad("event-when", "error", IS, plugin('after="yes"', 'after="later"'), MOD, line=True),
+    Bad("event-when", "error", IS, plugin(FORM, f'{FORM}<event name="user.edit" after="later"/>'), MOD,
+        line=True),
     Bad("lang-name", "warning", IS, plugin('<lang name="ru">', "<lang>"), MOD, line=True),
     Bad("mainmenu-multiple", "warning", IS, plugin("</mainmenu>", "</mainmenu><mainmenu/>"), MOD, line=True),
     Bad("menu-level", "error", IS, plugin('level="30"', 'level="admin"'), MOD, line=True),

@@ -56,9 +56,9 @@ def names_of(source: Source, prefix: str, panel: str) -> dict[str, str]:
     return mapped | {rel: full for rel, full in names.items() if full not in taken}
 
 
-# What install already reports in one summary line of its notes (package.skip_notes): files
-# it does not install. `check` lists them; `install` (even --strict) leaves them to the notes.
-INSTALL_NOTES = frozenset({"vcs-junk", "plesk-entry-ignored"})
+# What install takes care of itself: handler modes (installed 0755). `check` lists it;
+# `install` (even --strict) does not.
+INSTALL_NOTES = frozenset({"handler-not-executable"})
 
 
 def context(layout: Layout, config: Config, runner: Runner) -> Context:

@@ -12,8 +12,6 @@ from mgr_agent.checks.base import Context, Files, find, line_of
 from mgr_agent.findings import Finding
 
 HOOKS = ("pre-install", "post-install", "pre-uninstall")
-KNOWN_TOP = ("htdocs", "plib", "sbin", "var", "_meta")
-TOP_FILES = ("meta.xml", "DESCRIPTION.md", "CHANGES.md")
 LINT_TIMEOUT = 30.0
 PHP_LINE = re.compile(r"on line (\d+)")
 CLASS = re.compile(rb"^\s*(?:(?:abstract|final|readonly)\s+)*(?:class|interface|trait)\s+([A-Za-z_]\w*)",
@@ -104,17 +102,4 @@ def check_public(files: Files, ctx: Context) -> list[Finding]:
     return out
 
 
-def check_layout(files: Files, ctx: Context) -> list[Finding]:
-    """Entries outside the folders Plesk installs are not installed."""
-    out: list[Finding] = []
-    for rel in files:
-        top, sep, _ = rel.partition("/")
-        if rel in TOP_FILES or (sep and top in KNOWN_TOP):
-            continue
-        out.append(find("plesk-entry-ignored", "warning",
-                        "outside meta.xml, htdocs/, plib/, sbin/, var/, _meta/; not installed",
-                        "move it into one of those folders, or leave it out of the package", rel))
-    return out
-
-
-VALIDATORS = (check_hooks, check_autoload, check_public, check_layout)
+VALIDATORS = (check_hooks, check_autoload, check_public)

@@ -1,8 +1,10 @@
-"""Checks for both panels: XML safety, modes the installer drops, large files, secrets, junk.
+"""Checks for both panels: XML safety, modes the installer drops, large files, secrets.
 
 The archive rules of DESIGN §8 (paths, links, sizes, names) are enforced when the source
 is opened (:mod:`mgr_agent.archive`); ``check`` reports a refusal there as a finding whose
 code is the rule's name. What is here is what can be said once the entries are readable.
+VCS/editor files and files a panel does not install are not findings: the package reader
+skips them and says so in one summary line (``package.skip_notes``).
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ import re
 
 from mgr_agent.checks.base import Context, Files, find, line_of
 from mgr_agent.findings import Finding
-from mgr_agent.shape import junk_root
 
 LARGE_FILE = 10 * 1024 * 1024        # bytes; a file this big in a plugin is usually a mistake
 SCAN_LIMIT = 4 * 1024 * 1024          # files over this are not scanned for secrets
@@ -102,14 +103,4 @@ def secrets(files: Files, ctx: Context) -> list[Finding]:
     return out
 
 
-def junk(files: Files, ctx: Context) -> list[Finding]:
-    """VCS and editor files (:func:`mgr_agent.shape.is_junk`): never installed, and
-    left out by ``pack``; reported once per outermost folder or file."""
-    prefix = files.prefix
-    roots = sorted({junk_root(n) for n in files.source.skipped if n.startswith(prefix)})
-    return [find("vcs-junk", "warning", "version-control or editor file(s); never installed",
-                 "build the package with `mgr-agent pack`, which leaves these out",
-                 root[len(prefix):].rstrip("/")) for root in roots]
-
-
-VALIDATORS = (xml_safety, modes, sizes, secrets, junk)
+VALIDATORS = (xml_safety, modes, sizes, secrets)
