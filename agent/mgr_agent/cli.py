@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from mgr_agent import __version__, signals
+from mgr_agent.aps import command as aps_command
 from mgr_agent.errors import AgentError, Interrupted, NotAuthorised, UsageError
 from mgr_agent.layout import Layout
 from mgr_agent.result import Result
@@ -181,6 +182,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("module", nargs="?", help="e.g. core_module (means ispmgr.core_module)")
     p.add_argument("level", nargs="?", type=int, help="0-9; 9 logs handler requests and answers")
     p.add_argument("--off", action="store_true", help="put back the lines that were there before")
+    aps_command.add_parser(sub, argparse.ArgumentParser(add_help=False, parents=common), runtime)
     about = "run the daemon (systemd service): recovery at start, then the local API"
     p = sub.add_parser("daemon", parents=[base], help=about, description=about)
     p.add_argument("--socket", type=Path, metavar="PATH",
@@ -210,6 +212,8 @@ class _Terminal:
 
 
 def _render(result: Result, term: _Terminal) -> str:
+    if result.action.startswith("aps-"):
+        return aps_command.render(result, term.paint)
     lines: list[str] = []
     who = f"{result.name} ({result.panel})" if result.name else ""
     if result.action in ("listed",):
@@ -316,6 +320,8 @@ def _dispatch(args: argparse.Namespace, engine: Engine) -> Result:
         return pack.pack(args.dir, args.dest, engine, panel=args.panel, strict=args.strict)
     if c == "check":
         return engine.check(args.path, panel=args.panel, sha256=args.sha256, strict=args.strict)
+    if c == "aps":
+        return aps_command.dispatch(args, engine)
     return engine.recover()
 
 
