@@ -151,10 +151,9 @@ def ispmanager_files(name: str = "demo", version: str = "1.0", *, post_install: 
 def plesk_files(ext: str = "demo-ext", version: str = "1.0", release: str = "1", *,
                 post_install: str = "exit(0);", pre_install: str = "exit(0);",
                 extra: Tree | None = None, meta_extra: str = "") -> Tree:
-    """A Plesk extension with PHP hooks, an sbin helper, var/ data and catalog files
-    (``check --strict`` finds nothing in it)."""
+    """A Plesk extension with PHP hooks, an sbin helper and var/ data. It has no catalog
+    files (CHANGES.md, ``_meta/``): ``check`` warns about those, ``install`` lists them."""
     from mgr_agent.checks.plesk_code import camel  # noqa: PLC0415 - keeps `samples` light
-    from mgr_agent.scaffold import icon, screenshot  # noqa: PLC0415
 
     meta = f'''<?xml version="1.0" encoding="utf-8"?>
 <module>
@@ -181,11 +180,7 @@ def plesk_files(ext: str = "demo-ext", version: str = "1.0", release: str = "1",
         "htdocs/css/style.css": (f"/* {version} */ body {{ color: #333; }}\n".encode(), 0o644),
         f"plib/library/Version{version.replace('.', '')}.php": (
             f"<?php class Modules_{camel(ext)}_Version{version.replace('.', '')} {{}}\n".encode(), 0o644),
-        "CHANGES.md": (f"# {version}-{release}\n\n* [+] Sample release.\n".encode(), 0o644),
-        "_meta/icons/32x32.png": (icon(32), 0o644),
-        "_meta/icons/64x64.png": (icon(64), 0o644),
-        "_meta/icons/128x128.png": (icon(128), 0o644),
-        "_meta/screenshots/1.png": (screenshot(), 0o644),
+
         "plib/controllers/IndexController.php": (f"<?php // {version}\n".encode(), 0o644),
         "plib/scripts/pre-install.php": (php("pre-install", pre_install), 0o644),
         "plib/scripts/post-install.php": (php("post-install", post_install), 0o644),

@@ -335,7 +335,7 @@ def test_dry_run_changes_nothing(root: Path, pkgs: Path) -> None:
     assert doc["action"] == "planned" and doc["changed"] is False and doc["hooks"] == []
     assert doc["plan"]["remove"] == [f"{EXT}/library/Version10.php"]
     doc = ok(cli(root, "uninstall", "demo-ext", "--dry-run", "--purge"))
-    assert doc["action"] == "planned" and len(doc["plan"]["remove"]) == 16  # with _meta/, CHANGES.md
+    assert doc["action"] == "planned" and len(doc["plan"]["remove"]) == 11
     assert snapshot(root) == before
 
 
