@@ -1,7 +1,7 @@
 """The validators behind ``mgr-agent check`` and the check inside ``install``.
 
-One module per concern: :mod:`.safety` (both panels: XML safety, modes, sizes, secrets,
-junk), :mod:`.plesk_meta`, :mod:`.plesk_catalog`, :mod:`.plesk_code`, :mod:`.ispmanager`.
+One module per concern: :mod:`.safety` (both panels: XML safety, modes, sizes, secrets),
+:mod:`.plesk_meta`, :mod:`.plesk_catalog`, :mod:`.plesk_code`, :mod:`.ispmanager`.
 Each finding has a stable code (docs/check.md lists them all). Errors make ``install``
 refuse, warnings do not unless ``--strict``.
 """
@@ -58,12 +58,13 @@ def names_of(source: Source, prefix: str, panel: str) -> dict[str, str]:
 
 # What install takes care of itself: handler modes (installed 0755). `check` lists it;
 # `install` (even --strict) does not.
-INSTALL_NOTES = frozenset({"handler-not-executable"})
+INSTALL_HANDLED = frozenset({"handler-not-executable"})
 
 
 def context(layout: Layout, config: Config, runner: Runner) -> Context:
     """The validators' context on this machine: the PHP for ``php -l`` and the server's MGR."""
-    php = config.php.split()[0] if config.php else shutil.which("php")
+    found = shutil.which("php")
+    php = tuple(config.php.split()) if config.php else ((found,) if found else None)
     return Context(runner=runner, php=php, mgr=layout.mgr)
 
 
@@ -146,7 +147,7 @@ def refusal(bad: list[Finding], *, strict: bool) -> InvalidPackage:
 def validate(pkg: Package, ctx: Context, *, strict: bool = False) -> tuple[list[Finding], list[str]]:
     """Check a loaded package (inside ``install``): raise InvalidPackage on errors (on
     warnings too when ``strict``); return the findings and the result's warnings."""
-    found = [f for f in run(files_of(pkg), pkg.panel, ctx) if f.code not in INSTALL_NOTES]
+    found = [f for f in run(files_of(pkg), pkg.panel, ctx) if f.code not in INSTALL_HANDLED]
     bad = errors(found, strict=strict)
     if bad:
         raise refusal(bad, strict=strict)

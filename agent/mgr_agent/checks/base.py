@@ -71,7 +71,7 @@ class Context:
     """What the validators may use besides the files."""
 
     runner: Runner
-    php: str | None = None          # php binary for `php -l`; None: PHP hooks are not linted
+    php: tuple[str, ...] | None = None  # the PHP command for `php -l`; None: hooks not linted
     mgr: Path | None = None         # the server's MGR, for handlers already installed there
     notes: list[str] = field(default_factory=list)
 

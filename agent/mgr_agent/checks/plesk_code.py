@@ -44,7 +44,7 @@ def check_hooks(files: Files, ctx: Context) -> list[Finding]:
         return []
     out: list[Finding] = []
     for rel in hooks:
-        done = ctx.runner.run([ctx.php, "-n", "-l"], cwd=Path("/"), timeout=LINT_TIMEOUT,
+        done = ctx.runner.run([*ctx.php, "-n", "-l"], cwd=Path("/"), timeout=LINT_TIMEOUT,
                               stdin=files.read(rel))
         if done.returncode == 0:
             continue
