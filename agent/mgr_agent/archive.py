@@ -285,6 +285,7 @@ class ZipSource:
         spans: list[tuple[int, int, str]] = []
         for info in infos:
             name = _zip_name(info)
+            check_name(name, limits)  # before is_dir(), which fails on an empty name
             if col.junk(name, is_dir=info.is_dir()):
                 continue
             if info.flag_bits & 0x1:

@@ -168,8 +168,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true", help="warnings count as errors (exit 3)")
     p = cmd("new", "create a plugin skeleton that passes check --strict (runs locally)")
     p.add_argument("name", help="Plesk extension id (my-tool) or ispmanager plugin name (mytool)")
-    p.add_argument("--panel", required=True, choices=["ispmanager", "plesk"], help="the panel it is for")
+    p.add_argument("--panel", choices=["ispmanager", "plesk"], help="the panel it is for (required)")
     p.add_argument("--dir", type=Path, metavar="DIR", help="where to create it (default ./NAME)")
+    p = cmd("pack", "build a reproducible zip from a source tree, after check (runs locally)")
+    p.add_argument("dir", type=Path, metavar="DIR", help="the source tree (a repository works too)")
+    p.add_argument("-d", "--dest", type=Path, metavar="DEST", help="where to write the zip (default .)")
+    p.add_argument("--panel", **panel_opt)  # type: ignore[arg-type]
+    p.add_argument("--strict", action="store_true", help="refuse on check warnings too")
     dcmd("recover", "finish or undo an interrupted transaction")
     p = cmd("logs", "show and follow the panel log (var/ispmgr.log)")
     p.add_argument("-n", "--lines", dest="n", type=_positive, default=None, metavar="N",
@@ -338,6 +343,10 @@ def _dispatch(args: argparse.Namespace, engine: Engine) -> Result:
         from mgr_agent import scaffold  # noqa: PLC0415
 
         return scaffold.create(args.name, args.panel, args.dir)
+    if c == "pack":
+        from mgr_agent import pack  # noqa: PLC0415
+
+        return pack.pack(args.dir, args.dest, engine, panel=args.panel, strict=args.strict)
     if c == "check":
         return engine.check(args.path, panel=args.panel, sha256=args.sha256, strict=args.strict)
     if c == "aps":

@@ -684,7 +684,7 @@ class Engine:
                 error = error or exc
             hooks = sorted(pkg.hooks)
             return Result(action="checked", name=pkg.name, panel=pkg.panel, version=pkg.label,
-                          warnings=warnings, notes=package.skip_notes(pkg), error=error,
+                          warnings=warnings, error=error, notes=package.skip_notes(pkg) + ctx.notes,
                           data={"files": len(pkg.files), "hooks": hooks,
                                 "skipped": package.skipped_json(pkg),
                                 "content_hash": pkg.content_hash,

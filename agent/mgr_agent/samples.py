@@ -126,6 +126,8 @@ def ispmanager_files(name: str = "demo", version: str = "1.0", *, post_install: 
 <plugin name="{name}" version="{version}">
   <msg name="desc_short" lang="en">Module {name}</msg>
   <msg name="desc_full" lang="en">Sample module {name} installed by mgr-agent</msg>
+  <msg name="desc_short" lang="ru">Модуль {name}</msg>
+  <msg name="desc_full" lang="ru">Пример модуля {name}, установленный mgr-agent</msg>
   <settings>{name}.settings</settings>
 </plugin>
 '''.encode()
@@ -149,11 +151,14 @@ def ispmanager_files(name: str = "demo", version: str = "1.0", *, post_install: 
 def plesk_files(ext: str = "demo-ext", version: str = "1.0", release: str = "1", *,
                 post_install: str = "exit(0);", pre_install: str = "exit(0);",
                 extra: Tree | None = None, meta_extra: str = "") -> Tree:
-    """A Plesk extension with PHP hooks, an sbin helper and var/ data."""
+    """A Plesk extension with PHP hooks, an sbin helper and var/ data. It has no catalog
+    files (CHANGES.md, ``_meta/``): ``check`` warns about those, ``install`` lists them."""
+    from mgr_agent.checks.plesk_code import camel  # noqa: PLC0415 - keeps `samples` light
+
     meta = f'''<?xml version="1.0" encoding="utf-8"?>
 <module>
   <id>{ext}</id>
-  <name>Demo extension {ext}</name>
+  <name>Demo {ext}</name>
   <description>Sample extension installed by mgr-agent</description>
   <category>security</category>
   <version>{version}</version>
@@ -173,7 +178,9 @@ def plesk_files(ext: str = "demo-ext", version: str = "1.0", release: str = "1",
         "DESCRIPTION.md": (f"# {ext}\n\nSample extension.\n".encode(), 0o644),
         "htdocs/index.php": (f"<?php echo 'hello from {ext} {version}';\n".encode(), 0o644),
         "htdocs/css/style.css": (f"/* {version} */ body {{ color: #333; }}\n".encode(), 0o644),
-        f"plib/library/Version{version.replace('.', '')}.php": (b"<?php class V {}\n", 0o644),
+        f"plib/library/Version{version.replace('.', '')}.php": (
+            f"<?php class Modules_{camel(ext)}_Version{version.replace('.', '')} {{}}\n".encode(), 0o644),
+
         "plib/controllers/IndexController.php": (f"<?php // {version}\n".encode(), 0o644),
         "plib/scripts/pre-install.php": (php("pre-install", pre_install), 0o644),
         "plib/scripts/post-install.php": (php("post-install", post_install), 0o644),

@@ -7,6 +7,7 @@ directory and renamed into place, so a failure leaves nothing behind.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -35,8 +36,9 @@ def _title(ext_id: str) -> str:
     return name or words[0][:25]
 
 
-def _icon(size: int) -> bytes:
-    """A blue disc on a transparent background."""
+@functools.cache
+def icon(size: int) -> bytes:
+    """A blue disc on a transparent background (a PNG of ``size`` x ``size``)."""
     centre, radius = (size - 1) / 2, size * 0.42
     rows = []
     for y in range(size):
@@ -48,7 +50,9 @@ def _icon(size: int) -> bytes:
     return png.encode_rgba(size, rows)
 
 
-def _screenshot() -> bytes:
+@functools.cache
+def screenshot() -> bytes:
+    """A 1024x768 PNG: a blue bar over a light page."""
     bar, body = bytes((37, 99, 178, 255)) * 1024, bytes((246, 247, 249, 255)) * 1024
     return png.encode_rgba(1024, [bar] * 64 + [body] * (768 - 64))
 
@@ -115,12 +119,12 @@ class {cls}
         "plib/views/scripts/index/index.phtml": (b"<p><?php echo $this->escape($this->greeting); ?></p>\n",
                                                  0o644),
         "plib/library/Settings.php": (library.encode(), 0o644),
-        "_meta/screenshots/1.png": (_screenshot(), 0o644),
+        "_meta/screenshots/1.png": (screenshot(), 0o644),
     }
     for hook in ("pre-install", "post-install", "pre-uninstall"):
         tree[f"plib/scripts/{hook}.php"] = (_php_hook(hook, ext), 0o644)
     for size in (32, 64, 128):
-        tree[f"_meta/icons/{size}x{size}.png"] = (_icon(size), 0o644)
+        tree[f"_meta/icons/{size}x{size}.png"] = (icon(size), 0o644)
     return tree
 
 
@@ -176,10 +180,7 @@ def main():
     func = os.environ.get("PARAM_func", "")
     data = sys.stdin.buffer.read()
     doc = etree.fromstring(data) if data.strip() else etree.Element("doc")
-    mine = func == "NAME.settings" or (
-        func == "plugin.settings" and os.environ.get("PARAM_plugin_settings") == "NAME")
-    if mine:
-        doc.set("func", "NAME.settings")
+    if func == "NAME.settings":  # also what the Modules section's Settings button calls
         if os.environ.get("PARAM_sok") == "ok" or os.environ.get("PARAM_clicked_button") == "ok":
             set_(doc)
         else:
@@ -216,7 +217,6 @@ def ispmanager_tree(name: str) -> Tree:
   </mainmenu>
   <handler name="{name}.py" type="xml">
     <func name="{name}.settings"/>
-    <event name="plugin.settings" after="yes"/>
   </handler>
   <metadata name="{name}.settings" type="form" mgr="ispmgr">
     <form>
@@ -272,8 +272,10 @@ def ispmanager_tree(name: str) -> Tree:
     return tree
 
 
-def create(name: str, panel: str, directory: Path | None = None) -> Result:
+def create(name: str, panel: str | None, directory: Path | None = None) -> Result:
     """Write the skeleton of ``name`` for ``panel`` into ``directory`` (default ./NAME)."""
+    if panel is None:
+        raise UsageError("new: --panel plesk or --panel ispmanager is required")
     if panel == "plesk":
         if not CATALOG_ID.match(name) or len(name) > 64:
             raise UsageError(f"{name!r}: a Plesk extension id is lower-case words joined by dashes "

@@ -9,8 +9,10 @@ list exactly the codes the validators can emit, and each must be in this corpus.
 
 from __future__ import annotations
 
+import io
 import re
 import struct
+import tarfile
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -122,7 +124,6 @@ CORPUS = [
     Bad("secret-token", "warning", PL,
         put("plib/library/Aws.php", b"<?php\n$key = 'AKIAIOSFODNN7EXAMPLE';\n"), "plib/library/Aws.php",
         line=True),
-    Bad("vcs-junk", "warning", IS, put("addon/corpus.py~", b"old\n"), "addon/corpus.py~", as_zip=True),
     # --- Plesk meta.xml
     Bad("meta-root", "error", PL, put("meta.xml", b"<extension><id>x</id></extension>"), "meta.xml",
         line=True),
@@ -200,7 +201,6 @@ CORPUS = [
     Bad("public-no-autoload", "warning", PL,
         put("htdocs/public/hook.php", b"<?php\n$s = pm_Settings::get('x');\n"), "htdocs/public/hook.php",
         line=True),
-    Bad("plesk-entry-ignored", "warning", PL, put("docs/README.txt", b"read me\n"), "docs/README.txt"),
     # --- ispmanager
     Bad("one-plugin", "error", IS, put("etc/xml/ispmgr_mod_other.xml", b"<mgrdata/>")),
     Bad("forbidden-path", "error", IS, put("sbin/mgrctl", b"#!/bin/sh\n", 0o755), "sbin/mgrctl"),
@@ -215,7 +215,8 @@ CORPUS = [
     Bad("handler-not-executable", "warning", IS, chmod(HANDLER, 0o644), HANDLER),
     Bad("handler-missing", "error", IS, drop(HANDLER), MOD, line=True),
     Bad("func-name", "error", IS, plugin(FORM, f'{FORM}<event after="yes"/>'), MOD, line=True),
-    Bad("event-when", "error", IS, plugin('after="yes"', 'after="later"'), MOD, line=True),
+    Bad("event-when", "error", IS, plugin(FORM, f'{FORM}<event name="user.edit" after="later"/>'), MOD,
+        line=True),
     Bad("lang-name", "warning", IS, plugin('<lang name="ru">', "<lang>"), MOD, line=True),
     Bad("mainmenu-multiple", "warning", IS, plugin("</mainmenu>", "</mainmenu><mainmenu/>"), MOD, line=True),
     Bad("menu-level", "error", IS, plugin('level="30"', 'level="admin"'), MOD, line=True),
@@ -256,8 +257,45 @@ def unreadable_zip(where: Path) -> Path:
     return path
 
 
+def bad_subsequent_tar_header(where: Path) -> Path:
+    """A pax header whose following real header has a bad checksum: tarfile cannot go on."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        first = tarfile.TarInfo("meta.xml")
+        first.size = 3
+        tf.addfile(first, io.BytesIO(b"abc"))
+        offset = buf.tell()
+        second = tarfile.TarInfo("htdocs/" + "é" * 10)  # non-ASCII: written with a pax header
+        second.size = 3
+        tf.addfile(second, io.BytesIO(b"abc"))
+    raw = bytearray(buf.getvalue())
+    pax_size = int(raw[offset + 124:offset + 136].rstrip(b"\0 "), 8)
+    real = offset + 512 + (pax_size + 511) // 512 * 512
+    raw[real + 148:real + 156] = b"0000001\x00"
+    path = where / "subsequent.tar"
+    path.write_bytes(bytes(raw))
+    return path
+
+
+def empty_entry_name(where: Path) -> Path:
+    path = write_zip(plesk_good(), where / "empty-name.zip")
+    with zipfile.ZipFile(path, "a") as zf:
+        zf.writestr(zipfile.ZipInfo(""), b"x")
+    return path
+
+
+def empty_file(where: Path) -> Path:
+    path = where / "empty.zip"
+    path.write_bytes(b"")
+    return path
+
+
 HOSTILE = [*ARCHIVE_CASES, *XML_CASES,
-           HostileCase("zip-format", unreadable_zip, "unsafe-archive", "zip-format", "unreadable.zip")]
+           HostileCase("zip-format", unreadable_zip, "unsafe-archive", "zip-format", "unreadable.zip"),
+           HostileCase("tar-format", bad_subsequent_tar_header, "unsafe-archive", "tar-format",
+                       "subsequent.tar"),
+           HostileCase("empty", empty_file, "invalid-package", "empty", "empty.zip"),
+           HostileCase("empty-name", empty_entry_name, "unsafe-archive", "empty-name", "empty name")]
 
 
 def build(case: Bad, where: Path) -> Path:
@@ -335,14 +373,14 @@ def test_install_refuses_errors_lists_warnings_once_and_strict_refuses_warnings(
     assert run.json["error"]["details"]["findings"][0]["line"] == 3
     assert not (root / "var/lib/mgr-agent").exists()
 
-    warned = build(next(c for c in CORPUS if c.code == "plesk-entry-ignored"), tmp_path)
+    warned = build(next(c for c in CORPUS if c.code == "hook-unknown"), tmp_path)
     strict = cli(root, "install", "--strict", str(warned))
-    assert strict.rc == 3 and strict.json["error"]["details"]["rule"] == "plesk-entry-ignored"
+    assert strict.rc == 3 and strict.json["error"]["details"]["rule"] == "hook-unknown"
     assert not (root / "var/lib/mgr-agent").exists()
-    done = cli(root, "install", str(warned))
+    done = cli(root, "install", "--no-restart", str(warned))
     assert done.rc == 0, done.stdout
-    about = [w for w in done.json["warnings"] if "docs/README.txt" in w]
-    assert len(about) == 1 and about[0].startswith("[plesk-entry-ignored] docs/README.txt:"), about
+    about = [w for w in done.json["warnings"] if "scripts/post-upgrade" in w]
+    assert len(about) == 1 and about[0].startswith("[hook-unknown] scripts/post-upgrade:"), about
 
 
 def test_text_output_names_code_file_line_and_fix(root: Path, tmp_path: Path) -> None:
@@ -382,3 +420,28 @@ def test_zip_and_directory_give_the_same_findings(root: Path, tmp_path: Path) ->
     assert as_dir == as_zip and as_dir
     with zipfile.ZipFile(tmp_path / "z.zip") as zf:
         assert "meta.xml" in zf.namelist()
+
+
+def flat(tree: Tree) -> Tree:
+    """The flat layout of public repositories: the plugin XML and its handler at the top."""
+    out = dict(tree)
+    out[f"ispmgr_mod_{ISP}.xml"] = out.pop(MOD)
+    out[f"{ISP}.py"] = out.pop(HANDLER)
+    return out
+
+
+def test_flat_repository_layout_is_checked_like_the_tree(root: Path, tmp_path: Path) -> None:
+    good = check(root, write_dir(flat(isp_good()), tmp_path / "good"), strict=True)
+    assert good["exit_code"] == 0 and findings(good) == [], findings(good)
+    tree = flat(isp_good())
+    edit(f"ispmgr_mod_{ISP}.xml", 'level="30"', 'level="admin"')(tree)
+    chmod(f"{ISP}.py", 0o644)(tree)
+    bad = check(root, write_dir(tree, tmp_path / "bad"))
+    codes = {(f["code"], f["file"]) for f in findings(bad)}
+    assert ("menu-level", f"ispmgr_mod_{ISP}.xml") in codes, codes  # named as the author has it
+    assert ("handler-not-executable", f"{ISP}.py") in codes, codes
+    missing = flat(isp_good())
+    del missing[f"{ISP}.py"]
+    gone = check(root, write_dir(missing, tmp_path / "missing"))
+    assert gone["exit_code"] == 3
+    assert [f["code"] for f in findings(gone) if f["severity"] == "error"] == ["handler-missing"]

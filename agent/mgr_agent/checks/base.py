@@ -21,16 +21,14 @@ from mgr_agent.proc import Runner
 class Files:
     """A package's files under their package-relative names (wrapping folder removed)."""
 
-    def __init__(self, source: Source, prefix: str, kept: dict[str, bytes] | None = None,
-                 rename: Callable[[str], str] | None = None) -> None:
+    def __init__(self, source: Source, prefix: str, names: dict[str, str],
+                 kept: dict[str, bytes] | None = None) -> None:
+        """``names``: package-relative name -> source entry; ``prefix``: the folder the
+        package lies under in ``source``."""
         self.source = source
         self.prefix = prefix
         self.kept = kept if kept is not None else {}
-        self.full: dict[str, str] = {}
-        for full in sorted(source.entries):
-            if full.startswith(prefix):
-                rel = full[len(prefix):]
-                self.full[rename(rel) if rename else rel] = full
+        self.full = dict(sorted(names.items()))
         self._xml: dict[str, xmlsafe.Element | None] = {}
         self.xml_errors: dict[str, InvalidXML] = {}
 
@@ -73,7 +71,7 @@ class Context:
     """What the validators may use besides the files."""
 
     runner: Runner
-    php: str | None = None          # php binary for `php -l`; None: PHP hooks are not linted
+    php: tuple[str, ...] | None = None  # the PHP command for `php -l`; None: hooks not linted
     mgr: Path | None = None         # the server's MGR, for handlers already installed there
     notes: list[str] = field(default_factory=list)
 

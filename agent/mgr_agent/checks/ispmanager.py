@@ -14,11 +14,9 @@ import stat
 from mgr_agent import xmlsafe
 from mgr_agent.checks.base import Context, Files, find
 from mgr_agent.findings import Finding
+from mgr_agent.panels.base import HOOKS, NAME_RE
+from mgr_agent.panels.isplayout import FORBIDDEN_TOP, MOD_RE
 
-MOD_RE = re.compile(r"^etc/xml/ispmgr_mod_([^/]+)\.xml$")
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-FORBIDDEN_TOP = frozenset({"bin", "sbin", "lib", "libexec", "lib64"})
-HOOKS = ("pre-install", "post-install", "pre-uninstall")
 LEVELS = frozenset({"30", "29", "24", "16", "9"})  # root, administrator, reseller, user, mailbox
 YES_NO = ("yes", "no")
 DESC_LANGS = ("ru", "en")

@@ -9,12 +9,9 @@ import re
 from pathlib import Path
 
 from mgr_agent.checks.base import Context, Files, find, line_of
-from mgr_agent.checks.safety import is_junk
 from mgr_agent.findings import Finding
 
 HOOKS = ("pre-install", "post-install", "pre-uninstall")
-KNOWN_TOP = ("htdocs", "plib", "sbin", "var", "_meta")
-TOP_FILES = ("meta.xml", "DESCRIPTION.md", "CHANGES.md")
 LINT_TIMEOUT = 30.0
 PHP_LINE = re.compile(r"on line (\d+)")
 CLASS = re.compile(rb"^\s*(?:(?:abstract|final|readonly)\s+)*(?:class|interface|trait)\s+([A-Za-z_]\w*)",
@@ -47,7 +44,7 @@ def check_hooks(files: Files, ctx: Context) -> list[Finding]:
         return []
     out: list[Finding] = []
     for rel in hooks:
-        done = ctx.runner.run([ctx.php, "-n", "-l"], cwd=Path("/"), timeout=LINT_TIMEOUT,
+        done = ctx.runner.run([*ctx.php, "-n", "-l"], cwd=Path("/"), timeout=LINT_TIMEOUT,
                               stdin=files.read(rel))
         if done.returncode == 0:
             continue
@@ -105,17 +102,4 @@ def check_public(files: Files, ctx: Context) -> list[Finding]:
     return out
 
 
-def check_layout(files: Files, ctx: Context) -> list[Finding]:
-    """Entries outside the folders Plesk installs are not installed."""
-    out: list[Finding] = []
-    for rel in files:
-        top, sep, _ = rel.partition("/")
-        if rel in TOP_FILES or (sep and top in KNOWN_TOP) or is_junk(rel):
-            continue
-        out.append(find("plesk-entry-ignored", "warning",
-                        "outside meta.xml, htdocs/, plib/, sbin/, var/, _meta/; not installed",
-                        "move it into one of those folders, or leave it out of the package", rel))
-    return out
-
-
-VALIDATORS = (check_hooks, check_autoload, check_public, check_layout)
+VALIDATORS = (check_hooks, check_autoload, check_public)

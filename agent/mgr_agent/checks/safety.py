@@ -1,8 +1,10 @@
-"""Checks for both panels: XML safety, modes the installer drops, large files, secrets, junk.
+"""Checks for both panels: XML safety, modes the installer drops, large files, secrets.
 
 The archive rules of DESIGN §8 (paths, links, sizes, names) are enforced when the source
 is opened (:mod:`mgr_agent.archive`); ``check`` reports a refusal there as a finding whose
 code is the rule's name. What is here is what can be said once the entries are readable.
+VCS/editor files and files a panel does not install are not findings: the package reader
+skips them and says so in one summary line (``package.skip_notes``).
 """
 
 from __future__ import annotations
@@ -18,25 +20,15 @@ DROPPED_BITS = 0o7022                 # setuid, setgid, sticky, group and other 
 
 PRIVATE_KEY = re.compile(rb"-----BEGIN ((?:RSA |DSA |EC |OPENSSH |ENCRYPTED |PGP )?PRIVATE KEY"
                          rb"(?: BLOCK)?)-----")
-# (cheap substring that must be there, pattern, what it is)
+# Each pattern starts with a literal, which the regex engine searches for quickly.
 TOKENS = (
-    ((b"AKIA",), re.compile(rb"\bAKIA[0-9A-Z]{16}\b"), "an AWS access key id"),
-    ((b"ghp_", b"gho_", b"ghu_", b"ghs_", b"ghr_"), re.compile(rb"\bgh[pousr]_[A-Za-z0-9]{36,}\b"),
-     "a GitHub token"),
-    ((b"xoxa-", b"xoxb-", b"xoxp-", b"xoxr-"), re.compile(rb"\bxox[abpr]-[A-Za-z0-9-]{10,}\b"),
-     "a Slack token"),
+    (re.compile(rb"AKIA[0-9A-Z]{16}(?![0-9A-Z])"), "an AWS access key id"),
+    (re.compile(rb"gh[pousr]_[A-Za-z0-9]{36,}"), "a GitHub token"),
+    (re.compile(rb"xox[abpr]-[A-Za-z0-9-]{10,}"), "a Slack token"),
 )
 SECRET_NAMES = re.compile(r"(^|/)(\.env(\.[\w-]+)?|id_(rsa|dsa|ecdsa|ed25519)|\.npmrc|\.pypirc|"
                           r"\.netrc|\.htpasswd|\.git-credentials|[^/]+\.(key|p12|pfx))$")
 SECRET_NAME_EXCEPTIONS = re.compile(r"(^|/)\.env\.(example|sample|dist|template)$")
-JUNK = re.compile(r"(^|/)(\.git|\.svn|\.hg|\.bzr|CVS|\.idea|\.vscode|__pycache__)(/|$)"
-                  r"|(^|/)(\.DS_Store|Thumbs\.db|desktop\.ini|\._[^/]*)$|~$|\.(swp|swo|orig|rej|bak)$"
-                  r"|(^|/)\.#[^/]*$|(^|/)#[^/]*#$")
-
-
-def is_junk(rel: str) -> bool:
-    """Version-control and editor files that `pack` leaves out and `check` reports."""
-    return bool(JUNK.search(rel))
 
 
 def xml_safety(files: Files, ctx: Context) -> list[Finding]:
@@ -100,8 +92,8 @@ def secrets(files: Files, ctx: Context) -> list[Finding]:
                             f"holds a {match.group(1).decode().lower()}",
                             "remove the key from the package, rotate it, and create keys on the server "
                             "at install time", rel, line_of(data, match.start())))
-        for needles, pattern, what in TOKENS:
-            token = pattern.search(data) if any(n in data for n in needles) else None
+        for pattern, what in TOKENS:
+            token = pattern.search(data)
             if token is not None:
                 out.append(find("secret-token", "warning", f"holds what looks like {what}",
                                 "remove it, revoke it, and read tokens from the server's "
@@ -109,20 +101,4 @@ def secrets(files: Files, ctx: Context) -> list[Finding]:
     return out
 
 
-def junk(files: Files, ctx: Context) -> list[Finding]:
-    out: list[Finding] = []
-    reported: set[str] = set()
-    for rel in files:
-        match = JUNK.search(rel)
-        if match is None:
-            continue
-        top = rel[: match.end()].rstrip("/")
-        if top in reported:
-            continue
-        reported.add(top)
-        out.append(find("vcs-junk", "warning", "version-control or editor file in the package",
-                        "build the package with `mgr-agent pack`, which leaves these out", top))
-    return out
-
-
-VALIDATORS = (xml_safety, modes, sizes, secrets, junk)
+VALIDATORS = (xml_safety, modes, sizes, secrets)
