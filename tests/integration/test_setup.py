@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import psutil
+import pytest
 
 from tests.helpers import REPO
 
@@ -87,3 +91,44 @@ def test_demo_piped_to_head_leaves_no_core_running(tmp_path: Path) -> None:
     assert done.stdout.count("\n") == 3, done
     assert "Traceback" not in done.stderr, done.stderr
     assert _wait_no_cores(str(tmp_path)) == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
+                    reason="needs root and setpriv")
+def test_unprivileged_client_from_a_root_only_checkout(tmp_path: Path) -> None:
+    """A checkout and venv only root can read (a clone under /root, mode 0700): the
+    peer-credential test's unprivileged client still gets a package it can import."""
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    shutil.copytree(REPO / "agent/mgr_agent", private / "src/mgr_agent",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "tests", private / "src/tests", ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(private / "venv")], check=True,
+                   timeout=120)
+    python = private / "venv/bin/python"
+    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    ours = [p for p in sys.path if p.endswith("site-packages")]
+    Path(site, "deps.pth").write_text("\n".join([str(private / "src"), *ours]) + "\n")
+    public = Path(tempfile.mkdtemp(prefix="mgr-agent-client-"))
+    try:
+        public.chmod(0o755)
+        made = subprocess.run(
+            [str(python), "-c", "import json, pathlib, sys; from tests.helpers import unprivileged_python; "
+             f"print(json.dumps(unprivileged_python(pathlib.Path({str(public)!r}) / 'client')))"],
+            capture_output=True, text=True, timeout=300, check=False, cwd=private / "src",
+            env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+        assert made.returncode == 0, made.stderr
+        argv, env = json.loads(made.stdout)
+        run = subprocess.run([shutil.which("setpriv") or "setpriv", "--reuid=65534", "--regid=65534",
+                              "--clear-groups", *argv, "-m", "mgr_agent", "--version"],
+                             capture_output=True, text=True, env={**os.environ, **env}, cwd="/",
+                             timeout=60, check=False)
+        assert run.returncode == 0 and run.stdout.startswith("mgr-agent "), run
+        before = subprocess.run([shutil.which("setpriv") or "setpriv", "--reuid=65534",
+                                 "--regid=65534", "--clear-groups", str(python), "-c",
+                                 "import mgr_agent"], capture_output=True, text=True, cwd="/",
+                                timeout=60, check=False)
+        assert before.returncode != 0, "the checkout itself is out of the client's reach"
+    finally:
+        shutil.rmtree(public, ignore_errors=True)
