@@ -33,6 +33,9 @@ def _commands() -> dict[str, list[str]]:
     out = {}
     for name, p in sub.choices.items():
         out[name] = ["x" for a in p._actions if not a.option_strings and a.nargs is None]
+        for a in p._actions:  # required options get a placeholder too
+            if a.option_strings and a.required:
+                out[name] += [a.option_strings[0], "x"]
     return out
 
 
