@@ -128,7 +128,8 @@ def test_unprivileged_client_from_a_root_only_checkout(tmp_path: Path) -> None:
         before = subprocess.run([shutil.which("setpriv") or "setpriv", "--reuid=65534",
                                  "--regid=65534", "--clear-groups", str(python), "-c",
                                  "import mgr_agent"], capture_output=True, text=True, cwd="/",
-                                timeout=60, check=False)
+                                timeout=60, check=False,
+                                env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
         assert before.returncode != 0, "the checkout itself is out of the client's reach"
     finally:
         shutil.rmtree(public, ignore_errors=True)
