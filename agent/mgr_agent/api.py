@@ -486,8 +486,12 @@ class Client:
             if root is not None:
                 doc["root"] = str(root)
             data = encode(doc)
-            sent = socket.send_fds(sock, [data], [fd]) if fd is not None else sock.send(data)
-            sock.sendall(data[sent:])
+            try:
+                sent = socket.send_fds(sock, [data], [fd]) if fd is not None else sock.send(data)
+                if sent < len(data):
+                    sock.sendall(data[sent:])
+            except BrokenPipeError:
+                pass  # the daemon answered (a refusal) and closed before reading it all: read on
             reader = sock.makefile("rb")
             while True:
                 line = reader.readline(MAX_ANSWER)

@@ -547,8 +547,8 @@ class Engine:
         with self._mutating("restart-core"):
             notes: list[str] = []
             for panel in self.panels:
-                if panel.restarts:
-                    notes += [f"{panel.name}: {n}" for n in panel.restart(self.runner)]
+                said = panel.restart(self.runner) if panel.restarts else [panel.loads_note or ""]
+                notes += [f"{panel.name}: {n}" for n in said if n]
         return Result(action="restarted", changed=True, notes=notes)
 
     def debug(self, module: str | None, level: int | None, *, off: bool) -> Result:
