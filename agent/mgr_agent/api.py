@@ -20,6 +20,7 @@ import contextlib
 import errno
 import io
 import json
+import logging
 import os
 import queue
 import select
@@ -32,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from mgr_agent.errors import AgentError, Interrupted, NotAuthorised, UsageError
+from mgr_agent.errors import AgentError, DaemonBusy, Interrupted, NotAuthorised, UsageError
 from mgr_agent.layout import Layout
 from mgr_agent.result import Result
 
@@ -42,6 +43,8 @@ REQUEST_TIMEOUT = 10.0         # the whole request line must arrive within this
 SEND_TIMEOUT = 30.0            # a client that does not read its answer for this long is dropped
 MAX_QUEUED_EVENTS = 10_000     # progress beyond this (a client not reading) is dropped
 MAX_ANSWER = 256 * 1024 * 1024
+IDLE_WHEN_FULL = 1.0           # a silent connection is dropped after this when the daemon is full
+BUSY_RETRY = 5.0               # a client told "busy" retries for this long, with backoff
 SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)
 
 MUTATING = ("install", "uninstall", "rollback", "recover", "restart-core", "debug")
@@ -65,6 +68,9 @@ ARGS: dict[str, dict[str, tuple[type, ...]]] = {
     "ping": {},
 }
 REQUIRED = {"uninstall": ("name",), "rollback": ("name",), "info": ("name",), "check": ("path",)}
+
+
+_log = logging.getLogger("mgr_agent.api")
 
 
 class ProtocolError(UsageError):
@@ -128,6 +134,7 @@ class Request:
     args: dict[str, Any]
     root: str | None = None
     fds: list[int] = field(default_factory=list)
+    peer: PeerCred | None = None   # who asked (SO_PEERCRED), recorded in history and the journal
 
     def close_fds(self) -> None:
         for fd in self.fds:
@@ -142,6 +149,8 @@ def parse_request(line: bytes) -> Request:
         doc = json.loads(line)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ProtocolError(f"malformed request: {exc}") from None
+    except RecursionError:
+        raise ProtocolError("malformed request: JSON nested too deeply") from None
     if not isinstance(doc, dict):
         raise ProtocolError("malformed request: expected a JSON object")
     if doc.get("v") != VERSION:
@@ -263,23 +272,31 @@ class Backend(Protocol):
 
 
 def read_request(conn: socket.socket, *, limit: int = MAX_REQUEST,
-                 timeout: float = REQUEST_TIMEOUT) -> tuple[bytes, list[int]]:
+                 timeout: float = REQUEST_TIMEOUT,
+                 full: Callable[[], bool] | None = None) -> tuple[bytes, list[int]]:
     """The first line of the connection (without the newline) and the descriptors sent
-    with it; ProtocolError when it is too large, too slow or missing."""
-    deadline = time.monotonic() + timeout
+    with it; ProtocolError when it is too large, too slow or missing.  While ``full()``
+    says the server has no free connection, a request still incomplete after
+    ``IDLE_WHEN_FULL`` seconds is dropped instead of waiting out ``timeout``."""
+    start = time.monotonic()
+    deadline = start + timeout
     buf = bytearray()
     fds: list[int] = []
     try:
         while b"\n" not in buf:
-            left = deadline - time.monotonic()
+            now = time.monotonic()
+            left = deadline - now
             if left <= 0:
                 raise ProtocolError(f"request not received within {timeout:g} s")
-            conn.settimeout(left)
+            if full is not None and now - start >= IDLE_WHEN_FULL and full():
+                raise ProtocolError(f"request not received within {IDLE_WHEN_FULL:g} s while the "
+                                    "daemon is at its connection limit")
+            conn.settimeout(min(left, IDLE_WHEN_FULL / 4) if full is not None else left)
             try:
                 data, anc, flags, _ = conn.recvmsg(65536, socket.CMSG_SPACE(4 * 4),
                                                    socket.MSG_CMSG_CLOEXEC)
             except TimeoutError:
-                raise ProtocolError(f"request not received within {timeout:g} s") from None
+                continue
             for level, kind, payload in anc:
                 if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                     fds += array.array("i", payload[: len(payload) - len(payload) % 4])
@@ -300,14 +317,16 @@ def read_request(conn: socket.socket, *, limit: int = MAX_REQUEST,
 
 def handle_connection(conn: socket.socket, backend: Backend,
                       log: Callable[[str], None] = lambda _m: None, *,
-                      request_timeout: float = REQUEST_TIMEOUT) -> None:
-    """Serve one connection: authorise, read the request, run it, answer; never raises."""
+                      request_timeout: float = REQUEST_TIMEOUT,
+                      full: Callable[[], bool] | None = None) -> None:
+    """Serve one connection: authorise, read the request, run it, answer; never raises.
+    An internal error is logged (with its traceback) to the ``mgr_agent`` logger."""
     channel = Channel(conn)
     request: Request | None = None
     try:
         try:
             cred = peer_credentials(conn)
-            line, fds = read_request(conn, timeout=request_timeout)
+            line, fds = read_request(conn, timeout=request_timeout, full=full)
             refusal = backend.authorise(cred)
             if refusal is not None:
                 for fd in fds:
@@ -316,6 +335,7 @@ def handle_connection(conn: socket.socket, backend: Backend,
                 raise refusal
             request = parse_request(line)
             request.fds = fds[:1]
+            request.peer = cred
             for fd in fds[1:]:
                 os.close(fd)
             if request.root is not None and Path(request.root).absolute() != backend.layout.root:
@@ -329,7 +349,8 @@ def handle_connection(conn: socket.socket, backend: Backend,
         except AgentError as exc:
             result = Result(action="failed", error=exc)
         except Exception as exc:  # a bug must not take the daemon down
-            log(f"internal error serving a request: {exc.__class__.__name__}: {exc}")
+            _log.error(f"internal error serving a request: {exc.__class__.__name__}: {exc}",
+                       exc_info=True)
             result = Result(action="failed", error=AgentError(
                 f"internal error in the daemon: {exc.__class__.__name__}: {exc}",
                 hint="see `journalctl -u mgr-agent`"))
@@ -357,9 +378,10 @@ def execute(op: str, args: dict[str, Any], make_engine: Callable[[], Any],
     except KeyboardInterrupt:
         return Result(action="failed", error=Interrupted("interrupted by SIGINT"))
     except Exception as exc:
+        _log.error(f"internal error in {op}: {exc.__class__.__name__}: {exc}", exc_info=True)
         return Result(action="failed", name=args.get("name"), error=AgentError(
             f"internal error in {op}: {exc.__class__.__name__}: {exc}",
-            hint="run again with -v and report the traceback"))
+            hint="the traceback is in `journalctl -u mgr-agent`; please report it"))
 
 
 def dispatch(engine: Any, op: str, args: dict[str, Any], package_path: Path | None) -> Result:
@@ -470,7 +492,8 @@ class Client:
         except OSError as exc:
             sock.close()
             if exc.errno in (errno.EACCES, errno.EPERM):
-                raise NotAuthorised(f"{self.socket_path}: permission denied",
+                raise NotAuthorised(f"{self.socket_path}: permission denied: the mgr-agent daemon "
+                                    "needs root or the mgr-agent group",
                                     hint="the daemon accepts root and members of the mgr-agent group; "
                                          "or run as root with --no-daemon") from None
             raise Unavailable(f"{self.socket_path}: {exc.strerror}") from None
@@ -488,10 +511,9 @@ class Client:
             data = encode(doc)
             try:
                 sent = socket.send_fds(sock, [data], [fd]) if fd is not None else sock.send(data)
-                if sent < len(data):
-                    sock.sendall(data[sent:])
-            except BrokenPipeError:
-                pass  # the daemon answered (a refusal) and closed before reading it all: read on
+                sock.sendall(data[sent:])
+            except OSError:  # a busy daemon answers and hangs up without reading: read that
+                pass
             reader = sock.makefile("rb")
             while True:
                 line = reader.readline(MAX_ANSWER)
@@ -508,7 +530,22 @@ class Client:
              progress: Callable[[str], None] | None = None,
              record: Callable[[dict[str, Any]], None] | None = None) -> Result:
         """Run ``op`` in the daemon; progress events go to ``progress``, log records to
-        ``record``; returns the daemon's Result, its error rebuilt as the same exception."""
+        ``record``; returns the daemon's Result, its error rebuilt as the same exception.
+        A daemon at its connection limit answers ``daemon-busy`` at once: the call is then
+        repeated with backoff for up to ``BUSY_RETRY`` seconds."""
+        deadline = time.monotonic() + BUSY_RETRY
+        pause = 0.05
+        while True:
+            result = self._call_once(op, args, root=root, fd=fd, progress=progress, record=record)
+            busy = isinstance(result.error, DaemonBusy)
+            if not busy or time.monotonic() + pause > deadline:
+                return result
+            time.sleep(pause)  # a backoff between attempts, not a wait for an event
+            pause = min(pause * 2, 1.0)
+
+    def _call_once(self, op: str, args: dict[str, Any], *, root: Path | None, fd: int | None,
+                   progress: Callable[[str], None] | None,
+                   record: Callable[[dict[str, Any]], None] | None) -> Result:
         for message in self.stream(op, args, root=root, fd=fd):
             event = message.get("event")
             if event == "progress" and progress is not None:

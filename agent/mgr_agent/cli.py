@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from mgr_agent import __version__, signals
-from mgr_agent.errors import AgentError, Interrupted, UsageError
+from mgr_agent.aps import command as aps_command
+from mgr_agent.errors import AgentError, Interrupted, NotAuthorised, UsageError
 from mgr_agent.layout import Layout
 from mgr_agent.result import Result
 
@@ -80,10 +81,11 @@ def _parser() -> argparse.ArgumentParser:
     locking = argparse.ArgumentParser(add_help=False)
     locking.add_argument("--wait", type=_seconds, default=argparse.SUPPRESS, metavar="SECONDS",
                          help="how long to wait for the lock (default 300, from agent.toml)")
-    locking.add_argument("--no-daemon", action="store_true", default=argparse.SUPPRESS,
-                         help="run in this process even when the daemon answers (also: "
-                              "MGR_AGENT_NO_DAEMON=1)")
-    common = [base, output, locking]
+    in_process = argparse.ArgumentParser(add_help=False)
+    in_process.add_argument("--no-daemon", action="store_true", default=argparse.SUPPRESS,
+                            help="run in this process even when the daemon answers (also: "
+                                 "MGR_AGENT_NO_DAEMON=1)")
+    common = [base, output, locking, in_process]
 
     parser = argparse.ArgumentParser(
         prog="mgr-agent", parents=common,
@@ -96,6 +98,11 @@ def _parser() -> argparse.ArgumentParser:
     def cmd(name: str, help_: str) -> argparse.ArgumentParser:
         """A command that reads (no lock, never through the daemon)."""
         return sub.add_parser(name, parents=[base, output], help=help_, description=help_)
+
+    def rcmd(name: str, help_: str) -> argparse.ArgumentParser:
+        """A command that reads the state: through the daemon when not run as root."""
+        return sub.add_parser(name, parents=[base, output, in_process], help=help_,
+                              description=help_)
 
     def dcmd(name: str, help_: str) -> argparse.ArgumentParser:
         """A command that changes something: takes the lock, runs in the daemon if it answers."""
@@ -134,11 +141,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="the installed plugin or extension (see list)")
     p.add_argument("--panel", **installed_panel)  # type: ignore[arg-type]
 
-    cmd("list", "list installed plugins")
-    p = cmd("info", "show an installed plugin and its files")
+    rcmd("list", "list installed plugins")
+    p = rcmd("info", "show an installed plugin and its files")
     p.add_argument("name", help="the installed plugin or extension (see list)")
     p.add_argument("--panel", **installed_panel)  # type: ignore[arg-type]
-    p = cmd("history", "show past transactions")
+    p = rcmd("history", "show past transactions")
     p.add_argument("name", nargs="?", help="only this plugin's transactions")
     p.add_argument("-n", "--limit", type=_positive, default=50, metavar="N",
                    help="the last N transactions (default 50)")
@@ -170,6 +177,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("module", nargs="?", help="e.g. core_module (means ispmgr.core_module)")
     p.add_argument("level", nargs="?", type=int, help="0-9; 9 logs handler requests and answers")
     p.add_argument("--off", action="store_true", help="put back the lines that were there before")
+    aps_command.add_parser(sub, argparse.ArgumentParser(add_help=False, parents=common), runtime)
     about = "run the daemon (systemd service): recovery at start, then the local API"
     p = sub.add_parser("daemon", parents=[base], help=about, description=about)
     p.add_argument("--socket", type=Path, metavar="PATH",
@@ -199,6 +207,8 @@ class _Terminal:
 
 
 def _render(result: Result, term: _Terminal) -> str:
+    if result.action.startswith("aps-"):
+        return aps_command.render(result, term.paint)
     lines: list[str] = []
     who = f"{result.name} ({result.panel})" if result.name else ""
     if result.action in ("listed",):
@@ -286,11 +296,15 @@ def _dispatch(args: argparse.Namespace, engine: Engine) -> Result:
         return engine.debug(args.module, args.level, off=args.off)
     if c == "check":
         return engine.check(args.path, panel=args.panel, sha256=args.sha256)
+    if c == "aps":
+        return aps_command.dispatch(args, engine)
     return engine.recover()
 
 
 # ---------------------------------------------------------------- the daemon and downloads
 _DAEMON_COMMANDS = ("install", "uninstall", "rollback", "recover", "restart-core", "debug")
+# read through the daemon by anyone but root: the state is root:mgr-agent 0750
+_DAEMON_READS = ("list", "info", "history")
 
 
 def _daemon(args: argparse.Namespace) -> int:
@@ -333,6 +347,9 @@ def _daemon_request(args: argparse.Namespace) -> tuple[dict[str, object], int | 
     def get(key: str) -> Any:
         return getattr(args, key, None)
 
+    if c in _DAEMON_READS:
+        reads = {"name": get("name"), "panel": get("panel"), "limit": get("limit")}
+        return {k: v for k, v in reads.items() if v is not None}, None
     req: dict[str, object] = {"wait": get("wait")}
     if c in ("install", "uninstall", "rollback", "debug"):
         req.update(restart=not get("no_restart"), health_window=get("health_window"))
@@ -455,7 +472,8 @@ def _run(args: argparse.Namespace) -> int:
     if command in ("logs", "call"):
         return _streaming(args, as_json)
     try:
-        result = _via_daemon(args, term) if command in _DAEMON_COMMANDS else None
+        through = command in _DAEMON_COMMANDS or (command in _DAEMON_READS and os.geteuid() != 0)
+        result = _via_daemon(args, term) if through else None
         if result is None:
             engine = Engine(Layout.at(getattr(args, "root", "/")), progress=term.progress,
                             lock_wait=getattr(args, "wait", None),
@@ -469,6 +487,13 @@ def _run(args: argparse.Namespace) -> int:
         result = Result(action="failed", name=name, panel=panel, error=exc)
     except KeyboardInterrupt:
         result = Result(action="failed", error=Interrupted("interrupted by SIGINT"))
+    except PermissionError as exc:  # the state is root:mgr-agent 0750, its files root's
+        log.debug("permission denied", exc_info=True)
+        result = Result(action="failed", name=getattr(args, "name", None), error=NotAuthorised(
+            f"{exc.filename or command}: permission denied: mgr-agent {command} needs root or "
+            "the mgr-agent group",
+            hint="run it as root, or as a member of the mgr-agent group while the daemon runs "
+                 "(without --no-daemon)"))
     except Exception as exc:
         log.debug("internal error", exc_info=True)
         result = Result(action="failed", name=getattr(args, "name", None),

@@ -22,6 +22,7 @@ class Config:
     durability: str = "syncfs"
     core_timeout: float = 30.0
     health_window: float = 10.0
+    core_unit: str = ""
     limits: Limits = field(default_factory=Limits)
 
 
@@ -31,7 +32,8 @@ _SECTIONS: dict[str, dict[str, str]] = {
     "lock": {"wait": "lock_wait"},
     "preflight": {"free_space_margin": "free_space_margin"},
     "durability": {"mode": "durability"},
-    "panel": {"core_timeout": "core_timeout", "health_window": "health_window"},
+    "panel": {"core_timeout": "core_timeout", "health_window": "health_window",
+              "core_unit": "core_unit"},
 }
 
 

@@ -29,11 +29,12 @@ from mgr_agent import __version__, api, download, faults, journallog, logtail
 from mgr_agent import config as config_mod
 from mgr_agent.api import Channel, PeerCred, Request
 from mgr_agent.engine import Engine
-from mgr_agent.errors import AgentError, Interrupted, LockBusy, UsageError
+from mgr_agent.errors import AgentError, DaemonBusy, Interrupted, LockBusy, UsageError
 from mgr_agent.layout import Layout
 from mgr_agent.lock import Lock
 from mgr_agent.notify import Notifier, listen_fds
 from mgr_agent.result import Result
+from mgr_agent.sandbox import LateRoots
 
 log = logging.getLogger("mgr_agent.daemon")
 
@@ -91,6 +92,9 @@ class Daemon:
         self.degraded = ""
         self.last = ""
         self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self.connections = 0   # served now (the accept thread adds, each connection's thread ends)
+        self.counting = threading.Lock()
+        self.late_roots = LateRoots(layout)
         self.listener: socket.socket | None = None
         self.bound_here = False
         self.watchdog_interval = self.notifier.watchdog_interval()
@@ -211,6 +215,7 @@ class Daemon:
             try:
                 job = self.jobs.get(timeout=self.tick)
             except queue.Empty:
+                self.late_roots.poll()  # idle: a panel installed since our start?
                 continue
             self._run_job(job)
 
@@ -278,21 +283,25 @@ class Daemon:
             if not self.slots.acquire(blocking=False):
                 self._refuse_busy(conn)
                 continue
+            with self.counting:
+                self.connections += 1
             threading.Thread(target=self._serve, args=(conn,), name="mgr-agent-conn", daemon=True).start()
 
     def _refuse_busy(self, conn: socket.socket) -> None:
         with conn:
             conn.setblocking(False)
-            busy = Result(action="failed", error=AgentError(
-                f"the daemon is serving {MAX_CONNECTIONS} connections; try again",
-                hint="something is flooding the API socket"))
+            busy = Result(action="failed", error=DaemonBusy(
+                f"the daemon is serving {MAX_CONNECTIONS} connections; try again"))
             with contextlib.suppress(OSError):
                 conn.send(api.encode(api.answer(busy)))
 
     def _serve(self, conn: socket.socket) -> None:
         try:
-            api.handle_connection(conn, self, log.debug, request_timeout=self.request_timeout)
+            api.handle_connection(conn, self, log.debug, request_timeout=self.request_timeout,
+                                  full=lambda: self.connections >= MAX_CONNECTIONS)
         finally:
+            with self.counting:
+                self.connections -= 1
             self.slots.release()
 
     def authorise(self, cred: PeerCred) -> AgentError | None:
@@ -407,17 +416,19 @@ class Daemon:
                 return
             job.started = True
         op, args = job.request.op, job.request.args
+        self.late_roots.poll()  # a panel installed since our start: the restart comes next
         left = max(0.0, job.deadline - time.monotonic())
         subject = args.get("name") or args.get("url") or args.get("path") or ""
         self.notifier.status(self._status(f"running {op} {subject}".strip()))
-        result = self._interruptibly(op, args, job.path, job.channel.progress, left)
+        result = self._interruptibly(op, args, job.path, job.channel.progress, left,
+                                     actor=journallog.actor(job.request.peer))
         job.finish(result)
-        journallog.log_result(log, result, op)
+        journallog.log_result(log, result, op, peer=job.request.peer)
         self.last = journallog.describe(result, op)
         self.notifier.status(self._status(f"idle; last: {self.last}"))
 
     def _interruptibly(self, op: str, args: dict[str, object], path: Path | None,
-                       progress: Callable[[str], None], wait: float) -> Result:
+                       progress: Callable[[str], None], wait: float, *, actor: str = "daemon") -> Result:
         """Run one operation in the main thread; SIGTERM/SIGINT interrupt it (undo)."""
         self.busy_since, self.busy_budget = time.monotonic(), self._budget(wait)
         result: Result | None = None
@@ -425,7 +436,7 @@ class Daemon:
             self.interruptible = not self.stop.is_set()
             result = api.execute(op, dict(args), lambda: Engine(
                 self.layout, progress=progress, lock_wait=wait, restart=args.get("restart") is not False,
-                health_window=args.get("health_window")), path)  # type: ignore[arg-type]
+                health_window=args.get("health_window"), actor=actor), path)  # type: ignore[arg-type]
             self.interruptible = False
         except Interrupted as exc:  # raised between the engine's return and the flag reset
             result = result or Result(action="failed", name=args.get("name"), error=exc)  # type: ignore[arg-type]

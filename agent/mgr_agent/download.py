@@ -66,14 +66,19 @@ def _check(url: str, sha256: str | None, policy: Policy) -> str:
                          hint="the sha256 of the package is published next to it")
     if not SHA256.fullmatch(sha256):
         raise UsageError(f"--sha256 {sha256!r}: expected 64 hexadecimal digits")
+    check_url(url, policy)
+    return sha256.lower()
+
+
+def check_url(url: str, policy: Policy,
+              http_hint: str = f"plain http is allowed only with {ALLOW_HTTP_ENV}=1") -> None:
+    """Refuse what is not https (http only when allowed) or has no host."""
     parts = urlsplit(url)
     allow_http = policy.allow_http or os.environ.get(ALLOW_HTTP_ENV) == "1"
     if parts.scheme != "https" and not (parts.scheme == "http" and allow_http):
-        raise UsageError(f"{url}: only https:// URLs are downloaded",
-                         hint=f"plain http is allowed only with {ALLOW_HTTP_ENV}=1")
+        raise UsageError(f"{url}: only https:// URLs are downloaded", hint=http_hint)
     if not parts.hostname:
         raise UsageError(f"{url}: no host in the URL")
-    return sha256.lower()
 
 
 class _Transient(Exception):
@@ -164,10 +169,37 @@ def fetch(url: str, sha256: str | None, layout: Layout, *, policy: Policy | None
     policy = policy or Policy()
     want = _check(url, sha256, policy)
     say = progress or (lambda _msg: None)
+    directory, made = _make_downloads_dir(layout)
+    dest = directory / f"{want[:16]}-{os.getpid()}-{time.monotonic_ns()}-{_filename(url)}"
+    try:
+        got = _download(session, url, dest, policy, say)
+        if got != want:
+            raise ChecksumMismatch(f"{url}: sha256 is {got}, expected {want}", url=url)
+    except BaseException:
+        _remove(dest, made)
+        raise
+    return dest
+
+
+def _make_downloads_dir(layout: Layout) -> tuple[Path, list[Path]]:
+    """Create the downloads directory; returns it and the folders this call created."""
     directory = downloads_dir(layout)
     made = [p for p in (directory, *directory.parents) if not p.exists()]
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    dest = directory / f"{want[:16]}-{os.getpid()}-{time.monotonic_ns()}-{_filename(url)}"
+    return directory, made
+
+
+def _remove(dest: Path, made: list[Path]) -> None:
+    """A failed or finished-with download leaves nothing, not even the folders it made."""
+    discard(dest)
+    for path in made:
+        with contextlib.suppress(OSError):
+            path.rmdir()
+
+
+def _download(session: requests.Session | None, url: str, dest: Path, policy: Policy,
+              say: Callable[[str], None]) -> str:
+    """GET ``url`` into ``dest`` with retries and backoff; returns the sha256 written."""
     own = session is None
     sess = session or requests.Session()
     sess.headers.setdefault("User-Agent", "mgr-agent")
@@ -175,27 +207,32 @@ def fetch(url: str, sha256: str | None, layout: Layout, *, policy: Policy | None
         delay = policy.backoff
         for attempt in range(policy.retries + 1):
             try:
-                got = _attempt(sess, url, dest, policy, say)
-                break
+                return _attempt(sess, url, dest, policy, say)
             except _Transient as exc:
                 if attempt >= policy.retries:
                     raise DownloadFailed(f"{url}: {exc} (gave up after {attempt + 1} attempts)") from None
                 say(f"download failed ({exc}); retrying in {delay:g} s")
                 time.sleep(delay)
                 delay *= 2
-        if got != want:
-            raise ChecksumMismatch(f"{url}: sha256 is {got}, expected {want}", url=url)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            dest.unlink()
-        for path in made:  # a failed download leaves nothing, not even its folders
-            with contextlib.suppress(OSError):
-                path.rmdir()
-        raise
+        raise AssertionError("unreachable")
     finally:
         if own:
             sess.close()
-    return dest
+
+
+def fetch_bytes(url: str, layout: Layout, *, policy: Policy, http_hint: str | None = None,
+                progress: Callable[[str], None] | None = None,
+                session: requests.Session | None = None) -> bytes:
+    """A small document (an APS repository description): same limits, timeouts and
+    retries as :func:`fetch`, no checksum (there is none published to check)."""
+    check_url(url, policy, *([http_hint] if http_hint else []))
+    directory, made = _make_downloads_dir(layout)
+    dest = directory / f"doc-{os.getpid()}-{time.monotonic_ns()}-{_filename(url)}"
+    try:
+        _download(session, url, dest, policy, progress or (lambda _msg: None))
+        return dest.read_bytes()
+    finally:
+        _remove(dest, made)
 
 
 def discard(path: Path) -> None:

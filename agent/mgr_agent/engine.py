@@ -61,8 +61,9 @@ class Engine:
 
     def __init__(self, layout: Layout, *, progress: Progress | None = None,
                  lock_wait: float | None = None, restart: bool = True,
-                 health_window: float | None = None) -> None:
+                 health_window: float | None = None, actor: str = "cli") -> None:
         self.layout = layout
+        self.actor = actor  # who asked: "cli" in-process, "uid U pid P" through the daemon
         self.config = config_mod.load(layout)
         self.panels = all_panels(layout, self.config)
         self.progress = progress or _quiet
@@ -236,11 +237,12 @@ class Engine:
         hooks: list[HookRun] = []
         env = self._hook_env(hook_pkg, op, installed) if hook_pkg else {}
         history: dict[str, Any] = {"op": op, "from_version": installed.label if installed else None,
-                                   "to_version": pkg.label if pkg else None, "started": started}
+                                   "to_version": pkg.label if pkg else None, "started": started,
+                                   "actor": self.actor}
         try:
             t.begin({"op": op, "panel": panel.name, "name": result.name,
                      "from_version": history["from_version"], "to_version": history["to_version"],
-                     "started": started})
+                     "started": started, "actor": self.actor})
             if pre_hook and hook_pkg:
                 self._run_hook(panel, hook_pkg, pre_hook, hook_argv, tx, env, hooks)
             faults.point("after-pre-hook")
@@ -272,7 +274,7 @@ class Engine:
             with signals.held():  # commit and cleanup run to the end; a signal waits for them
                 commit.history = {**history, "action": result.action, "detail": {
                     "hooks": [h.to_dict() for h in hooks], "warnings": result.warnings,
-                    "plan": change.plan.summary()}}
+                    "plan": change.plan.summary(), "actor": self.actor}}
                 try:
                     state.commit(commit)
                 except BaseException as exc:
@@ -329,7 +331,7 @@ class Engine:
                      "rolled_back" if changed_files else "failed", panel.name, result.name,
                      history["from_version"], history["to_version"], history["started"],
                      {"hooks": [h.to_dict() for h in hooks], "error": final.to_dict(),
-                      "warnings": result.warnings})
+                      "warnings": result.warnings, "actor": self.actor})
         result.action = "rolled_back" if changed_files else "failed"
         result.changed = False
         result.hooks = [h.to_dict() for h in hooks]
@@ -521,7 +523,8 @@ class Engine:
                 state.record(rep.tx, rep.begin["op"], "rolled_back_by_recovery", "rolled_back",
                              panel.name, rep.begin.get("name"), rep.begin.get("from_version"),
                              rep.begin.get("to_version"), rep.begin.get("started", time.time()),
-                             {"phase": rep.phase, "torn": rep.torn})
+                             {"phase": rep.phase, "torn": rep.torn,
+                              "actor": rep.begin.get("actor", ""), "recovered_by": self.actor})
                 outcome = "rolled back"
             path.unlink()
             fsync_dir(directory)

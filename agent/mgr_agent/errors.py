@@ -178,6 +178,14 @@ class NotAuthorised(AgentError):
     default_hint = "run as root, or add the user to the mgr-agent group (then log in again)"
 
 
+class DaemonBusy(AgentError):
+    """The daemon is serving as many connections as it allows; the client retries."""
+
+    code = "daemon-busy"
+    exit_code = 9
+    default_hint = "something holds many connections to the API socket; try again"
+
+
 class DownloadFailed(AgentError):
     """An ``install URL`` could not be fetched (network, HTTP status, size limit)."""
 

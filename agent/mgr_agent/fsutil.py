@@ -45,6 +45,18 @@ def makedirs_durable(path: Path, mode: int = 0o755) -> None:
         fsync_dir(directory.parent)
 
 
+def makedirs_private(path: Path) -> None:
+    """``makedirs_durable``, the last directory (when created here) 0750: the agent's state
+    holds hook output and plugin contents, for root and the mgr-agent group only."""
+    if path.is_dir():
+        return
+    makedirs_durable(path.parent)
+    with contextlib.suppress(FileExistsError):
+        path.mkdir(mode=0o750)
+        os.chmod(path, 0o750)  # noqa: S103 - whatever the umask; group mgr-agent may read
+        fsync_dir(path.parent)
+
+
 def fsync_dirs(paths: Iterable[Path]) -> None:
     for path in sorted(set(paths)):
         if path.is_dir():

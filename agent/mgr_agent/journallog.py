@@ -12,14 +12,17 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mgr_agent.result import Result
+
+if TYPE_CHECKING:
+    from mgr_agent.api import PeerCred
 
 JOURNAL_SOCKET = Path("/run/systemd/journal/socket")
 IDENTIFIER = "mgr-agent"
 FIELDS = ("MGR_AGENT_TX", "MGR_AGENT_PLUGIN", "MGR_AGENT_VERSION", "MGR_AGENT_ACTION",
-          "MGR_AGENT_RESULT", "MGR_AGENT_OP", "MGR_AGENT_PANEL")
+          "MGR_AGENT_RESULT", "MGR_AGENT_OP", "MGR_AGENT_PANEL", "MGR_AGENT_UID", "MGR_AGENT_PID")
 
 
 def journald_present() -> bool:
@@ -65,9 +68,17 @@ def setup(verbose: int = 0, *, journal: bool | None = None) -> logging.Handler:
     return handler
 
 
-def transaction_fields(result: Result, op: str) -> dict[str, Any]:
-    """The journal fields of one command's result."""
+def actor(peer: PeerCred | None) -> str:
+    """Who asked, as history records it: ``uid U pid P`` of the client, or ``cli``."""
+    return "cli" if peer is None else f"uid {peer.uid} pid {peer.pid}"
+
+
+def transaction_fields(result: Result, op: str, peer: PeerCred | None = None) -> dict[str, Any]:
+    """The journal fields of one command's result; ``MGR_AGENT_UID`` is the client's uid
+    (``cli`` for a command run in-process)."""
     return {
+        "MGR_AGENT_UID": "cli" if peer is None else str(peer.uid),
+        "MGR_AGENT_PID": str(os.getpid() if peer is None else peer.pid),
         "MGR_AGENT_TX": result.tx or "",
         "MGR_AGENT_PLUGIN": result.name or "",
         "MGR_AGENT_VERSION": result.version or result.previous_version or "",
@@ -89,10 +100,11 @@ def describe(result: Result, op: str) -> str:
     return text
 
 
-def log_result(logger: logging.Logger, result: Result, op: str) -> None:
+def log_result(logger: logging.Logger, result: Result, op: str, *, peer: PeerCred | None = None) -> None:
     """Log a mutating command's result; recovered transactions get one record each."""
     level = logging.INFO if result.error is None else logging.ERROR
-    logger.log(level, describe(result, op), extra=transaction_fields(result, op))
+    text = describe(result, op) + ("" if peer is None else f" (asked by {actor(peer)})")
+    logger.log(level, text, extra=transaction_fields(result, op, peer))
     if result.action == "recovered" and isinstance(result.data, dict):
         for t in result.data.get("transactions", []):
             logger.warning(

@@ -12,7 +12,7 @@ from pathlib import Path
 from types import TracebackType
 
 from mgr_agent.errors import LockBusy
-from mgr_agent.fsutil import makedirs_durable
+from mgr_agent.fsutil import makedirs_private
 
 
 class Lock:
@@ -32,7 +32,7 @@ class Lock:
         return f"pid {info.get('pid', '?')} ({info.get('purpose', '?')}, since {since})"
 
     def acquire(self, wait: float, on_wait: Callable[[str], None] | None = None) -> None:
-        makedirs_durable(self.path.parent)
+        makedirs_private(self.path.parent)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         deadline = time.monotonic() + max(wait, 0.0)
         told = False

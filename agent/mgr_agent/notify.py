@@ -1,10 +1,13 @@
 """The service manager's side channels: sd_notify (readiness, status, watchdog) and the
 sockets passed by socket activation.
 
-systemd-python is used when it is installed; otherwise the same protocol is spoken
-directly: a datagram of ``KEY=VALUE`` lines to the ``AF_UNIX`` socket named by
-``$NOTIFY_SOCKET`` (``@name`` is in the abstract namespace), and ``LISTEN_PID`` /
-``LISTEN_FDS`` for the descriptors from 3 on.  Both paths are tested.
+sd_notify is spoken directly: a datagram of ``KEY=VALUE`` lines to the ``AF_UNIX`` socket
+named by ``$NOTIFY_SOCKET`` (``@name`` is in the abstract namespace), sent with
+``MSG_DONTWAIT``: when the manager's queue is full the message is dropped (and counted),
+so a busy or stuck PID 1 can never block the daemon (libsystemd's sd_notify may block).
+systemd-python's sender stays available as ``Notifier("systemd")``.  Socket activation
+uses systemd-python when it is installed, else ``LISTEN_PID`` / ``LISTEN_FDS`` for the
+descriptors from 3 on.  Both paths are tested.
 """
 
 from __future__ import annotations
@@ -28,14 +31,15 @@ def _systemd_daemon() -> ModuleType | None:
 
 
 def send_datagram(address: str, message: str) -> bool:
-    """The fallback sender: one datagram to ``address`` (``@x`` = abstract ``\\0x``)."""
+    """The built-in sender: one datagram to ``address`` (``@x`` = abstract ``\\0x``),
+    never blocking; False when it could not be sent (no socket, queue full)."""
     if not address or address[0] not in "/@":
         return False
     target = "\0" + address[1:] if address[0] == "@" else address
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
         try:
-            sock.sendto(message.encode(), target)
-        except OSError:
+            sock.sendto(message.encode(), socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL, target)
+        except OSError:  # EAGAIN: the manager's queue is full; the message is dropped
             return False
     return True
 
@@ -43,13 +47,15 @@ def send_datagram(address: str, message: str) -> bool:
 class Notifier:
     """Sends sd_notify messages; a no-op when not started by a service manager.
 
-    ``backend`` is "systemd" (systemd-python) or "fallback"; "auto" picks the first that
-    is available.  ``env`` defaults to ``os.environ`` (tests pass their own).
+    ``backend`` is "fallback" (the built-in non-blocking sender; also what "auto" picks)
+    or "systemd" (systemd-python's, which may block).  ``env`` defaults to ``os.environ``
+    (tests pass their own).  ``dropped`` counts messages that could not be sent.
     """
 
     def __init__(self, backend: str = "auto", env: MutableMapping[str, str] | None = None) -> None:
         self.env = os.environ if env is None else env
-        module = _systemd_daemon() if backend in ("auto", "systemd") else None
+        self.dropped = 0
+        module = _systemd_daemon() if backend == "systemd" else None
         if backend == "systemd" and module is None:
             raise RuntimeError("systemd-python is not installed")
         self.backend = "systemd" if module is not None else "fallback"
@@ -70,7 +76,9 @@ class Notifier:
         """Send ``lines`` as one message; False when there is nobody to tell."""
         if not self.enabled:
             return False
-        return self._send("\n".join(line.replace("\n", " ") for line in lines))
+        sent = self._send("\n".join(line.replace("\n", " ") for line in lines))
+        self.dropped += not sent
+        return sent
 
     def ready(self, status: str) -> bool:
         return self.notify("READY=1", f"STATUS={status}", f"MAINPID={os.getpid()}")

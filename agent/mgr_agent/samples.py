@@ -2,10 +2,15 @@
 
 ``ispmanager_files``/``plesk_files`` return the package tree as {path: (bytes, mode)};
 ``write_zip`` packs such a tree.  Hooks are real shell and PHP scripts.
+
+``python -m mgr_agent.samples DIR`` writes a few ready packages into DIR for an admin who
+wants to try the agent or the daemon (``--help`` lists them).
 """
 
 from __future__ import annotations
 
+import argparse
+import sys
 import zipfile
 from pathlib import Path
 
@@ -200,3 +205,38 @@ def write_dir(tree: Tree, dest: Path) -> Path:
         path.write_bytes(data)
         path.chmod(mode)
     return dest
+
+
+def write_samples(dest: Path, *, name: str = "demo", ext: str = "demo-ext") -> list[Path]:
+    """The packages ``python -m mgr_agent.samples`` writes: an ispmanager plugin in two
+    versions, one whose post-install hook fails (an upgrade that is rolled back), and a
+    Plesk extension in two versions."""
+    packages = [
+        (ispmanager_files(name, "1.0"), f"{name}-1.0.zip"),
+        (ispmanager_files(name, "1.1"), f"{name}-1.1.zip"),
+        (ispmanager_files(name, "1.2", post_install='echo "sample failure" >&2; exit 1'),
+         f"{name}-1.2-failing-post-install.zip"),
+        (plesk_files(ext, "1.0"), f"{ext}-1.0-1.zip"),
+        (plesk_files(ext, "1.1"), f"{ext}-1.1-1.zip"),
+    ]
+    return [write_zip(tree, dest / file) for tree, file in packages]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m mgr_agent.samples",
+        description="Write sample packages to try mgr-agent (in-process or through the daemon): "
+                    "an ispmanager plugin NAME 1.0 and 1.1, NAME 1.2 whose post-install hook "
+                    "fails (the upgrade is rolled back), and a Plesk extension EXT 1.0 and 1.1. "
+                    "Then e.g. `mgr-agent install DIR/NAME-1.0.zip`.")
+    parser.add_argument("dest", type=Path, help="directory to write the zips into (created)")
+    parser.add_argument("--name", default="demo", help="the ispmanager plugin's name (default demo)")
+    parser.add_argument("--ext", default="demo-ext", help="the Plesk extension's id (default demo-ext)")
+    args = parser.parse_args(argv)
+    for path in write_samples(args.dest, name=args.name, ext=args.ext):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mgr_agent.errors import AgentError, PreflightFailed, StateCorrupt
-from mgr_agent.fsutil import makedirs_durable
+from mgr_agent.fsutil import makedirs_private
 
 SQLITE_CORRUPT, SQLITE_FULL, SQLITE_NOTADB = 11, 13, 26
 
@@ -108,7 +108,7 @@ class State:
     def __init__(self, path: Path | None) -> None:
         """Open (creating) the database at ``path``; None gives an empty in-memory one."""
         if path is not None:
-            makedirs_durable(path.parent)
+            makedirs_private(path.parent)
         try:
             self.db = sqlite3.connect(path or ":memory:", timeout=30, isolation_level=None)
             self.db.execute("PRAGMA synchronous=FULL")

@@ -27,15 +27,28 @@ MGR = "usr/local/mgr5"
 
 
 def _commands() -> dict[str, list[str]]:
-    """Every command with placeholder positionals, read from the parser itself."""
-    parser = cli_mod._parser()
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    out = {}
-    for name, p in sub.choices.items():
-        out[name] = ["x" for a in p._actions if not a.option_strings and a.nargs is None]
-        for a in p._actions:  # required options get a placeholder too
-            if a.option_strings and a.required:
-                out[name] += [a.option_strings[0], "x"]
+    """Every command (down to nested subcommands such as ``aps repo add``) with placeholder
+    positionals, read from the parser itself: name -> argv after the program name."""
+    out: dict[str, list[str]] = {}
+
+    def walk(parser: argparse.ArgumentParser, path: list[str]) -> None:
+        sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+        if sub is None:
+            argv = [*path]
+            required = [a for a in parser._actions if a.option_strings and a.required]
+            required += [g._group_actions[0] for g in parser._mutually_exclusive_groups if g.required]
+            for action in required:
+                argv.append(action.option_strings[0])
+                if action.nargs != 0:
+                    argv.append("x")
+            argv += [str(a.choices[0]) if a.choices else "x"  # type: ignore[index]
+                     for a in parser._actions if not a.option_strings and a.nargs is None]
+            out[" ".join(path)] = argv
+            return
+        for name, child in sub.choices.items():
+            walk(child, [*path, name])
+
+    walk(cli_mod._parser(), [])
     return out
 
 
@@ -48,8 +61,8 @@ def test_root_that_is_not_a_directory_is_a_usage_error_for_every_command(tmp_pat
     before = full_snapshot(tmp_path)
     commands = _commands()
     assert {"install", "list", "restart-core", "daemon", "debug", "logs"} <= set(commands)
-    for command, positionals in commands.items():
-        run = cli(bad, command, *positionals, as_json=False, timeout=60)
+    for command, argv in commands.items():
+        run = cli(bad, *argv, as_json=False, timeout=60)
         assert run.rc == 2, (command, run)
         assert f"--root {bad}: " in run.stderr, (command, run.stderr)
         assert ("no such directory" if kind == "missing" else "not a directory") in run.stderr
@@ -119,7 +132,11 @@ def test_help_offers_only_options_that_apply() -> None:
     daemon = help_of("daemon")
     assert "--no-daemon" not in daemon and "--json" not in daemon and "--wait" not in daemon
     for command in ("list", "info", "history", "check", "logs", "call"):
-        assert "--no-daemon" not in help_of(command) and "--wait" not in help_of(command), command
+        assert "--wait" not in help_of(command), command  # they never take the lock
+    for command in ("check", "logs", "call"):
+        assert "--no-daemon" not in help_of(command), command  # always in this process
+    for command in ("list", "info", "history"):  # through the daemon when not root
+        assert "--no-daemon" in help_of(command), command
     assert "--no-daemon" in help_of("install") and "--wait" in help_of("uninstall")
     for command in ("uninstall", "rollback", "info"):
         text = " ".join(help_of(command).split())

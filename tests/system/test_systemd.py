@@ -1,9 +1,17 @@
 """mgr-agent under a real systemd: a Debian bookworm root (debootstrap, cached under
 /var/cache/mgr-agent-test) booted with systemd-nspawn on a throw-away overlay, the agent
-installed with deploy/install.sh from a wheelhouse (no network needed inside), then:
-socket activation, readiness, install through the socket by a group member and refusal of
-a non-member, journal fields, the watchdog restarting a hung daemon, and recovery of a
-transaction interrupted by ``systemctl kill -s KILL``.
+installed with deploy/install.sh from a wheelhouse, then: a plain root (python3-venv and
+python3-systemd missing: install.sh gets them with apt), a panel installed after the agent
+started, socket activation, readiness, install through the socket by a group member and
+refusal of a non-member (also with --no-daemon), who asked in history and the journal,
+the watchdog restarting a hung daemon, recovery of a transaction interrupted by
+``systemctl kill -s KILL``, the panel core living outside mgr-agent.service (and
+surviving its restart, stop and a re-deploy), a failed deploy leaving the previous
+installation working, and deploy/uninstall.sh.
+
+The helpers (``sh``, ``ensure_rootfs``, ``ensure_wheelhouse``, ``Container``,
+``find_init``, ``stop_container``, ``journal`` and the ``container`` fixture) are used by
+other system tests too: keep their names.
 
 When the machine cannot do this (not root, no systemd-nspawn, the container does not
 boot), every test here is skipped with the reason.
@@ -179,12 +187,14 @@ def container() -> Iterator[Container]:
     if mounted.returncode != 0:  # no overlayfs here: a plain copy (slower)
         merged.rmdir()
         sh(["cp", "-a", "--reflink=auto", str(ROOTFS), str(merged)], timeout=600)
-    (merged / "usr/local/mgr5/etc").mkdir(parents=True, exist_ok=True)   # a panel to install into
+    # no panel yet: test_a_panel_installed_after_the_agent makes one; short health checks
+    (merged / "etc/mgr-agent").mkdir(parents=True, exist_ok=True)
+    (merged / "etc/mgr-agent/agent.toml").write_text("[panel]\nhealth_window = 1\n")
     dropin = merged / "etc/systemd/system/mgr-agent.service.d"
     dropin.mkdir(parents=True, exist_ok=True)
     (dropin / "50-test.conf").write_text("[Service]\nWatchdogSec=3\nRestartSec=1\n")
     log = work / "nspawn.log"
-    name = f"mgrtest{os.getpid()}"
+    name = f"mgrtest12-{os.getpid()}"
     with open(log, "wb") as out:
         nspawn = subprocess.Popen(
             ["systemd-nspawn", "-D", str(merged), "--boot", "--register=no", "--keep-unit", "-M", name,
@@ -271,12 +281,36 @@ def test_units_verify_without_any_output(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------ in the container, in order
-def test_deploy_script_installs_and_is_idempotent(container: Container) -> None:
-    cmd = f"sh /mnt/src/deploy/install.sh --src {container.wheel} --find-links /mnt/wheels --no-index"
-    first = container.run(cmd, timeout=300)
+def deploy_command(box: Container, *extra: str) -> str:
+    return " ".join(["sh /mnt/src/deploy/install.sh", f"--src {box.wheel}", "--find-links /mnt/wheels",
+                     "--no-index", *extra])
+
+
+def test_deploy_script_installs_on_a_plain_root_and_is_idempotent(container: Container) -> None:
+    # a root with python3 only: no venv support, no systemd bindings, no compiler
+    container.run("dpkg --purge python3-venv python3.11-venv python3-pip-whl python3-setuptools-whl "
+                  ">/dev/null 2>&1 || true")
+    plain = container.run("python3 -c 'import ensurepip' 2>&1; python3 -c 'import systemd' 2>&1; "
+                          "command -v pkg-config gcc || true", check=False).stdout
+    assert plain.count("ModuleNotFoundError") == 2, plain
+    started = time.monotonic()
+    first = container.run(deploy_command(container), timeout=600)
+    took = time.monotonic() - started
     assert "mgr-agent.service is active" in first.stdout, first.stdout + first.stderr
-    second = container.run(cmd, timeout=300)
+    assert "apt-get install python3-venv python3-systemd" in first.stdout, first.stdout
+    print(f"install.sh on a plain root: {took:.1f} s (apt included)")
+    assert container.run("dpkg-query -W -f '${Status}' python3-systemd").stdout == "install ok installed"
+    assert container.run("test -L /opt/mgr-agent && /opt/mgr-agent/bin/python -c "
+                         "'import systemd.journal, mgr_agent.daemon; print(1)'").stdout.strip() == "1"
+    assert "systemd-python" not in container.run("/opt/mgr-agent/bin/python -m pip list").stdout
+    venv = container.run("readlink /opt/mgr-agent").stdout.strip()
+    started = time.monotonic()
+    second = container.run(deploy_command(container), timeout=300)
+    print(f"install.sh again (nothing to fetch): {time.monotonic() - started:.1f} s")
     assert "mgr-agent.service is active" in second.stdout
+    assert "apt-get" not in second.stdout
+    new = container.run("readlink /opt/mgr-agent").stdout.strip()
+    assert new != venv and container.run("ls /opt/mgr-agent.venvs").stdout.split() == [Path(new).name]
     assert container.run("getent group mgr-agent | wc -l").stdout.strip() == "1"
     assert container.run("systemctl is-enabled mgr-agent.socket mgr-agent.service").stdout.split() == \
         ["enabled", "enabled"]
@@ -284,6 +318,37 @@ def test_deploy_script_installs_and_is_idempotent(container: Container) -> None:
     assert sock == "660 root mgr-agent"
     verify = container.run("systemd-analyze verify mgr-agent.service mgr-agent.socket", check=False)
     assert (verify.returncode, verify.stdout, verify.stderr) == (0, "", ""), verify.stderr
+    assert container.run("stat -c '%a %U %G' /var/lib/mgr-agent").stdout.strip() == "750 root mgr-agent"
+
+
+def write_samples(box: Container) -> None:
+    box.run("/opt/mgr-agent/bin/python -c 'from pathlib import Path; from mgr_agent.samples import *; "
+            "write_zip(ispmanager_files(\"late\", \"1.0\"), Path(\"/srv/late-1.0.zip\")); "
+            "write_zip(ispmanager_files(\"demo\", \"1.0\"), Path(\"/srv/demo-1.0.zip\")); "
+            "write_zip(ispmanager_files(\"demo\", \"1.1\", post_install=\"sleep 120\"), "
+            "Path(\"/srv/demo-1.1-slow.zip\")); "
+            "write_zip(ispmanager_files(\"demo\", \"1.2\"), Path(\"/srv/demo-1.2.zip\"))' "
+            "&& chmod 644 /srv/*.zip")
+
+
+def test_a_panel_installed_after_the_agent_works_without_a_manual_restart(container: Container) -> None:
+    assert container.run("test -e /usr/local/mgr5", check=False).returncode != 0
+    container.wait_until("systemctl is-active mgr-agent.service", "active")
+    before = container.show("MainPID")
+    write_samples(container)
+    # the panel arrives: the ispmanager stand-in (bin/core, sbin/mgrctl) under /usr/local/mgr5
+    container.run("/opt/mgr-agent/bin/python -c 'from mgr_agent.standin import install_standin; "
+                  "from mgr_agent.layout import Layout; install_standin(Layout.at(\"/\"))'")
+    deadline = time.monotonic() + 30
+    while container.show("MainPID") in (before, "0") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    container.wait_until("systemctl is-active mgr-agent.service", "active")
+    log = container.run("journalctl -u mgr-agent --no-pager").stdout
+    assert "/usr/local/mgr5 appeared after mgr-agent started" in log, log[-2000:]
+    done = container.run("mgr-agent install /srv/late-1.0.zip --json", check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(done.stdout)["action"] == "installed"
+    assert container.run("test -x /usr/local/mgr5/addon/late.py", check=False).returncode == 0
 
 
 def test_socket_activates_the_service(container: Container) -> None:
@@ -303,10 +368,6 @@ def test_socket_activates_the_service(container: Container) -> None:
 def test_member_installs_through_the_socket_and_a_stranger_is_refused(container: Container) -> None:
     container.run("id alice >/dev/null 2>&1 || useradd -m -G mgr-agent alice; "
                   "id bob >/dev/null 2>&1 || useradd -m bob")
-    container.run("/opt/mgr-agent/bin/python -c 'from pathlib import Path; from mgr_agent.samples import *; "
-                  "write_zip(ispmanager_files(\"demo\", \"1.0\"), Path(\"/srv/demo-1.0.zip\")); "
-                  "write_zip(ispmanager_files(\"demo\", \"1.1\", post_install=\"sleep 120\"), "
-                  "Path(\"/srv/demo-1.1-slow.zip\"))' && chmod 644 /srv/*.zip")
     done = container.run("runuser -u alice -- mgr-agent install /srv/demo-1.0.zip --json", check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     doc = json.loads(done.stdout)
@@ -325,6 +386,18 @@ def test_member_installs_through_the_socket_and_a_stranger_is_refused(container:
     assert (last["MGR_AGENT_ACTION"], last["MGR_AGENT_VERSION"], last["MGR_AGENT_RESULT"]) == \
         ("installed", "1.0", "ok")
     assert last["MGR_AGENT_TX"] == doc["tx"]
+    alice = container.run("id -u alice").stdout.strip()
+    assert last["MGR_AGENT_UID"] == alice
+    # who asked, in history (read through the daemon by a member)
+    history = container.run("runuser -u alice -- mgr-agent history demo --json", check=False)
+    assert history.returncode == 0, history.stdout + history.stderr
+    assert json.loads(history.stdout)["data"][0]["actor"].startswith(f"uid {alice} pid ")
+    # a stranger reads nothing, with or without the daemon, and is told why
+    for argv in ("history", "history --no-daemon", "list --no-daemon", "info demo"):
+        stranger = container.run(f"runuser -u bob -- mgr-agent {argv} --json", check=False)
+        assert stranger.returncode == 14, (argv, stranger.stdout, stranger.stderr)
+        assert "needs root or the mgr-agent group" in json.loads(stranger.stdout)["error"]["message"]
+    assert container.run("runuser -u bob -- cat /var/lib/mgr-agent/state.db", check=False).returncode != 0
 
 
 def test_watchdog_restarts_a_hung_daemon(container: Container) -> None:
@@ -367,3 +440,77 @@ def test_transaction_killed_with_the_service_is_recovered_at_restart(container: 
     procs = container.run("cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' ' ' | grep -c 'sleep[ ]120'",
                           check=False)
     assert procs.stdout.strip() == "0", "the hook died with the daemon"
+
+
+def core_pid(box: Container) -> str:
+    return box.run("cat /usr/local/mgr5/var/run/core.pid").stdout.strip()
+
+
+def alive(box: Container, pid: str) -> bool:
+    return box.run(f"test \"$(cat /proc/{pid}/comm 2>/dev/null)\" = core", check=False).returncode == 0
+
+
+def test_the_panel_core_lives_outside_the_agent(container: Container) -> None:
+    container.wait_until("systemctl is-active mgr-agent.service", "active")
+    done = container.run("mgr-agent install /srv/demo-1.2.zip --json", check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(done.stdout)["action"] == "upgraded"
+    pid = core_pid(container)
+    cgroup = container.run(f"cat /proc/{pid}/cgroup").stdout
+    assert "mgr-agent.service" not in cgroup and "/mgr-agent-panel-ispmgr-core-" in cgroup, cgroup
+    # not in the agent's sandbox: the host's mount namespace, privileges not capped
+    host_ns = container.run("readlink /proc/1/ns/mnt").stdout
+    assert container.run(f"readlink /proc/{pid}/ns/mnt").stdout == host_ns
+    assert "NoNewPrivs:\t0" in container.run(f"cat /proc/{pid}/status").stdout
+    container.run(f"nsenter -t {pid} -m sh -c 'touch /etc/written-by-core && rm /etc/written-by-core'")
+    container.run("systemctl restart mgr-agent.service")
+    assert alive(container, pid), "the core survives systemctl restart mgr-agent"
+    container.run("systemctl stop mgr-agent.service")
+    assert alive(container, pid), "the core survives systemctl stop mgr-agent"
+    container.run(deploy_command(container), timeout=300)
+    assert alive(container, pid), "the core survives a re-run of install.sh"
+    assert core_pid(container) == pid
+
+
+def test_a_failed_deploy_leaves_the_previous_installation_working(container: Container) -> None:
+    venv = container.run("readlink /opt/mgr-agent").stdout.strip()
+    version = container.run("mgr-agent --version").stdout
+    container.run("mkdir -p /tmp/no-wheels")  # the agent's wheel, but none of its dependencies
+    failed = container.run(f"sh /mnt/src/deploy/install.sh --src {container.wheel} "
+                           "--find-links /tmp/no-wheels --no-index", check=False, timeout=300)
+    assert failed.returncode != 0
+    assert "the previous installation (if any) is unchanged" in failed.stderr, failed.stderr
+    assert container.run("readlink /opt/mgr-agent").stdout.strip() == venv
+    assert container.run("ls /opt/mgr-agent.venvs").stdout.split() == [Path(venv).name]
+    assert container.run("mgr-agent --version").stdout == version
+    assert container.run("systemctl is-active mgr-agent.service").stdout.strip() == "active"
+    assert container.run("mgr-agent list --json").returncode == 0
+
+
+def test_uninstall_keeps_state_plugins_and_the_panel(container: Container) -> None:
+    pid = core_pid(container)
+    done = container.run("sh /mnt/src/deploy/uninstall.sh", timeout=120)
+    assert "kept /var/lib/mgr-agent" in done.stdout, done.stdout
+    for gone in ("/opt/mgr-agent", "/opt/mgr-agent.venvs", "/usr/local/bin/mgr-agent",
+                 "/etc/systemd/system/mgr-agent.service", "/etc/systemd/system/mgr-agent.socket",
+                 "/usr/lib/sysusers.d/mgr-agent.conf", "/usr/lib/tmpfiles.d/mgr-agent.conf",
+                 "/run/mgr-agent"):
+        assert container.run(f"test -e {gone} || test -L {gone}", check=False).returncode != 0, gone
+    assert container.run("systemctl is-active mgr-agent.service mgr-agent.socket",
+                         check=False).stdout.split() == ["inactive", "inactive"]
+    assert container.run("getent group mgr-agent", check=False).returncode != 0
+    assert container.run("stat -c '%a %U %G' /var/lib/mgr-agent").stdout.strip() == "700 root root"
+    assert container.run("test -f /var/lib/mgr-agent/state.db && test -f /usr/local/mgr5/addon/demo.py "
+                         "&& test -f /usr/local/mgr5/addon/late.py", check=False).returncode == 0
+    assert alive(container, pid), "uninstalling the agent never stops the panel"
+    again = container.run("sh /mnt/src/deploy/uninstall.sh", timeout=120)
+    assert again.stdout.strip().endswith("done"), again.stdout
+    # installed again, it knows its plugins; --purge-state then forgets them
+    container.run(deploy_command(container), timeout=300)
+    listed = json.loads(container.run("mgr-agent list --json").stdout)["data"]
+    assert sorted(p["name"] for p in listed) == ["demo", "late"]
+    assert container.run("stat -c '%a %U %G' /var/lib/mgr-agent").stdout.strip() == "750 root mgr-agent"
+    container.run("sh /mnt/src/deploy/uninstall.sh --purge-state", timeout=120)
+    assert container.run("test -e /var/lib/mgr-agent", check=False).returncode != 0
+    assert container.run("test -f /usr/local/mgr5/addon/demo.py", check=False).returncode == 0
+    assert alive(container, pid)

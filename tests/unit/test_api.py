@@ -177,7 +177,12 @@ def test_transaction_fields_and_stderr_format(caplog: pytest.LogCaptureFixture) 
     assert fields == {"MGR_AGENT_TX": "20260101000000abcdef", "MGR_AGENT_PLUGIN": "demo",
                       "MGR_AGENT_VERSION": "1.1", "MGR_AGENT_ACTION": "upgraded",
                       "MGR_AGENT_RESULT": "ok", "MGR_AGENT_OP": "install",
-                      "MGR_AGENT_PANEL": "ispmanager"}
+                      "MGR_AGENT_PANEL": "ispmanager", "MGR_AGENT_UID": "cli",
+                      "MGR_AGENT_PID": str(os.getpid())}
+    peer = api.PeerCred(pid=4242, uid=1001, gid=1001, groups=())
+    asked = journallog.transaction_fields(result, "install", peer)
+    assert (asked["MGR_AGENT_UID"], asked["MGR_AGENT_PID"]) == ("1001", "4242")
+    assert journallog.actor(peer) == "uid 1001 pid 4242" and journallog.actor(None) == "cli"
     failed = Result(action="failed", name="x", error=errors.NotInstalled("x: not installed"))
     assert journallog.transaction_fields(failed, "uninstall")["MGR_AGENT_RESULT"] == "not-installed"
     record = logging.LogRecord("mgr_agent.daemon", logging.INFO, __file__, 1,

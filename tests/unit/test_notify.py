@@ -98,3 +98,31 @@ def test_listen_fds_fallback() -> None:
     env = {"LISTEN_PID": str(os.getpid()), "LISTEN_FDS": "2"}
     assert listen_fds(env, unset=False) == [3, 4]
     assert env["LISTEN_FDS"] == "2"
+
+
+def test_a_full_notify_queue_drops_instead_of_blocking(tmp_path: Path) -> None:
+    """Nobody reads the manager's socket: the sender never blocks, later messages are
+    dropped (and counted), and the socket works again once it is drained."""
+    import threading  # noqa: PLC0415
+
+    path = tmp_path / "full.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.bind(str(path))
+        n = Notifier(env={"NOTIFY_SOCKET": str(path)})
+        sent: list[bool] = []
+        sender = threading.Thread(target=lambda: sent.extend(n.watchdog() for _ in range(5000)))
+        sender.start()
+        sender.join(30)
+        assert not sender.is_alive(), "sd_notify blocked on a full queue"
+        assert sent[0] and not all(sent)
+        assert n.dropped == sent.count(False) > 0
+        sock.setblocking(False)
+        while True:  # drain what was queued
+            try:
+                sock.recv(100)
+            except BlockingIOError:
+                break
+        sock.settimeout(2)
+        assert n.status("after")
+        assert sock.recv(100) == b"STATUS=after"

@@ -10,7 +10,7 @@ from typing import Any
 
 import psutil
 
-from mgr_agent import xmlsafe
+from mgr_agent import outside, xmlsafe
 from mgr_agent.archive import Source, read_all
 from mgr_agent.errors import HealthCheckFailed, InvalidPackage
 from mgr_agent.layout import MGR_REL
@@ -204,13 +204,34 @@ class IspManager(Panel):
                     f"{self.layout.mgr} did not end after SIGKILL")
             notes.append(f"ended {len(left)} core process(es) of {self.layout.mgr}")
         if mgrctl is not None:
-            done = runner.run([str(mgrctl), "-m", "ispmgr"], cwd=self.layout.mgr,
-                              timeout=self.config.core_timeout)
-            if done.returncode != 0:
-                raise HealthCheckFailed(
-                    f"the panel does not answer after the restart: mgrctl -m ispmgr exited "
-                    f"{done.returncode}: {done.output.strip()[-500:]}")
-            notes.append("the panel answers again (mgrctl)")
+            notes += self._wake(runner, mgrctl)
+        return notes
+
+    def _wake(self, runner: Runner, mgrctl: Path) -> list[str]:
+        """``mgrctl -m ispmgr`` (starts the core and waits until it answers), outside the
+        agent's service under systemd: after the panel's own unit, in a transient unit."""
+        notes: list[str] = []
+        argv = [str(mgrctl), "-m", "ispmgr"]
+        where = ""
+        if outside.systemd_runs(self.layout.root):
+            unit_ = self.config.core_unit
+            if unit_:
+                done = runner.run(outside.start_unit(unit_), cwd=self.layout.mgr,
+                                  timeout=self.config.core_timeout)
+                if done.returncode != 0:
+                    raise HealthCheckFailed(f"systemctl start {unit_} exited {done.returncode}: "
+                                            f"{done.output.strip()[-500:]}")
+                notes.append(f"started the panel's unit {unit_}")
+            name = outside.unit_name("ispmgr-core")
+            argv = outside.transient(argv, unit=name, timeout=self.config.core_timeout,
+                                     description=f"ispmanager core of {self.layout.mgr} (woken by mgr-agent)")
+            where = f" (in {name}.service; journalctl -u {name})"
+        done = runner.run(argv, cwd=self.layout.mgr, timeout=self.config.core_timeout + 5)
+        if done.returncode != 0:
+            raise HealthCheckFailed(
+                f"the panel does not answer after the restart: mgrctl -m ispmgr exited "
+                f"{done.returncode}{where}: {done.output.strip()[-500:]}")
+        notes.append(f"the panel answers again (mgrctl){where}")
         return notes
 
     def _read_new(self, mark: Mark, lines: list[str]) -> Mark:

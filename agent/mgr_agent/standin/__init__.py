@@ -44,7 +44,7 @@ def _quote(text: str) -> str:
 
 def script(what: str, module: str, python: str = sys.executable) -> bytes:
     """The text of ``bin/core`` or ``sbin/mgrctl``."""
-    agent = str(Path(mgr_agent.__file__).resolve().parent.parent)
+    agent = str(Path(mgr_agent.__file__).absolute().parent.parent)
     if python.startswith("/") and not any(c.isspace() for c in python) and len(python) < 200:
         return SCRIPT.format(python=python, what=what, agent=agent, module=module).encode()
     # A path a #! line cannot hold: a shell wrapper.  The process is then named by the

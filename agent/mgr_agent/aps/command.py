@@ -1,0 +1,152 @@
+"""``mgr-agent aps …``: the arguments, the call of each operation, and text rendering."""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mgr_agent.errors import UsageError
+from mgr_agent.findings import Finding
+from mgr_agent.result import Result
+
+if TYPE_CHECKING:
+    from mgr_agent.engine import Engine
+
+SECTIONS = {"update": "updaterules", "default": "defverrules"}
+
+
+def add_parser(sub: Any, common: argparse.ArgumentParser, runtime: argparse.ArgumentParser) -> None:
+    """The ``aps`` command and its subcommands (``sub`` is the CLI's subparsers action)."""
+    aps = sub.add_parser("aps", parents=[common], help="ispmanager APS web scripts: repositories, "
+                         "update and default-version rules, images (docs/aps.md)",
+                         description="ispmanager APS web scripts (docs/aps.md)")
+    verbs = aps.add_subparsers(dest="aps_command", required=True, metavar="SUBCOMMAND")
+
+    def verb(name: str, help_: str, *parents: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = verbs.add_parser(name, parents=[common, *parents], help=help_,
+                                                           description=help_)
+        return parser
+
+    dry = argparse.ArgumentParser(add_help=False)
+    dry.add_argument("--dry-run", action="store_true", help="report the change and its diff, write nothing")
+    insecure = argparse.ArgumentParser(add_help=False)
+    insecure.add_argument("--insecure", action="store_true",
+                          help="allow fetching the repository description over plain http")
+
+    p = verb("repo", "ApsExtRepository lines of etc/ispmgr.conf")
+    repo = p.add_subparsers(dest="repo_command", required=True, metavar="ACTION")
+    repo.add_parser("list", parents=[common], help="list the connected repositories")
+    for name, help_ in (("add", "connect a repository (idempotent); restarts the core"),
+                        ("remove", "disconnect a repository (idempotent); restarts the core")):
+        extra = [insecure] if name == "add" else []
+        r = repo.add_parser(name, parents=[common, runtime, dry, *extra], help=help_, description=help_)
+        r.add_argument("url", help="URL of the repository description (XML)")
+        if name == "add":
+            r.add_argument("--check", action="store_true",
+                           help="fetch the description first and refuse it unless it is well-formed XML")
+
+    p = verb("check", "validate etc/templates/aps_settings.xml and its images")
+    p.add_argument("--settings", type=Path, metavar="FILE", help="check FILE instead (images still "
+                   "from the root's skins/common/img)")
+
+    p = verb("resolve", "show the versions the rules leave users and the default of each script",
+             insecure)
+    p.add_argument("--versions", type=Path, metavar="FILE",
+                   help='available versions: a repository description (XML) or JSON {"NAME": [...]}')
+    p.add_argument("--repo", metavar="URL", help="fetch the available versions from a repository")
+    p.add_argument("--current", type=Path, metavar="FILE",
+                   help='what users are allowed now: JSON {"NAME": [...]} or '
+                        '{"NAME": {"allowed": [...], "default": "V"}}')
+    p.add_argument("--settings", type=Path, metavar="FILE", help="rules from FILE instead")
+
+    p = verb("set-rule", "set the update or default-version rule of a script", dry)
+    p.add_argument("section", choices=sorted(SECTIONS), help="update (onupdate) or default (defver)")
+    p.add_argument("name", help="the script's name as the repository spells it")
+    p.add_argument("--type", choices=["latest", "earliest", "definite"],
+                   help="default: latest, or definite when --version is given")
+    p.add_argument("--quantity", type=int, metavar="N", help="how many versions (update rules; default 1)")
+    p.add_argument("--force", action="store_true", help='force="yes": apply at every update (update rules)')
+    p.add_argument("--version", dest="rule_version", metavar="VERSION", help="the version of type definite")
+
+    p = verb("unset-rule", "remove the update or default-version rule of a script", dry)
+    p.add_argument("section", choices=sorted(SECTIONS))
+    p.add_argument("name")
+
+    p = verb("set-image", "map a script (or the default) to a 32x32 PNG in skins/common/img/", dry)
+    who = p.add_mutually_exclusive_group(required=True)
+    who.add_argument("--script", metavar="NAME", help="the script's name")
+    who.add_argument("--default", action="store_true", help="set defimg, the image of other scripts")
+    p.add_argument("file", help="file name in skins/common/img/ (the file must be there)")
+
+    p = verb("unset-image", "remove a script's image mapping", dry)
+    p.add_argument("name")
+
+
+def dispatch(args: argparse.Namespace, engine: Engine) -> Result:
+    from mgr_agent.aps import ops  # noqa: PLC0415 - keeps the CLI's start fast
+
+    c = args.aps_command
+    dry = getattr(args, "dry_run", False)
+    if c == "repo":
+        if args.repo_command == "list":
+            return ops.repo_list(engine)
+        return ops.repo_change(engine, args.url, add=args.repo_command == "add",
+                               verify=getattr(args, "check", False),
+                               insecure=getattr(args, "insecure", False), dry_run=dry)
+    if c == "check":
+        return ops.check_settings(engine, args.settings)
+    if c == "resolve":
+        return ops.resolve_rules(engine, versions_file=args.versions, repo_url=args.repo,
+                                 current_file=args.current, insecure=args.insecure,
+                                 settings_file=args.settings)
+    if c == "set-rule":
+        rule = ops.make_rule(SECTIONS[args.section], args.name, args.type,  # type: ignore[arg-type]
+                             args.quantity, args.force, args.rule_version)
+        return ops.set_rule(engine, rule, dry_run=dry)
+    if c == "unset-rule":
+        return ops.unset(engine, SECTIONS[args.section], args.name, dry_run=dry)
+    if c == "set-image":
+        return ops.set_image(engine, None if args.default else args.script, args.file, dry_run=dry)
+    if c == "unset-image":
+        return ops.unset(engine, "imagemapping", args.name, dry_run=dry)
+    raise UsageError(f"aps {c}: unknown subcommand")
+
+
+def render(result: Result, paint: Callable[[str, str], str]) -> str:
+    """Text for people; ``--json`` prints ``result.to_json()`` instead."""
+    d = result.data or {}
+    lines: list[str] = []
+    if result.action == "aps-repo-list":
+        lines += [r["url"] for r in d["repositories"]] or ["no ApsExtRepository lines in etc/ispmgr.conf"]
+    elif result.action == "aps-check":
+        lines += [Finding(**f).text() for f in d["findings"]]
+        if result.error is None:
+            lines.append(paint("ok", "32") + f": {d['file']}"
+                         + (f" ({len(d['findings'])} warning(s))" if d["findings"] else ""))
+    elif result.action == "aps-resolve":
+        for s in d["scripts"]:
+            allowed = ", ".join(s["allowed"]) or "none"
+            lines.append(f"{s['name']}: allowed {allowed}; default {s['default'] or 'none'}")
+            lines.append(f"  rules: update {s['update_rule']}, default {s['default_rule']}; "
+                         f"available {len(s['available'])}"
+                         + ("" if s["changed"] else "; unchanged"))
+            lines += [f"  note: {n}" for n in s["notes"]]
+        if not d["scripts"]:
+            lines.append("no scripts in the repository")
+    else:
+        lines += result.notes
+        diff = d.get("diff")
+        if diff and any(n.startswith("would ") for n in result.notes):
+            lines += [ln.rstrip("\n") for ln in difflib.unified_diff(
+                diff["before"].splitlines(True), diff["after"].splitlines(True),
+                f"a/{diff['path']}", f"b/{diff['path']}")]
+    for warning in result.warnings:
+        lines.append(paint("warning: ", "33") + warning)
+    if result.error is not None:
+        lines.append(paint("error: ", "31;1") + result.error.message)
+        if result.error.hint:
+            lines.append(f"  hint: {result.error.hint}")
+    return "\n".join(lines)
