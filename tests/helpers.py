@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import os
+import re
+import shutil
 import stat
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import mgr_agent
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -83,3 +88,70 @@ def leftovers(root: Path) -> list[str]:
     if journal.is_dir():
         found += [p.relative_to(root).as_posix() for p in journal.iterdir()]
     return sorted(found)
+
+
+def _requirements(dist: str, seen: set[str]) -> None:
+    """``dist`` and what it needs (no extras), by normalised name."""
+    name = re.sub(r"[-_.]+", "-", dist).lower()
+    if name in seen:
+        return
+    seen.add(name)
+    for req in importlib.metadata.distribution(name).requires or []:
+        if "extra ==" not in req:
+            _requirements(re.split(r"[ <>=!~;\[(]", req, maxsplit=1)[0], seen)
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    """A hard link when the file is readable by all already (the original is never
+    changed), else a copy made readable."""
+    if os.stat(src).st_mode & 0o004:
+        try:
+            os.link(src, dst)
+            return
+        except OSError:
+            pass
+    shutil.copy2(src, dst)
+    os.chmod(dst, os.stat(dst).st_mode | 0o444)
+
+
+def unprivileged_python(work: Path, uid: int = 65534) -> tuple[list[str], dict[str, str]]:
+    """An interpreter and a PYTHONPATH with which ``uid`` can run ``python -m mgr_agent``.
+
+    The checkout and its venv may be readable by root only (a clone under /root, mode
+    0700): the package and the distributions it needs are put in ``work`` (readable by
+    all), and the interpreter is the first one ``uid`` can start with the same version.
+    """
+    lib = work / "site"
+    if not lib.is_dir():
+        shutil.copytree(Path(mgr_agent.__file__).parent, lib / "mgr_agent",
+                        ignore=shutil.ignore_patterns("__pycache__"), copy_function=_link_or_copy)
+        names: set[str] = set()
+        _requirements("mgr-agent", names)
+        names.discard("mgr-agent")
+        for name in sorted(names):
+            dist = importlib.metadata.distribution(name)
+            for file in dist.files or []:
+                src = Path(str(dist.locate_file(file)))
+                if file.parts[0].endswith((".dist-info", ".data")) or "__pycache__" in file.parts \
+                        or not src.is_file() or ".." in file.parts:
+                    continue
+                dst = lib / file
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                _link_or_copy(str(src), str(dst))
+        for path in [work, *(p for p in work.rglob("*") if p.is_dir())]:
+            path.chmod(0o755)
+    env = {"PYTHONPATH": str(lib), "PYTHONNOUSERSITE": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+    want = "{}.{}".format(*sys.version_info[:2])
+    setpriv = shutil.which("setpriv") or "setpriv"
+    candidates = [sys.executable, getattr(sys, "_base_executable", ""), f"/usr/bin/python{want}",
+                  "/usr/bin/python3"]
+    for python in dict.fromkeys(c for c in candidates if c):
+        probe = subprocess.run(
+            [setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", python, "-c",
+             "import sys, mgr_agent.cli, lxml.etree, psutil, requests; "
+             "print('{}.{}'.format(*sys.version_info[:2]))"],
+            capture_output=True, text=True, env={**os.environ, **env}, cwd="/", check=False,
+            timeout=60)
+        if probe.returncode == 0 and probe.stdout.strip() == want:
+            return [python], env
+    raise RuntimeError(f"no Python {want} that uid {uid} can run with {lib}")

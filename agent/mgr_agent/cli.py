@@ -82,10 +82,11 @@ def _parser() -> argparse.ArgumentParser:
     locking = argparse.ArgumentParser(add_help=False)
     locking.add_argument("--wait", type=_seconds, default=argparse.SUPPRESS, metavar="SECONDS",
                          help="how long to wait for the lock (default 300, from agent.toml)")
-    locking.add_argument("--no-daemon", action="store_true", default=argparse.SUPPRESS,
-                         help="run in this process even when the daemon answers (also: "
-                              "MGR_AGENT_NO_DAEMON=1)")
-    common = [base, output, locking]
+    in_process = argparse.ArgumentParser(add_help=False)
+    in_process.add_argument("--no-daemon", action="store_true", default=argparse.SUPPRESS,
+                            help="run in this process even when the daemon answers (also: "
+                                 "MGR_AGENT_NO_DAEMON=1)")
+    common = [base, output, locking, in_process]
 
     parser = argparse.ArgumentParser(
         prog="mgr-agent", parents=common,

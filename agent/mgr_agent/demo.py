@@ -8,15 +8,22 @@ automatically, rolls back on request, and uninstalls, printing each step.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
+import os
+import signal
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+import psutil
+
+from mgr_agent import signals
 from mgr_agent.layout import Layout
 from mgr_agent.samples import ispmanager_files, plesk_files, write_zip
 from mgr_agent.standin import install_standin
+from mgr_agent.standin.core import our_cores
 
 BOLD, DIM, RESET = "\033[1m", "\033[2m", "\033[0m"
 
@@ -121,19 +128,44 @@ class Demo:
         self.run("list")
         leftovers = sorted(str(p.relative_to(self.root)) for p in self.root.rglob(".mga-*"))
         print(f"\nstaging/backup leftovers under the root: {leftovers or 'none'}")
-        subprocess.run([str(self.layout.mgr / "sbin/mgrctl"), "-m", "ispmgr", "exit"], check=False,
-                       capture_output=True, timeout=30)
+
+    def stop_core(self) -> None:
+        """End the stand-in core the demo started (also after Ctrl-C or a closed pipe)."""
+        mgrctl = self.layout.mgr / "sbin/mgrctl"
+        if mgrctl.exists():
+            with contextlib.suppress(OSError, subprocess.SubprocessError):
+                subprocess.run([str(mgrctl), "-m", "ispmgr", "exit"], check=False,
+                               capture_output=True, timeout=30)
+        left = our_cores(self.layout.mgr)
+        for proc in left:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.kill()
+        psutil.wait_procs(left, timeout=5)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--root", type=Path, help="sandbox root (default: a new temp dir)")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="mgr-agent-demo-") as tmp:
-        root = args.root or Path(tmp) / "root"
-        root.mkdir(parents=True, exist_ok=True)
-        Demo(root.absolute(), Path(tmp)).main()
-    print("\ndemo finished: every step behaved as expected")
+    try:
+        with tempfile.TemporaryDirectory(prefix="mgr-agent-demo-") as tmp:
+            root = args.root or Path(tmp) / "root"
+            root.mkdir(parents=True, exist_ok=True)
+            demo = Demo(root.absolute(), Path(tmp))
+            try:
+                demo.main()
+            finally:
+                with signals.held():  # a second Ctrl-C waits until the core is stopped
+                    demo.stop_core()
+        print("\ndemo finished: every step behaved as expected")
+    except KeyboardInterrupt:
+        print("\ndemo interrupted; its stand-in core was stopped", file=sys.stderr)
+        raise SystemExit(130) from None
+    except BrokenPipeError:  # `make demo | head`: stop quietly
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(128 + signal.SIGPIPE) from None
+
 
 
 if __name__ == "__main__":

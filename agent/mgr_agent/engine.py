@@ -232,7 +232,7 @@ class Engine:
 
     def _restart_quietly(self, panel: Panel, warnings: list[str]) -> list[str]:
         """Restart after putting the old files back; a failure is a warning, not a new error."""
-        if not self.restart:
+        if not self.restart or not panel.restarts:
             return []
         try:
             return panel.restart(self.runner)
@@ -315,21 +315,26 @@ class Engine:
             if pkg is None:  # removal: the registration goes before the files (Plesk's order)
                 self._register(panel, t, result, False)
             counts = change.plan.summary()
-            self.progress(f"staging {counts['add'] + counts['replace']} file(s)")
+            staged = counts["add"] + counts["replace"]
+            if staged:
+                self.progress(f"staging {staged} file(s)")
             t.stage([lambda: self._store_archive(pkg)] if pkg else [])
-            self.progress("switching files into place")
-            mark = panel.mark() if self.restart else None
+            self.progress("switching files into place" if staged else
+                          f"removing {counts['remove']} file(s)")
+            restart = self.restart and panel.restarts
+            mark = panel.mark() if restart else None
             t.switch()
             if pkg is not None:  # the files are in place: the panel may list the plugin
                 self._register(panel, t, result, True)
             if post_hook and hook_pkg:
                 self._run_hook(panel, hook_pkg, post_hook, hook_argv, tx, env, hooks, result)
             faults.point("after-post-hook")
-            if self.restart:
+            if restart:
                 self.progress("restarting the panel")
                 result.notes += panel.restart(self.runner)
                 if pkg is not None:
-                    self.progress(f"watching the panel for {self.health_window:g} s")
+                    if mark is not None and self.health_window > 0:
+                        self.progress(f"watching the panel for {self.health_window:g} s")
                     result.notes += panel.health(pkg, mark, self.health_window)
             faults.point("before-commit")
             result.warnings += edits
@@ -347,6 +352,8 @@ class Engine:
                     return self._undo(exc, state, journal, t, panel, installed, result, hooks, history,
                                       tx, op)
                 faults.point("after-commit")
+                if panel.loads_note:
+                    result.notes.append(panel.loads_note)
                 self.progress("committed; cleaning up")
                 try:
                     t.finish()
@@ -639,7 +646,8 @@ class Engine:
         with self._mutating("restart-core"):
             notes: list[str] = []
             for panel in self.panels:
-                notes += [f"{panel.name}: {n}" for n in panel.restart(self.runner)]
+                said = panel.restart(self.runner) if panel.restarts else [panel.loads_note or ""]
+                notes += [f"{panel.name}: {n}" for n in said if n]
         return Result(action="restarted", changed=True, notes=notes)
 
     def debug(self, module: str | None, level: int | None, *, off: bool) -> Result:

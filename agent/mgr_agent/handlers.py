@@ -101,7 +101,7 @@ class StepResult:
     valid: bool
     reason: str = ""  # why it is not valid
     failure: str = ""  # exec | exit | timeout | xml
-    holds: str = ""  # error | ok | metadata | "" (what the answer holds)
+    holds: str = ""  # error | ok | metadata | data | "" (what the answer holds)
     output: str = ""  # raw stdout
     stderr: str = ""
     timed_out: bool = False
@@ -320,10 +320,13 @@ def handler_runner() -> Runner:
 
 
 def holds(root: xmlsafe.Element) -> str:
-    """``error``, ``ok`` or ``metadata``: what a ``<doc>`` answer holds (first wins)."""
+    """``error``, ``ok`` or ``metadata``: what a ``<doc>`` answer holds (first wins); else
+    ``data`` when it has other elements (``<tparams>`` and ``<messages>`` aside), or ""."""
     for tag in PAGE_TAGS:
         if root.find(tag) is not None:
             return tag
+    if any(isinstance(c.tag, str) and c.tag not in ("tparams", "messages") for c in root):
+        return "data"
     return ""
 
 
@@ -340,8 +343,16 @@ def judge(data: bytes, source: str) -> tuple[str, str]:
     return "", holds(root)
 
 
+def described(func: str, plugins: Sequence[PluginXml]) -> bool:
+    """Whether a plugin description holds ``<metadata name=FUNC>``: the panel then takes the
+    page from there, and a handler may answer with the page's data only."""
+    return any(node.get("name") == func for p in plugins if p.root is not None and p.error is None
+               for node in p.root.iter("metadata"))
+
+
 def _run_step(layout: Layout, runner: Runner, step: HandlerStep, func: str, params: Mapping[str, str],
-              stdin: bytes, *, user: str, lang: str, level: int | None, timeout: float) -> StepResult:
+              stdin: bytes, *, user: str, lang: str, level: int | None, timeout: float,
+              page: bool = False) -> StepResult:
     problem = handler_problem(layout, step.handler)
     if problem is not None:
         return StepResult(step, None, 0.0, False, problem, FAIL_EXEC)
@@ -365,9 +376,18 @@ def _run_step(layout: Layout, runner: Runner, step: HandlerStep, func: str, para
     reason, what = judge(done.stdout_bytes, f"answer of {step.handler}")
     if reason:
         return replace(base, reason=reason, failure=FAIL_XML)
+    if what == "data" and not page:
+        what = ""  # data with no page to fill: nothing the panel can show
     if step.kind == "main" and not what:
-        return replace(base, reason="the answer holds no <metadata>, <ok> or <error>", failure=FAIL_XML)
+        return replace(base, reason="the answer " + _nothing(func, page), failure=FAIL_XML)
     return replace(base, valid=True, holds=what)
+
+
+def _nothing(func: str, page: bool) -> str:
+    if page:
+        return "holds no <metadata>, <ok>, <error> or data for the page of " + func
+    return (f"holds no <metadata>, <ok> or <error> (and no plugin XML has <metadata "
+            f"name=\"{func}\"> that data could fill)")
 
 
 Observer = Callable[[StepResult, bytes], None]
@@ -397,10 +417,11 @@ def run_call(layout: Layout, runner: Runner, func: str, params: Mapping[str, str
             func=func)
     request = request_params(params)
     doc = input_xml if input_xml is not None else default_input(func, request, lang, plugins)
+    page = described(func, plugins)
     results: list[StepResult] = []
     for i, step in enumerate(chain):
         result = _run_step(layout, runner, step, func, request, doc, user=user, lang=lang,
-                           level=level, timeout=timeout)
+                           level=level, timeout=timeout, page=page)
         if observer is not None:
             observer(result, doc)
         results.append(result)
@@ -412,10 +433,10 @@ def run_call(layout: Layout, runner: Runner, func: str, params: Mapping[str, str
     last = results[-1]
     if not last.holds:
         results[-1] = replace(last, valid=False, failure=FAIL_XML,
-                              reason="the final answer holds no <metadata>, <ok> or <error>")
+                              reason="the final answer " + _nothing(func, page))
         return CallResult(func, results, "invalid",
                           f"{last.step.handler} ({last.step.kind}): {results[-1].reason}")
-    verdict = "page" if last.holds == "metadata" else last.holds
+    verdict = "page" if last.holds in ("metadata", "data") else last.holds
     return CallResult(func, results, verdict, "", doc)
 
 

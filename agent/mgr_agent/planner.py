@@ -246,8 +246,10 @@ class Planner:
                         if target not in removing:
                             self._op(plan, "remove", target)
                             removing.add(target)
-        else:
-            kept = [t for t, r in files.items() if r.kind == "data"]
+        else:  # what is on disk under the data folders, as the summary's "data kept" counts
+            kept = sorted(self.layout.rel(Path(d) / f) for rel in self.panel.data_dirs(installed.name)
+                          for d, _, fs in os.walk(self.layout.under(rel)) for f in fs)
+            plan.kept += kept
             if kept:
                 change.warnings.append(
                     f"kept {len(kept)} data file(s) under {', '.join(self.panel.data_dirs(installed.name))}"

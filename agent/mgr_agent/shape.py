@@ -83,17 +83,16 @@ def find_plugins(names: set[str], panels: list[Panel], depth: int = SEARCH_DEPTH
     A folder inside one already found is not reported again (``plugin/`` hides
     ``plugin/usr/local/mgr5/``).
     """
-    prefixes = {""}
-    for name in names:
-        parts = name.split("/")[:-1]
-        for i in range(1, min(len(parts), depth) + 1):
-            prefixes.add("/".join(parts[:i]) + "/")
+    subs: dict[str, set[str]] = {"": set(names)}
+    for name in names:  # each name under each of its folders, in one pass: O(names x depth)
+        parts = name.split("/")
+        for i in range(1, min(len(parts) - 1, depth) + 1):
+            subs.setdefault("/".join(parts[:i]) + "/", set()).add("/".join(parts[i:]))
     found: list[Found] = []
-    for prefix in sorted(prefixes, key=lambda p: (p.count("/"), p)):
+    for prefix in sorted(subs, key=lambda p: (p.count("/"), p)):
         if any(prefix.startswith(f.prefix) for f in found):
             continue
-        sub = _under(names, prefix)
-        found += [Found(prefix, p.name) for p in panels if p.detect(sub)]
+        found += [Found(prefix, p.name) for p in panels if p.detect(subs[prefix])]
     return found
 
 

@@ -184,7 +184,8 @@ def test_after_event_that_breaks_the_page_is_blamed(layout: Layout) -> None:
     rc, text = call(layout, as_json=True)
     doc = json.loads(text)
     assert rc == 13 and doc["verdict"] == "invalid"
-    assert doc["reason"] == "strip.sh (after): the final answer holds no <metadata>, <ok> or <error>"
+    assert doc["reason"] == ("strip.sh (after): the final answer holds no <metadata>, <ok>, <error> or "
+                             "data for the page of exampleplugin.settings")
     assert [s["valid"] for s in doc["steps"]] == [True, False]
 
 

@@ -29,7 +29,7 @@ import pytest
 
 from mgr_agent import api
 from mgr_agent.samples import ispmanager_files, write_zip
-from tests.helpers import Run, cli, leftovers
+from tests.helpers import Run, cli, leftovers, unprivileged_python
 from tests.helpers import snapshot as tree_snapshot
 
 MGR = "usr/local/mgr5"
@@ -305,13 +305,16 @@ def test_peer_credentials(open_tmp: Path, start: Any) -> None:
     assert (sock.stat().st_mode & 0o777, sock.stat().st_gid) == (0o660, GID)
     zip_ = write_zip(ispmanager_files("demo", "1.0"), open_tmp / "demo.zip")
     zip_.chmod(0o644)
-    base = [sys.executable, "-m", "mgr_agent", "--root", str(root)]
+    # the checkout may be readable by root only (a clone under /root): the client gets a copy
+    python, python_env = unprivileged_python(open_tmp / "client")
+    base = [*python, "-m", "mgr_agent", "--root", str(root)]
 
     def as_user(*argv: str, groups: str) -> subprocess.CompletedProcess[str]:
         who = [str(SETPRIV), "--reuid=65534", "--regid=65534",
                "--clear-groups" if groups == "" else f"--groups={groups}"]
         return subprocess.run([*who, *base, *argv, "--json"], capture_output=True, text=True,
-                              env=env_clean(HOME="/"), cwd="/", check=False, timeout=120)
+                              env=env_clean(HOME="/", **python_env), cwd="/", check=False,
+                              timeout=120)
 
     member = as_user("install", str(zip_), groups=str(GID))
     assert member.returncode == 0, member.stderr

@@ -86,7 +86,8 @@ def test_broken_plugin_descriptions_are_reported_and_skipped(two_plugins: Layout
     (b"<doc><metadata type='form'/></doc>", "", "metadata"),
     (b"<doc><ok/></doc>", "", "ok"),
     (b"<doc><metadata/><error type='x'/></doc>", "", "error"),  # an error wins over the page
-    (b"<doc><x><ok/></x></doc>", "", ""),  # only direct children count
+    (b"<doc><x><ok/></x></doc>", "", "data"),  # only direct children count: <x> is data
+    (b"<doc><tparams/><messages/></doc>", "", ""),  # the request's parts are not data
     (b'<!DOCTYPE doc [<!ENTITY e SYSTEM "file:///etc/passwd">]><doc>&e;<ok/></doc>', "entit", ""),
 ])
 def test_answer_verdicts(answer: bytes, reason: str, holds: str) -> None:

@@ -47,6 +47,10 @@ class Panel(ABC):
     name: str
     detection_rule: str
     registers = False  # whether the panel keeps its own list of installed plugins (register())
+    restarts: bool = True
+    """Whether a change needs :meth:`restart` and :meth:`health` (a core that caches files)."""
+    loads_note: str | None = None
+    """Said after a committed change when the panel needs no restart (how it picks files up)."""
 
     def __init__(self, layout: Layout, config: Config) -> None:
         self.layout = layout

@@ -166,7 +166,8 @@ class IspManager(Panel):
         try:
             st = os.stat(self.log_path)
         except FileNotFoundError:
-            return Mark(self.log_path, 0, 0, running) if running else None
+            # a core running, or one mgrctl will start, may create the log during the window
+            return Mark(self.log_path, 0, 0, running) if running or self._mgrctl() else None
         return Mark(self.log_path, st.st_ino, st.st_size, running)
 
     def restart(self, runner: Runner) -> list[str]:

@@ -77,6 +77,8 @@ def _series(have: str, bound: str) -> str:
 class Plesk(Panel):
     name = "plesk"
     detection_rule = "meta.xml (root element <module>) at the top of the package"
+    restarts = False
+    loads_note = "Plesk loads extension files on the next request; no restart needed"
     registers = True
 
     def __init__(self, layout: Layout, config: Config) -> None:
@@ -244,7 +246,7 @@ class Plesk(Panel):
 
     def restart(self, runner: Runner) -> list[str]:
         """Plesk reads extension files on each request (PHP): there is no core to restart."""
-        return ["Plesk loads extension files on the next request; no restart needed"]
+        return []
 
     def data_dirs(self, name: str) -> list[str]:
         return [self.var(name)]
