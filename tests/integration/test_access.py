@@ -11,7 +11,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -23,7 +22,7 @@ import pytest
 from mgr_agent import api
 from mgr_agent.daemon import MAX_CONNECTIONS
 from mgr_agent.samples import ispmanager_files, write_zip
-from tests.helpers import cli
+from tests.helpers import cli, unprivileged_python
 from tests.integration import test_daemon
 from tests.integration.test_daemon import (
     GID,
@@ -50,9 +49,11 @@ def as_user(root: Path, *argv: str, groups: str) -> subprocess.CompletedProcess[
     """``mgr-agent --root ROOT ARGV --json`` as uid 65534, in ``groups`` (or none)."""
     who = [str(SETPRIV), "--reuid=65534", "--regid=65534",
            "--clear-groups" if groups == "" else f"--groups={groups}"]
-    return subprocess.run([*who, sys.executable, "-m", "mgr_agent", "--root", str(root), *argv, "--json"],
-                          capture_output=True, text=True, env=env_clean(HOME="/"), cwd="/",
-                          check=False, timeout=120)
+    # the checkout may be readable by root only (a clone under /root): a readable copy
+    python, python_env = unprivileged_python(root.parent / "client")
+    return subprocess.run([*who, *python, "-m", "mgr_agent", "--root", str(root), *argv, "--json"],
+                          capture_output=True, text=True, env=env_clean(HOME="/", **python_env),
+                          cwd="/", check=False, timeout=120)
 
 
 @needs_setpriv
