@@ -104,7 +104,7 @@ def test_registration_follows_install_upgrade_rollback_uninstall(root: Path, pkg
     install_plesk_standin(psa)
     done = cli(root, "install", str(ext(pkgs, "1.0")))
     assert done.rc == 0, done.stdout
-    assert registry(psa) == {EXT: {"name": f"Demo extension {EXT}", "version": "1.0", "release": "1"}}
+    assert registry(psa) == {EXT: {"name": f"Demo {EXT}", "version": "1.0", "release": "1"}}
     assert f"Plesk: registered {EXT}" in done.json["notes"]
 
     assert cli(root, "install", str(ext(pkgs, "2.0"))).rc == 0
