@@ -100,14 +100,10 @@ def _parser() -> argparse.ArgumentParser:
         """A command that reads (no lock, never through the daemon)."""
         return sub.add_parser(name, parents=[base, output], help=help_, description=help_)
 
-    reading = argparse.ArgumentParser(add_help=False)
-    reading.add_argument("--no-daemon", action="store_true", default=argparse.SUPPRESS,
-                         help="read in this process; a user other than root reads through the "
-                              "daemon by default (the state is root:mgr-agent 0750)")
-
     def rcmd(name: str, help_: str) -> argparse.ArgumentParser:
-        """A command that reads the state: in-process for root, through the daemon for others."""
-        return sub.add_parser(name, parents=[base, output, reading], help=help_, description=help_)
+        """A command that reads the state: in-process for root, through the daemon for others
+        (the state is root:mgr-agent 0750)."""
+        return sub.add_parser(name, parents=[base, output, in_process], help=help_, description=help_)
 
     def dcmd(name: str, help_: str) -> argparse.ArgumentParser:
         """A command that changes something: takes the lock, runs in the daemon if it answers."""
