@@ -29,7 +29,7 @@ $(STAMP): pyproject.toml | deps
 venv: deps $(STAMP)
 
 demo: venv
-	$(VENV)/bin/python -m mgr_agent.demo
+	$(VENV)/bin/python -m mgr_agent.sandbox.demo
 
 lint: venv ansible-lint
 	$(VENV)/bin/ruff check agent tests

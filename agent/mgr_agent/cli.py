@@ -441,9 +441,9 @@ def _via_daemon(args: argparse.Namespace, term: _Terminal) -> Result | None:
 
 def _journal(result: Result, command: str, engine: Engine) -> None:
     if command in _DAEMON_COMMANDS:
-        from mgr_agent import journallog, metrics  # noqa: PLC0415
+        from mgr_agent import journald, metrics  # noqa: PLC0415
 
-        journallog.note_cli_result(result, command)
+        journald.note_cli_result(result, command)
         if result.tx is not None or result.action == "recovered":
             metrics.after_transaction(engine.layout, engine.config)
 
@@ -470,8 +470,10 @@ def _metrics(args: argparse.Namespace) -> int:
 
 def _streaming(args: argparse.Namespace, as_json: bool) -> int:
     """``logs`` and ``call`` print as they go instead of returning one result."""
-    from mgr_agent import handlers, logtail  # noqa: PLC0415 - keeps the other commands' start fast
+    # imported here: keeps the other commands' start fast
     from mgr_agent.engine import Engine  # noqa: PLC0415
+    from mgr_agent.panels.ispmanager import callchain  # noqa: PLC0415
+    from mgr_agent.panels.ispmanager import logs as logtail  # noqa: PLC0415
 
     layout = Layout.at(getattr(args, "root", "/"))
     try:
@@ -482,7 +484,7 @@ def _streaming(args: argparse.Namespace, as_json: bool) -> int:
                 if not sep:
                     raise UsageError(f"--param {item!r}: expected KEY=VALUE")
                 params[key] = value
-            return handlers.run_call_command(layout, args.func, params, user=args.user,
+            return callchain.run_call_command(layout, args.func, params, user=args.user,
                                              lang=args.lang, input_path=args.input,
                                              as_json=as_json, out=sys.stdout, timeout=args.timeout)
         names = Engine(layout).plugin_log_names(args.plugin) if args.plugin else None

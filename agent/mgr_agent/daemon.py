@@ -25,16 +25,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
-from mgr_agent import __version__, api, download, faults, journallog, logtail, metrics
+from mgr_agent import __version__, api, download, faults, journald, metrics
 from mgr_agent import config as config_mod
 from mgr_agent.api import Channel, PeerCred, Request
 from mgr_agent.engine import Engine
 from mgr_agent.errors import AgentError, DaemonBusy, Interrupted, LockBusy, UsageError
+from mgr_agent.lateroots import LateRoots
 from mgr_agent.layout import Layout
 from mgr_agent.lock import Lock
 from mgr_agent.notify import Notifier, listen_fds
 from mgr_agent.result import Result
-from mgr_agent.sandbox import LateRoots
 
 log = logging.getLogger("mgr_agent.daemon")
 
@@ -195,9 +195,9 @@ class Daemon:
         if result.error is not None:
             self.degraded = f"recovery failed ({result.error.code}): {result.error.message}"
             log.error(f"recovery at start failed: {result.error.message}",
-                      extra=journallog.transaction_fields(result, "recover"))
+                      extra=journald.transaction_fields(result, "recover"))
         elif result.changed:
-            journallog.log_result(log, result, "recover")
+            journald.log_result(log, result, "recover")
         else:
             log.info("nothing to recover")
         metrics.after_transaction(self.layout, self.config)
@@ -329,7 +329,9 @@ class Daemon:
                              daemon=True).start()
         try:
             names = Engine(self.layout).plugin_log_names(args["plugin"]) if args.get("plugin") else None
-            logtail.run_logs(self.layout, n=args.get("n"), follow=bool(args.get("follow")),
+            from mgr_agent.panels.ispmanager import logs  # noqa: PLC0415
+
+            logs.run_logs(self.layout, n=args.get("n"), follow=bool(args.get("follow")),
                              plugin_names=names, level=args.get("level"), since=args.get("since"),
                              as_json=True, out=api.EventWriter(channel, stop), stop=stop)  # type: ignore[arg-type]
         except AgentError as exc:
@@ -422,12 +424,12 @@ class Daemon:
         subject = args.get("name") or args.get("url") or args.get("path") or ""
         self.notifier.status(self._status(f"running {op} {subject}".strip()))
         result = self._interruptibly(op, args, job.path, job.channel.progress, left,
-                                     actor=journallog.actor(job.request.peer))
+                                     actor=journald.actor(job.request.peer))
         job.finish(result)
-        journallog.log_result(log, result, op, peer=job.request.peer)
+        journald.log_result(log, result, op, peer=job.request.peer)
         if result.tx is not None:
             metrics.after_transaction(self.layout, self.config)
-        self.last = journallog.describe(result, op)
+        self.last = journald.describe(result, op)
         self.notifier.status(self._status(f"idle; last: {self.last}"))
 
     def _interruptibly(self, op: str, args: dict[str, object], path: Path | None,
@@ -453,5 +455,5 @@ class Daemon:
 def main(root: str | Path = "/", *, socket_path: Path | None = None, group: str = GROUP,
          verbose: int = 0) -> int:
     """``mgr-agent daemon``."""
-    journallog.setup(verbose)
+    journald.setup(verbose)
     return Daemon(Layout.at(root), group=group, socket_path=socket_path).run()

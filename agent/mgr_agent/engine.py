@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from mgr_agent import checks, debugconf, faults, package, preflight, signals
+from mgr_agent import checks, faults, package, preflight, signals
 from mgr_agent import config as config_mod
 from mgr_agent.errors import (
     AgentError,
@@ -36,18 +36,19 @@ from mgr_agent.errors import (
 from mgr_agent.findings import errors
 from mgr_agent.fsutil import fsync_dir, rmdir_if_empty, sha256_file
 from mgr_agent.hooks import HookRun, hook_args, run_hook
-from mgr_agent.journal import Journal, replay
 from mgr_agent.layout import Layout
 from mgr_agent.lock import Lock
 from mgr_agent.package import Package
 from mgr_agent.panels import Panel, all_panels
-from mgr_agent.panels.ispmanager import log_names
+from mgr_agent.panels.ispmanager import debugconf
+from mgr_agent.panels.ispmanager.panel import log_names
 from mgr_agent.planner import Change, Planner, verify_flags
 from mgr_agent.proc import Runner
 from mgr_agent.result import Result
 from mgr_agent.state import Commit, Installed, KeptRow, State
 from mgr_agent.transaction import Plan, Transaction
 from mgr_agent.versions import compare, is_hash_version
+from mgr_agent.wal import Journal, replay
 
 Progress = Callable[[str], None]
 

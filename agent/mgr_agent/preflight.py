@@ -8,7 +8,7 @@ import os
 import struct
 from pathlib import Path
 
-from mgr_agent import sandbox
+from mgr_agent import lateroots
 from mgr_agent.errors import PreflightFailed
 from mgr_agent.layout import Layout
 from mgr_agent.transaction import Plan
@@ -42,7 +42,7 @@ def _flags(path: Path) -> int:
 def _check_dir(path: Path) -> None:
     if os.statvfs(path).f_flag & os.ST_RDONLY:
         raise PreflightFailed(f"{path}: is on a read-only filesystem", path=str(path),
-                              errno=errno.EROFS, hint=sandbox.HINT if os.environ.get(
+                              errno=errno.EROFS, hint=lateroots.HINT if os.environ.get(
                                   "INVOCATION_ID") else "remount it read-write")
     if not os.access(path, os.W_OK):
         raise PreflightFailed(f"{path}: is not writable by this user", path=str(path))

@@ -35,8 +35,8 @@ from mgr_agent.fsutil import (
     unlink_if_exists,
     write_new,
 )
-from mgr_agent.journal import PHASES, REGISTER, Journal
 from mgr_agent.layout import Layout
+from mgr_agent.wal import PHASES, REGISTER, Journal
 
 Action = Literal["add", "replace", "remove"]
 ChunkSource = Callable[[], Iterator[bytes]]

@@ -31,7 +31,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from mgr_agent.samples import ispmanager_files, write_zip
+from mgr_agent.sandbox.samples import ispmanager_files, write_zip
 from tests import sshd as sshd_helper
 from tests.helpers import REPO
 

@@ -40,7 +40,7 @@ from mgr_agent.config import Config
 from mgr_agent.layout import Layout
 from mgr_agent.package import load
 from mgr_agent.panels import all_panels
-from mgr_agent.samples import ispmanager_files, plesk_files
+from mgr_agent.sandbox.samples import ispmanager_files, plesk_files
 
 SEED = 20261121
 GENERATOR = 1  # bump when the content rules change: invalidates cached payloads
@@ -177,7 +177,7 @@ def base_tree(panel: str, variant: str) -> dict[str, tuple[bytes, int]]:
 
 
 def base_digest(panel: str, variant: str) -> str:
-    """Changes when ``mgr_agent.samples`` does: part of the cache key."""
+    """Changes when ``mgr_agent.sandbox.samples`` does: part of the cache key."""
     digest = hashlib.sha256()
     for name, (data, mode) in sorted(base_tree(panel, variant).items()):
         digest.update(f"{name}\0{mode:o}\0".encode() + hashlib.sha256(data).digest())
@@ -201,7 +201,7 @@ def entries(panel: str, n: int, variant: str, seed: int = SEED) -> Iterator[tupl
 
 
 def write_zip(panel: str, n: int, variant: str, dest: Path, seed: int = SEED) -> Path:
-    """The package as a zip, entry for entry like ``mgr_agent.samples.write_zip`` writes it."""
+    """The package as a zip, entry for entry like ``mgr_agent.sandbox.samples.write_zip`` writes it."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(dest.name + ".part")
     with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
@@ -300,7 +300,7 @@ def describe(zip_path: Path) -> dict[str, int]:
 
 def tiny_plugins(count: int, dest: Path) -> list[Path]:
     """``count`` small ispmanager plugins without hooks (for the ``list`` startup row)."""
-    from mgr_agent.samples import write_zip as samples_write_zip  # noqa: PLC0415
+    from mgr_agent.sandbox.samples import write_zip as samples_write_zip  # noqa: PLC0415
 
     out: list[Path] = []
     for k in range(count):

@@ -21,7 +21,7 @@ import pytest
 
 from mgr_agent import api
 from mgr_agent.daemon import MAX_CONNECTIONS
-from mgr_agent.samples import ispmanager_files, write_zip
+from mgr_agent.sandbox.samples import ispmanager_files, write_zip
 from tests.helpers import cli, unprivileged_python
 from tests.integration import test_daemon
 from tests.integration.test_daemon import (

@@ -8,7 +8,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from mgr_agent.samples import ispmanager_files, plesk_files, write_zip
+from mgr_agent.sandbox.samples import ispmanager_files, plesk_files, write_zip
 from tests.helpers import cli, leftovers, snapshot
 
 MGR = "usr/local/mgr5"

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from mgr_agent.samples import ispmanager_files, write_zip
+from mgr_agent.sandbox.samples import ispmanager_files, write_zip
 from tests import sshd as sshd_helper
 from tests.helpers import REPO, snapshot
 from tests.sshd import Sshd

@@ -15,7 +15,7 @@ import pytest
 
 from mgr_agent.layout import Layout
 from mgr_agent.lock import Lock
-from mgr_agent.samples import ispmanager_files, write_zip
+from mgr_agent.sandbox.samples import ispmanager_files, write_zip
 from tests.helpers import cli, snapshot
 from tests.integration.test_restart import _spawn_core
 from tests.unit.test_aps_settings import EXAMPLE

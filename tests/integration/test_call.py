@@ -10,11 +10,12 @@ from typing import Any
 
 import pytest
 
-from mgr_agent import handlers, xmlsafe
+from mgr_agent import xmlsafe
 from mgr_agent.errors import HandlerError, NotFound, UsageError
 from mgr_agent.layout import Layout
+from mgr_agent.panels.ispmanager import callchain
 from mgr_agent.proc import Runner
-from mgr_agent.samples import ispmanager_files, write_dir
+from mgr_agent.sandbox.samples import ispmanager_files, write_dir
 
 FUNC = "exampleplugin.settings"
 
@@ -47,7 +48,7 @@ def layout(root: Path) -> Layout:
 def call(layout: Layout, func: str = FUNC, *, as_json: bool = False, **kw: Any) -> tuple[int, str]:
     out = io.StringIO()
     params = kw.pop("params", {})
-    rc = handlers.run_call_command(layout, func, params, out=out, as_json=as_json, **kw)
+    rc = callchain.run_call_command(layout, func, params, out=out, as_json=as_json, **kw)
     return rc, out.getvalue()
 
 

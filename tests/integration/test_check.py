@@ -24,7 +24,7 @@ import pytest
 from mgr_agent import png, scaffold
 from mgr_agent.engine import Engine
 from mgr_agent.layout import Layout
-from mgr_agent.samples import Tree, write_dir, write_zip
+from mgr_agent.sandbox.samples import Tree, write_dir, write_zip
 from tests.helpers import REPO, cli
 from tests.integration.test_hostile_input import ARCHIVE_CASES, XML_CASES
 from tests.integration.test_hostile_input import Case as HostileCase

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from mgr_agent import samples
+from mgr_agent.sandbox import samples
 from tests.helpers import cli, leftovers, snapshot
 
 STATE = "var/lib/mgr-agent"

@@ -25,8 +25,8 @@ from typing import Any
 import psutil
 import pytest
 
-from mgr_agent import samples
-from mgr_agent.standin import install_plesk_standin
+from mgr_agent.sandbox import samples
+from mgr_agent.sandbox.standin import install_plesk_standin
 from tests.helpers import cli, full_snapshot, leftovers, snapshot
 
 MGR = "usr/local/mgr5"

@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 
 from mgr_agent import api
-from mgr_agent.samples import ispmanager_files, write_zip
+from mgr_agent.sandbox.samples import ispmanager_files, write_zip
 from tests.helpers import Run, cli, leftovers, unprivileged_python
 from tests.helpers import snapshot as tree_snapshot
 

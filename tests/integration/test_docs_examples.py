@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mgr_agent import cli as cli_mod
-from mgr_agent.samples import ispmanager_files, plesk_files, write_zip
+from mgr_agent.sandbox.samples import ispmanager_files, plesk_files, write_zip
 from tests.helpers import REPO, Run, cli
 
 USAGE = REPO / "docs/usage.md"

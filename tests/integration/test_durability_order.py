@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from mgr_agent import samples
+from mgr_agent.sandbox import samples
 from tests.helpers import cli, leftovers
 from tests.reliability.random_kill import bulk_trees
 

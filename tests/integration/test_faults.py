@@ -38,7 +38,7 @@ from typing import Any
 
 import pytest
 
-from mgr_agent.samples import Tree, ispmanager_files, plesk_files, write_zip
+from mgr_agent.sandbox.samples import Tree, ispmanager_files, plesk_files, write_zip
 from tests.helpers import Run, cli, leftovers, snapshot
 
 MGR = "usr/local/mgr5"

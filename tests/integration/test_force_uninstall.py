@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from mgr_agent.samples import ispmanager_files, plesk_files, write_zip
+from mgr_agent.sandbox.samples import ispmanager_files, plesk_files, write_zip
 from tests.helpers import cli, leftovers, snapshot
 from tests.integration.test_daemon import start, via  # noqa: F401 - start is a fixture
 

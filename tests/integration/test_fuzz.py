@@ -34,7 +34,7 @@ from typing import Any
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from mgr_agent.samples import Tree, write_zip
+from mgr_agent.sandbox.samples import Tree, write_zip
 from mgr_agent.versions import compare, is_hash_version
 from tests.helpers import cli, leftovers, snapshot
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from mgr_agent.layout import Layout
-from mgr_agent.samples import ispmanager_files, write_zip
-from mgr_agent.standin import install_standin
-from mgr_agent.standin.core import our_cores
+from mgr_agent.sandbox.samples import ispmanager_files, write_zip
+from mgr_agent.sandbox.standin import install_standin
+from mgr_agent.sandbox.standin.core import our_cores
 from tests.helpers import cli, snapshot
 
 MGR = "usr/local/mgr5"

@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from mgr_agent.samples import Tree, ispmanager_files, plesk_files
+from mgr_agent.sandbox.samples import Tree, ispmanager_files, plesk_files
 from tests.helpers import cli, full_snapshot
 
 MGR = "usr/local/mgr5"

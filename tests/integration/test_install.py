@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mgr_agent.samples import ispmanager_files, plesk_files, write_dir, write_zip
+from mgr_agent.sandbox.samples import ispmanager_files, plesk_files, write_dir, write_zip
 from tests.helpers import cli, leftovers, snapshot
 
 MGR = "usr/local/mgr5"

@@ -15,18 +15,18 @@ from pathlib import Path
 
 import pytest
 
-from mgr_agent import outside
+from mgr_agent.panels.ispmanager import outside
 
 CHILD = r'''
 import json, logging, os, subprocess, sys
 from pathlib import Path
-from mgr_agent import preflight, sandbox
+from mgr_agent import lateroots, preflight
 from mgr_agent.errors import PreflightFailed
 from mgr_agent.layout import Layout
 
 logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(message)s")
 layout = Layout.at(sys.argv[1])
-late = sandbox.LateRoots(layout, under_systemd=True, unit="mgr-agent-test-no-such-unit.service")
+late = lateroots.LateRoots(layout, under_systemd=True, unit="mgr-agent-test-no-such-unit.service")
 out = {"missing": sorted(layout.rel(p) for p in late.missing)}
 layout.mgr.mkdir(parents=True)
 for argv in (["mount", "--bind", str(layout.mgr), str(layout.mgr)],

@@ -15,9 +15,9 @@ from typing import TextIO
 
 import pytest
 
-from mgr_agent import logtail
 from mgr_agent.layout import Layout
-from mgr_agent.logtail import Record, follow
+from mgr_agent.panels.ispmanager import logs as logtail
+from mgr_agent.panels.ispmanager.logs import Record, follow
 
 Rotate = Callable[[Path, TextIO], TextIO]
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from mgr_agent.samples import plesk_files, write_zip
-from mgr_agent.standin import install_plesk_standin
+from mgr_agent.sandbox.samples import plesk_files, write_zip
+from mgr_agent.sandbox.standin import install_plesk_standin
 from tests.helpers import cli, leftovers, snapshot
 
 EXT = "demo-ext"

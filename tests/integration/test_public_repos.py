@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from mgr_agent.samples import Tree, ispmanager_files, plesk_files, write_dir, write_zip
+from mgr_agent.sandbox.samples import Tree, ispmanager_files, plesk_files, write_dir, write_zip
 from mgr_agent.shape import is_junk
 from tests.helpers import cli, snapshot
 

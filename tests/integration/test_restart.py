@@ -10,7 +10,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from mgr_agent.samples import ispmanager_files, write_zip
+from mgr_agent.sandbox.samples import ispmanager_files, write_zip
 from tests.helpers import cli
 
 MGR = "usr/local/mgr5"

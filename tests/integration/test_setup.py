@@ -54,7 +54,7 @@ def _standin_cores(root_prefix: str) -> list[psutil.Process]:
 
 def _demo(tmp_path: Path) -> subprocess.Popen[str]:
     env = {**os.environ, "TMPDIR": str(tmp_path), "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "mgr_agent.demo"], stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-m", "mgr_agent.sandbox.demo"], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True)
 
 
@@ -86,7 +86,7 @@ def test_interrupted_demo_leaves_no_core_running(tmp_path: Path) -> None:
 
 def test_demo_piped_to_head_leaves_no_core_running(tmp_path: Path) -> None:
     env = {**os.environ, "TMPDIR": str(tmp_path)}
-    done = subprocess.run(["bash", "-c", f"{sys.executable} -m mgr_agent.demo | head -3"],
+    done = subprocess.run(["bash", "-c", f"{sys.executable} -m mgr_agent.sandbox.demo | head -3"],
                           capture_output=True, text=True, env=env, timeout=300, check=False)
     assert done.stdout.count("\n") == 3, done
     assert "Traceback" not in done.stderr, done.stderr

@@ -18,8 +18,8 @@ import pytest
 from mgr_agent import xmlsafe
 from mgr_agent.layout import Layout
 from mgr_agent.proc import Runner
-from mgr_agent.standin import install_standin
-from mgr_agent.standin.core import our_cores, pid_file
+from mgr_agent.sandbox.standin import install_standin
+from mgr_agent.sandbox.standin.core import our_cores, pid_file
 from tests.integration.test_call import install_tree, plugin
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")

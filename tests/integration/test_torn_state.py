@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pytest
 
-from mgr_agent import samples
+from mgr_agent.sandbox import samples
 from tests.helpers import cli, full_snapshot, leftovers, snapshot
 from tests.reliability.random_kill import bulk_trees, copy_root, diff, new_root, state_of
 

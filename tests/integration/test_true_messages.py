@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from mgr_agent.layout import Layout
-from mgr_agent.samples import Tree, ispmanager_files, plesk_files, write_dir, write_zip
-from mgr_agent.standin import install_standin
-from mgr_agent.standin.core import our_cores
+from mgr_agent.sandbox.samples import Tree, ispmanager_files, plesk_files, write_dir, write_zip
+from mgr_agent.sandbox.standin import install_standin
+from mgr_agent.sandbox.standin.core import our_cores
 from tests.helpers import cli
 
 MGR = "usr/local/mgr5"

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from mgr_agent import cli as cli_mod
-from mgr_agent.samples import ispmanager_files, plesk_files, write_dir, write_zip
+from mgr_agent.sandbox.samples import ispmanager_files, plesk_files, write_dir, write_zip
 from tests.helpers import cli, full_snapshot
 
 MGR = "usr/local/mgr5"

@@ -34,9 +34,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mgr_agent import samples
 from mgr_agent.errors import StateCorrupt
-from mgr_agent.journal import replay
+from mgr_agent.sandbox import samples
+from mgr_agent.wal import replay
 from tests.helpers import cli, leftovers, snapshot
 
 MGR = "usr/local/mgr5"

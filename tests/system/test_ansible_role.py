@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from mgr_agent.samples import ispmanager_files, write_zip
+from mgr_agent.sandbox.samples import ispmanager_files, write_zip
 from tests.helpers import REPO
 from tests.system.test_systemd import (
     DEPS,

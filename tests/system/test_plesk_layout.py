@@ -115,7 +115,7 @@ def box() -> Iterator[Container]:
 def _zip(box: Container, version: str) -> str:
     """A Plesk extension without PHP hooks (the container has no PHP), in /srv."""
     path = f"/srv/demo-ext-{version}.zip"
-    box.run(f"{PY} -c 'from pathlib import Path; from mgr_agent.samples import *; "
+    box.run(f"{PY} -c 'from pathlib import Path; from mgr_agent.sandbox.samples import *; "
             f"t = plesk_files(\"demo-ext\", \"{version}\"); "
             "t = {k: v for k, v in t.items() if not k.startswith(\"plib/scripts/\")}; "
             f"write_zip(t, Path(\"{path}\"))' && chmod 644 {path}")
@@ -123,7 +123,8 @@ def _zip(box: Container, version: str) -> str:
 
 
 def test_service_installs_into_opt_psa_through_the_symlink_and_registers(box: Container) -> None:
-    box.run(f"{PY} -c 'from pathlib import Path; from mgr_agent.standin import install_plesk_standin; "
+    box.run(f"{PY} -c 'from pathlib import Path; "
+            "from mgr_agent.sandbox.standin import install_plesk_standin; "
             "install_plesk_standin(Path(\"/opt/psa\"))'")
     assert box.run("systemctl show -p ProtectSystem --value mgr-agent.service").stdout.strip() == "strict"
     one = _zip(box, "1.0")

@@ -322,7 +322,8 @@ def test_deploy_script_installs_on_a_plain_root_and_is_idempotent(container: Con
 
 
 def write_samples(box: Container) -> None:
-    box.run("/opt/mgr-agent/bin/python -c 'from pathlib import Path; from mgr_agent.samples import *; "
+    box.run("/opt/mgr-agent/bin/python -c 'from pathlib import Path; "
+            "from mgr_agent.sandbox.samples import *; "
             "write_zip(ispmanager_files(\"late\", \"1.0\"), Path(\"/srv/late-1.0.zip\")); "
             "write_zip(ispmanager_files(\"demo\", \"1.0\"), Path(\"/srv/demo-1.0.zip\")); "
             "write_zip(ispmanager_files(\"demo\", \"1.1\", post_install=\"sleep 120\"), "
@@ -337,7 +338,7 @@ def test_a_panel_installed_after_the_agent_works_without_a_manual_restart(contai
     before = container.show("MainPID")
     write_samples(container)
     # the panel arrives: the ispmanager stand-in (bin/core, sbin/mgrctl) under /usr/local/mgr5
-    container.run("/opt/mgr-agent/bin/python -c 'from mgr_agent.standin import install_standin; "
+    container.run("/opt/mgr-agent/bin/python -c 'from mgr_agent.sandbox.standin import install_standin; "
                   "from mgr_agent.layout import Layout; install_standin(Layout.at(\"/\"))'")
     deadline = time.monotonic() + 30
     while container.show("MainPID") in (before, "0") and time.monotonic() < deadline:

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from mgr_agent import api, errors, journallog
+from mgr_agent import api, errors, journald
 from mgr_agent.api import PeerCred, ProtocolError, parse_request
 from mgr_agent.errors import AgentError, HookFailed, NotAuthorised, RolledBack
 from mgr_agent.result import Result
@@ -173,32 +173,32 @@ def test_descriptors_travel_with_the_request(tmp_path: os.PathLike[str]) -> None
 def test_transaction_fields_and_stderr_format(caplog: pytest.LogCaptureFixture) -> None:
     result = Result(action="upgraded", name="demo", panel="ispmanager", version="1.1",
                     previous_version="1.0", tx="20260101000000abcdef")
-    fields = journallog.transaction_fields(result, "install")
+    fields = journald.transaction_fields(result, "install")
     assert fields == {"MGR_AGENT_TX": "20260101000000abcdef", "MGR_AGENT_PLUGIN": "demo",
                       "MGR_AGENT_VERSION": "1.1", "MGR_AGENT_ACTION": "upgraded",
                       "MGR_AGENT_RESULT": "ok", "MGR_AGENT_OP": "install",
                       "MGR_AGENT_PANEL": "ispmanager", "MGR_AGENT_UID": "cli",
                       "MGR_AGENT_PID": str(os.getpid())}
     peer = api.PeerCred(pid=4242, uid=1001, gid=1001, groups=())
-    asked = journallog.transaction_fields(result, "install", peer)
+    asked = journald.transaction_fields(result, "install", peer)
     assert (asked["MGR_AGENT_UID"], asked["MGR_AGENT_PID"]) == ("1001", "4242")
-    assert journallog.actor(peer) == "uid 1001 pid 4242" and journallog.actor(None) == "cli"
+    assert journald.actor(peer) == "uid 1001 pid 4242" and journald.actor(None) == "cli"
     failed = Result(action="failed", name="x", error=errors.NotInstalled("x: not installed"))
-    assert journallog.transaction_fields(failed, "uninstall")["MGR_AGENT_RESULT"] == "not-installed"
+    assert journald.transaction_fields(failed, "uninstall")["MGR_AGENT_RESULT"] == "not-installed"
     record = logging.LogRecord("mgr_agent.daemon", logging.INFO, __file__, 1,
-                               journallog.describe(result, "install"), None, None)
+                               journald.describe(result, "install"), None, None)
     for k, v in fields.items():
         setattr(record, k, v)
-    text = journallog.FieldsFormatter("%(levelname)s %(message)s").format(record)
+    text = journald.FieldsFormatter("%(levelname)s %(message)s").format(record)
     assert text.startswith("INFO install demo 1.1: upgraded (tx 20260101000000abcdef) [")
     assert "MGR_AGENT_PLUGIN=demo" in text
 
 
 def test_setup_without_journald_logs_to_stderr(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MGR_AGENT_NO_JOURNAL", "1")
-    handler = journallog.setup()
+    handler = journald.setup()
     try:
         assert isinstance(handler, logging.StreamHandler)
-        assert not journallog.journald_present()
+        assert not journald.journald_present()
     finally:
         logging.getLogger("mgr_agent").removeHandler(handler)

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from mgr_agent.debugconf import DebugConf
 from mgr_agent.errors import UsageError
+from mgr_agent.panels.ispmanager.debugconf import DebugConf
 
 ORIGINAL = """# panel logging
 SET color=off

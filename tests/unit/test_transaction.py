@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from mgr_agent.errors import SwitchFailed
-from mgr_agent.journal import Journal
 from mgr_agent.layout import Layout
 from mgr_agent.transaction import Op, Plan, Transaction
+from mgr_agent.wal import Journal
 from tests.helpers import snapshot
 
 

@@ -20,8 +20,8 @@ from mgr_agent.errors import AgentError, InvalidPackage, Refused
 from mgr_agent.findings import Finding, errors, ordered
 from mgr_agent.layout import MGR_REL, Layout
 from mgr_agent.package import Package
-from mgr_agent.panels import isplayout
 from mgr_agent.panels.base import Panel
+from mgr_agent.panels.ispmanager import layout as isplayout
 from mgr_agent.proc import Runner
 from mgr_agent.shape import detect_layout
 

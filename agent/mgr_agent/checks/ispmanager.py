@@ -15,7 +15,7 @@ from mgr_agent import xmlsafe
 from mgr_agent.checks.base import Context, Files, find
 from mgr_agent.findings import Finding
 from mgr_agent.panels.base import HOOKS, NAME_RE
-from mgr_agent.panels.isplayout import FORBIDDEN_TOP, MOD_RE
+from mgr_agent.panels.ispmanager.layout import FORBIDDEN_TOP, MOD_RE
 
 LEVELS = frozenset({"30", "29", "24", "16", "9"})  # root, administrator, reseller, user, mailbox
 YES_NO = ("yes", "no")

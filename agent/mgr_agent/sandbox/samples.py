@@ -3,7 +3,7 @@
 ``ispmanager_files``/``plesk_files`` return the package tree as {path: (bytes, mode)};
 ``write_zip`` packs such a tree.  Hooks are real shell and PHP scripts.
 
-``python -m mgr_agent.samples DIR`` writes a few ready packages into DIR for an admin who
+``python -m mgr_agent.sandbox.samples DIR`` writes a few ready packages into DIR for an admin who
 wants to try the agent or the daemon (``--help`` lists them).
 """
 
@@ -215,7 +215,7 @@ def write_dir(tree: Tree, dest: Path) -> Path:
 
 
 def write_samples(dest: Path, *, name: str = "demo", ext: str = "demo-ext") -> list[Path]:
-    """The packages ``python -m mgr_agent.samples`` writes: an ispmanager plugin in two
+    """The packages ``python -m mgr_agent.sandbox.samples`` writes: an ispmanager plugin in two
     versions, one whose post-install hook fails (an upgrade that is rolled back), and a
     Plesk extension in two versions."""
     packages = [
@@ -231,7 +231,7 @@ def write_samples(dest: Path, *, name: str = "demo", ext: str = "demo-ext") -> l
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m mgr_agent.samples",
+        prog="python -m mgr_agent.sandbox.samples",
         description="Write sample packages to try mgr-agent (in-process or through the daemon): "
                     "an ispmanager plugin NAME 1.0 and 1.1, NAME 1.2 whose post-install hook "
                     "fails (the upgrade is rolled back), and a Plesk extension EXT 1.0 and 1.1. "

@@ -10,13 +10,14 @@ from typing import Any
 
 import psutil
 
-from mgr_agent import outside, xmlsafe
+from mgr_agent import xmlsafe
 from mgr_agent.archive import Source, read_all
 from mgr_agent.errors import HealthCheckFailed, InvalidPackage
 from mgr_agent.layout import MGR_REL
 from mgr_agent.package import Package
 from mgr_agent.panels.base import HOOKS, NAME_RE, HookSpec, Mark, Panel
-from mgr_agent.panels.isplayout import (
+from mgr_agent.panels.ispmanager import outside
+from mgr_agent.panels.ispmanager.layout import (
     FLAT_RE,
     MOD_RE,
     check_version,
@@ -255,7 +256,7 @@ class IspManager(Panel):
         """The core comes back and the log shows no error for this plugin in ``window``."""
         if mark is None or window <= 0:
             return [] if window <= 0 else ["no ispmgr.log and no core here: health not checked"]
-        from mgr_agent import logtail  # noqa: PLC0415 - only upgrades of a live panel need it
+        from mgr_agent.panels.ispmanager import logs as logtail  # noqa: PLC0415 - only upgrades of a live panel need it
         names = log_names(pkg.name, pkg.meta)
         expect_core = self._mgrctl() is not None  # without mgrctl the next request wakes it
         deadline = time.monotonic() + window

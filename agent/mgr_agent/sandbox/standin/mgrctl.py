@@ -18,10 +18,10 @@ from pathlib import Path
 import psutil
 from lxml import etree
 
-from mgr_agent import handlers
 from mgr_agent.errors import NotFound, UsageError
+from mgr_agent.panels.ispmanager import callchain
 from mgr_agent.proc import Runner
-from mgr_agent.standin.core import (
+from mgr_agent.sandbox.standin.core import (
     PanelLog,
     layout_for,
     locked,
@@ -116,7 +116,7 @@ def _error_doc(func: str, kind: str, obj: str, message: str) -> str:
     doc = etree.Element("doc", func=func)
     error = etree.SubElement(doc, "error", type=kind, object=obj)
     etree.SubElement(error, "msg").text = message
-    return handlers.XML_DECL + etree.tostring(doc, encoding="unicode", pretty_print=True)
+    return callchain.XML_DECL + etree.tostring(doc, encoding="unicode", pretty_print=True)
 
 
 def call(mgr: Path, func: str, params: dict[str, str]) -> tuple[int, str]:
@@ -128,8 +128,8 @@ def call(mgr: Path, func: str, params: dict[str, str]) -> tuple[int, str]:
     shown = "&".join(f"{k}={v}" for k, v in [("func", func), *params.items()])
     log.write("core", "INFO", f"request from mgrctl [{user}] '{shown}'", thread=REQUEST_THREAD)
     try:
-        result = handlers.run_call(layout, handlers.handler_runner(), func, params, user=user, lang=lang,
-                                   timeout=handlers.DEFAULT_TIMEOUT,
+        result = callchain.run_call(layout, callchain.handler_runner(), func, params, user=user, lang=lang,
+                                   timeout=callchain.DEFAULT_TIMEOUT,
                                    observer=tracer(log, thread=REQUEST_THREAD))
     except NotFound:
         return 1, _error_doc(func, "missed", "func", f"unknown function {func}")
@@ -140,7 +140,7 @@ def call(mgr: Path, func: str, params: dict[str, str]) -> tuple[int, str]:
         return 1, _error_doc(func, "xml", name,
                              f"{name} plugin terminated with an error or returned an invalid XML")
     assert result.xml is not None
-    return (1 if result.verdict == "error" else 0), handlers.pretty(result.xml)
+    return (1 if result.verdict == "error" else 0), callchain.pretty(result.xml)
 
 
 def main(argv: list[str] | None = None, *, mgr: str | None = None) -> int:
@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None, *, mgr: str | None = None) -> int:
         print(f"mgrctl: the panel does not start: {exc}", file=sys.stderr)
         return 1
     if args.func is None:
-        print(handlers.XML_DECL + "<doc><ok/></doc>")
+        print(callchain.XML_DECL + "<doc><ok/></doc>")
         return 0
     try:
         code, text = call(root, args.func, params)

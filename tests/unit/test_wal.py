@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from mgr_agent.errors import StateCorrupt
-from mgr_agent.journal import Journal, replay
 from mgr_agent.state import State
+from mgr_agent.wal import Journal, replay
 
 
 def _journal(tmp_path: Path, *types: str) -> Path:

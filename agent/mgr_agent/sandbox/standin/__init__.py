@@ -28,7 +28,7 @@ if sys.argv[0] != HERE:
     # started by a relative path: run again by the absolute one, so that argv names MGR
     os.execv(HERE, [HERE, *sys.argv[1:]])
 sys.path.insert(0, {agent!r})
-from mgr_agent.standin.{module} import main
+from mgr_agent.sandbox.standin.{module} import main
 
 sys.exit(main(sys.argv[1:], mgr=os.path.dirname(os.path.dirname(HERE))))
 '''
@@ -36,7 +36,7 @@ SH_SCRIPT = '''#!/bin/sh
 # {panel} stand-in {what} written by mgr-agent (see docs/standin.md); not the real panel.
 HERE=$(cd "$(dirname "$0")" && pwd)/$(basename "$0")
 MGR=$(dirname "$(dirname "$HERE")")
-PYTHONPATH={agent_sh} exec {python_sh} -m mgr_agent.standin.{module} --mgr "$MGR/" "$@"
+PYTHONPATH={agent_sh} exec {python_sh} -m mgr_agent.sandbox.standin.{module} --mgr "$MGR/" "$@"
 '''
 
 

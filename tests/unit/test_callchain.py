@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from mgr_agent import handlers, xmlsafe
+from mgr_agent import xmlsafe
 from mgr_agent.errors import UsageError
 from mgr_agent.layout import Layout
-from mgr_agent.standin.core import DebugConf, PanelLog
+from mgr_agent.panels.ispmanager import callchain
+from mgr_agent.sandbox.standin.core import DebugConf, PanelLog
 
 XML = "usr/local/mgr5/etc/xml"
 
@@ -41,7 +42,7 @@ def two_plugins(root: Path) -> Layout:
 
 
 def test_chain_orders_before_main_after_across_plugins(two_plugins: Layout) -> None:
-    chain = handlers.find_chain(two_plugins, "site.edit")
+    chain = callchain.find_chain(two_plugins, "site.edit")
     assert [(s.kind, s.handler) for s in chain] == [
         ("before", "a_before.sh"),
         ("before", "b_main.py"),
@@ -57,8 +58,8 @@ def test_chain_orders_before_main_after_across_plugins(two_plugins: Layout) -> N
 
 
 def test_chain_of_unbound_func_is_empty_and_other_funcs_are_separate(two_plugins: Layout) -> None:
-    assert handlers.find_chain(two_plugins, "nothing.here") == []
-    assert [(s.kind, s.handler) for s in handlers.find_chain(two_plugins, "other.func")] == [
+    assert callchain.find_chain(two_plugins, "nothing.here") == []
+    assert [(s.kind, s.handler) for s in callchain.find_chain(two_plugins, "other.func")] == [
         ("main", "a_other.sh")]
 
 
@@ -67,12 +68,12 @@ def test_broken_plugin_descriptions_are_reported_and_skipped(two_plugins: Layout
     (root / XML / "ispmgr_mod_d.xml").write_text("<plugin><handler name='d.sh'><func name='site.edit'/>"
                                                  "</handler></plugin>")
     (root / XML / "ispmgr_mod_e.xml").write_text('<!DOCTYPE x [<!ENTITY a "b">]><mgrdata>&a;</mgrdata>')
-    plugins = {p.name: p for p in handlers.load_plugins(two_plugins)}
+    plugins = {p.name: p for p in callchain.load_plugins(two_plugins)}
     assert plugins["a"].error is None and plugins["a"].funcs == ["other.func"]
     assert plugins["c"].error is not None and "not well-formed" in plugins["c"].error
     assert plugins["d"].error == "root element is <plugin>, expected <mgrdata>"
     assert plugins["e"].error is not None and "entit" in plugins["e"].error
-    chain = handlers.find_chain(two_plugins, "site.edit")
+    chain = callchain.find_chain(two_plugins, "site.edit")
     assert "d.sh" not in {s.handler for s in chain}
 
 
@@ -91,7 +92,7 @@ def test_broken_plugin_descriptions_are_reported_and_skipped(two_plugins: Layout
     (b'<!DOCTYPE doc [<!ENTITY e SYSTEM "file:///etc/passwd">]><doc>&e;<ok/></doc>', "entit", ""),
 ])
 def test_answer_verdicts(answer: bytes, reason: str, holds: str) -> None:
-    got_reason, got_holds = handlers.judge(answer, "answer of h.sh")
+    got_reason, got_holds = callchain.judge(answer, "answer of h.sh")
     assert (reason in got_reason) if reason else got_reason == ""
     assert not got_reason.startswith("answer of h.sh")
     assert got_holds == holds
@@ -103,37 +104,37 @@ def test_default_input_carries_metadata_messages_and_params(two_plugins: Layout,
       <metadata name="f.settings" type="form"><form><field name="x"/></form></metadata>
       <lang name="en"><messages name="f.settings"><msg name="title">Title</msg></messages></lang>
       <lang name="ru"><messages name="f.settings"><msg name="title">Заголовок</msg></messages></lang>''')
-    plugins = handlers.load_plugins(two_plugins)
-    data = handlers.default_input("f.settings", {"elid": "7"}, "ru", plugins)
+    plugins = callchain.load_plugins(two_plugins)
+    data = callchain.default_input("f.settings", {"elid": "7"}, "ru", plugins)
     assert data.startswith(b'<?xml version="1.0" encoding="UTF-8"?>')
     doc = xmlsafe.parse(data, "input")
     assert (doc.tag, doc.get("lang"), doc.get("func")) == ("doc", "ru", "f.settings")
     assert doc.find("metadata").get("type") == "form"  # type: ignore[union-attr]
     assert doc.findtext("messages/msg") == "Заголовок"
     assert doc.findtext("tparams/func") == "f.settings" and doc.findtext("tparams/elid") == "7"
-    bare = xmlsafe.parse(handlers.default_input("site.edit", {}, "en", plugins), "input")
+    bare = xmlsafe.parse(callchain.default_input("site.edit", {}, "en", plugins), "input")
     assert bare.find("metadata") is None and bare.find("messages") is None
 
 
 def test_request_params_model_a_form_submit() -> None:
-    assert handlers.request_params({"clicked_button": "ok"}) == {"clicked_button": "ok", "sok": "ok"}
-    assert handlers.request_params({"sok": "ok"}) == {"sok": "ok", "clicked_button": "ok"}
-    assert handlers.request_params({"clicked_button": "apply", "sok": "ok"}) == {
+    assert callchain.request_params({"clicked_button": "ok"}) == {"clicked_button": "ok", "sok": "ok"}
+    assert callchain.request_params({"sok": "ok"}) == {"sok": "ok", "clicked_button": "ok"}
+    assert callchain.request_params({"clicked_button": "apply", "sok": "ok"}) == {
         "clicked_button": "apply", "sok": "ok"}
-    assert handlers.request_params({"elid": "1"}) == {"elid": "1"}
+    assert callchain.request_params({"elid": "1"}) == {"elid": "1"}
 
 
 def test_handler_env(root: Path) -> None:
     layout = Layout.at(root)
-    env = handlers.handler_env(layout, "f.do", {"elid": "a b"}, user="root", lang="ru", level=None,
+    env = callchain.handler_env(layout, "f.do", {"elid": "a b"}, user="root", lang="ru", level=None,
                                handler_type="xml")
     assert env == {"PARAM_elid": "a b", "PARAM_lang": "ru", "PARAM_func": "f.do", "AUTH_USER": "root",
                    "AUTH_LEVEL": "30", "MGR_ROOT": str(layout.mgr)}
-    env = handlers.handler_env(layout, "f.do", {"lang": "en"}, user="bob", lang="ru", level=None,
+    env = callchain.handler_env(layout, "f.do", {"lang": "en"}, user="bob", lang="ru", level=None,
                                handler_type="cgi")
     assert env["AUTH_LEVEL"] == "16" and env["PARAM_lang"] == "en"
     assert env["QUERY_STRING"] == "func=f.do&lang=en" and env["REQUEST_METHOD"] == "GET"
-    env = handlers.handler_env(layout, "f.do", {}, user="bob", lang="en", level=29, handler_type="xml")
+    env = callchain.handler_env(layout, "f.do", {}, user="bob", lang="en", level=29, handler_type="xml")
     assert env["AUTH_LEVEL"] == "29"
 
 
@@ -143,7 +144,7 @@ def test_handler_env(root: Path) -> None:
 ])
 def test_bad_requests_are_usage_errors(func: str, params: dict[str, str]) -> None:
     with pytest.raises(UsageError):
-        handlers.check_params(func, params)
+        callchain.check_params(func, params)
 
 
 def test_handler_problem(root: Path) -> None:
@@ -153,11 +154,11 @@ def test_handler_problem(root: Path) -> None:
     (addon / "plain.sh").write_text("#!/bin/sh\n")
     (addon / "run.sh").write_text("#!/bin/sh\n")
     (addon / "run.sh").chmod(0o755)
-    assert handlers.handler_problem(layout, "run.sh") is None
-    assert handlers.handler_problem(layout, "plain.sh") == "addon/plain.sh is not executable"
-    assert handlers.handler_problem(layout, "gone.sh") == "addon/gone.sh does not exist"
-    assert "inside addon/" in (handlers.handler_problem(layout, "../bin/core") or "")
-    assert "inside addon/" in (handlers.handler_problem(layout, "/bin/sh") or "")
+    assert callchain.handler_problem(layout, "run.sh") is None
+    assert callchain.handler_problem(layout, "plain.sh") == "addon/plain.sh is not executable"
+    assert callchain.handler_problem(layout, "gone.sh") == "addon/gone.sh does not exist"
+    assert "inside addon/" in (callchain.handler_problem(layout, "../bin/core") or "")
+    assert "inside addon/" in (callchain.handler_problem(layout, "/bin/sh") or "")
 
 
 def test_debug_conf_levels_and_colour(tmp_path: Path) -> None:

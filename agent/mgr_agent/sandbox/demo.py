@@ -21,9 +21,9 @@ import psutil
 
 from mgr_agent import signals
 from mgr_agent.layout import Layout
-from mgr_agent.samples import ispmanager_files, plesk_files, write_zip
-from mgr_agent.standin import install_standin
-from mgr_agent.standin.core import our_cores
+from mgr_agent.sandbox.samples import ispmanager_files, plesk_files, write_zip
+from mgr_agent.sandbox.standin import install_standin
+from mgr_agent.sandbox.standin.core import our_cores
 
 BOLD, DIM, RESET = "\033[1m", "\033[2m", "\033[0m"
 

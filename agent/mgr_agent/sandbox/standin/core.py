@@ -25,9 +25,9 @@ from types import FrameType
 
 import psutil
 
-from mgr_agent import handlers
 from mgr_agent.fsutil import atomic_write
 from mgr_agent.layout import MGR_REL, Layout
+from mgr_agent.panels.ispmanager import callchain
 
 LOG_NAME = "ispmgr"  # var/ispmgr.log, and the <log> of etc/debug.conf lines
 DEFAULT_LEVEL = 4  # what a module logs when etc/debug.conf says nothing about it
@@ -142,7 +142,7 @@ class PanelLog:
             fh.write(line.rstrip("\n") + "\n")
 
 
-def log_call(log: PanelLog, func: str, result: handlers.CallResult, *, thread: int = 1) -> int:
+def log_call(log: PanelLog, func: str, result: callchain.CallResult, *, thread: int = 1) -> int:
     """Log a func's outcome like the panel; returns how many ERR lines were written."""
     failed = result.failed
     if failed is None:
@@ -150,15 +150,15 @@ def log_call(log: PanelLog, func: str, result: handlers.CallResult, *, thread: i
             log.write("core_module", "INFO", f"func {func} answered an error (a valid answer)",
                       thread=thread)
         return 0
-    what = "bad XML answer" if failed.failure == handlers.FAIL_XML else "terminated with an error"
+    what = "bad XML answer" if failed.failure == callchain.FAIL_XML else "terminated with an error"
     log.write("core_module", "ERR",
               f"handler {failed.step.handler} func {func}: {what}: {failed.reason}", thread=thread)
     return 1
 
 
-def tracer(log: PanelLog, *, thread: int = 1) -> handlers.Observer:
+def tracer(log: PanelLog, *, thread: int = 1) -> callchain.Observer:
     """At ``core_module`` level 9 the request and (valid) answer of each handler are logged."""
-    def observe(result: handlers.StepResult, stdin: bytes) -> None:
+    def observe(result: callchain.StepResult, stdin: bytes) -> None:
         if not log.enabled("core_module", "TRACE"):
             return
         name = result.step.handler
@@ -174,8 +174,8 @@ def tracer(log: PanelLog, *, thread: int = 1) -> handlers.Observer:
 def load(layout: Layout, log: PanelLog, *, timeout: float = HANDLER_TIMEOUT) -> int:
     """Load every plugin description and call each plugin func once; returns the number
     of plugins loaded without error."""
-    plugins = handlers.load_plugins(layout)
-    runner = handlers.handler_runner()
+    plugins = callchain.load_plugins(layout)
+    runner = callchain.handler_runner()
     good = 0
     for plugin in plugins:
         log.write("core_module", "EXTINFO", f"load plugin description {plugin.source}")
@@ -185,7 +185,7 @@ def load(layout: Layout, log: PanelLog, *, timeout: float = HANDLER_TIMEOUT) -> 
         errors = 0
         broken: set[str] = set()
         for decl in plugin.handlers:
-            problem = handlers.handler_problem(layout, decl.name)
+            problem = callchain.handler_problem(layout, decl.name)
             if problem is not None:
                 log.write("core_module", "ERR",
                           f"plugin {plugin.name} ({plugin.source}): handler {decl.name}: {problem}")
@@ -197,7 +197,7 @@ def load(layout: Layout, log: PanelLog, *, timeout: float = HANDLER_TIMEOUT) -> 
             if decl.name in broken:
                 continue
             for func in decl.funcs:
-                result = handlers.run_call(layout, runner, func, {}, timeout=timeout,
+                result = callchain.run_call(layout, runner, func, {}, timeout=timeout,
                                            plugins=plugins, observer=tracer(log))
                 if log_call(log, func, result):
                     failed = result.failed

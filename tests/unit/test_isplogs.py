@@ -13,10 +13,18 @@ from pathlib import Path
 
 import pytest
 
-from mgr_agent import logtail
 from mgr_agent.errors import NotFound, UsageError
 from mgr_agent.layout import Layout
-from mgr_agent.logtail import Record, last, level_at_least, matches_plugin, parse_line, parse_lines, since
+from mgr_agent.panels.ispmanager import logs as logtail
+from mgr_agent.panels.ispmanager.logs import (
+    Record,
+    last,
+    level_at_least,
+    matches_plugin,
+    parse_line,
+    parse_lines,
+    since,
+)
 
 NOW = datetime(2026, 11, 21, 23, 0, 0)
 BASE = datetime(2026, 11, 21, 8, 0, 0)
