@@ -9,9 +9,11 @@ from __future__ import annotations
 import copy
 import itertools
 import os
+import re
 import stat
 import struct
 import tarfile
+import threading
 import unicodedata
 import zipfile
 from collections.abc import Iterator
@@ -45,6 +47,7 @@ class Entry:
     size: int
     mode: int
     raw_mode: int = 0  # the bits as the archive gave them, before sanitize_mode (for `check`)
+    crc32: int | None = None  # from a zip's central directory; tar and directory sources have none
 
 
 class Source(Protocol):
@@ -81,14 +84,17 @@ def sanitize_mode(mode: int) -> int:
     return mode & 0o755
 
 
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
 def check_name(name: str, limits: Limits) -> str:
     """Validate an archive member name and return it without a trailing slash."""
     if not name:
         raise _reject(name, "empty-name", "empty name")
-    for ch in name:
-        code = ord(ch)
-        if code < 0x20 or code == 0x7F or 0x80 <= code <= 0x9F:
-            raise _reject(name, "control-character", f"name holds control character U+{code:04X}")
+    control = _CONTROL.search(name)  # one pass in C: this runs several times per entry
+    if control is not None:
+        code = ord(control.group())
+        raise _reject(name, "control-character", f"name holds control character U+{code:04X}")
     if "\\" in name:
         raise _reject(name, "backslash", "backslashes are not allowed in names")
     if name.startswith("/"):
@@ -120,11 +126,21 @@ class _Collector:
         self.total = 0
         self.count = 0
         self.skipped: list[str] = []
+        self._last: tuple[str, str] = ("", "")
+
+    def check(self, raw: str) -> str:
+        """:func:`check_name`, once per name: it is asked about the same name several
+        times in a row while one entry is read."""
+        if raw and raw == self._last[0]:
+            return self._last[1]
+        name = check_name(raw, self.limits)
+        self._last = (raw, name)
+        return name
 
     def junk(self, raw: str, *, is_dir: bool = False) -> bool:
         """Whether ``raw`` is VCS/editor junk (its name checked all the same); files are
         recorded in ``skipped``."""
-        name = check_name(raw, self.limits)
+        name = self.check(raw)
         if not is_junk(name):
             return False
         self._count(name)
@@ -142,15 +158,15 @@ class _Collector:
         self.folded[key] = name
 
     def add_dir(self, raw: str) -> None:
-        name = check_name(raw, self.limits)
+        name = self.check(raw)
         self._count(name)
         if name in self.entries:
             raise _reject(name, "overlapping-entries", "is both a file and a directory")
         self._fold(name)
         self.dirs.add(name)
 
-    def add_file(self, raw: str, size: int, mode: int) -> None:
-        name = check_name(raw, self.limits)
+    def add_file(self, raw: str, size: int, mode: int, crc32: int | None = None) -> None:
+        name = self.check(raw)
         self._count(name)
         if raw.endswith("/"):
             raise _reject(raw, "overlapping-entries", "a file entry cannot end with '/'")
@@ -164,7 +180,7 @@ class _Collector:
         if self.total > self.limits.max_total_bytes:
             raise _reject(name, "total-too-large", f"total size is over {self.limits.max_total_bytes} bytes")
         self._fold(name)
-        self.entries[name] = Entry(name, size, sanitize_mode(mode), mode & 0o7777)
+        self.entries[name] = Entry(name, size, sanitize_mode(mode), mode & 0o7777, crc32)
 
     def _count(self, name: str) -> None:
         self.count += 1
@@ -257,6 +273,9 @@ class ZipSource:
     def __init__(self, path: Path, limits: Limits) -> None:
         self.path = path
         _check_zip_tail(path, path.name)
+        # zipfile counts open members without a lock: opening and closing them from several
+        # staging threads at once is serialised here (reading and inflating are not)
+        self._open_lock = threading.Lock()
         try:
             self._zf = zipfile.ZipFile(path)
         except UnicodeDecodeError as exc:  # a name flagged UTF-8 that is not
@@ -285,7 +304,7 @@ class ZipSource:
         spans: list[tuple[int, int, str]] = []
         for info in infos:
             name = _zip_name(info)
-            check_name(name, limits)  # before is_dir(), which fails on an empty name
+            col.check(name)  # before is_dir(), which fails on an empty name
             if col.junk(name, is_dir=info.is_dir()):
                 continue
             if info.flag_bits & 0x1:
@@ -310,8 +329,8 @@ class ZipSource:
                     f"expands {info.file_size // max(info.compress_size, 1)}:1, over {limits.max_ratio}:1",
                 )
             mode = unix_mode & 0o7777 if unix_mode else 0o644
-            col.add_file(name, info.file_size, mode)
-            self._names[check_name(name, limits)] = info
+            col.add_file(name, info.file_size, mode, info.CRC)
+            self._names[col.check(name)] = info
             spans.append((info.header_offset, info.header_offset + 30 + len(info.orig_filename.encode(
                 "utf-8" if info.flag_bits & 0x800 else "cp437", "surrogateescape")) + info.compress_size,
                 name))
@@ -330,8 +349,13 @@ class ZipSource:
         unbounded = copy.copy(info)
         unbounded.file_size = 1 << 62
         try:
-            with self._zf.open(unbounded) as fh:
+            with self._open_lock:
+                fh = self._zf.open(unbounded)
+            try:
                 yield from _checked_chunks(name, _read_stream(fh), info.file_size)
+            finally:
+                with self._open_lock:
+                    fh.close()
         except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:  # lzma/zlib errors
             raise _corrupt(name, exc) from exc
         except Exception as exc:
@@ -387,7 +411,7 @@ class TarSource:
                 col.add_dir(raw)
             elif member.isfile():
                 col.add_file(raw, member.size, member.mode)
-                self._members[check_name(raw, limits)] = member
+                self._members[col.check(raw)] = member
             else:
                 what = "link" if member.issym() or member.islnk() else "device or special file"
                 raise _reject(raw, "special-file", f"is a {what}; only regular files are allowed")

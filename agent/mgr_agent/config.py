@@ -8,6 +8,7 @@ from typing import Any
 
 from mgr_agent.archive import Limits
 from mgr_agent.errors import UsageError
+from mgr_agent.fsutil import DURABILITY_MODES
 from mgr_agent.layout import Layout
 
 
@@ -83,8 +84,9 @@ def load(layout: Layout) -> Config:
         if attr in changes and changes[attr] < low:
             key = next(f"{s}.{k}" for s, keys in _SECTIONS.items() for k, a in keys.items() if a == attr)
             raise UsageError(f"{path}: {key} must be at least {low}, got {changes[attr]}")
-    if changes.get("durability", "syncfs") not in ("syncfs", "fsync"):
-        raise UsageError(f"{path}: durability.mode must be \"syncfs\" or \"fsync\"")
+    if changes.get("durability", "syncfs") not in DURABILITY_MODES:
+        raise UsageError(f"{path}: durability.mode must be one of "
+                         + ", ".join(f'"{m}"' for m in DURABILITY_MODES))
     if limit_changes:
         changes["limits"] = replace(config.limits, **limit_changes)
     return replace(config, **changes)

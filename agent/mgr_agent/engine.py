@@ -45,7 +45,7 @@ from mgr_agent.panels.ispmanager.panel import log_names
 from mgr_agent.planner import Change, Planner, verify_flags
 from mgr_agent.proc import Runner
 from mgr_agent.result import Result
-from mgr_agent.state import Commit, Installed, KeptRow, State
+from mgr_agent.state import Commit, FileRow, Installed, KeptRow, State
 from mgr_agent.transaction import Plan, Transaction
 from mgr_agent.versions import compare, is_hash_version
 from mgr_agent.wal import Journal, replay
@@ -175,10 +175,21 @@ class Engine:
         return found[0]
 
     def _load(self, path: Path, panel: str | None, sha256: str | None,
-              digest: str | None = None) -> Package:
+              digest: str | None = None, *, changes_only: bool = False) -> Package:
+        """Read and verify a package; with ``changes_only`` (install), entries the installed
+        version already holds (zip CRC-32, size and mode) are not read."""
         self.progress(f"reading {path}")
         return package.load(path, self.panels, panel_hint=panel, sha256=sha256,
-                            limits=self.config.limits, archive_sha256=digest)
+                            limits=self.config.limits, archive_sha256=digest,
+                            installed=self._manifest if changes_only else None)
+
+    def _manifest(self, panel: str, name: str) -> dict[str, FileRow]:
+        """The installed version's manifest, read before the lock: only a hint for which
+        entries need no reading (any later decision is made under the lock)."""
+        if not self.layout.db_file.exists():
+            return {}
+        with self._reading() as state:
+            return state.files(panel, name)
 
     def _hook_env(self, pkg: Package, action: str, old: Installed | None) -> dict[str, str]:
         return {"MGR_AGENT_PLUGIN": pkg.name, "MGR_AGENT_VERSION": pkg.version,
@@ -320,6 +331,7 @@ class Engine:
             if staged:
                 self.progress(f"staging {staged} file(s)")
             t.stage([lambda: self._store_archive(pkg)] if pkg else [])
+            commit.files = change.stamp(t.written)
             self.progress("switching files into place" if staged else
                           f"removing {counts['remove']} file(s)")
             restart = self.restart and panel.restarts
@@ -429,7 +441,7 @@ class Engine:
             same = self._same_archive(digest, panel, sha256)
             if same is not None:
                 return same
-        pkg = self._load(path, panel, sha256, digest)
+        pkg = self._load(path, panel, sha256, digest, changes_only=True)
         try:
             return self._install(pkg, dry_run=dry_run, allow_downgrade=allow_downgrade,
                                  reinstall=reinstall, op=op, strict=strict)
@@ -769,7 +781,7 @@ class Engine:
                "add": [o.path for o in plan.ops if o.action == "add"],
                "replace": [o.path for o in plan.ops if o.action == "replace"],
                "remove": [o.path for o in plan.ops if o.action == "remove"],
-               "kept": plan.kept, "modified": []}
+               "kept": plan.preserved, "modified": []}
         if pkg is not None:
             out["skipped"] = package.skipped_json(pkg)
         return out

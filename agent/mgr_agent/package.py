@@ -2,13 +2,17 @@
 
 Loading reads every entry once: it verifies sizes and checksums, hashes the content,
 and parses every XML file through :mod:`mgr_agent.xmlsafe`, so that an invalid
-package is refused before anything is written.
+package is refused before anything is written.  On an upgrade from a zip, entries whose
+CRC-32, size and mode equal the installed manifest's are not read at all (their content
+is the installed one: docs/transactions.md, "Change detection").
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -18,6 +22,7 @@ from mgr_agent.archive import Limits, Source, open_source
 from mgr_agent.errors import ChecksumMismatch, InvalidPackage
 from mgr_agent.fsutil import sha256_file
 from mgr_agent.shape import detect_layout, junk_root, summarize
+from mgr_agent.state import FileRow
 
 if TYPE_CHECKING:
     from mgr_agent.panels.base import Panel
@@ -39,6 +44,7 @@ class FileSpec:
     size: int = 0
     mode: int = 0o644
     kind: FileKind = "file"
+    crc32: int | None = None  # the zip entry's; None from tar and directory sources
 
 
 @dataclass
@@ -59,6 +65,9 @@ class Package:
     not_installed: list[str] = field(default_factory=list)
     """Entries the panel does not install (README, LICENSE ...), package-relative."""
     not_installed_why: str = "the panel does not use"
+    same: frozenset[str] = frozenset()
+    """Entries taken to hold the installed version's content (CRC-32, size and mode equal
+    the manifest's): never read, their sha256 is the manifest's."""
 
     @property
     def label(self) -> str:
@@ -106,22 +115,65 @@ def _where(path: Path) -> tuple[str, str]:
 
 
 # Inflated entries kept in memory from the verifying pass, so that staging does not read
-# and inflate the archive a second time; bigger packages are read again when staged.
-MEMORY_BUDGET = 256 * 1024 * 1024
+# and inflate them a second time: only small files, and only up to a total, so that a
+# large package is never held in memory whole (the others are inflated again when staged).
+KEEP_FILE = 256 * 1024
+MEMORY_BUDGET = 32 * 1024 * 1024
+# threads that inflate and hash entries (zlib and hashlib release the GIL on large buffers)
+WORKERS = min(4, max(2, os.cpu_count() or 2))
 
 
-def _hash_entries(source: Source, kept: dict[str, bytes]) -> dict[str, str]:
-    """sha256 of every entry (this also verifies sizes and CRCs); small enough packages
-    leave their inflated bytes in ``kept``."""
-    keep = sum(e.size for e in source.entries.values()) <= MEMORY_BUDGET
-    hashes: dict[str, str] = {}
-    for name in sorted(source.entries):
-        parts = list(source.chunks(name))
-        data = parts[0] if len(parts) == 1 else b"".join(parts)
-        hashes[name] = hashlib.sha256(data).hexdigest()
+def _hash_one(source: Source, name: str, keep: bool) -> tuple[str, bytes | None]:
+    """sha256 of one entry, read as a stream (this also verifies its size and CRC); its
+    bytes when ``keep``."""
+    digest = hashlib.sha256()
+    parts: list[bytes] = []
+    for chunk in source.chunks(name):
+        digest.update(chunk)
         if keep:
+            parts.append(chunk)
+    if not keep:
+        return digest.hexdigest(), None
+    return digest.hexdigest(), parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def _hash_entries(source: Source, names: list[str], kept: dict[str, bytes]) -> dict[str, str]:
+    """sha256 of the entries ``names``, on a few threads; small ones leave their inflated
+    bytes in ``kept`` while the budget lasts (decided in name order: deterministic)."""
+    budget = MEMORY_BUDGET - sum(len(v) for v in kept.values())
+    keep: set[str] = set()
+    for name in names:
+        size = source.entries[name].size
+        if size <= KEEP_FILE and size <= budget and name not in kept:
+            keep.add(name)
+            budget -= size
+    hashes: dict[str, str] = {}
+    if len(names) < 2 * WORKERS:
+        results = [_hash_one(source, n, n in keep) for n in names]
+    else:
+        with ThreadPoolExecutor(WORKERS, thread_name_prefix="mga-hash") as pool:
+            results = list(pool.map(lambda n: _hash_one(source, n, n in keep), names))
+    for name, (digest, data) in zip(names, results, strict=True):
+        hashes[name] = digest
+        if data is not None:
             kept[name] = data
     return hashes
+
+
+def _installed_content(pkg: Package, rows: Mapping[str, FileRow]) -> dict[str, str]:
+    """The sha256 of every entry whose zip CRC-32, size, mode and kind equal the installed
+    manifest's row for its target: taken to be the installed content, never read
+    (docs/transactions.md, "Change detection").  Records each file's CRC-32 and size."""
+    found: dict[str, str] = {}
+    for spec in pkg.files.values():
+        entry = pkg.source.entries[spec.entry]
+        spec.size, spec.crc32 = entry.size, entry.crc32
+        row = rows.get(spec.target)
+        if (row is not None and entry.crc32 is not None and row.crc32 == entry.crc32
+                and row.size == entry.size and row.mode == spec.mode and row.kind == spec.kind
+                and row.sha256):
+            found[spec.entry] = row.sha256
+    return found
 
 
 def content_hash(panel: str, name: str, source: Source, hashes: dict[str, str]) -> str:
@@ -140,11 +192,14 @@ def load(
     limits: Limits | None = None,
     verify: bool = True,
     archive_sha256: str | None = None,
+    installed: Callable[[str, str], Mapping[str, FileRow]] | None = None,
 ) -> Package:
     """Open, verify and describe the package at ``path``.
 
     ``verify=False`` skips hashing and XML checks: only for the agent's own stored copy
     of a package it verified when installing it (to run its uninstall hook).
+    ``installed(panel, name)`` gives the manifest of the installed version, if any: entries
+    it already holds (same CRC-32, size and mode) are not read (``Package.same``).
     """
     archive_sha = ""
     if path.is_file():
@@ -161,9 +216,11 @@ def load(
         panel, prefix = detect_layout(set(source.entries), panels, panel_hint, where=where,
                                       install_path=install_path)
         kept: dict[str, bytes] = {}
-        hashes = _hash_entries(source, kept) if verify else {}
-        for name in source.entries:
-            if verify and name.endswith(".xml") and name.startswith(prefix):
+        hashes: dict[str, str] = {}
+        if verify:  # XML is refused before the panel reads any of it
+            xml = sorted(n for n in source.entries if n.endswith(".xml") and n.startswith(prefix))
+            hashes = _hash_entries(source, xml, kept)
+            for name in xml:
                 data = kept.get(name)
                 xmlsafe.parse(data if data is not None else b"".join(source.chunks(name)),
                               name[len(prefix):])
@@ -171,9 +228,12 @@ def load(
         pkg.kept = kept
         if not verify:
             return pkg
+        same = _installed_content(pkg, installed(panel.name, pkg.name) if installed else {})
+        hashes |= same
+        pkg.same = frozenset(same)
+        hashes |= _hash_entries(source, sorted(n for n in source.entries if n not in hashes), kept)
         for spec in pkg.files.values():
             spec.sha256 = hashes[spec.entry]
-            spec.size = source.entries[spec.entry].size
         pkg.content_hash = content_hash(panel.name, pkg.name, source, hashes)
         pkg.archive_sha256 = archive_sha
         if not pkg.version:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from mgr_agent.errors import Conflict
@@ -33,6 +33,18 @@ class Change:
     # after their content is saved under saved/NAME/TX/
     modified: list[dict[str, str]] = field(default_factory=list)
     left: list[str] = field(default_factory=list)  # files no version shipped, left in place
+    staged_rows: dict[int, int] = field(default_factory=dict)  # op i -> its row in ``files``
+
+    def stamp(self, written: dict[int, os.stat_result]) -> list[tuple[str, FileRow]]:
+        """The manifest rows with the inode and mtime of each file as staging wrote it
+        (``Transaction.written``): what tells an unmodified file later without reading it."""
+        rows = list(self.files)
+        for i, at in self.staged_rows.items():
+            st = written.get(i)
+            if st is not None:
+                target, row = rows[at]
+                rows[at] = (target, replace(row, ino=st.st_ino, mtime_ns=st.st_mtime_ns))
+        return rows
 
 
 def _matches(st: os.stat_result | None, spec: FileSpec) -> bool:
@@ -42,12 +54,26 @@ def _matches(st: os.stat_result | None, spec: FileSpec) -> bool:
     return stat.S_ISREG(st.st_mode) and st.st_size == spec.size and stat.S_IMODE(st.st_mode) == spec.mode
 
 
-def edited(path: str | Path, st: os.stat_result | None, row: FileRow) -> bool:
+def unmodified(st: os.stat_result, row: FileRow) -> bool:
+    """Whether the file (its lstat) is still the one the agent left: same size, inode and
+    mtime as recorded when it was installed.  False when nothing was recorded."""
+    return (row.ino != 0 and st.st_ino == row.ino and st.st_mtime_ns == row.mtime_ns
+            and st.st_size == row.size)
+
+
+def edited(path: str | Path, st: os.stat_result | None, row: FileRow, *,
+           trust_stat: bool = True) -> bool:
     """Whether the regular file at ``path`` (its lstat ``st``) differs in content from
-    what the manifest ``row`` says the agent put there; a missing file is not edited."""
+    what the manifest ``row`` says the agent put there; a missing file is not edited.
+    A file :func:`unmodified` since it was installed is not read unless ``trust_stat``
+    is off (``verify``: the sha256 is the reference)."""
     if st is None or not stat.S_ISREG(st.st_mode):
         return False
-    return st.st_size != row.size or sha256_file(Path(path)) != row.sha256
+    if st.st_size != row.size:
+        return True
+    if trust_stat and unmodified(st, row):
+        return False
+    return sha256_file(Path(path)) != row.sha256
 
 
 def verify_flags(layout: Layout, row: FileRow) -> list[str]:
@@ -63,7 +89,7 @@ def verify_flags(layout: Layout, row: FileRow) -> list[str]:
         return ["missing"]
     if not stat.S_ISREG(st.st_mode):
         return ["modified"]
-    flags = ["modified"] if edited(path, st, row) else []
+    flags = ["modified"] if edited(path, st, row, trust_stat=False) else []
     if stat.S_IMODE(st.st_mode) != row.mode:
         flags.append("mode")
     return flags
@@ -140,13 +166,15 @@ class Planner:
             if st is not None and stat.S_ISDIR(st.st_mode):
                 raise Conflict(f"{target}: is a directory on disk, but the package installs a file there",
                                path=target)
-            row = FileRow(target, spec.sha256, spec.size, spec.mode, spec.kind)
+            row = FileRow(target, spec.sha256, spec.size, spec.mode, spec.kind, spec.crc32)
             if spec.kind == "data":
                 if exists:
-                    plan.kept.append(target)
+                    plan.preserved.append(target)
                 else:
                     self._mkdirs(plan, target, made)
-                    plan.sources[self._op(plan, "add", target, spec.mode).i] = self._entry(pkg, spec)
+                    op = self._op(plan, "add", target, spec.mode)
+                    plan.sources[op.i] = self._entry(pkg, spec)
+                    change.staged_rows[op.i] = len(change.files)
                 change.files.append((target, row))
                 continue
             owner = owners.get(target)
@@ -155,7 +183,6 @@ class Planner:
                     f"trying to overwrite {target}, which is also in {owner[0]} package {owner[1]}",
                     path=target, owner=f"{owner[0]}:{owner[1]}",
                     hint=f"uninstall {owner[1]} first, or remove that file from this package")
-            change.files.append((target, row))
             prev = old.get(target)
             changed_here = prev is not None and edited(path, st, prev)
             if prev is not None and not reinstall and prev.sha256 == spec.sha256 and (
@@ -163,7 +190,12 @@ class Planner:
                 plan.unchanged.append(target)
                 if changed_here:  # the new version ships what was there: the admin's file stays
                     change.modified.append({"path": target, "then": "kept"})
+                elif st is not None:  # the file is as the manifest says: remember it as it is
+                    row = replace(row, ino=st.st_ino, mtime_ns=st.st_mtime_ns)
+                change.files.append((target, row))
                 continue
+            change.staged_rows[len(plan.ops)] = len(change.files)
+            change.files.append((target, row))
             divert = False
             if prev is None and exists and target not in mine:
                 if target in all_diverted:
@@ -247,12 +279,12 @@ class Planner:
                             self._op(plan, "remove", target)
                             removing.add(target)
         else:  # what is on disk under the data folders, as the summary's "data kept" counts
-            kept = sorted(self.layout.rel(Path(d) / f) for rel in self.panel.data_dirs(installed.name)
+            data = sorted(self.layout.rel(Path(d) / f) for rel in self.panel.data_dirs(installed.name)
                           for d, _, fs in os.walk(self.layout.under(rel)) for f in fs)
-            plan.kept += kept
-            if kept:
+            plan.preserved += data
+            if data:
                 change.warnings.append(
-                    f"kept {len(kept)} data file(s) under {', '.join(self.panel.data_dirs(installed.name))}"
+                    f"kept {len(data)} data file(s) under {', '.join(self.panel.data_dirs(installed.name))}"
                     " (pass --purge to remove them)")
         self._leftovers(change, installed.name, owned_dirs, removing)
         plan.prune = _depth_first(prune)

@@ -29,7 +29,8 @@ CREATE TABLE IF NOT EXISTS packages (
     PRIMARY KEY (panel, name));
 CREATE TABLE IF NOT EXISTS files (
     path TEXT PRIMARY KEY, panel TEXT NOT NULL, name TEXT NOT NULL, sha256 TEXT NOT NULL,
-    size INTEGER NOT NULL, mode INTEGER NOT NULL, kind TEXT NOT NULL);
+    size INTEGER NOT NULL, mode INTEGER NOT NULL, kind TEXT NOT NULL, crc32 INTEGER,
+    ino INTEGER NOT NULL DEFAULT 0, mtime_ns INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS files_pkg ON files (panel, name);
 CREATE TABLE IF NOT EXISTS dirs (
     path TEXT NOT NULL, panel TEXT NOT NULL, name TEXT NOT NULL, PRIMARY KEY (path, panel, name));
@@ -65,11 +66,19 @@ class Installed:
 
 @dataclass(frozen=True)
 class FileRow:
+    """One file of a manifest.  ``crc32`` is the zip entry's CRC-32 (None from tar and
+    directory sources, and in rows written before it was kept); ``ino`` and ``mtime_ns``
+    are the on-disk file's as the agent left it (0: unknown), so that an unmodified file
+    is recognised without reading it."""
+
     path: str
     sha256: str
     size: int
     mode: int
     kind: str
+    crc32: int | None = None
+    ino: int = 0
+    mtime_ns: int = 0
 
 
 @dataclass(frozen=True)
@@ -124,6 +133,13 @@ class State:
         columns = {r[1] for r in self.db.execute("PRAGMA table_info(packages)")}
         if "archive_sha" not in columns:
             self.db.execute("ALTER TABLE packages ADD COLUMN archive_sha TEXT NOT NULL DEFAULT ''")
+        columns = {r[1] for r in self.db.execute("PRAGMA table_info(files)")}
+        added = [(c, d) for c, d in (("crc32", "INTEGER"), ("ino", "INTEGER NOT NULL DEFAULT 0"),
+                                     ("mtime_ns", "INTEGER NOT NULL DEFAULT 0")) if c not in columns]
+        if added:  # rows of an earlier agent: no CRC, stat unknown (their files get hashed once)
+            with self._tx() as db:
+                for column, decl in added:
+                    db.execute(f"ALTER TABLE files ADD COLUMN {column} {decl}")
 
     def close(self) -> None:
         self.db.close()
@@ -191,7 +207,8 @@ class State:
 
     def files(self, panel: str, name: str) -> dict[str, FileRow]:
         rows = self.db.execute(
-            "SELECT path, sha256, size, mode, kind FROM files WHERE panel=? AND name=?", (panel, name)
+            "SELECT path, sha256, size, mode, kind, crc32, ino, mtime_ns FROM files "
+            "WHERE panel=? AND name=?", (panel, name)
         )
         return {r[0]: FileRow(*r) for r in rows}
 
@@ -272,9 +289,10 @@ class State:
                 db.execute("INSERT INTO packages VALUES (?,?,?,?,?,?,?,?,?,?)",
                            (p.panel, p.name, p.version, p.release, p.content_hash, p.archive,
                             p.installed_at, p.tx, json.dumps(p.meta), p.archive_sha))
-                db.executemany("INSERT INTO files VALUES (?,?,?,?,?,?,?)",
-                               [(path, c.panel, c.name, f.sha256, f.size, f.mode, f.kind)
-                                for path, f in c.files])
+                db.executemany("INSERT INTO files (path, panel, name, sha256, size, mode, kind, "
+                               "crc32, ino, mtime_ns) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                               [(path, c.panel, c.name, f.sha256, f.size, f.mode, f.kind,
+                                 f.crc32, f.ino, f.mtime_ns) for path, f in c.files])
                 db.executemany("INSERT INTO dirs VALUES (?,?,?)",
                                [(d, c.panel, c.name) for d in c.dirs])
             for path in c.diversions_drop:

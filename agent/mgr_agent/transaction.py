@@ -19,7 +19,9 @@ import contextlib
 import errno
 import os
 import shutil
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -27,8 +29,10 @@ from typing import Any, Literal
 from mgr_agent import faults
 from mgr_agent.errors import StageFailed, SwitchFailed
 from mgr_agent.fsutil import (
+    DURABILITY_MODES,
     fsync_dir,
     fsync_dirs,
+    fsync_file,
     rename_noreplace,
     rmdir_if_empty,
     sync_filesystems,
@@ -63,7 +67,7 @@ class Plan:
 
     ops: list[Op] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
-    kept: list[str] = field(default_factory=list)
+    preserved: list[str] = field(default_factory=list)  # data files left as they are ("kept" in JSON)
     mkdirs: list[str] = field(default_factory=list)
     prune: list[str] = field(default_factory=list)
     sources: dict[int, ChunkSource] = field(default_factory=dict, repr=False)
@@ -86,7 +90,7 @@ class Plan:
         for op in self.ops:
             counts[op.action] += 1
         counts["unchanged"] = len(self.unchanged)
-        counts["kept"] = len(self.kept)
+        counts["kept"] = len(self.preserved)
         return counts
 
 
@@ -107,19 +111,32 @@ def _describe(exc: OSError) -> str:
     return os.strerror(exc.errno) if exc.errno else str(exc)
 
 
+# threads that inflate and write staged files while the main thread walks the plan
+STAGE_WORKERS = min(4, max(2, os.cpu_count() or 2))
+
+
 class Transaction:
     """Applies a :class:`Plan` under a layout, journalled step by step."""
 
     def __init__(self, layout: Layout, tx: str, plan: Plan, journal: Journal | None = None,
-                 *, durability: str = "syncfs") -> None:
+                 *, durability: str = "syncfs", workers: int = STAGE_WORKERS) -> None:
+        if durability not in DURABILITY_MODES:
+            raise ValueError(f"unknown durability mode {durability!r}")
         self.layout = layout
         self.tx = tx
         self.plan = plan
         self.journal = journal
-        self.per_file_fsync = durability == "fsync"
+        self.durability = durability
+        self.workers = workers
+        self.written: dict[int, os.stat_result] = {}  # op i -> its staged file, as written
         root = str(layout.root)
         self._targets = {op.i: os.path.join(root, op.path) for op in plan.ops}
         self._dir_cache: set[Path] | None = None
+
+    @property
+    def per_file_fsync(self) -> bool:
+        """Whether directories are fsynced one by one (every mode but syncfs)."""
+        return self.durability != "syncfs"
 
     # names (plain strings: these run once per file on the hot path)
     def target(self, op: Op) -> str:
@@ -177,16 +194,11 @@ class Transaction:
                 path.mkdir(mode=0o755)
                 if self.per_file_fsync:
                     fsync_dir(path.parent)
-            for op in self.plan.ops:
-                if op.divert:
-                    _copy_aside(self.target(op), self.diverted(op), self.tx)
-                if op.save:
-                    _copy_aside(self.target(op), self.saved(op), self.tx)
-                if op.action == "remove":
-                    continue
-                write_new(self.staged(op), self.plan.sources[op.i](), op.mode,
-                          sync=self.per_file_fsync, owner=op.owner)
-                faults.point("mid-stage")
+            self._stage_files()
+            if self.durability == "writeback":  # the second pass: each file's own fsync
+                for op in self.plan.ops:
+                    if op.action != "remove":
+                        fsync_file(self.staged(op))
             for step in extra:
                 step()
             self._sync(self._dirs())
@@ -197,6 +209,48 @@ class Transaction:
         faults.point("before-staged")
         self._log("staged")
         faults.point("after-staged")
+
+    def _write(self, op: Op) -> os.stat_result:
+        return write_new(self.staged(op), self.plan.sources[op.i](), op.mode,
+                         sync=self.durability == "fsync", owner=op.owner,
+                         writeback=self.durability == "writeback")
+
+    def _stage_files(self) -> None:
+        """Copies aside (panel originals, the admin's edits) on this thread, in plan order;
+        new files written by a few threads (inflate and write release the GIL).  The
+        ``mid-stage`` point is reached once per file, in plan order, when that file is
+        written: ``mid-stage:N`` always means "after the N-th file of the plan"."""
+        writes = sum(1 for op in self.plan.ops if op.action != "remove")
+        pool = (ThreadPoolExecutor(self.workers, thread_name_prefix="mga-stage")
+                if self.workers > 1 and writes > 1 else None)
+        pending: deque[tuple[Op, Future[os.stat_result]]] = deque()
+        window = 4 * self.workers  # files in flight: bounds the memory of inflated chunks
+
+        def done(op: Op, result: os.stat_result) -> None:
+            self.written[op.i] = result
+            faults.point("mid-stage")
+
+        try:
+            for op in self.plan.ops:
+                if op.divert:
+                    _copy_aside(self.target(op), self.diverted(op), self.tx)
+                if op.save:
+                    _copy_aside(self.target(op), self.saved(op), self.tx)
+                if op.action == "remove":
+                    continue
+                if pool is None:
+                    done(op, self._write(op))
+                    continue
+                pending.append((op, pool.submit(self._write, op)))
+                while pending and (len(pending) >= window or pending[0][1].done()):
+                    first, future = pending.popleft()
+                    done(first, future.result())
+            while pending:
+                first, future = pending.popleft()
+                done(first, future.result())
+        finally:
+            if pool is not None:  # nothing may still be writing when the undo starts
+                pool.shutdown(wait=True, cancel_futures=True)
 
     def switch(self) -> None:
         """Put the new files in place and remove obsolete ones; raises on the first failure."""

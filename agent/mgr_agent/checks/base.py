@@ -22,12 +22,14 @@ class Files:
     """A package's files under their package-relative names (wrapping folder removed)."""
 
     def __init__(self, source: Source, prefix: str, names: dict[str, str],
-                 kept: dict[str, bytes] | None = None) -> None:
+                 kept: dict[str, bytes] | None = None, same: frozenset[str] = frozenset()) -> None:
         """``names``: package-relative name -> source entry; ``prefix``: the folder the
-        package lies under in ``source``."""
+        package lies under in ``source``; ``same``: entries that hold the installed
+        version's content (an upgrade: they were scanned when it was installed)."""
         self.source = source
         self.prefix = prefix
         self.kept = kept if kept is not None else {}
+        self.same = same
         self.full = dict(sorted(names.items()))
         self._xml: dict[str, xmlsafe.Element | None] = {}
         self.xml_errors: dict[str, InvalidXML] = {}
@@ -48,6 +50,11 @@ class Files:
     def mode(self, rel: str) -> int:
         """Permission bits as installed (setuid/setgid and group/other write dropped)."""
         return self.source.entries[self.full[rel]].mode
+
+    def changed(self, rel: str) -> bool:
+        """Whether the content scans (secrets, PHP class names) need to read ``rel``: not
+        when it is the installed version's content, unread on an upgrade."""
+        return self.full[rel] not in self.same
 
     def read(self, rel: str) -> bytes:
         full = self.full[rel]

@@ -65,7 +65,7 @@ def check_autoload(files: Files, ctx: Context) -> list[Finding]:
         return []
     out: list[Finding] = []
     for rel in files.under("plib/library/"):
-        if not rel.endswith(".php"):
+        if not rel.endswith(".php") or not files.changed(rel):
             continue
         data = files.read(rel)
         if NAMESPACE.search(data):
@@ -89,6 +89,8 @@ def check_public(files: Files, ctx: Context) -> list[Finding]:
     out: list[Finding] = []
     public = [r for r in files.under("htdocs/public/") if r.endswith(".php")]
     for rel in public:
+        if not files.changed(rel):
+            continue
         data = files.read(rel)
         sdk = USES_SDK.search(data)
         if sdk is not None and b"pm_Context::init" not in data:

@@ -83,7 +83,7 @@ def secrets(files: Files, ctx: Context) -> list[Finding]:
             out.append(find("secret-file", "warning",
                             "a credentials file (keys, .env, .netrc, .htpasswd ...) is in the package",
                             "remove it from the package and rotate what it holds", rel))
-        if files.size(rel) > SCAN_LIMIT:
+        if files.size(rel) > SCAN_LIMIT or not files.changed(rel):
             continue
         data = files.read(rel)
         match = PRIVATE_KEY.search(data) if b"PRIVATE KEY-----" in data else None
