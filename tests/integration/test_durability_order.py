@@ -1,11 +1,13 @@
 """Durability order (DESIGN §5, issue 3 item 3): what makes a power loss safe.
 
 An upgrade runs under ``strace -f``; the log is parsed and the order of the system
-calls checked, in both durability modes:
+calls checked, in every durability mode:
 
 - every staged file (``.mga-<tx>-<i>.new``) is covered by a sync after its last write
-  (its own fsync in ``fsync`` mode, a ``syncfs`` of its filesystem by default) before
-  the journal says ``staged`` and before it is renamed into place;
+  (its own fsync in ``fsync`` and ``writeback`` mode, a ``syncfs`` of its filesystem by
+  default) before the journal says ``staged`` and before it is renamed into place; in
+  ``writeback`` mode its write-back was started (``sync_file_range``) after its last
+  write and before that fsync;
 - every journal record is fsynced before the step it announces begins;
 - after the last rename of the switch, every directory the switch changed is synced
   (a directory fsync, or ``syncfs``) before the ``switched`` record is written, and that
@@ -37,7 +39,8 @@ STRACE = shutil.which("strace")
 pytestmark = pytest.mark.skipif(STRACE is None, reason="strace is not installed (apt-get install strace)")
 
 TRACE = ("%file,fsync,fdatasync,syncfs,sync,rename,renameat,renameat2,link,linkat,unlink,unlinkat,"
-         "openat,write,pwrite64")
+         "openat,write,pwrite64,sync_file_range")
+MODES = ("syncfs", "fsync", "writeback")
 SYNCS = ("fsync", "fdatasync", "syncfs", "sync")
 
 
@@ -279,10 +282,15 @@ def check_commit_order(trace: Trace, mode: str, *, removes_only: bool = False) -
         assert cover.index < staged.index, f"{path}: synced only after the 'staged' record"
         assert s_sync.index < sw_sync.index < rename.index, \
             f"{path}: renamed before the 'switching' record was durable"
-        if mode == "fsync":
+        if mode in ("fsync", "writeback"):
             own = [c for c in trace.calls if c.name in ("fsync", "fdatasync") and c.fd_path() == path]
-            assert own and own[0].index > last, f"{path}: fsync mode, but no fsync of the file itself"
-        else:
+            assert own and own[0].index > last, f"{path}: {mode} mode, but no fsync of the file itself"
+        if mode == "writeback":
+            started = [c for c in trace.calls if c.name == "sync_file_range" and c.fd_path() == path]
+            assert started and last < started[0].index < own[0].index, \
+                f"{path}: writeback mode, but its write-back was not started between its last " \
+                "write and its fsync"
+        elif mode == "syncfs":
             assert not [c for c in trace.calls if c.name in ("fsync", "fdatasync") and c.fd_path() == path], \
                 f"{path}: syncfs mode should not fsync each staged file"
 
@@ -323,8 +331,8 @@ def check_commit_order(trace: Trace, mode: str, *, removes_only: bool = False) -
     assert db_pages, "the commit wrote no database page"
     assert trace.first_cover(trace.db, db_pages[-1].index, commit_point.index, file=True), \
         "state.db is not synced before the commit point (synchronous=FULL?)"
-    if mode == "fsync":
-        assert not [c for c in trace.calls if c.name == "syncfs"], "fsync mode used syncfs"
+    if mode != "syncfs":
+        assert not [c for c in trace.calls if c.name == "syncfs"], f"{mode} mode used syncfs"
     else:
         syncfs = [c for c in trace.calls if c.name == "syncfs"]
         between = [c for c in syncfs if staged.index > c.index > max(
@@ -339,9 +347,9 @@ def _root(path: Path, mode: str) -> Path:
     for rel in ("usr/local/psa", "usr/local/mgr5/etc", "var/lib"):
         (path / rel).mkdir(parents=True)
     (path / "usr/local/psa/version").write_text("18.0.60 Debian 12.0 1800240311.09\n")
-    if mode == "fsync":
+    if mode != "syncfs":
         (path / "etc/mgr-agent").mkdir(parents=True)
-        (path / "etc/mgr-agent/agent.toml").write_text('[durability]\nmode = "fsync"\n')
+        (path / "etc/mgr-agent/agent.toml").write_text(f'[durability]\nmode = "{mode}"\n')
     return path
 
 
@@ -389,7 +397,7 @@ def upgrades(tmp_path_factory: pytest.TempPathFactory,
     return get
 
 
-@pytest.mark.parametrize("mode", ["syncfs", "fsync"])
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("panel", ["plesk", "ispmanager"])
 def test_upgrade_syncs_before_rename_and_before_commit(upgrades: Callable[[str, str], Trace], mode: str,
                                                        panel: str) -> None:
@@ -404,7 +412,7 @@ def _without(trace: Trace, drop: Callable[[Call], bool]) -> Trace:
     return copy
 
 
-@pytest.mark.parametrize("mode", ["syncfs", "fsync"])
+@pytest.mark.parametrize("mode", MODES)
 def test_checks_catch_a_missing_sync(upgrades: Callable[[str, str], Trace], mode: str) -> None:
     """The checks are not vacuous: the same trace with one kind of sync removed fails them."""
     trace = upgrades("plesk", mode)
@@ -425,7 +433,7 @@ def test_checks_catch_a_missing_sync(upgrades: Callable[[str, str], Trace], mode
         check_commit_order(journal_fsync, mode)
 
 
-@pytest.mark.parametrize("mode", ["syncfs", "fsync"])
+@pytest.mark.parametrize("mode", MODES)
 def test_uninstall_syncs_directories_before_commit(tmp_path: Path, packages: dict[str, Path],
                                                    mode: str) -> None:
     root = _root(tmp_path / "root", mode)
@@ -436,7 +444,7 @@ def test_uninstall_syncs_directories_before_commit(tmp_path: Path, packages: dic
     assert counts["staged"] == 0 and counts["dirs"] >= 5, counts
 
 
-@pytest.mark.parametrize("mode", ["syncfs", "fsync"])
+@pytest.mark.parametrize("mode", MODES)
 def test_rolled_back_upgrade_syncs_before_forgetting_the_journal(
         tmp_path: Path, packages: dict[str, Path], mode: str) -> None:
     root = _root(tmp_path / "root", mode)
@@ -490,7 +498,7 @@ def check_journal_dirs_durable(trace: Trace) -> list[str]:
     return problems
 
 
-@pytest.mark.parametrize("mode", ["syncfs", "fsync"])
+@pytest.mark.parametrize("mode", MODES)
 def test_first_transaction_on_a_root_makes_its_journal_durable(tmp_path: Path, packages: dict[str, Path],
                                                                mode: str) -> None:
     root = _root(tmp_path / "root", mode)
