@@ -312,7 +312,8 @@ class Engine:
         (warnings about the admin's edited files) are given once the change succeeded."""
         started = time.time()
         journal = Journal(self.layout.journal_dir, tx)
-        t = Transaction(self.layout, tx, change.plan, journal, durability=self.config.durability)
+        t = Transaction(self.layout, tx, change.plan, journal, durability=self.config.durability,
+                        workers=None if pkg is None or package.parallel_reads(pkg.source) else 1)
         hooks: list[HookRun] = []
         env = self._hook_env(hook_pkg, op, installed) if hook_pkg else {}
         history: dict[str, Any] = {"op": op, "from_version": installed.label if installed else None,
@@ -441,7 +442,7 @@ class Engine:
             same = self._same_archive(digest, panel, sha256)
             if same is not None:
                 return same
-        pkg = self._load(path, panel, sha256, digest, changes_only=True)
+        pkg = self._load(path, panel, sha256, digest, changes_only=not reinstall)
         try:
             return self._install(pkg, dry_run=dry_run, allow_downgrade=allow_downgrade,
                                  reinstall=reinstall, op=op, strict=strict)

@@ -123,6 +123,12 @@ MEMORY_BUDGET = 32 * 1024 * 1024
 WORKERS = min(4, max(2, os.cpu_count() or 2))
 
 
+def parallel_reads(source: Source) -> bool:
+    """Whether entries may be read by several threads at once: zip members and files of a
+    directory may; tar members share one (possibly compressed) stream and may not."""
+    return source.kind != "tar"
+
+
 def _hash_one(source: Source, name: str, keep: bool) -> tuple[str, bytes | None]:
     """sha256 of one entry, read as a stream (this also verifies its size and CRC); its
     bytes when ``keep``."""
@@ -148,7 +154,7 @@ def _hash_entries(source: Source, names: list[str], kept: dict[str, bytes]) -> d
             keep.add(name)
             budget -= size
     hashes: dict[str, str] = {}
-    if len(names) < 2 * WORKERS:
+    if WORKERS < 2 or len(names) < 2 * WORKERS or not parallel_reads(source):
         results = [_hash_one(source, n, n in keep) for n in names]
     else:
         with ThreadPoolExecutor(WORKERS, thread_name_prefix="mga-hash") as pool:

@@ -119,7 +119,7 @@ class Transaction:
     """Applies a :class:`Plan` under a layout, journalled step by step."""
 
     def __init__(self, layout: Layout, tx: str, plan: Plan, journal: Journal | None = None,
-                 *, durability: str = "syncfs", workers: int = STAGE_WORKERS) -> None:
+                 *, durability: str = "syncfs", workers: int | None = None) -> None:
         if durability not in DURABILITY_MODES:
             raise ValueError(f"unknown durability mode {durability!r}")
         self.layout = layout
@@ -127,7 +127,7 @@ class Transaction:
         self.plan = plan
         self.journal = journal
         self.durability = durability
-        self.workers = workers
+        self.workers = STAGE_WORKERS if workers is None else workers
         self.written: dict[int, os.stat_result] = {}  # op i -> its staged file, as written
         root = str(layout.root)
         self._targets = {op.i: os.path.join(root, op.path) for op in plan.ops}
@@ -195,10 +195,8 @@ class Transaction:
                 if self.per_file_fsync:
                     fsync_dir(path.parent)
             self._stage_files()
-            if self.durability == "writeback":  # the second pass: each file's own fsync
-                for op in self.plan.ops:
-                    if op.action != "remove":
-                        fsync_file(self.staged(op))
+            if self.durability == "writeback":
+                self._fsync_staged()
             for step in extra:
                 step()
             self._sync(self._dirs())
@@ -209,6 +207,19 @@ class Transaction:
         faults.point("before-staged")
         self._log("staged")
         faults.point("after-staged")
+
+    def _fsync_staged(self) -> None:
+        """writeback mode's second pass: each staged file's own fsync (its write-back
+        started when it was written), on the staging threads: concurrent fsyncs share the
+        filesystem's journal commits."""
+        paths = [self.staged(op) for op in self.plan.ops if op.action != "remove"]
+        if self.workers > 1 and len(paths) > 1:
+            with ThreadPoolExecutor(self.workers, thread_name_prefix="mga-fsync") as pool:
+                for _ in pool.map(fsync_file, paths):
+                    pass
+        else:
+            for path in paths:
+                fsync_file(path)
 
     def _write(self, op: Op) -> os.stat_result:
         return write_new(self.staged(op), self.plan.sources[op.i](), op.mode,
