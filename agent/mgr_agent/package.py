@@ -115,10 +115,12 @@ def _where(path: Path) -> tuple[str, str]:
 
 
 # Inflated entries kept in memory from the verifying pass, so that staging does not read
-# and inflate them a second time: only small files, and only up to a total, so that a
-# large package is never held in memory whole (the others are inflated again when staged).
+# and inflate them a second time: the smallest files first (per file, opening a member
+# costs more than inflating a few KB), up to a total, so that a large package is never
+# held in memory whole (the others are inflated again when staged).  With 16 MiB, a
+# 5,000-file / 60 MB install peaks at about 86 MiB RSS.
 KEEP_FILE = 256 * 1024
-MEMORY_BUDGET = 32 * 1024 * 1024
+MEMORY_BUDGET = 16 * 1024 * 1024
 # threads that inflate and hash entries (zlib and hashlib release the GIL on large buffers)
 WORKERS = min(4, max(2, os.cpu_count() or 2))
 
@@ -144,15 +146,15 @@ def _hash_one(source: Source, name: str, keep: bool) -> tuple[str, bytes | None]
 
 
 def _hash_entries(source: Source, names: list[str], kept: dict[str, bytes]) -> dict[str, str]:
-    """sha256 of the entries ``names``, on a few threads; small ones leave their inflated
-    bytes in ``kept`` while the budget lasts (decided in name order: deterministic)."""
+    """sha256 of the entries ``names``, on a few threads; the smallest leave their inflated
+    bytes in ``kept`` while the budget lasts (by size, then name: deterministic)."""
     budget = MEMORY_BUDGET - sum(len(v) for v in kept.values())
     keep: set[str] = set()
-    for name in names:
-        size = source.entries[name].size
-        if size <= KEEP_FILE and size <= budget and name not in kept:
-            keep.add(name)
-            budget -= size
+    for size, name in sorted((source.entries[n].size, n) for n in names if n not in kept):
+        if size > KEEP_FILE or size > budget:
+            break
+        keep.add(name)
+        budget -= size
     hashes: dict[str, str] = {}
     if WORKERS < 2 or len(names) < 2 * WORKERS or not parallel_reads(source):
         results = [_hash_one(source, n, n in keep) for n in names]
