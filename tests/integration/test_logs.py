@@ -4,7 +4,6 @@ order; an idle follow sleeps on inotify instead of polling."""
 from __future__ import annotations
 
 import gzip
-import io
 import os
 import shutil
 import threading
@@ -16,8 +15,10 @@ from typing import TextIO
 import pytest
 
 from mgr_agent.layout import Layout
-from mgr_agent.panels.ispmanager import logs as logtail
-from mgr_agent.panels.ispmanager.logs import Record, follow
+from mgr_agent.panels.base import LogQuery
+from mgr_agent.panels.ispmanager import logreader, logs
+from mgr_agent.panels.ispmanager.logfollow import follow
+from mgr_agent.panels.ispmanager.logrecords import Record
 
 Rotate = Callable[[Path, TextIO], TextIO]
 
@@ -188,22 +189,30 @@ def test_idle_follow_sleeps_and_still_wakes_at_once(log: Path) -> None:
     assert latency < 0.6            # inotify wake-up + flush_after (0.3 s), not a 1 s poll
 
 
-def test_run_logs_prints_the_last_lines_then_follows(tmp_path: Path) -> None:
+def test_logs_yields_the_last_records_then_follows(tmp_path: Path) -> None:
     layout = Layout.at(tmp_path)
-    path = logtail.log_path(layout)
+    path = logreader.log_path(layout)
     path.parent.mkdir(parents=True)
     path.write_text("".join(entry(i) for i in range(20)) + "Nov 21 10:00:59 [1:1] core INFO half")
     stop = threading.Event()
-    out = io.StringIO()
-    runner = threading.Thread(target=logtail.run_logs, args=(layout,),
-                              kwargs={"n": 2, "follow": True, "as_json": False, "out": out, "stop": stop,
-                                      "level": "INFO", "plugin_names": None, "since": None})
+    got: list[str] = []
+    arrived = threading.Condition()
+
+    def run() -> None:
+        for rec in logs.records(path, LogQuery(n=2, follow=True, level="INFO"), stop=stop):
+            with arrived:
+                got.append(rec.text())
+                arrived.notify_all()
+
+    runner = threading.Thread(target=run, daemon=True)
     runner.start()
-    time.sleep(0.3)
+    with arrived:
+        assert arrived.wait_for(lambda: len(got) >= 2, timeout=10)
     with open(path, "a") as fh:     # finishes the half-written line, then one more record
         fh.write(" a line\n" + entry(21))
-    time.sleep(0.6)
+    with arrived:
+        assert arrived.wait_for(lambda: len(got) >= 4, timeout=10)
     stop.set()
     runner.join(5)
-    lines = [x for x in out.getvalue().splitlines() if not x.startswith("  <elem")]
+    lines = [x for x in "\n".join(got).splitlines() if not x.startswith("  <elem")]
     assert [x.split(" ", 5)[5] for x in lines] == ["line 18", "line 19", "half a line", "line 21"]

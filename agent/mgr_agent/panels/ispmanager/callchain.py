@@ -9,13 +9,12 @@ and must print one XML document.  What is modelled and why: docs/call.md.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 from urllib.parse import urlencode
 
 from lxml import etree
@@ -149,6 +148,17 @@ class CallResult:
         if not self.valid:
             out["error"] = HandlerError(self.reason, func=self.func).to_dict()
         return out
+
+    @property
+    def exit_code(self) -> int:
+        """0 for a valid answer (an ``<error>`` answer included), :class:`HandlerError`'s
+        exit code (13) for an invalid one."""
+        return 0 if self.valid else HandlerError.exit_code
+
+    def text(self) -> str:
+        """The final answer (pretty XML), or the verdict with each step and the failed
+        handler's output."""
+        return render_text(self)
 
 
 # ------------------------------------------------------------------ discovery
@@ -469,22 +479,17 @@ def render_text(result: CallResult) -> str:
     return "\n".join(lines)
 
 
-def run_call_command(layout: Layout, func: str, params: Mapping[str, str], *, user: str = "root",
-                     lang: str = "en", input_path: Path | None = None, as_json: bool = False,
-                     out: TextIO, timeout: float = DEFAULT_TIMEOUT) -> int:
-    """``mgr-agent call``: print the final answer (pretty XML) or the verdict; 0 for a valid
-    answer (an ``<error>`` answer included), :class:`HandlerError`'s exit code (13) for an
-    invalid one.  Raises AgentError when the call cannot be made (unknown func, bad input)."""
+def call(layout: Layout, func: str, params: Mapping[str, str], *, user: str = "root",
+         lang: str = "en", input_path: Path | None = None,
+         timeout: float = DEFAULT_TIMEOUT) -> CallResult:
+    """``mgr-agent call``: run the chain of ``func`` (its first handler reads ``input_path``,
+    else a request document made here). Raises AgentError when the call cannot be made
+    (unknown func, bad input)."""
     input_xml = None
     if input_path is not None:
         input_xml = read_input(input_path)
-    result = run_call(layout, handler_runner(), func, params, user=user, lang=lang,
-                      input_xml=input_xml, timeout=timeout)
-    if as_json:
-        out.write(json.dumps(result.to_json()) + "\n")
-    else:
-        out.write(render_text(result) + "\n")
-    return 0 if result.valid else HandlerError.exit_code
+    return run_call(layout, handler_runner(), func, params, user=user, lang=lang,
+                    input_xml=input_xml, timeout=timeout)
 
 
 def read_input(path: Path) -> bytes:

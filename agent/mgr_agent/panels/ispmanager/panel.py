@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,7 @@ from mgr_agent.archive import Source, read_all
 from mgr_agent.errors import HealthCheckFailed, InvalidPackage
 from mgr_agent.layout import MGR_REL
 from mgr_agent.package import Package
-from mgr_agent.panels.base import HOOKS, NAME_RE, HookSpec, Mark, Panel
+from mgr_agent.panels.base import HOOKS, NAME_RE, CallAnswer, HookSpec, LogQuery, LogRecord, Mark, Panel
 from mgr_agent.panels.ispmanager import outside
 from mgr_agent.panels.ispmanager.layout import (
     FLAT_RE,
@@ -30,7 +32,7 @@ from mgr_agent.panels.ispmanager.layout import (
 from mgr_agent.proc import Runner
 
 
-def log_names(name: str, meta: dict[str, Any]) -> set[str]:
+def log_names(name: str, meta: Mapping[str, Any]) -> set[str]:
     """Names by which ispmgr.log mentions a plugin: its name, XML file, handlers, funcs."""
     names = {name, Path(str(meta.get("xml", ""))).name, *meta.get("handlers", []),
              *meta.get("funcs", []), *meta.get("events", [])}
@@ -56,6 +58,7 @@ class IspManager(Panel):
     name = "ispmanager"
     detection_rule = ("etc/xml/ispmgr_mod_NAME.xml (optionally under usr/local/mgr5/), or "
                       "ispmgr_mod_NAME.xml at the top beside its handlers")
+    serves = frozenset({"logs", "call", "debug"})
 
     def detect(self, names: set[str]) -> bool:
         return any(MOD_RE.match(rel_to_mgr(n)) or FLAT_RE.match(n) for n in names)
@@ -235,48 +238,66 @@ class IspManager(Panel):
         notes.append(f"the panel answers again (mgrctl){where}")
         return notes
 
-    def _read_new(self, mark: Mark, lines: list[str]) -> Mark:
-        """Append the complete log lines written since ``mark`` to ``lines``; the new mark.
-
-        A rotated (new inode) or truncated log is read again from its start.
-        """
-        try:
-            st = os.stat(self.log_path)
-        except FileNotFoundError:
-            return mark
-        start = mark.offset if st.st_ino == mark.inode and st.st_size >= mark.offset else 0
-        with open(self.log_path, "rb") as fh:
-            fh.seek(start)
-            data = fh.read(64 * 1024 * 1024)
-        complete = data[: data.rfind(b"\n") + 1]  # a line still being written waits
-        lines += complete.decode("utf-8", "replace").splitlines()
-        return Mark(mark.path, st.st_ino, start + len(complete), mark.running)
-
     def health(self, pkg: Package, mark: Mark | None, window: float) -> list[str]:
-        """The core comes back and the log shows no error for this plugin in ``window``."""
+        """The core comes back and the log shows no error for this plugin in ``window``:
+        the log is followed from the mark (rotation and truncation included) as ``logs -f``
+        follows it."""
         if mark is None or window <= 0:
             return [] if window <= 0 else ["no ispmgr.log and no core here: health not checked"]
-        from mgr_agent.panels.ispmanager import logs as logtail  # noqa: PLC0415 - only upgrades of a live panel need it
-        names = log_names(pkg.name, pkg.meta)
+        # imported here: only upgrades of a live panel need the log reader
+        from mgr_agent.panels.ispmanager import logrecords  # noqa: PLC0415
+        from mgr_agent.panels.ispmanager.logfollow import Follower  # noqa: PLC0415
+
+        names = frozenset(log_names(pkg.name, pkg.meta))
+        bad_for_plugin = logrecords.make_filter(level="ERR", plugin_names=names)
         expect_core = self._mgrctl() is not None  # without mgrctl the next request wakes it
         deadline = time.monotonic() + window
-        seen: list[str] = []
-        while True:
-            mark = self._read_new(mark, seen)  # each poll reads only what was appended
-            records = logtail.parse_lines(seen)
-            bad = [r for r in records if logtail.level_at_least(r, "ERR")
-                   and logtail.matches_plugin(r, names)]
-            if bad:
-                lines = [logtail.format_record(r) for r in bad[:20]]  # ANSI colours stripped
-                raise HealthCheckFailed(
-                    f"ispmgr.log shows {len(bad)} error(s) for {pkg.name} after the switch: "
-                    f"{lines[0][:300]}", log_lines=lines)
-            now = time.monotonic()
-            if now >= deadline:
-                break
-            time.sleep(min(0.2, deadline - now))
+        bad: list[logrecords.Record] = []
+        with Follower(mark.path, bad_for_plugin) as follower:
+            follower.resume(mark.inode, mark.offset)
+            while True:
+                follower.check()  # each poll reads only what was appended
+                bad += follower.drain()
+                open_record = follower.asm.open  # its continuation lines may still come
+                found = bad + ([open_record] if open_record and bad_for_plugin(open_record) else [])
+                if found:
+                    lines = [r.text() for r in found[:20]]  # ANSI colours stripped
+                    raise HealthCheckFailed(
+                        f"ispmgr.log shows {len(found)} error(s) for {pkg.name} after the switch: "
+                        f"{lines[0][:300]}", log_lines=lines)
+                now = time.monotonic()
+                if now >= deadline:
+                    break
+                follower.wait(min(0.2, deadline - now))
         if expect_core and not self.core_processes():
             raise HealthCheckFailed(f"the core of {self.layout.mgr} did not come back within "
                                     f"{window:g} s")
         return [f"healthy for {window:g} s: " + ("core running, " if expect_core else "")
                 + f"no errors for {pkg.name} in ispmgr.log"]
+
+    # ------------------------------------------------------------ runtime commands
+    def log_names(self, name: str, meta: Mapping[str, Any]) -> set[str]:
+        return log_names(name, meta)
+
+    def log(self, query: LogQuery, *, stop: threading.Event | None = None,
+            timeout: float | None = None) -> Iterator[LogRecord]:
+        from mgr_agent.panels.ispmanager import logs  # noqa: PLC0415 - only `logs` needs it
+
+        return logs.records(self.log_path, query, stop=stop, timeout=timeout)
+
+    def debug(self, module: str | None, level: int | None, *, off: bool) -> list[str]:
+        """Set (or with ``off`` put back) a line of ``etc/debug.conf``; what changed, each
+        prefixed with the file's root-relative path."""
+        from mgr_agent.panels.ispmanager.debugconf import DebugConf  # noqa: PLC0415
+
+        conf = DebugConf(self.layout.mgr / "etc/debug.conf",
+                         self.layout.state_dir / "debug-saved.json")
+        changes = conf.restore() if off else conf.set(str(module), int(level or 0))
+        return [f"{self.layout.rel(conf.path)}: {c}" for c in changes]
+
+    def call(self, func: str, params: Mapping[str, str], *, user: str, lang: str,
+             input_path: Path | None, timeout: float) -> CallAnswer:
+        from mgr_agent.panels.ispmanager import callchain  # noqa: PLC0415 - only `call` needs it
+
+        return callchain.call(self.layout, func, params, user=user, lang=lang,
+                              input_path=input_path, timeout=timeout)
