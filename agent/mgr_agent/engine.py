@@ -456,7 +456,8 @@ class Engine:
         panel = self.panel(pkg.panel)
         compatible = panel.check_compatible(pkg)
         if op != "rollback":  # the kept archive was checked when it was installed
-            _, pkg.warnings = checks.validate(pkg, self._check_context(), strict=strict)
+            _, pkg.warnings = checks.validate(pkg, self.panel(pkg.panel), self._check_context(),
+                                              strict=strict)
         result = Result(action="planned", name=pkg.name, panel=pkg.panel, version=pkg.label,
                         warnings=list(pkg.warnings), notes=package.skip_notes(pkg))
         result.warnings += compatible
@@ -696,7 +697,8 @@ class Engine:
                           error=exc, data={"findings": [f.to_dict() for f in found],
                                            "notes": ctx.notes})
         try:
-            found = checks.run(checks.files_of(pkg), pkg.panel, ctx)
+            checker = self.panel(pkg.panel)
+            found = checks.run(checks.files_of(pkg, checker), checker, ctx)
             warnings = checks.merge_warnings(pkg.warnings, found)
             bad = errors(found, strict=strict)
             error: AgentError | None = checks.refusal(bad, strict=strict) if bad else None

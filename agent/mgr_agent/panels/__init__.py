@@ -9,11 +9,15 @@ from mgr_agent.panels.base import HookSpec, LogQuery, Panel
 from mgr_agent.panels.ispmanager import IspManager
 from mgr_agent.panels.plesk import Plesk
 
-__all__ = ["HookSpec", "IspManager", "LogQuery", "Panel", "Plesk", "all_panels", "serving"]
+__all__ = ["PANEL_CLASSES", "HookSpec", "IspManager", "LogQuery", "Panel", "Plesk", "all_panels",
+           "serving"]
+
+PANEL_CLASSES: tuple[type[Panel], ...] = (IspManager, Plesk)
+"""Every panel the agent knows; a new panel is a folder here and one entry in this list."""
 
 
 def all_panels(layout: Layout, config: Config) -> list[Panel]:
-    return [IspManager(layout, config), Plesk(layout, config)]
+    return [cls(layout, config) for cls in PANEL_CLASSES]
 
 
 def serving(panels: list[Panel], command: str) -> Panel:

@@ -49,6 +49,18 @@ class HookSpec:
     interpreter: tuple[str, ...] = ()
 
 
+Tree = dict[str, tuple[bytes, int]]
+"""Relative path -> (content, mode)."""
+
+
+@dataclass(frozen=True)
+class Skeleton:
+    """What ``mgr-agent new`` writes for a panel: the files and the version they carry."""
+
+    tree: Tree
+    version: str
+
+
 @dataclass(frozen=True)
 class LogQuery:
     """What ``mgr-agent logs`` asks of a panel's log: the last ``n`` records (or those since
@@ -148,7 +160,13 @@ class Panel(ABC):
         """Watch the panel for ``window`` seconds after a change; raise HealthCheckFailed."""
         return []
 
-    # ------------------------------------------------------------ check
+    # ------------------------------------------------------------ authors' tools
+    @classmethod
+    def skeleton(cls, name: str) -> Skeleton:
+        """``mgr-agent new NAME``: a plugin skeleton that passes ``check --strict``; raise
+        UsageError for a name this panel does not take."""
+        raise UsageError(f"mgr-agent new: {cls.name} has no skeleton")
+
     def validators(self) -> tuple[Validator, ...]:
         """This panel's validators for ``check`` (docs/check.md), after the common ones."""
         return ()

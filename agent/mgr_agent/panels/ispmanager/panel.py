@@ -14,11 +14,22 @@ import psutil
 
 from mgr_agent import xmlsafe
 from mgr_agent.archive import Source, read_all
+from mgr_agent.checks.base import Validator
 from mgr_agent.errors import HealthCheckFailed, InvalidPackage
 from mgr_agent.layout import MGR_REL
 from mgr_agent.package import Package
-from mgr_agent.panels.base import HOOKS, NAME_RE, CallAnswer, HookSpec, LogQuery, LogRecord, Mark, Panel
-from mgr_agent.panels.ispmanager import outside
+from mgr_agent.panels.base import (
+    HOOKS,
+    NAME_RE,
+    CallAnswer,
+    HookSpec,
+    LogQuery,
+    LogRecord,
+    Mark,
+    Panel,
+    Skeleton,
+)
+from mgr_agent.panels.ispmanager import checks, outside
 from mgr_agent.panels.ispmanager.layout import (
     FLAT_RE,
     MOD_RE,
@@ -142,6 +153,47 @@ class IspManager(Panel):
 
     def hook_env(self) -> dict[str, str]:
         return {"MGR_AGENT_PANEL_ROOT": str(self.layout.mgr)}
+
+    # ------------------------------------------------------------ check and pack
+    @classmethod
+    def skeleton(cls, name: str) -> Skeleton:
+        from mgr_agent.panels.ispmanager import skeleton  # noqa: PLC0415 - only `new` needs it
+
+        return skeleton.skeleton(name)
+
+    def validators(self) -> tuple[Validator, ...]:
+        return checks.VALIDATORS
+
+    def check_names(self, source: Source, prefix: str) -> dict[str, str]:
+        """Names relative to MGR: a leading ``usr/local/mgr5/`` is removed, and a flat
+        layout is mapped the way install maps it (the plugin XML to ``etc/xml/``, its
+        handlers to ``addon/``)."""
+        names = {n[len(prefix):]: n for n in source.entries if n.startswith(prefix)}
+        tree = {rel_to_mgr(rel): full for rel, full in names.items()}
+        flat = [rel for rel in names if FLAT_RE.match(rel)]
+        if any(MOD_RE.match(rel) for rel in tree) or len(flat) != 1:
+            return tree
+        try:
+            handlers, _, _ = plugin_xml(read_all(source, names[flat[0]]), flat[0])
+            files, hooks, _ = map_flat(source, names, flat[0], handlers)
+        except InvalidPackage:  # the validators report what is wrong with it
+            return {(f"etc/xml/{rel}" if rel == flat[0] else rel): full for rel, full in names.items()}
+        mapped = {spec.target.removeprefix(MGR_REL + "/"): spec.entry for spec in files.values()}
+        mapped |= {f"scripts/{hook}": entry for hook, entry in hooks.items()}
+        taken = set(mapped.values())
+        return mapped | {rel: full for rel, full in names.items() if full not in taken}
+
+    def pack_modes(self, pkg: Package) -> dict[str, int] | None:
+        """The MGR layout: installed files by target, hooks under ``scripts/``, the files at
+        the top that describe the package (VERSION, README, LICENSE) kept, never installed;
+        folders the flat layout does not install are left out."""
+        source, prefix = pkg.source, pkg.prefix
+        out = {spec.target.removeprefix(MGR_REL + "/"): spec.mode for spec in pkg.files.values()}
+        out |= {f"scripts/{hook}": source.entries[entry].mode for hook, entry in pkg.hooks.items()}
+        used = {spec.entry for spec in pkg.files.values()} | set(pkg.hooks.values())
+        out |= {n[len(prefix):]: 0o644 for n in source.entries
+                if n.startswith(prefix) and "/" not in n[len(prefix):] and n not in used}
+        return out
 
     # ------------------------------------------------------------ runtime (step 7)
     @property
