@@ -22,10 +22,10 @@ from typing import Any
 import pytest
 
 from mgr_agent import png
-from mgr_agent.panels.ispmanager.skeleton import ispmanager_tree
-from mgr_agent.panels.plesk.skeleton import plesk_tree
 from mgr_agent.engine import Engine
 from mgr_agent.layout import Layout
+from mgr_agent.panels.ispmanager.skeleton import ispmanager_tree
+from mgr_agent.panels.plesk.skeleton import plesk_tree
 from mgr_agent.sandbox.samples import Tree, write_dir, write_zip
 from tests.helpers import REPO, cli
 from tests.integration.test_hostile_input import ARCHIVE_CASES, XML_CASES
