@@ -166,9 +166,11 @@ class Follower:
                 continue
         return b""
 
-    def open(self, start: int | None) -> bool:
+    def open(self, start: int | None, at: Path | None = None) -> bool:
+        """Open the log (or ``at``, the same log under its rotated name) at byte ``start``
+        (None: the end of its last whole line); False when it does not exist."""
         try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(at or self.path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             return False
         st = os.fstat(fd)
@@ -208,10 +210,16 @@ class Follower:
                 self._read()
 
     def resume(self, inode: int, offset: int) -> None:
-        """Start where a mark (inode, size) left the log: at ``offset`` in the same file, from
-        its start when the log was rotated or truncated since (or did not exist)."""
-        if self.open(offset) and (self.ident[1] != inode or self.offset != offset):
-            self.offset, self.tail = 0, b""
+        """Start where a mark (inode, size) left the log: at ``offset`` in that file, found
+        under its rotated name (``ispmgr.log.1``) if it was renamed since, so that its rest
+        is read before the new log; from the start of the log when the marked file is gone
+        or shorter, or there was none."""
+        for candidate in (self.path, *rotated_copies(self.path)) if inode else ():
+            with contextlib.suppress(OSError):
+                st = os.stat(candidate)
+                if st.st_ino == inode and st.st_size >= offset and self.open(offset, candidate):
+                    return
+        self.open(0)
 
     def drain(self) -> list[Record]:
         """The records read so far that pass the filter, oldest first (and forget them)."""
