@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 import time
@@ -29,7 +28,7 @@ from mgr_agent.panels.base import (
     Panel,
     Skeleton,
 )
-from mgr_agent.panels.ispmanager import checks, outside
+from mgr_agent.panels.ispmanager import checks, core
 from mgr_agent.panels.ispmanager.layout import (
     FLAT_RE,
     MOD_RE,
@@ -49,20 +48,6 @@ def log_names(name: str, meta: Mapping[str, Any]) -> set[str]:
              *meta.get("funcs", []), *meta.get("events", [])}
     names.discard("")
     return names
-
-
-def _wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
-    """Wait until the processes are gone (an unreaped zombie counts as gone); the rest."""
-    deadline = time.monotonic() + timeout
-    while True:
-        alive = []
-        for proc in procs:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                if proc.status() != psutil.STATUS_ZOMBIE:
-                    alive.append(proc)
-        if not alive or time.monotonic() >= deadline:
-            return alive
-        time.sleep(0.05)
 
 
 class IspManager(Panel):
@@ -202,20 +187,7 @@ class IspManager(Panel):
 
     def core_processes(self) -> list[psutil.Process]:
         """The ``core`` processes of this MGR root only: never another program's ``core``."""
-        mgr = str(self.layout.mgr) + "/"
-        found = []
-        for proc in psutil.process_iter(["name", "exe", "cmdline", "status"]):
-            info = proc.info
-            if info.get("name") != "core" or info.get("status") == psutil.STATUS_ZOMBIE:
-                continue
-            paths = [info.get("exe") or "", *(info.get("cmdline") or [])]
-            if any(p.startswith(mgr) for p in paths):
-                found.append(proc)
-        return found
-
-    def _mgrctl(self) -> Path | None:
-        path = self.layout.mgr / "sbin/mgrctl"
-        return path if os.access(path, os.X_OK) else None
+        return core.processes(self.layout)
 
     def mark(self) -> Mark | None:
         running = bool(self.core_processes())
@@ -223,72 +195,13 @@ class IspManager(Panel):
             st = os.stat(self.log_path)
         except FileNotFoundError:
             # a core running, or one mgrctl will start, may create the log during the window
-            return Mark(self.log_path, 0, 0, running) if running or self._mgrctl() else None
+            return Mark(self.log_path, 0, 0, running) if running or core.mgrctl_path(self.layout) else None
         return Mark(self.log_path, st.st_ino, st.st_size, running)
 
     def restart(self, runner: Runner) -> list[str]:
         """Drop the XML cache, ask the core to exit (mgrctl), end what is left of this
         root's core processes (SIGTERM, wait, SIGKILL), and wake the panel again."""
-        notes: list[str] = []
-        var = self.layout.mgr / "var"
-        caches = list(var.glob(".db.cache*")) if var.is_dir() else []
-        for cache in caches:
-            cache.unlink(missing_ok=True)
-        if caches:
-            notes.append(f"removed {len(caches)} panel cache file(s)")
-        mgrctl = self._mgrctl()
-        before = self.core_processes()
-        if mgrctl is not None:
-            done = runner.run([str(mgrctl), "-m", "ispmgr", "exit"], cwd=self.layout.mgr,
-                              timeout=self.config.core_timeout)
-            notes.append(f"mgrctl -m ispmgr exit: exit {done.returncode}")
-        elif not before:
-            return [*notes, f"no core process under {self.layout.mgr}: nothing to restart"]
-        left = self.core_processes()
-        if left:
-            for proc in left:
-                with contextlib.suppress(psutil.NoSuchProcess):
-                    proc.terminate()
-            alive = _wait_gone(left, self.config.core_timeout)
-            for proc in alive:
-                with contextlib.suppress(psutil.NoSuchProcess):
-                    proc.kill()
-            alive = _wait_gone(alive, 5)
-            if alive:
-                raise HealthCheckFailed(
-                    f"core process(es) {', '.join(str(p.pid) for p in alive)} under "
-                    f"{self.layout.mgr} did not end after SIGKILL")
-            notes.append(f"ended {len(left)} core process(es) of {self.layout.mgr}")
-        if mgrctl is not None:
-            notes += self._wake(runner, mgrctl)
-        return notes
-
-    def _wake(self, runner: Runner, mgrctl: Path) -> list[str]:
-        """``mgrctl -m ispmgr`` (starts the core and waits until it answers), outside the
-        agent's service under systemd: after the panel's own unit, in a transient unit."""
-        notes: list[str] = []
-        argv = [str(mgrctl), "-m", "ispmgr"]
-        where = ""
-        if outside.systemd_runs(self.layout.root):
-            unit_ = self.config.core_unit
-            if unit_:
-                done = runner.run(outside.start_unit(unit_), cwd=self.layout.mgr,
-                                  timeout=self.config.core_timeout)
-                if done.returncode != 0:
-                    raise HealthCheckFailed(f"systemctl start {unit_} exited {done.returncode}: "
-                                            f"{done.output.strip()[-500:]}")
-                notes.append(f"started the panel's unit {unit_}")
-            name = outside.unit_name("ispmgr-core")
-            argv = outside.transient(argv, unit=name, timeout=self.config.core_timeout,
-                                     description=f"ispmanager core of {self.layout.mgr} (woken by mgr-agent)")
-            where = f" (in {name}.service; journalctl -u {name})"
-        done = runner.run(argv, cwd=self.layout.mgr, timeout=self.config.core_timeout + 5)
-        if done.returncode != 0:
-            raise HealthCheckFailed(
-                f"the panel does not answer after the restart: mgrctl -m ispmgr exited "
-                f"{done.returncode}{where}: {done.output.strip()[-500:]}")
-        notes.append(f"the panel answers again (mgrctl){where}")
-        return notes
+        return core.restart(self.layout, self.config, runner)
 
     def health(self, pkg: Package, mark: Mark | None, window: float) -> list[str]:
         """The core comes back and the log shows no error for this plugin in ``window``:
@@ -302,7 +215,7 @@ class IspManager(Panel):
 
         names = frozenset(log_names(pkg.name, pkg.meta))
         bad_for_plugin = logrecords.make_filter(level="ERR", plugin_names=names)
-        expect_core = self._mgrctl() is not None  # without mgrctl the next request wakes it
+        expect_core = core.mgrctl_path(self.layout) is not None  # without mgrctl the next request wakes it
         deadline = time.monotonic() + window
         bad: list[logrecords.Record] = []
         with Follower(mark.path, bad_for_plugin) as follower:
