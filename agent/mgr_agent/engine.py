@@ -456,8 +456,7 @@ class Engine:
         panel = self.panel(pkg.panel)
         compatible = panel.check_compatible(pkg)
         if op != "rollback":  # the kept archive was checked when it was installed
-            _, pkg.warnings = checks.validate(pkg, self.panel(pkg.panel), self._check_context(),
-                                              strict=strict)
+            _, pkg.warnings = checks.validate(pkg, panel, self._check_context(), strict=strict)
         result = Result(action="planned", name=pkg.name, panel=pkg.panel, version=pkg.label,
                         warnings=list(pkg.warnings), notes=package.skip_notes(pkg))
         result.warnings += compatible
@@ -671,10 +670,11 @@ class Engine:
         """Set (or with ``off`` restore) a log level of the panel (ispmanager's etc/debug.conf)."""
         panel = serving(self.panels, "debug")
         with self._mutating("debug"):
-            notes = panel.debug(module, level, off=off)
-            if notes and self.restart:
+            changes = panel.debug(module, level, off=off)
+            notes = list(changes)
+            if changes and self.restart:
                 notes += panel.restart(self.runner)
-        return Result(action="debug", changed=bool(notes), panel=panel.name, notes=notes)
+        return Result(action="debug", changed=bool(changes), panel=panel.name, notes=notes)
 
     def _check_context(self) -> checks.Context:
         return checks.context(self.layout, self.config, self.runner)
