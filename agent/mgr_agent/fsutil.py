@@ -127,6 +127,11 @@ class AtomicWriter:
         for chunk in chunks:
             self.write(chunk)
 
+    def fileno(self) -> int:
+        """The temp file's descriptor, for a writer that needs a real (seekable) file, e.g.
+        ``open(out.fileno(), "wb", closefd=False)``; close that before the block ends."""
+        return self._fd
+
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         try:
