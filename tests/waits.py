@@ -111,11 +111,11 @@ class Feed(Generic[T]):
     def wait_for_item(self, match: Callable[[T], bool], *, what: str, after: int = 0,
                       timeout: float = 30.0, alive: Alive | None = None) -> int:
         """Index of the first item from ``after`` on that ``match`` accepts."""
-        def found(items: list[T]) -> int | None:
+        def found(items: list[T]) -> int:
             for index in range(after, len(items)):
                 if match(items[index]):
                     return index + 1     # truthy even for index 0
-            return None
+            return 0
         return self.wait_until(found, what=what, timeout=timeout, alive=alive) - 1
 
     def stays_without(self, match: Callable[[T], bool], *, within: float, after: int = 0) -> bool:

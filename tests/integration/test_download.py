@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -59,21 +59,23 @@ class _Server:
         self.thread.join()
 
 
+Serve = Callable[..., _Server]
+
+
 @pytest.fixture
-def serve() -> Iterator[type[_Server]]:
+def serve() -> Iterator[Serve]:
     started: list[_Server] = []
 
-    class Started(_Server):
-        def __init__(self, busy: int = 0, short: int = 0) -> None:
-            super().__init__(busy, short)
-            started.append(self)
+    def start(busy: int = 0, short: int = 0) -> _Server:
+        started.append(_Server(busy, short))
+        return started[-1]
 
-    yield Started
+    yield start
     for server in started:
         server.close()
 
 
-def test_a_retried_download_leaves_one_complete_file(tmp_path: Path, serve: type[_Server]) -> None:
+def test_a_retried_download_leaves_one_complete_file(tmp_path: Path, serve: Serve) -> None:
     server = serve(busy=1)
     layout = Layout.at(tmp_path)
     said: list[str] = []
@@ -90,7 +92,7 @@ def test_a_retried_download_leaves_one_complete_file(tmp_path: Path, serve: type
         download.discard(got)
 
 
-def test_a_body_cut_short_leaves_no_partial_file(tmp_path: Path, serve: type[_Server]) -> None:
+def test_a_body_cut_short_leaves_no_partial_file(tmp_path: Path, serve: Serve) -> None:
     """The temp file of the failed write is gone too (else the folder could not be removed)."""
     server = serve(short=1)
     layout = Layout.at(tmp_path)

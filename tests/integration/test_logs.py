@@ -218,7 +218,7 @@ def test_idle_follow_sleeps_and_still_wakes_at_once(log: Path) -> None:
     latency = time.monotonic() - t0
     reader.finish(1)
     print(f"idle follow: {reader.cpu * 1000:.1f} ms CPU over ~3 s; new line after {latency * 1000:.0f} ms")
-    assert first_lines(reader.got) == ["line 7"]
+    assert first_lines(reader.got.items()) == ["line 7"]
     assert reader.cpu < 0.1
     assert latency < 0.6            # inotify wake-up + flush_after (0.3 s), not a 1 s poll
 
