@@ -305,7 +305,8 @@ def open_tmp() -> Iterator[Path]:
     shutil.rmtree(d, ignore_errors=True)
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or SETPRIV is None, reason="needs root and setpriv")
+@pytest.mark.root
+@pytest.mark.skipif(SETPRIV is None, reason="needs setpriv")
 def test_peer_credentials(open_tmp: Path, start: Any) -> None:
     root = make_root(open_tmp)
     d = start(root).ready()
