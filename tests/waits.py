@@ -39,7 +39,7 @@ def _fail(what: str, timeout: float, seen: str = "", *, ended: bool = False) -> 
     return AssertionError(f"waiting for {what}: {why}" + (f"; seen: {seen}" if seen else ""))
 
 
-def wait_for(predicate: Callable[[], R], *, what: str, timeout: float = 30.0,
+def wait_for(predicate: Callable[[], R | None], *, what: str, timeout: float = 30.0,
              interval: float = 0.02, alive: Alive | None = None,
              seen: Callable[[], str] | None = None) -> R:
     """Call ``predicate`` every ``interval`` s until it returns something truthy; return it.
