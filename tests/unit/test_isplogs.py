@@ -1,4 +1,4 @@
-"""Parsing ispmgr.log, level order, the plugin filter, last-N, since (with archives), run_logs."""
+"""Parsing ispmgr.log, level order, the plugin filter, last-N, since (with archives), the records `logs` yields."""
 
 from __future__ import annotations
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import ctypes
 import lzma
 import os
 import select
@@ -15,6 +14,7 @@ import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from mgr_agent import libc
 from mgr_agent.panels.ispmanager.logreader import (
     SCAN_BLOCK,
     open_any,
@@ -28,7 +28,8 @@ TICK = 0.25                     # with inotify: wake this often anyway (stop fla
 
 
 class _Inotify:
-    """inotify through libc (no dependency): only used to sleep until something changes."""
+    """inotify through libc (:mod:`mgr_agent.libc`, no dependency): only used to sleep until
+    something changes."""
 
     MODIFY, ATTRIB, MOVED_FROM, MOVED_TO, CREATE, DELETE = 0x2, 0x4, 0x40, 0x80, 0x100, 0x200
     DELETE_SELF, MOVE_SELF = 0x400, 0x800
@@ -36,22 +37,17 @@ class _Inotify:
     FILE_MASK = MODIFY | ATTRIB | DELETE_SELF | MOVE_SELF
 
     def __init__(self) -> None:
-        self.libc = ctypes.CDLL(None, use_errno=True)      # the process's own libc symbols
-        fd = int(self.libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC))
-        if fd < 0:
-            raise OSError(ctypes.get_errno(), "inotify_init1")
+        fd = libc.inotify_init1()       # non-blocking, close-on-exec
         self.fd = fd
         self.poller = select.poll()
         self.poller.register(fd, select.POLLIN)
 
     def add(self, path: Path, mask: int) -> int:
-        wd = int(self.libc.inotify_add_watch(self.fd, os.fsencode(path), mask))
-        if wd < 0:
-            raise OSError(ctypes.get_errno(), f"inotify_add_watch {path}")
-        return wd
+        return libc.inotify_add_watch(self.fd, path, mask)
 
     def remove(self, wd: int) -> None:
-        self.libc.inotify_rm_watch(self.fd, wd)     # fails harmlessly if the inode is gone
+        with contextlib.suppress(OSError):      # fails harmlessly if the inode is gone
+            libc.inotify_rm_watch(self.fd, wd)
 
     def wait(self, timeout: float) -> None:
         if self.poller.poll(max(0, int(timeout * 1000))):
