@@ -1,4 +1,5 @@
-"""Parsing ispmgr.log, level order, the plugin filter, last-N, since (with archives), the records `logs` yields."""
+"""Parsing ispmgr.log, level order, the plugin filter, last-N, since (with archives), and the
+records `logs` yields."""
 
 from __future__ import annotations
 
