@@ -48,8 +48,8 @@ def values_of(command: Command, namespace: argparse.Namespace) -> tuple[dict[str
     for arg in command.args:
         if arg.invert:
             values[arg.name] = not getattr(namespace, f"no_{arg.name}", False)
-        elif not hasattr(namespace, arg.name):
-            values[arg.name] = None
+        else:
+            values.setdefault(arg.name, None)
         if arg.source and values.get(arg.name) is not None:
             text = str(values[arg.name])
             if is_url(text):
