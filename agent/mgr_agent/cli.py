@@ -8,24 +8,26 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import sys
 from typing import TYPE_CHECKING, TextIO
 
-from mgr_agent import commands
-from mgr_agent.commands import parser as parser_mod
-from mgr_agent.commands.spec import Args, Command, Context
+from mgr_agent import __version__
 
 if TYPE_CHECKING:
     import argparse
 
+    from mgr_agent.commands.spec import Command, Context
     from mgr_agent.errors import UsageError
     from mgr_agent.result import Result
 
-EXIT_CODES = parser_mod.EXIT_CODES
+# The command table is imported by main(), after the one answer that needs none of it
+# (``--version``): every import here is paid by every start.
 
 
 def _parser(configure: list[str] | None = None) -> argparse.ArgumentParser:
+    from mgr_agent import commands  # noqa: PLC0415
+    from mgr_agent.commands import parser as parser_mod  # noqa: PLC0415
+
     return parser_mod.build(commands.cli_commands(), configure=configure)
 
 
@@ -62,6 +64,8 @@ def _root_problem(args: argparse.Namespace) -> UsageError | None:
 
 def _closed_pipe() -> int:
     """The reader went away (``| head``): stop quietly, as other Unix tools do."""
+    import signal  # noqa: PLC0415
+
     with contextlib.suppress(OSError):
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # nothing more to flush at exit
@@ -70,6 +74,11 @@ def _closed_pipe() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     words = sys.argv[1:] if argv is None else argv
+    if words == ["--version"]:  # what argparse would print, without building the parser
+        print(f"mgr-agent {__version__}")
+        return 0
+    from mgr_agent import commands  # noqa: PLC0415
+
     args = _parser(configure=[w for w in words if w in commands.COMMANDS]).parse_args(words)
     command = commands.COMMANDS[args.command]
     try:
@@ -90,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _context(args: argparse.Namespace, term: _Terminal) -> Context:
+    from mgr_agent.commands.spec import Context  # noqa: PLC0415
     from mgr_agent.layout import Layout  # noqa: PLC0415
 
     return Context(Layout.at(getattr(args, "root", "/")), progress=term.progress,
@@ -100,7 +110,8 @@ def _context(args: argparse.Namespace, term: _Terminal) -> Context:
 def _run(command: Command, args: argparse.Namespace) -> int:
     import logging  # noqa: PLC0415
 
-    from mgr_agent import signals  # noqa: PLC0415
+    from mgr_agent import commands, signals  # noqa: PLC0415
+    from mgr_agent.commands.spec import Args  # noqa: PLC0415
 
     as_json: bool = getattr(args, "json", False)
     term = _Terminal(sys.stderr, enabled=not as_json)
@@ -135,7 +146,7 @@ def _via_daemon(command: Command, args: argparse.Namespace, values: dict[str, ob
     """Run the command in the daemon when its socket answers; None: do it here."""
     if getattr(args, "no_daemon", False) or os.environ.get("MGR_AGENT_NO_DAEMON") == "1":
         return None
-    from mgr_agent import api  # noqa: PLC0415
+    from mgr_agent import api, commands  # noqa: PLC0415
     from mgr_agent.layout import Layout  # noqa: PLC0415
 
     layout = Layout.at(getattr(args, "root", "/"))
@@ -174,6 +185,8 @@ def _emit(command: Command, result: Result, args: argparse.Namespace,
         json.dump(doc, sys.stdout, indent=None, sort_keys=False, default=str)
         sys.stdout.write("\n")
     else:
+        from mgr_agent import commands  # noqa: PLC0415
+
         text = commands.render_text(command, result, term.paint)
         if text:
             print(text, file=sys.stdout if result.error is None or result.action == "verified"

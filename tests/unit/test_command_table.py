@@ -5,7 +5,6 @@ check below must notice a command added in one place only."""
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 
 import pytest
@@ -88,13 +87,11 @@ def test_the_api_is_what_it_was() -> None:
                             "check": ("path",)}
 
 
-def _extra(**changes: object) -> Command:
+def _extra(args: tuple[Arg, ...] = (Arg("name", "which", api=STR),)) -> Command:
     def run(_ctx: Context, args: Args) -> Result:
         return Result(action="frobbed", name=args.text("name"))
 
-    base = Command("frob", "frobnicate a plugin", args=(Arg("name", "which", api=STR),),
-                   run=run, route="daemon-unless-root")
-    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+    return Command("frob", "frobnicate a plugin", args=args, run=run, route="daemon-unless-root")
 
 
 def test_a_command_added_in_one_place_only_is_noticed() -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from collections.abc import Collection
 
 from mgr_agent import __version__
@@ -24,38 +26,73 @@ EXIT_CODES = """exit codes:
                                              130 interrupted (SIGINT/SIGTERM/SIGHUP)"""
 
 
+def _columns() -> int:
+    """``shutil.get_terminal_size().columns``, without importing shutil (and with it bz2 and
+    lzma) in every start: argparse makes a formatter for each argument it adds."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns or 80
+
+
+class Formatter(argparse.HelpFormatter):
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                 width: int | None = None) -> None:
+        super().__init__(prog, indent_increment, max_help_position,
+                         _columns() - 2 if width is None else width)
+
+
+class RawDescriptionFormatter(argparse.RawDescriptionHelpFormatter):
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                 width: int | None = None) -> None:
+        super().__init__(prog, indent_increment, max_help_position,
+                         _columns() - 2 if width is None else width)
+
+
+def _part() -> argparse.ArgumentParser:
+    """A group of options other parsers take as a parent."""
+    return argparse.ArgumentParser(add_help=False, formatter_class=Formatter)
+
+
 def build(commands: Collection[Command], *, configure: Collection[str] | None = None
           ) -> argparse.ArgumentParser:
     """The ``mgr-agent`` parser.  A command with sub-commands of its own (``aps``) builds
     them only when named in ``configure`` (None: all), which keeps the start light."""
     # Each command is offered only the options that apply to it; the program accepts
     # them all before the command (``mgr-agent --no-daemon --json list``).
-    base = argparse.ArgumentParser(add_help=False)
+    base = _part()
     base.add_argument("--root", default=argparse.SUPPRESS, metavar="DIR",
                       help="root prefix: an existing directory (default /)")
     base.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
                       help="debug logging on stderr, with tracebacks")
-    output = argparse.ArgumentParser(add_help=False)
+    output = _part()
     output.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                         help="print one JSON document on stdout")
-    locking = argparse.ArgumentParser(add_help=False)
+    locking = _part()
     locking.add_argument("--wait", type=seconds, default=argparse.SUPPRESS, metavar="SECONDS",
                          help="how long to wait for the lock (default 300, from agent.toml)")
-    in_process = argparse.ArgumentParser(add_help=False)
+    in_process = _part()
     in_process.add_argument("--no-daemon", action="store_true", default=argparse.SUPPRESS,
                             help="run in this process even when the daemon answers (also: "
                                  "MGR_AGENT_NO_DAEMON=1)")
     common = [base, output, locking, in_process]
-    runtime = argparse.ArgumentParser(add_help=False)
+    runtime = _part()
     for arg in RUNTIME:
         arg.add_to(runtime)
-    shared = Parents(common=argparse.ArgumentParser(add_help=False, parents=common), runtime=runtime)
+    shared = Parents(common=argparse.ArgumentParser(add_help=False, parents=common,
+                                                    formatter_class=Formatter), runtime=runtime)
 
     parser = argparse.ArgumentParser(
         prog="mgr-agent", parents=common,
         description="Install, upgrade, roll back and remove ispmanager 6 plugins and Plesk "
                     "extensions, transactionally.",
-        epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=EXIT_CODES, formatter_class=RawDescriptionFormatter)
     parser.add_argument("--version", action="version", version=f"mgr-agent {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in commands:
@@ -70,7 +107,8 @@ def build(commands: Collection[Command], *, configure: Collection[str] | None = 
         else:
             parents = [base, output]
         p = sub.add_parser(command.name, parents=parents, help=command.help,
-                           description=command.description or command.help)
+                           description=command.description or command.help,
+                           formatter_class=Formatter)
         for arg in command.args:
             if arg.cli:
                 arg.add_to(p)

@@ -7,9 +7,8 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, TextIO
+from typing import TYPE_CHECKING, Literal, NamedTuple, TextIO
 
 from mgr_agent.errors import UsageError
 
@@ -69,8 +68,7 @@ def is_url(text: str) -> bool:
 
 
 # ------------------------------------------------------------------ declarations
-@dataclass(frozen=True)
-class Arg:
+class Arg(NamedTuple):
     """One argument: its argparse form and its form in the daemon API.
 
     ``name`` is both the argparse ``dest`` and the API argument's name.  ``api`` is its
@@ -134,16 +132,14 @@ Renderer = Callable[["Result", Paint], str]
 Configure = Callable[[argparse.ArgumentParser, "Parents"], None]
 
 
-@dataclass(frozen=True)
-class Parents:
+class Parents(NamedTuple):
     """The shared option groups, for a command that builds its own sub-commands (``aps``)."""
 
     common: argparse.ArgumentParser      # --root -v --json --wait --no-daemon
     runtime: argparse.ArgumentParser     # --no-restart --health-window
 
 
-@dataclass(frozen=True)
-class Command:
+class Command(NamedTuple):
     """One command: everything the parser, the CLI, the daemon API and the renderer need.
 
     ``route``: ``daemon`` runs in the daemon when it answers (a change: takes the lock,
@@ -243,21 +239,24 @@ def _quiet(_: str) -> None:
     pass
 
 
-@dataclass
 class Context:
     """Where a command runs: the root, how progress is reported, the engine's settings.
-    The CLI makes one in-process; the daemon one per request."""
+    The CLI makes one in-process; the daemon one per request.  (A plain class, as are the
+    declarations: ``dataclasses`` costs the CLI's start-up a few milliseconds.)"""
 
-    layout: Layout
-    progress: Callable[[str], None] = _quiet
-    lock_wait: float | None = None
-    actor: str = "cli"
-    out: TextIO = field(default_factory=lambda: sys.stdout)
-    as_json: bool = False
-    verbose: int = 0
-    stop: threading.Event | None = None     # set when a streaming client went away
-    degraded: str = ""                       # the daemon's own state, for ``ping``
-    _engine: Engine | None = None
+    def __init__(self, layout: Layout, *, progress: Callable[[str], None] = _quiet,
+                 lock_wait: float | None = None, actor: str = "cli", out: TextIO | None = None,
+                 as_json: bool = False, verbose: int = 0, degraded: str = "") -> None:
+        self.layout = layout
+        self.progress = progress
+        self.lock_wait = lock_wait
+        self.actor = actor
+        self.out: TextIO = sys.stdout if out is None else out
+        self.as_json = as_json
+        self.verbose = verbose
+        self.stop: threading.Event | None = None   # set when a streaming client went away
+        self.degraded = degraded                    # the daemon's own state, for ``ping``
+        self._engine: Engine | None = None
 
     def engine(self, args: Args | None = None) -> Engine:
         """The engine for this run (made once; imported only by commands that need it)."""
