@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from mgr_agent.errors import AgentError, Interrupted, NotAuthorised
 
 SCHEMA = 1
+
+Data = Mapping[str, object] | Sequence[Mapping[str, object]]
+"""A command's ``data``: a JSON object or a list of them.  Each command declares its exact
+shape (a TypedDict in ``mgr_agent/commands/``: ``Command.shape``); its renderer reads that
+shape and ``--json`` writes it."""
 
 
 @dataclass
@@ -27,7 +33,7 @@ class Result:
     tx: str | None = None
     plan: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
-    data: Any = None
+    data: Data | None = None
     error: AgentError | None = None
 
     def to_json(self) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from mgr_agent.errors import UsageError
 
 if TYPE_CHECKING:
     from mgr_agent.aps.settings import Section
+    from mgr_agent.commands.aps import ApsData, Repository
     from mgr_agent.commands.spec import Args, Context, Paint, Parents
     from mgr_agent.result import Result
 
@@ -123,10 +124,11 @@ def render(result: Result, paint: Paint) -> str:
 
     if not result.action.startswith("aps-"):
         return shared.change(result, paint)
-    d = result.data or {}
+    d = cast("ApsData", result.data or {})
     lines: list[str] = []
     if result.action == "aps-repo-list":
-        lines += [r["url"] for r in d["repositories"]] or ["no ApsExtRepository lines in etc/ispmgr.conf"]
+        rows = cast("list[Repository]", d["repositories"])
+        lines += [r["url"] for r in rows] or ["no ApsExtRepository lines in etc/ispmgr.conf"]
     elif result.action == "aps-check":
         lines += [Finding(**f).text() for f in d["findings"]]
         if result.error is None:

@@ -3,14 +3,27 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict
 
 from mgr_agent.commands import render
 from mgr_agent.commands.shared import PANEL_DETECTED, PANELS
 from mgr_agent.commands.spec import Arg, Args, Command, Context
 
 if TYPE_CHECKING:
+    from mgr_agent.findings import FindingDict
     from mgr_agent.result import Result
+
+
+class NewData(TypedDict):
+    path: str
+    files: list[str]
+
+
+class PackData(TypedDict):
+    path: str
+    files: int
+    sha256: str
+    findings: list[FindingDict]
 
 
 def _new(_ctx: Context, args: Args) -> Result:
@@ -24,7 +37,7 @@ NEW = Command(
     args=(Arg("name", "Plesk extension id (my-tool) or ispmanager plugin name (mytool)"),
           Arg("panel", "the panel it is for (required)", ("--panel",), choices=PANELS),
           Arg("dir", "where to create it (default ./NAME)", ("--dir",), type=Path, metavar="DIR")),
-    run=_new, render=render.change)
+    run=_new, render=render.change, shape=NewData)
 
 
 def _pack(ctx: Context, args: Args) -> Result:
@@ -41,4 +54,4 @@ PACK = Command(
               metavar="DEST"),
           PANEL_DETECTED,
           Arg("strict", "refuse on check warnings too", ("--strict",), action="store_true")),
-    run=_pack, render=render.change)
+    run=_pack, render=render.change, shape=PackData)

@@ -4,7 +4,7 @@ answers (``install``, ``uninstall``, ``rollback``, ``recover``)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, NotRequired, TypedDict, cast
+from typing import TYPE_CHECKING, TypedDict, cast
 
 from mgr_agent.commands import render
 from mgr_agent.commands.shared import (
@@ -81,12 +81,15 @@ ROLLBACK = Command(
     run=_rollback, render=render.change, route="daemon", mutates=True)
 
 
-class RecoveredTx(TypedDict):
+class RecoveredDetail(TypedDict, total=False):
+    op: str
+    name: str | None
+    found: str
+
+
+class RecoveredTx(RecoveredDetail):
     tx: str
-    op: NotRequired[str]
-    name: NotRequired[str | None]
     outcome: str
-    found: NotRequired[str]
 
 
 class RecoverData(TypedDict):
@@ -106,4 +109,4 @@ def _render_recover(result: Result, paint: Paint) -> str:
 RECOVER = Command(
     "recover", "finish or undo an interrupted transaction",
     args=(WAIT,), run=lambda ctx, args: ctx.engine(args).recover(), render=_render_recover,
-    route="daemon", mutates=True, json_data=True)
+    route="daemon", mutates=True, json_data=True, shape=RecoverData)

@@ -40,7 +40,8 @@ def _render_list(result: Result, paint: Paint) -> str:
 
 
 LIST = Command("list", "list installed plugins", run=lambda ctx, args: ctx.engine().list(),
-               render=_render_list, route="daemon-unless-root", json_data=True)
+               render=_render_list, route="daemon-unless-root", json_data=True,
+               shape=ListRow, many=True)
 
 
 # ------------------------------------------------------------------ info
@@ -88,7 +89,8 @@ def _render_info(result: Result, paint: Paint) -> str:
 INFO = Command("info", "show an installed plugin and its files",
                args=(NAME, PANEL_INSTALLED),
                run=lambda ctx, args: ctx.engine().info(args.need("name"), panel=args.text("panel")),
-               render=_render_info, route="daemon-unless-root", json_data=True)
+               render=_render_info, route="daemon-unless-root", json_data=True,
+               shape=InfoData)
 
 
 # ------------------------------------------------------------------ verify
@@ -121,11 +123,28 @@ VERIFY = Command(
     args=(Arg("name", "one plugin (default: every installed plugin)", api=STR, nargs="?"),
           PANEL_INSTALLED),
     run=lambda ctx, args: ctx.engine().verify(args.text("name"), panel=args.text("panel")),
-    render=_render_verify, route="daemon-unless-root", json_data=True)
+    render=_render_verify, route="daemon-unless-root", json_data=True, shape=VerifyData)
 
 
 # ------------------------------------------------------------------ history
-class HistoryRow(TypedDict):
+class HistoryDetail(TypedDict, total=False):
+    """What a history row's detail may add, as the transaction's outcome left it.  (Not
+    ``NotRequired``: under ``from __future__ import annotations`` Python 3.11 does not see
+    it at run time, and the shape test reads ``__optional_keys__``.)"""
+
+    actor: str
+    hooks: list[dict[str, object]]
+    warnings: list[str]
+    plan: dict[str, int]
+    error: dict[str, object]
+    phase: str
+    torn: bool
+    recovered_by: str
+
+
+class HistoryRow(HistoryDetail):
+    """One transaction."""
+
     tx: str
     op: str
     panel: str | None
@@ -158,7 +177,8 @@ HISTORY = Command(
     args=(Arg("name", "only this plugin's transactions", api=STR, nargs="?"),
           Arg("limit", f"the last N transactions (default {HISTORY_LIMIT})", ("-n", "--limit"),
               api=INT, type=positive, default=HISTORY_LIMIT, metavar="N")),
-    run=_history, render=_render_history, route="daemon-unless-root", json_data=True)
+    run=_history, render=_render_history, route="daemon-unless-root", json_data=True,
+    shape=HistoryRow, many=True)
 
 
 # ------------------------------------------------------------------ check
@@ -200,7 +220,7 @@ CHECK = Command(
               type=sha256_hex, metavar="HEX"),
           Arg("strict", "warnings count as errors (exit 3)", ("--strict",), api=BOOL,
               action="store_true")),
-    run=_check, render=_render_check, served=True, json_data=True)
+    run=_check, render=_render_check, served=True, json_data=True, shape=CheckData)
 
 
 # ------------------------------------------------------------------ ping (the API only)
@@ -220,4 +240,4 @@ def _ping(ctx: Context, _args: Args) -> Result:
 
 
 PING = Command("ping", "is the daemon there, and which version and root does it serve",
-               run=_ping, render=render.failure_only, route="api-only")
+               run=_ping, render=render.failure_only, route="api-only", shape=PingData)

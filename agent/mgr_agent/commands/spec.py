@@ -163,6 +163,8 @@ class Command(NamedTuple):
     json_data: bool = False              # --json carries "data" (null too) on success
     one_of: tuple[str, ...] = ()         # the API needs exactly one of these
     configure: Configure | None = None   # sub-commands of their own (``aps``)
+    shape: type | None = None            # the TypedDict of its result's ``data``
+    many: bool = False                   # ``data`` is a list of ``shape``
 
     @property
     def in_api(self) -> bool:
