@@ -8,7 +8,7 @@ import argparse
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, NamedTuple, TextIO
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TextIO
 
 from mgr_agent.errors import UsageError
 
@@ -102,7 +102,7 @@ class Arg(NamedTuple):
         return self.default
 
     def add_to(self, parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
-        options: dict[str, object] = {"help": self.help}
+        options: dict[str, Any] = {"help": self.help}   # argparse's keyword arguments
         if self.action == "store_true" or self.invert:
             options["action"] = "store_true"
         elif self.action == "append":
@@ -121,9 +121,9 @@ class Arg(NamedTuple):
             dest = f"no_{self.name}" if self.invert else self.name
             if dest != self.flags[-1].lstrip("-").replace("-", "_"):
                 options["dest"] = dest
-            parser.add_argument(*self.flags, **options)  # type: ignore[arg-type]
+            parser.add_argument(*self.flags, **options)
         else:
-            parser.add_argument(self.name, **options)  # type: ignore[arg-type]
+            parser.add_argument(self.name, **options)
 
 
 Operation = Callable[["Context", "Args"], "Result"]
