@@ -11,8 +11,6 @@ to 0644/0755, one compression level, so the same tree gives the same bytes.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,6 +19,7 @@ from typing import TYPE_CHECKING
 from mgr_agent import checks, package
 from mgr_agent.archive import open_source
 from mgr_agent.errors import AgentError, UsageError
+from mgr_agent.fsutil import AtomicWriter
 from mgr_agent.layout import MGR_REL
 from mgr_agent.result import Result
 from mgr_agent.shape import detect_layout, find_plugins
@@ -80,26 +79,20 @@ def write_zip(pkg: package.Package, dest: Path, skip: set[str]) -> tuple[int, st
     """Write the reproducible zip atomically; (entries, sha256)."""
     modes = entries(pkg)
     where = sources_of(pkg)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
     count = 0
-    try:
-        with os.fdopen(fd, "wb") as fh, zipfile.ZipFile(fh, "w") as zf:
-            for name in sorted(modes):
-                if name in skip:
-                    continue
-                info = zipfile.ZipInfo(name, date_time=EPOCH)
-                info.create_system = 3  # Unix: the mode below is read back by unzip and install
-                info.external_attr = (0o100000 | modes[name]) << 16
-                info.compress_type = zipfile.ZIP_DEFLATED
-                data = pkg.kept.get(where[name])
-                zf.writestr(info, data if data is not None else b"".join(pkg.source.chunks(where[name])),
-                            compresslevel=LEVEL)
-                count += 1
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with (AtomicWriter(dest, 0o644) as out, open(out.fileno(), "wb", closefd=False) as fh,
+          zipfile.ZipFile(fh, "w") as zf):
+        for name in sorted(modes):
+            if name in skip:
+                continue
+            info = zipfile.ZipInfo(name, date_time=EPOCH)
+            info.create_system = 3  # Unix: the mode below is read back by unzip and install
+            info.external_attr = (0o100000 | modes[name]) << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            data = pkg.kept.get(where[name])
+            zf.writestr(info, data if data is not None else b"".join(pkg.source.chunks(where[name])),
+                        compresslevel=LEVEL)
+            count += 1
     digest = hashlib.sha256(dest.read_bytes()).hexdigest()
     return count, digest
 

@@ -18,6 +18,7 @@ from mgr_agent import png
 from mgr_agent.checks.plesk_code import camel
 from mgr_agent.checks.plesk_meta import CATALOG_ID, FILLER
 from mgr_agent.errors import UsageError
+from mgr_agent.fsutil import fsync_dir, sync_filesystems, write_new
 from mgr_agent.panels.base import NAME_RE
 from mgr_agent.result import Result
 
@@ -297,12 +298,13 @@ def create(name: str, panel: str | None, directory: Path | None = None) -> Resul
         for rel, (data, mode) in sorted(tree.items()):
             path = scratch / rel
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
-            path.chmod(mode)
+            write_new(path, (data,), mode, sync=False)
         scratch.chmod(0o755)
+        sync_filesystems([scratch])     # every file durable before the tree gets its name
         if dest.exists():
             dest.rmdir()
         os.rename(scratch, dest)
+        fsync_dir(dest.parent)
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)
         raise

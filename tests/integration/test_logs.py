@@ -3,6 +3,7 @@ order; an idle follow sleeps on inotify instead of polling."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import os
@@ -18,6 +19,7 @@ import pytest
 from mgr_agent.layout import Layout
 from mgr_agent.panels.ispmanager import logs as logtail
 from mgr_agent.panels.ispmanager.logs import Record, follow
+from tests.waits import Feed, wait_for
 
 Rotate = Callable[[Path, TextIO], TextIO]
 
@@ -40,7 +42,7 @@ class Collector(threading.Thread):
         super().__init__(daemon=True)
         self.path, self.kw = path, kw
         self.stop = threading.Event()
-        self.got: list[Record] = []
+        self.got: Feed[Record] = Feed()
         self.cpu = 0.0
 
     def run(self) -> None:
@@ -49,15 +51,38 @@ class Collector(threading.Thread):
             self.got.append(rec)
         self.cpu = time.thread_time() - t0
 
+    def wait_for(self, count: int, timeout: float = 15) -> None:
+        self.got.wait_until(lambda got: len(got) >= count, what=f"{count} records", timeout=timeout)
+
     def finish(self, count: int, timeout: float = 15) -> list[Record]:
-        deadline = time.monotonic() + timeout
-        while len(self.got) < count and time.monotonic() < deadline:
-            time.sleep(0.02)
-        time.sleep(0.2)             # anything doubled would show up now
+        """Wait for ``count`` records, then stop: the follower reads the file once more before
+        it ends, so anything it would repeat shows up too."""
+        self.wait_for(count, timeout)
         self.stop.set()
         self.join(5)
         assert not self.is_alive()
-        return self.got
+        return self.got.items()
+
+
+def watched_by_inotify(path: Path) -> bool:
+    """An inotify watch of this process is on ``path``'s inode (``/proc/self/fdinfo``). The
+    follower adds it once it has opened the file and fixed its offset; nothing announces that."""
+    inode = f" ino:{os.stat(path).st_ino:x} "
+    for fd in os.listdir("/proc/self/fdinfo"):
+        with contextlib.suppress(OSError):
+            if any(line.startswith("inotify wd:") and inode in line
+                   for line in Path(f"/proc/self/fdinfo/{fd}").read_text().splitlines()):
+                return True
+    return False
+
+
+def started(log: Path, reader: Collector) -> str:
+    """Append a record and wait until ``reader`` yields it: from then on the follower is on
+    the file and its offset is fixed. Returns that record's first line."""
+    with open(log, "a") as fh:
+        fh.write(entry(9999))
+    reader.wait_for(1)
+    return "line 9999"
 
 
 def rename(path: Path, fh: TextIO) -> TextIO:
@@ -111,6 +136,19 @@ def write_with_rotations(path: Path, total: int, rotations: dict[int, Rotate],
     return expected
 
 
+class Output(io.StringIO):
+    """``run_logs``'s output: each write is also announced to waiters."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written: Feed[str] = Feed()
+
+    def write(self, text: str) -> int:
+        n = super().write(text)
+        self.written.append(text)
+        return n
+
+
 @pytest.fixture
 def log(tmp_path: Path) -> Path:
     path = tmp_path / "usr/local/mgr5/var/ispmgr.log"
@@ -128,10 +166,9 @@ def test_follow_loses_and_repeats_nothing_across_rotation(log: Path, kind: str, 
         "panel": {60: panel_rotation, 130: panel_rotation},
         "mixed": {50: panel_rotation, 100: rename, 150: copytruncate},
     }
-    reader = Collector(log, use_inotify=use_inotify, poll_interval=0.05)
+    reader = Collector(log, use_inotify=use_inotify, poll_interval=0.05, start=log.stat().st_size)
     reader.start()
-    time.sleep(0.2)                 # follow starts at the end: only what is written from now
-    expected = write_with_rotations(log, 200, rotations[kind])
+    expected = [started(log, reader), *write_with_rotations(log, 200, rotations[kind])]
     got = reader.finish(len(expected))
     assert first_lines(got) == expected
     assert all(r.message.count("\n") == 3 for r in got if r.message.startswith("line ")
@@ -160,30 +197,28 @@ def test_truncation_recovers_what_was_not_read_yet_from_the_archive(log: Path) -
 
 def test_follow_waits_for_the_file_and_sees_a_deleted_one_come_back(tmp_path: Path) -> None:
     path = tmp_path / "ispmgr.log"
-    reader = Collector(path)
+    reader = Collector(path, start=0)     # a file that appears is read from its start
     reader.start()
-    time.sleep(0.2)
     path.write_text(entry(1))
-    time.sleep(0.3)
+    reader.wait_for(1)
     path.unlink()
-    time.sleep(0.1)
-    path.write_text(entry(2))
+    path.write_text(entry(2))   # the follower holds the old file open: the new one is a new inode
     assert first_lines(reader.finish(2)) == ["line 1", "line 2"]
 
 
 def test_idle_follow_sleeps_and_still_wakes_at_once(log: Path) -> None:
-    reader = Collector(log)
+    reader = Collector(log)         # from the end: the history is not followed
     reader.start()
-    time.sleep(3.0)
+    wait_for(lambda: watched_by_inotify(log), what=f"an inotify watch on {log}")
+    time.sleep(3.0)                 # the idle period under test (not a wait for another side)
     t0 = time.monotonic()
     with open(log, "a") as fh:
         fh.write(entry(7))
-    while not reader.got and time.monotonic() - t0 < 2:
-        time.sleep(0.005)
+    reader.wait_for(1, timeout=2)
     latency = time.monotonic() - t0
     reader.finish(1)
     print(f"idle follow: {reader.cpu * 1000:.1f} ms CPU over ~3 s; new line after {latency * 1000:.0f} ms")
-    assert first_lines(reader.got) == ["line 7"]
+    assert first_lines(reader.got.items()) == ["line 7"]
     assert reader.cpu < 0.1
     assert latency < 0.6            # inotify wake-up + flush_after (0.3 s), not a 1 s poll
 
@@ -194,16 +229,17 @@ def test_run_logs_prints_the_last_lines_then_follows(tmp_path: Path) -> None:
     path.parent.mkdir(parents=True)
     path.write_text("".join(entry(i) for i in range(20)) + "Nov 21 10:00:59 [1:1] core INFO half")
     stop = threading.Event()
-    out = io.StringIO()
+    out = Output()
     runner = threading.Thread(target=logtail.run_logs, args=(layout,),
                               kwargs={"n": 2, "follow": True, "as_json": False, "out": out, "stop": stop,
                                       "level": "INFO", "plugin_names": None, "since": None})
     runner.start()
-    time.sleep(0.3)
+    out.written.wait_until(lambda text: "line 19" in "".join(text), what="the last two records")
     with open(path, "a") as fh:     # finishes the half-written line, then one more record
         fh.write(" a line\n" + entry(21))
-    time.sleep(0.6)
+    out.written.wait_until(lambda text: "line 21" in "".join(text), what="the appended records")
     stop.set()
     runner.join(5)
+    assert not runner.is_alive()
     lines = [x for x in out.getvalue().splitlines() if not x.startswith("  <elem")]
     assert [x.split(" ", 5)[5] for x in lines] == ["line 18", "line 19", "half a line", "line 21"]

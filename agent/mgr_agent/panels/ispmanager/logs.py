@@ -33,6 +33,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
+from mgr_agent import libc as mgr_libc
 from mgr_agent.errors import NotFound, UsageError
 from mgr_agent.layout import Layout
 
@@ -511,7 +512,7 @@ class _Inotify:
     FILE_MASK = MODIFY | ATTRIB | DELETE_SELF | MOVE_SELF
 
     def __init__(self) -> None:
-        self.libc = ctypes.CDLL(None, use_errno=True)      # the process's own libc symbols
+        self.libc = mgr_libc.load()                        # the process's own libc symbols
         fd = int(self.libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC))
         if fd < 0:
             raise OSError(ctypes.get_errno(), "inotify_init1")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import fcntl
 import os
 import signal
@@ -25,6 +24,7 @@ from types import FrameType
 
 import psutil
 
+from mgr_agent import libc
 from mgr_agent.fsutil import atomic_write
 from mgr_agent.layout import MGR_REL, Layout
 from mgr_agent.panels.ispmanager import callchain
@@ -230,8 +230,7 @@ def _ignore_stops() -> None:
 def set_process_name(name: str) -> None:
     """``/proc/self/comm`` = ``name`` (what psutil calls the process name)."""
     with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(15, name.encode(), 0, 0, 0)  # PR_SET_NAME
+        libc.set_process_name(name)
 
 
 @contextlib.contextmanager
