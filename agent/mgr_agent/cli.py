@@ -15,8 +15,9 @@ from mgr_agent import __version__
 
 if TYPE_CHECKING:
     import argparse
+    from collections.abc import Callable
 
-    from mgr_agent.commands.spec import Command, Context
+    from mgr_agent.commands.spec import Command, Context, Record
     from mgr_agent.errors import UsageError
     from mgr_agent.result import Result
 
@@ -123,6 +124,7 @@ def _run(command: Command, args: argparse.Namespace) -> int:
     given = Args(values)
     ctx = _context(args, term)
     if command.stream is not None:
+        ctx.show = _printer(as_json, sys.stdout)
         try:
             return command.stream(ctx, given)
         except (Exception, KeyboardInterrupt) as exc:
@@ -139,6 +141,21 @@ def _run(command: Command, args: argparse.Namespace) -> int:
         if command.mutates:
             _journal(result, command.name, ctx)
     return _emit(command, result, args, term)
+
+
+def _printer(as_json: bool, out: TextIO) -> Callable[[Record], None]:
+    """Records one a line, as JSON or text (coloured on a terminal), each flushed at once
+    (``logs -f`` shows a record when it comes)."""
+    import json  # noqa: PLC0415
+
+    colour = not as_json and out.isatty() and "NO_COLOR" not in os.environ
+
+    def show(record: Record) -> None:
+        out.write((json.dumps(record.to_json(), ensure_ascii=False) if as_json
+                   else record.text(colour)) + "\n")
+        out.flush()
+
+    return show
 
 
 def _via_daemon(command: Command, args: argparse.Namespace, values: dict[str, object],

@@ -24,12 +24,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import TextIO, cast
 
 from mgr_agent import __version__, api, commands, download, faults, journald, metrics
 from mgr_agent import config as config_mod
 from mgr_agent.api import Channel, PeerCred, Request
-from mgr_agent.commands.spec import Args, Context
+from mgr_agent.commands.spec import Args, Context, Record
 from mgr_agent.errors import AgentError, DaemonBusy, Interrupted, LockBusy, UsageError
 from mgr_agent.lateroots import LateRoots
 from mgr_agent.layout import Layout
@@ -326,14 +325,20 @@ class Daemon:
         if command.stream is None:
             return commands.execute(command, ctx, self._args(request), in_daemon=True)
         # a streaming command (``logs``): each record is an event; a client hanging up ends it
-        ctx.stop = threading.Event()
-        ctx.out = cast(TextIO, api.EventWriter(channel, ctx.stop))
-        threading.Thread(target=api.watch_hangup, args=(channel.conn, ctx.stop, self.stop),
+        stop = ctx.stop = threading.Event()
+
+        def show(record: Record) -> None:
+            channel.emit({"event": "record", "record": record.to_json()})
+            if not channel.alive:
+                stop.set()  # the client is gone: the follow loop ends
+
+        ctx.show = show
+        threading.Thread(target=api.watch_hangup, args=(channel.conn, stop, self.stop),
                          daemon=True).start()
         try:
             return commands.execute(command, ctx, self._args(request), in_daemon=True)
         finally:
-            ctx.stop.set()
+            stop.set()
 
     def run_mutating(self, request: Request, channel: Channel) -> Result:
         try:

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import io
+import json
 import os
+import pty
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -17,8 +20,10 @@ from typing import TextIO
 import pytest
 
 from mgr_agent.layout import Layout
-from mgr_agent.panels.ispmanager import logs as logtail
-from mgr_agent.panels.ispmanager.logs import Record, follow
+from mgr_agent.panels.base import LogQuery
+from mgr_agent.panels.ispmanager import logreader, logrecords, logs
+from mgr_agent.panels.ispmanager.logfollow import follow
+from mgr_agent.panels.ispmanager.logrecords import Record
 from tests.waits import Feed, wait_for
 
 Rotate = Callable[[Path, TextIO], TextIO]
@@ -136,19 +141,6 @@ def write_with_rotations(path: Path, total: int, rotations: dict[int, Rotate],
     return expected
 
 
-class Output(io.StringIO):
-    """``run_logs``'s output: each write is also announced to waiters."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.written: Feed[str] = Feed()
-
-    def write(self, text: str) -> int:
-        n = super().write(text)
-        self.written.append(text)
-        return n
-
-
 @pytest.fixture
 def log(tmp_path: Path) -> Path:
     path = tmp_path / "usr/local/mgr5/var/ispmgr.log"
@@ -223,23 +215,74 @@ def test_idle_follow_sleeps_and_still_wakes_at_once(log: Path) -> None:
     assert latency < 0.6            # inotify wake-up + flush_after (0.3 s), not a 1 s poll
 
 
-def test_run_logs_prints_the_last_lines_then_follows(tmp_path: Path) -> None:
+def test_logs_yields_the_last_records_then_follows(tmp_path: Path) -> None:
     layout = Layout.at(tmp_path)
-    path = logtail.log_path(layout)
+    path = logreader.log_path(layout)
     path.parent.mkdir(parents=True)
     path.write_text("".join(entry(i) for i in range(20)) + "Nov 21 10:00:59 [1:1] core INFO half")
     stop = threading.Event()
-    out = Output()
-    runner = threading.Thread(target=logtail.run_logs, args=(layout,),
-                              kwargs={"n": 2, "follow": True, "as_json": False, "out": out, "stop": stop,
-                                      "level": "INFO", "plugin_names": None, "since": None})
+    got: Feed[str] = Feed()
+
+    def run() -> None:
+        for rec in logs.records(path, LogQuery(n=2, follow=True, level="INFO"), stop=stop):
+            got.append(rec.text())
+
+    runner = threading.Thread(target=run, daemon=True)
     runner.start()
-    out.written.wait_until(lambda text: "line 19" in "".join(text), what="the last two records")
+    got.wait_until(lambda text: "line 19" in "".join(text), what="the last two records")
     with open(path, "a") as fh:     # finishes the half-written line, then one more record
         fh.write(" a line\n" + entry(21))
-    out.written.wait_until(lambda text: "line 21" in "".join(text), what="the appended records")
+    got.wait_until(lambda text: "line 21" in "".join(text), what="the appended records")
     stop.set()
     runner.join(5)
     assert not runner.is_alive()
-    lines = [x for x in out.getvalue().splitlines() if not x.startswith("  <elem")]
+    lines = [x for x in "\n".join(got.items()).splitlines() if not x.startswith("  <elem")]
     assert [x.split(" ", 5)[5] for x in lines] == ["line 18", "line 19", "half a line", "line 21"]
+
+
+# ---------------------------------------------------------------- the CLI renders the records
+
+def run_logs_cli(root: Path, *args: str, tty: bool = False, no_color: bool = False) -> tuple[int, str]:
+    """``mgr-agent logs ARGS --root ROOT`` as a process; stdout on a pipe or on a terminal."""
+    env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"} | ({"NO_COLOR": "1"} if no_color else {})
+    argv = [sys.executable, "-m", "mgr_agent", "logs", *args, "--root", str(root)]
+    if not tty:
+        done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60, check=False)
+        return done.returncode, done.stdout
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(argv, stdout=slave, stderr=subprocess.DEVNULL, env=env)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:         # EIO: the terminal's other end was closed
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    return proc.wait(60), b"".join(chunks).decode().replace("\r\n", "\n")
+
+
+def test_the_cli_prints_records_as_text_json_and_colour_on_a_terminal(tmp_path: Path) -> None:
+    path = logreader.log_path(Layout.at(tmp_path))
+    path.parent.mkdir(parents=True)
+    path.write_text("Nov 21 10:00:01 [7:1] core_module ERR bad\n  <doc/>\n"
+                    "Nov 21 10:00:02 [7:2] core_module WARN careful\nNov 21 10:00:03 [7:3] core INFO fine\n")
+    year = logrecords.parse_line("Nov 21 10:00:01 x INFO y").time.year  # type: ignore[union-attr]
+    expected = [f"{year}-11-21 10:00:01 7:1 core_module ERR bad", "  <doc/>",
+                f"{year}-11-21 10:00:02 7:2 core_module WARN careful",
+                f"{year}-11-21 10:00:03 7:3 core INFO fine"]
+    code, out = run_logs_cli(tmp_path, "-n", "3")
+    assert code == 0 and out.splitlines() == expected
+    code, out = run_logs_cli(tmp_path, "-n", "2", "--json")
+    docs = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and [(d["level"], d["message"], d["pid"], d["thread"]) for d in docs] == [
+        ("WARN", "careful", 7, "2"), ("INFO", "fine", 7, "3")]
+    code, out = run_logs_cli(tmp_path, "-n", "3", tty=True)
+    lines = out.splitlines()
+    assert code == 0 and lines[:2] == [f"\x1b[31m{expected[0]}", f"{expected[1]}\x1b[0m"]
+    assert lines[2].startswith("\x1b[33m") and "\x1b" not in lines[3]
+    code, out = run_logs_cli(tmp_path, "-n", "3", tty=True, no_color=True)
+    assert code == 0 and out.splitlines() == expected

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -55,14 +56,18 @@ DEBUG = Command(
 
 
 def _logs(ctx: Context, args: Args) -> int:
-    """Records of the panel log, written to ``ctx.out`` as text or JSON lines."""
-    from mgr_agent.panels.ispmanager import logs  # noqa: PLC0415
+    """The panel log's records, each handed to ``ctx.show`` as it comes (the CLI prints it,
+    the daemon sends it as a ``record`` event); Ctrl-C ends a follow quietly."""
+    from mgr_agent.panels.base import LogQuery  # noqa: PLC0415
 
-    plugin = args.text("plugin")
-    names = ctx.engine().plugin_log_names(plugin) if plugin else None
-    return logs.run_logs(ctx.layout, n=args.count("n"), follow=args.flag("follow"),
-                         plugin_names=names, level=args.text("level"), since=args.text("since"),
-                         as_json=ctx.as_json, out=ctx.out, stop=ctx.stop)
+    query = LogQuery(n=args.count("n"), follow=args.flag("follow"), level=args.text("level"),
+                     since=args.text("since"))
+    try:
+        for record in ctx.engine().logs(query, args.text("plugin"), stop=ctx.stop):
+            ctx.show(record)
+    except KeyboardInterrupt:
+        pass
+    return 0
 
 
 LOGS = Command(
@@ -81,22 +86,20 @@ LOGS = Command(
 
 
 def _call(ctx: Context, args: Args) -> int:
-    """The handlers' answers, written to ``ctx.out`` as text or one JSON document."""
-    from mgr_agent.panels.ispmanager import callchain  # noqa: PLC0415
-
+    """The handlers' final answer (pretty XML) or the verdict, as text or one JSON document;
+    the exit code of the verdict (13: the answer broke the panel protocol)."""
     params = {}
     for item in args.texts("param"):
         key, sep, value = item.partition("=")
         if not sep:
             raise UsageError(f"--param {item!r}: expected KEY=VALUE")
         params[key] = value
-    input_path: Path | None = args.path("input")
     timeout = args.number("timeout")
-    return callchain.run_call_command(ctx.layout, args.need("func"), params,
-                                      user=args.text("user") or "root",
-                                      lang=args.text("lang") or "en", input_path=input_path,
-                                      as_json=ctx.as_json, out=ctx.out,
-                                      timeout=60.0 if timeout is None else timeout)
+    answer = ctx.engine().call(args.need("func"), params, user=args.text("user") or "root",
+                               lang=args.text("lang") or "en", input_path=args.path("input"),
+                               timeout=60.0 if timeout is None else timeout)
+    print(json.dumps(answer.to_json()) if ctx.as_json else answer.text(), file=ctx.out)
+    return answer.exit_code
 
 
 CALL = Command(

@@ -8,7 +8,7 @@ import argparse
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TextIO
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol, TextIO
 
 from mgr_agent.errors import UsageError
 
@@ -241,6 +241,19 @@ def _quiet(_: str) -> None:
     pass
 
 
+class Record(Protocol):
+    """One item a streaming command shows as it comes (a panel log's record): JSON for
+    scripts and the daemon's ``record`` events, a line of text for people."""
+
+    def to_json(self) -> Mapping[str, object]: ...
+
+    def text(self, colour: bool = False) -> str: ...
+
+
+def _nowhere(_: Record) -> None:
+    raise AssertionError("a streaming command runs with a Context.show")
+
+
 class Context:
     """Where a command runs: the root, how progress is reported, the engine's settings.
     The CLI makes one in-process; the daemon one per request.  (A plain class, as are the
@@ -257,6 +270,7 @@ class Context:
         self.as_json = as_json
         self.verbose = verbose
         self.stop: threading.Event | None = None   # set when a streaming client went away
+        self.show: Callable[[Record], None] = _nowhere   # where a streaming command's records go
         self.degraded = degraded                    # the daemon's own state, for ``ping``
         self._engine: Engine | None = None
 
