@@ -127,6 +127,8 @@ def _run(command: Command, args: argparse.Namespace) -> int:
         ctx.show = _printer(as_json, sys.stdout)
         try:
             return command.stream(ctx, given)
+        except BrokenPipeError:
+            raise  # the reader went away: main() ends quietly
         except (Exception, KeyboardInterrupt) as exc:
             return _emit(command, commands.failed(command, given, exc), args,
                          _Terminal(sys.stderr, enabled=False))

@@ -62,8 +62,16 @@ def _logs(ctx: Context, args: Args) -> int:
 
     query = LogQuery(n=args.count("n"), follow=args.flag("follow"), level=args.text("level"),
                      since=args.text("since"))
+    plugin = args.text("plugin")
+    if plugin:  # the names the log uses for it come from the installed state
+        records = ctx.engine().logs(query, plugin, stop=ctx.stop)
+    else:  # the panel alone, without the engine's imports: the log is read at start-up cost
+        from mgr_agent import config, panels  # noqa: PLC0415
+
+        serving = panels.serving(panels.all_panels(ctx.layout, config.load(ctx.layout)), "logs")
+        records = serving.log(query, stop=ctx.stop)
     try:
-        for record in ctx.engine().logs(query, args.text("plugin"), stop=ctx.stop):
+        for record in records:
             ctx.show(record)
     except KeyboardInterrupt:
         pass
