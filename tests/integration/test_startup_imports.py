@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -12,8 +13,8 @@ HEAVY = ["lxml", "psutil", "requests", "sqlite3", "prometheus_client", "mgr_agen
          "mgr_agent.archive", "mgr_agent.state"]
 
 
-def _loaded(code: str) -> list[str]:
-    probe = f"import sys; {code}; print([m for m in {HEAVY!r} if m in sys.modules])"
+def _loaded(code: str, heavy: list[str] = HEAVY) -> list[str]:
+    probe = f"import sys; {code}; print([m for m in {heavy!r} if m in sys.modules])"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     return [m.strip(" '") for m in out.stdout.strip().strip("[]").split(",") if m.strip()]
 
@@ -28,3 +29,17 @@ def test_version_and_help_load_no_heavy_library(argv: list[str]) -> None:
             "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
             f"    c.main({argv!r})")
     assert _loaded(f"exec({code!r})") == []
+
+
+def test_logs_loads_neither_the_engine_nor_lxml_psutil_requests_sqlite3(tmp_path: Path) -> None:
+    """``logs`` without ``--plugin`` reads the panel's log: not the state, not the engine.
+    (The panel classes still import the archive readers: ``mgr_agent.archive`` is left.)"""
+    log = tmp_path / "usr/local/mgr5/var/ispmgr.log"
+    log.parent.mkdir(parents=True)
+    log.write_text("".join(f"Nov 21 10:00:{i:02d} [1:1] demo INFO line {i}\n" for i in range(20)))
+    code = ("import contextlib, io, mgr_agent.cli as c\n"
+            "out = io.StringIO()\n"
+            "with contextlib.redirect_stdout(out):\n"
+            f"    assert c.main(['--root', {str(tmp_path)!r}, 'logs', '-n', '5']) == 0\n"
+            "assert out.getvalue().count('line') == 5, out.getvalue()")
+    assert _loaded(f"exec({code!r})", [m for m in HEAVY if m != "mgr_agent.archive"]) == []
