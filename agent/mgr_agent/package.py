@@ -23,10 +23,10 @@ from mgr_agent.errors import ChecksumMismatch, InvalidPackage
 from mgr_agent.fsutil import sha256_file
 from mgr_agent.limits import Limits
 from mgr_agent.shape import detect_layout, junk_root, summarize
-from mgr_agent.state import FileRow
 
 if TYPE_CHECKING:
     from mgr_agent.panels.base import Panel
+    from mgr_agent.state import FileRow
 
 FileKind = Literal["file", "data"]
 
