@@ -69,7 +69,7 @@ def context(layout: Layout, config: Config, runner: Runner) -> Context:
 
 
 def files_of(pkg: Package) -> Files:
-    return Files(pkg.source, pkg.prefix, names_of(pkg.source, pkg.prefix, pkg.panel), pkg.kept)
+    return Files(pkg.source, pkg.prefix, names_of(pkg.source, pkg.prefix, pkg.panel), pkg.inflated)
 
 
 def run(files: Files, panel: str, ctx: Context) -> list[Finding]:
