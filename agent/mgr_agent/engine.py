@@ -9,7 +9,10 @@ read-only commands.
 
 from __future__ import annotations
 
+import dataclasses
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from mgr_agent import checks, package, preflight, queries
@@ -22,9 +25,8 @@ from mgr_agent.fsutil import sha256_file
 from mgr_agent.hooks import hook_args
 from mgr_agent.layout import Layout
 from mgr_agent.package import Package
-from mgr_agent.panels import Panel, all_panels
-from mgr_agent.panels.ispmanager import debugconf
-from mgr_agent.panels.ispmanager.panel import log_names
+from mgr_agent.panels import Panel, all_panels, serving
+from mgr_agent.panels.base import CallAnswer, LogQuery, LogRecord
 from mgr_agent.planner import Change, Planner
 from mgr_agent.proc import Runner
 from mgr_agent.result import Result
@@ -120,7 +122,8 @@ class Engine:
         target = self.panel(pkg.panel)
         compatible = target.check_compatible(pkg)
         if op != "rollback":  # the retained archive was checked when it was installed
-            _, pkg.warnings = checks.validate(pkg, queries.check_context(self.ctx), strict=strict)
+            _, pkg.warnings = checks.validate(pkg, target, queries.check_context(self.ctx),
+                                              strict=strict)
         result = Result(action="planned", name=pkg.name, panel=pkg.panel, version=pkg.label,
                         warnings=list(pkg.warnings), notes=package.skip_notes(pkg))
         result.warnings += compatible
@@ -131,7 +134,7 @@ class Engine:
             empty = State(None)
             try:
                 fresh = Planner(self.layout, empty, target).install(pkg, None, reinstall=reinstall)
-                self._preflight(pkg, fresh)
+                _preflight(self.ctx, pkg, fresh)
             finally:
                 empty.close()
             if dry_run:
@@ -152,7 +155,7 @@ class Engine:
             else:
                 change = Planner(self.layout, state, target).install(pkg, installed,
                                                                      reinstall=reinstall)
-                self._preflight(pkg, change)
+                _preflight(self.ctx, pkg, change)
             result.warnings += change.warnings
             result.plan = plan_json(change.plan, pkg)
             if dry_run:
@@ -161,31 +164,14 @@ class Engine:
             result.action = {"rollback": "rolled_back"}.get(
                 op, "upgraded" if installed is not None else "installed")
             result.changed = True
-            now = time.time()
             tx = new_tx()
             edits = describe_edits(self.layout, change, result, tx)
-            commit = Commit(
-                tx=tx, panel=pkg.panel, name=pkg.name,
-                package=Installed(pkg.panel, pkg.name, pkg.version, pkg.release, pkg.content_hash,
-                                  archive_name(pkg), now, tx, pkg.meta, pkg.archive_sha256),
-                files=change.files, dirs=change.dirs, diversions_add=change.divert_add,
-                diversions_drop=change.divert_drop,
-                retain_previous=_retained(installed, now, tx)
-                if installed and installed.content_hash != pkg.content_hash else None,
-                drop_retained_hash=pkg.content_hash,
-                retain_versions=self.config.keep_versions, history={},
-            )
+            commit = _install_commit(pkg, change, installed, tx, self.config.keep_versions)
             args = hook_args((installed.version, installed.release) if installed else None)
             return run(self.ctx, state, Job(
                 op=op, panel=target, change=change, tx=tx, result=result, commit=commit,
                 installed=installed, pkg=pkg, hook_pkg=pkg, pre_hook="pre-install",
                 post_hook="post-install", hook_argv=args, edits=edits))
-
-    def _preflight(self, pkg: Package, change: Change) -> None:
-        stored = stored_path(self.layout, pkg)
-        archive_bytes = 0 if stored.exists() else sum(e.size for e in pkg.source.entries.values())
-        preflight.check(self.layout, change.plan, {t: s.size for t, s in pkg.files.items()},
-                        archive_bytes, self.config.free_space_margin)
 
     def uninstall(self, name: str, *, panel: str | None = None, purge: bool = False,
                   dry_run: bool = False, force: bool = False) -> Result:
@@ -238,11 +224,25 @@ class Engine:
 
     # ---------------------------------------------------------------- panel runtime
     def plugin_log_names(self, name: str) -> set[str]:
-        """Names by which the panel log mentions an ispmanager plugin: an installed one's
-        handlers and funcs too, else just its name (e.g. after a rolled-back install)."""
+        """Names by which the panel log mentions a plugin: an installed one's handlers and
+        funcs too, else just its name (e.g. after a rolled-back install)."""
+        panel = serving(self.panels, "logs")
         with self.access.reading() as state:
-            found = state.find(name, "ispmanager")
-        return log_names(found[0].name, found[0].meta) if found else {name}
+            found = state.find(name, panel.name)
+        return panel.log_names(found[0].name, found[0].meta) if found else {name}
+
+    def logs(self, query: LogQuery, plugin: str | None = None, *,
+             stop: threading.Event | None = None) -> Iterator[LogRecord]:
+        """``mgr-agent logs``: the panel log's records (``plugin``: only those naming it)."""
+        if plugin:
+            query = dataclasses.replace(query, plugin_names=frozenset(self.plugin_log_names(plugin)))
+        return serving(self.panels, "logs").log(query, stop=stop)
+
+    def call(self, func: str, params: dict[str, str], *, user: str, lang: str,
+             input_path: Path | None, timeout: float) -> CallAnswer:
+        """``mgr-agent call``: the panel's handler chain of ``func``, run and judged."""
+        return serving(self.panels, "call").call(func, params, user=user, lang=lang,
+                                                 input_path=input_path, timeout=timeout)
 
     def restart_core(self) -> Result:
         """Restart the panels' cores on their own (``mgr-agent restart-core``)."""
@@ -254,15 +254,14 @@ class Engine:
         return Result(action="restarted", changed=True, notes=notes)
 
     def debug(self, module: str | None, level: int | None, *, off: bool) -> Result:
-        """Set (or with ``off`` restore) a log level in ispmanager's etc/debug.conf."""
+        """Set (or with ``off`` restore) a log level of the panel (ispmanager's etc/debug.conf)."""
+        panel = serving(self.panels, "debug")
         with self.access.mutating("debug"):
-            conf = debugconf.DebugConf(self.layout.mgr / "etc/debug.conf",
-                                       self.layout.state_dir / "debug-saved.json")
-            changes = conf.restore() if off else conf.set(str(module), int(level or 0))
-            notes = [f"{self.layout.rel(conf.path)}: {c}" for c in changes]
+            changes = panel.debug(module, level, off=off)
+            notes = list(changes)
             if changes and self.restart:
-                notes += self.panel("ispmanager").restart(self.runner)
-        return Result(action="debug", changed=bool(changes), panel="ispmanager", notes=notes)
+                notes += panel.restart(self.runner)
+        return Result(action="debug", changed=bool(changes), panel=panel.name, notes=notes)
 
     # ---------------------------------------------------------------- read-only
     def check(self, path: Path, *, panel: str | None = None, sha256: str | None = None,
@@ -297,7 +296,27 @@ def _refuse_downgrade(pkg: Package, installed: Installed) -> None:
                                f"{installed.label}", installed=installed.label, offered=pkg.label)
 
 
-def _retained(installed: Installed, now: float, tx: str) -> RetainedVersion:
-    """The version being replaced, as the retained version a rollback returns to."""
-    return RetainedVersion(installed.panel, installed.name, installed.version, installed.release,
-                           installed.content_hash, installed.archive, now, tx)
+def _preflight(ctx: EngineContext, pkg: Package, change: Change) -> None:
+    stored = stored_path(ctx.layout, pkg)
+    archive_bytes = 0 if stored.exists() else sum(e.size for e in pkg.source.entries.values())
+    preflight.check(ctx.layout, change.plan, {t: s.size for t, s in pkg.files.items()},
+                    archive_bytes, ctx.config.free_space_margin)
+
+
+def _install_commit(pkg: Package, change: Change, installed: Installed | None, tx: str,
+                    retain_versions: int) -> Commit:
+    """What installing ``pkg`` writes at the commit point; the version it replaces (if its
+    content differs) is retained for rollback."""
+    now = time.time()
+    previous = None
+    if installed is not None and installed.content_hash != pkg.content_hash:
+        previous = RetainedVersion(installed.panel, installed.name, installed.version,
+                                   installed.release, installed.content_hash, installed.archive,
+                                   now, tx)
+    return Commit(
+        tx=tx, panel=pkg.panel, name=pkg.name,
+        package=Installed(pkg.panel, pkg.name, pkg.version, pkg.release, pkg.content_hash,
+                          archive_name(pkg), now, tx, pkg.meta, pkg.archive_sha256),
+        files=change.files, dirs=change.dirs, diversions_add=change.divert_add,
+        diversions_drop=change.divert_drop, retain_previous=previous,
+        drop_retained_hash=pkg.content_hash, retain_versions=retain_versions, history={})

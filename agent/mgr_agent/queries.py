@@ -111,7 +111,8 @@ def check(ctx: EngineContext, path: Path, panel: str | None, sha256: str | None,
                       error=exc, data={"findings": [f.to_dict() for f in found],
                                        "notes": check_ctx.notes})
     try:
-        found = checks.run(checks.files_of(pkg), pkg.panel, check_ctx)
+        checker = ctx.panel(pkg.panel)
+        found = checks.run(checks.files_of(pkg, checker), checker, check_ctx)
         warnings = checks.merge_warnings(pkg.warnings, found)
         bad = errors(found, strict=strict)
         error: AgentError | None = checks.refusal(bad, strict=strict) if bad else None

@@ -16,10 +16,12 @@ from pathlib import Path
 from mgr_agent import package
 from mgr_agent.context import EngineContext
 from mgr_agent.errors import AgentError
-from mgr_agent.fsutil import fsync_dir, rmdir_if_empty
+from mgr_agent.fsutil import AtomicWriter, rmdir_if_empty
 from mgr_agent.layout import Layout
 from mgr_agent.package import Package
 from mgr_agent.state import Installed, State
+
+COPY_CHUNK = 1024 * 1024
 
 
 def archive_name(pkg: Package) -> str:
@@ -32,28 +34,27 @@ def stored_path(layout: Layout, pkg: Package) -> Path:
 
 
 def store_archive(layout: Layout, pkg: Package) -> None:
-    """Put the package itself in the store (a folder is zipped) unless it is there."""
+    """Put the package itself in the store (a folder is zipped) unless it is there; the
+    file appears whole or not at all (:class:`AtomicWriter`)."""
     dest = stored_path(layout, pkg)
     if dest.exists():
         return
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + ".tmp")
-    if pkg.source.kind == "dir":
-        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+    with AtomicWriter(dest, 0o644) as out:
+        if pkg.source.kind != "dir":
+            with open(pkg.source.path, "rb") as src:
+                out.writelines(iter(lambda: src.read(COPY_CHUNK), b""))
+            return
+        with open(out.fileno(), "wb", closefd=False) as fh, \
+                zipfile.ZipFile(fh, "w", zipfile.ZIP_DEFLATED) as zf:
             for name, entry in sorted(pkg.source.entries.items()):
                 info = zipfile.ZipInfo(name)
                 info.external_attr = (0o100000 | entry.mode) << 16
                 info.create_system = 3
                 info.compress_type = zipfile.ZIP_DEFLATED
-                with zf.open(info, "w") as out:
+                with zf.open(info, "w") as member:
                     for chunk in pkg.source.chunks(name):
-                        out.write(chunk)
-    else:
-        shutil.copyfile(pkg.source.path, tmp)
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, dest)
-    fsync_dir(dest.parent)
+                        member.write(chunk)
 
 
 def open_stored(ctx: EngineContext, installed: Installed, warnings: list[str],
