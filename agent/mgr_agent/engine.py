@@ -92,8 +92,10 @@ class Engine:
         op: str = "install", strict: bool = False,
     ) -> Result:
         digest = sha256_file(path) if path.is_file() else None
-        if digest is not None and not reinstall and self.layout.db_file.exists():
-            same = self._same_archive(digest, panel, sha256)
+        if (digest is not None and not reinstall and self.layout.db_file.exists()
+                and (sha256 is None or digest == sha256.lower())):  # else load reports it
+            with self.access.reading() as state:
+                same = queries.same_archive(state, digest, panel)
             if same is not None:
                 return same
         pkg = self.ctx.load(path, panel, sha256, digest)
@@ -106,16 +108,22 @@ class Engine:
         finally:
             pkg.close()
 
-    def _same_archive(self, digest: str, panel: str | None, sha256: str | None) -> Result | None:
-        """``unchanged`` without reading the package when this very archive is installed."""
-        if sha256 is not None and digest != sha256.lower():
-            return None  # the full load reports the mismatch
-        with self.access.reading() as state:
-            found = state.by_archive(digest)
-        if found is None or (panel is not None and found.panel != panel):
-            return None
-        return Result(action="unchanged", name=found.name, panel=found.panel, version=found.label,
-                      previous_version=found.label)
+    def install_url(
+        self, url: str, *, panel: str | None = None, sha256: str | None = None,
+        dry_run: bool = False, allow_downgrade: bool = False, reinstall: bool = False,
+        strict: bool = False,
+    ) -> Result:
+        """``install https://…``: download (``--sha256`` required) into the agent's downloads
+        folder, install that file like any other, and discard it."""
+        from mgr_agent import download  # noqa: PLC0415 - requests only for a URL install
+
+        policy = download.Policy(max_bytes=self.config.limits.max_total_bytes)
+        fetched = download.fetch(url, sha256, self.layout, policy=policy, progress=self.progress)
+        try:
+            return self.install(fetched, panel=panel, sha256=sha256, dry_run=dry_run,
+                                allow_downgrade=allow_downgrade, reinstall=reinstall, strict=strict)
+        finally:
+            download.discard(fetched)
 
     def _install(self, pkg: Package, *, dry_run: bool, allow_downgrade: bool, reinstall: bool,
                  op: str, strict: bool = False) -> Result:
@@ -131,12 +139,7 @@ class Engine:
         if not self.layout.db_file.exists():
             # Nothing is installed on this root yet: find refusals (planted links, space,
             # read-only targets) before the lock and the state database are created.
-            empty = State(None)
-            try:
-                fresh = Planner(self.layout, empty, target).install(pkg, None, reinstall=reinstall)
-                _preflight(self.ctx, pkg, fresh)
-            finally:
-                empty.close()
+            fresh = _plan_without_state(self.ctx, pkg, target, reinstall)
             if dry_run:
                 result.warnings += fresh.warnings
                 result.plan = plan_json(fresh.plan, pkg)
@@ -301,6 +304,18 @@ def _preflight(ctx: EngineContext, pkg: Package, change: Change) -> None:
     archive_bytes = 0 if stored.exists() else sum(e.size for e in pkg.source.entries.values())
     preflight.check(ctx.layout, change.plan, {t: s.size for t, s in pkg.files.items()},
                     archive_bytes, ctx.config.free_space_margin)
+
+
+def _plan_without_state(ctx: EngineContext, pkg: Package, target: Panel,
+                        reinstall: bool) -> Change:
+    """The plan and preflight against an empty state, before anything is created."""
+    empty = State(None)
+    try:
+        change = Planner(ctx.layout, empty, target).install(pkg, None, reinstall=reinstall)
+        _preflight(ctx, pkg, change)
+    finally:
+        empty.close()
+    return change
 
 
 def _install_commit(pkg: Package, change: Change, installed: Installed | None, tx: str,

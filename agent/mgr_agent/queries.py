@@ -36,6 +36,16 @@ def installed(state: State, name: str, panel: str | None) -> Installed:
     return found[0]
 
 
+def same_archive(state: State, digest: str, panel: str | None) -> Result | None:
+    """``unchanged`` without reading the package when the archive with sha256 ``digest``
+    is what is installed (on ``panel``, if given)."""
+    found = state.by_archive(digest)
+    if found is None or (panel is not None and found.panel != panel):
+        return None
+    return Result(action="unchanged", name=found.name, panel=found.panel, version=found.label,
+                  previous_version=found.label)
+
+
 def listing(state: State) -> Result:
     counts = state.file_counts()
     rows = [{"name": pkg.name, "panel": pkg.panel, "version": pkg.label,
