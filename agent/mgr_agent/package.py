@@ -62,7 +62,8 @@ class Package:
     warnings: list[str] = field(default_factory=list)
     content_hash: str = ""
     archive_sha256: str = ""
-    kept: dict[str, bytes] = field(default_factory=dict, repr=False)
+    inflated: dict[str, bytes] = field(default_factory=dict, repr=False)
+    """Entries already inflated in memory by the verifying pass (source entry -> bytes)."""
     not_installed: list[str] = field(default_factory=list)
     """Entries the panel does not install (README, LICENSE ...), package-relative."""
     not_installed_why: str = "the panel does not use"
@@ -79,7 +80,7 @@ class Package:
         return self.prefix + name
 
     def chunks(self, spec: FileSpec) -> Iterator[bytes]:
-        data = self.kept.get(spec.entry)
+        data = self.inflated.get(spec.entry)
         if data is not None:
             return iter((data,))
         return self.source.chunks(spec.entry)
@@ -115,7 +116,7 @@ def _where(path: Path) -> tuple[str, str]:
     return f"the archive {path.name}", "DIR"
 
 
-# Inflated entries kept in memory from the verifying pass, so that staging does not read
+# Inflated entries held in memory from the verifying pass, so that staging does not read
 # and inflate them a second time: the smallest files first (per file, opening a member
 # costs more than inflating a few KB), up to a total, so that a large package is never
 # held in memory whole (the others are inflated again when staged).  With 16 MiB, a
@@ -146,12 +147,12 @@ def _hash_one(source: Source, name: str, keep: bool) -> tuple[str, bytes | None]
     return digest.hexdigest(), parts[0] if len(parts) == 1 else b"".join(parts)
 
 
-def _hash_entries(source: Source, names: list[str], kept: dict[str, bytes]) -> dict[str, str]:
+def _hash_entries(source: Source, names: list[str], inflated: dict[str, bytes]) -> dict[str, str]:
     """sha256 of the entries ``names``, on a few threads; the smallest leave their inflated
-    bytes in ``kept`` while the budget lasts (by size, then name: deterministic)."""
-    budget = MEMORY_BUDGET - sum(len(v) for v in kept.values())
+    bytes in ``inflated`` while the budget lasts (by size, then name: deterministic)."""
+    budget = MEMORY_BUDGET - sum(len(v) for v in inflated.values())
     keep: set[str] = set()
-    for size, name in sorted((source.entries[n].size, n) for n in names if n not in kept):
+    for size, name in sorted((source.entries[n].size, n) for n in names if n not in inflated):
         if size > KEEP_FILE or size > budget:
             break
         keep.add(name)
@@ -165,7 +166,7 @@ def _hash_entries(source: Source, names: list[str], kept: dict[str, bytes]) -> d
     for name, (digest, data) in zip(names, results, strict=True):
         hashes[name] = digest
         if data is not None:
-            kept[name] = data
+            inflated[name] = data
     return hashes
 
 
@@ -224,23 +225,24 @@ def load(
         where, install_path = _where(path)
         panel, prefix = detect_layout(set(source.entries), panels, panel_hint, where=where,
                                       install_path=install_path)
-        kept: dict[str, bytes] = {}
+        inflated: dict[str, bytes] = {}
         hashes: dict[str, str] = {}
         if verify:  # XML is refused before the panel reads any of it
             xml = sorted(n for n in source.entries if n.endswith(".xml") and n.startswith(prefix))
-            hashes = _hash_entries(source, xml, kept)
+            hashes = _hash_entries(source, xml, inflated)
             for name in xml:
-                data = kept.get(name)
+                data = inflated.get(name)
                 xmlsafe.parse(data if data is not None else b"".join(source.chunks(name)),
                               name[len(prefix):])
         pkg = panel.describe(source, prefix)
-        pkg.kept = kept
+        pkg.inflated = inflated
         if not verify:
             return pkg
         same = _installed_content(pkg, installed(panel.name, pkg.name) if installed else {})
         hashes |= same
         pkg.same = frozenset(same)
-        hashes |= _hash_entries(source, sorted(n for n in source.entries if n not in hashes), kept)
+        hashes |= _hash_entries(source, sorted(n for n in source.entries if n not in hashes),
+                                inflated)
         for spec in pkg.files.values():
             spec.sha256 = hashes[spec.entry]
         pkg.content_hash = content_hash(panel.name, pkg.name, source, hashes)

@@ -35,10 +35,10 @@ def test_a_large_package_is_not_held_in_memory(tmp_path: Path) -> None:
     zip_path = samples.write_zip(tree, tmp_path / "mem.zip")
     pkg = package.load(zip_path, _panels(tmp_path))
     try:
-        total = sum(len(data) for data in pkg.kept.values())
+        total = sum(len(data) for data in pkg.inflated.values())
         assert sum(len(data) for data, _ in extra.values()) > package.MEMORY_BUDGET + 8 * 2**20
         assert 0 < total <= package.MEMORY_BUDGET
-        assert all(len(data) <= package.KEEP_FILE for data in pkg.kept.values())
+        assert all(len(data) <= package.KEEP_FILE for data in pkg.inflated.values())
         for name, (data, _) in tree.items():
             spec = pkg.files.get(f"{MGR}/{name}")
             if spec is None:
@@ -46,7 +46,7 @@ def test_a_large_package_is_not_held_in_memory(tmp_path: Path) -> None:
             assert spec.sha256 == hashlib.sha256(data).hexdigest(), name
             assert spec.crc32 == zlib.crc32(data)
             assert b"".join(pkg.chunks(spec)) == data  # from memory or inflated again
-        assert not any(name.endswith(".bin") for name in pkg.kept)
+        assert not any(name.endswith(".bin") for name in pkg.inflated)
     finally:
         pkg.close()
 
@@ -81,7 +81,7 @@ def test_entries_the_manifest_holds_are_taken_from_it(tmp_path: Path) -> None:
         assert asked == [("ispmanager", "same")]
         entry = pkg.files[f"{MGR}/skins/common/img/same/f0.txt"].entry
         assert pkg.same == {entry}
-        assert entry not in pkg.kept
+        assert entry not in pkg.inflated
         assert pkg.files[f"{MGR}/skins/common/img/same/f0.txt"].sha256 == claimed
         for k in (1, 2, 3, 4):
             name = f"skins/common/img/same/f{k}.txt"
