@@ -1,5 +1,5 @@
-"""The `logs` rows: last 100 records of a big ispmgr.log against `tail -n 100`, and the CPU
-an idle `logs -f` uses."""
+"""The `logs` rows and the idle rows: a big ispmgr.log for `logs -n 100`, the CPU an idle
+`logs -f` uses, and an idle daemon's RSS and CPU with its notify socket drained."""
 
 from __future__ import annotations
 
@@ -46,7 +46,11 @@ def idle_follow_cpu(root: Path, seconds: float) -> float:
         return (end.user - start.user) + (end.system - start.system)
     finally:
         proc.terminate()
-        proc.wait(10)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
 
 
 class NotifySink:

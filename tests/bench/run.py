@@ -133,7 +133,7 @@ class Bench:
         self.work = work
         self.headline = 5_000 if 5_000 in self.sizes else self.sizes[0]
         self.biggest = self.sizes[-1]
-        self.big_reps = reps          # repetitions of the scaling group at the biggest size
+        self.big_reps = reps          # repetitions of the slowest groups: the biggest size, idle modes
         self.samples: dict[str, list[float]] = defaultdict(list)
         self.payloads = pl.Payloads(work / "payloads")
         self.trials = Trials(work, sys.executable)
@@ -251,7 +251,7 @@ class Bench:
                            lambda: t.dpkg(self.ctx["dpkg-isp"], "-r", pl.deb_name("ispmanager")))]
         modes: list[Member] = [
             (p + f"agent-install-{mode}", lambda mode=mode: self._agent_fresh(z["v1"], mode, mode))
-            for mode in self.modes if mode != self.default_mode]
+            for mode in self.modes if mode != self.default_mode and rep < self.big_reps]
         scaling: list[Member] = []
         for n, zip_path in self.other.items():
             if n == self.biggest and rep >= self.big_reps:
@@ -377,14 +377,14 @@ class Bench:
                     self.samples[name].append(seconds)
                     self.samples[name + "-writer-mbps"].append(window.mb_per_s)
                     self.samples[name + "-writer-stall"].append(window.max_stall)
-                # the writer alone, for as long as the last install took: its undisturbed rate
-                os.sync()
-                writer.wait_written(backlog)
-                start = time.monotonic()
-                writer.wait_written(int(seconds * self.writer_rate * MB))
-                alone = writer.window(start, time.monotonic())
-                self.samples["live/writer-alone-mbps"].append(alone.mb_per_s)
-                self.samples["live/writer-alone-stall"].append(alone.max_stall)
+            # the writer alone, for as long as the last install took: its undisturbed rate
+            os.sync()
+            writer.wait_written(backlog)
+            start = time.monotonic()
+            writer.wait_written(int(seconds * self.writer_rate * MB))
+            alone = writer.window(start, time.monotonic())
+            self.samples["live/writer-alone-mbps"].append(alone.mb_per_s)
+            self.samples["live/writer-alone-stall"].append(alone.max_stall)
         ring.unlink(missing_ok=True)
 
     # ------------------------------------------------------------ rows
@@ -511,7 +511,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         help="payload sizes in files, comma-separated (default %(default)s)")
     parser.add_argument("--reps", type=int, default=None, help="repetitions (default 5, 2 with --quick)")
     parser.add_argument("--big-reps", type=int, default=3,
-                        help="repetitions of the scaling group at the biggest size (default %(default)s)")
+                        help="repetitions of the slowest groups: the scaling group at the biggest size "
+                             "and the non-default durability modes (default %(default)s)")
     parser.add_argument("--live-reps", type=int, default=None,
                         help="repetitions of the live-server phase (default 2, 1 with --quick; 0: none)")
     parser.add_argument("--live-backlog", type=float, default=None, metavar="SECONDS",

@@ -171,11 +171,16 @@ class Trials:
         with subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                               env=self.env, cwd=REPO) as proc:
             assert proc.stderr is not None
-            for line in proc.stderr:
-                if mark is None and UNDO_MARK in line:
-                    mark = time.perf_counter()
-                lines.append(line)
-            rc = proc.wait(timeout=1800)
+            killer = threading.Timer(TIMEOUT, proc.kill)  # a hung command must not hang the bench
+            killer.start()
+            try:
+                for line in proc.stderr:
+                    if mark is None and UNDO_MARK in line:
+                        mark = time.perf_counter()
+                    lines.append(line)
+                rc = proc.wait()
+            finally:
+                killer.cancel()
         end = time.perf_counter()
         text = "".join(lines)
         if rc != 8 or mark is None or "rolled back" not in text:
