@@ -26,6 +26,8 @@ class Window:
     seconds: float
     written: int            # bytes
     max_stall: float        # longest single 1 MiB write, seconds
+    commits: int            # 4 KiB + fdatasync commits completed
+    max_commit: float       # slowest commit, seconds (one still waiting counts so far)
 
     @property
     def mb_per_s(self) -> float:
@@ -43,6 +45,8 @@ class Writer:
         self.times: list[float] = []
         self.totals: list[int] = []
         self.stalls: list[float] = []
+        self.commits: list[int] = []
+        self.commit_worst: list[float] = []
         self.changed = threading.Condition()
         self.proc: subprocess.Popen[str] | None = None
         self.reader: threading.Thread | None = None
@@ -72,11 +76,13 @@ class Writer:
     def _read(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
         for line in self.proc.stdout:
-            when, total, stall = line.split()
+            when, total, stall, commits, commit = line.split()
             with self.changed:
                 self.times.append(float(when))
                 self.totals.append(int(total))
                 self.stalls.append(float(stall))
+                self.commits.append(int(commits))
+                self.commit_worst.append(float(commit))
                 self.changed.notify_all()
         with self.changed:
             self.changed.notify_all()
@@ -97,7 +103,7 @@ class Writer:
                                    f"(exit {self.proc.poll() if self.proc else '?'})")
 
     def window(self, start: float, end: float) -> Window:
-        """The writer's bytes and longest stall between two ``time.monotonic()`` readings
+        """The writer's bytes, longest stall and slowest commit between two ``time.monotonic()`` readings
         (its lines come every 0.1 s: the window is taken between the lines around it)."""
         with self.changed:
             if not self.changed.wait_for(lambda: bool(self.times) and self.times[-1] >= end, 5.0):
@@ -105,9 +111,10 @@ class Writer:
             i = max(0, bisect.bisect_right(self.times, start) - 1)
             j = min(len(self.times) - 1, bisect.bisect_left(self.times, end))
             if j <= i:
-                return Window(0.0, 0, 0.0)
+                return Window(0.0, 0, 0.0, 0, 0.0)
             return Window(self.times[j] - self.times[i], self.totals[j] - self.totals[i],
-                          max(self.stalls[i + 1:j + 1], default=0.0))
+                          max(self.stalls[i + 1:j + 1], default=0.0),
+                          self.commits[j] - self.commits[i], max(self.commit_worst[i + 1:j + 1], default=0.0))
 
 
 def timed(writer: Writer, run: Callable[[], float]) -> tuple[float, Window]:

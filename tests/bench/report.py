@@ -267,8 +267,13 @@ def durability_markdown(durability: dict[str, Any]) -> str:
     what the background writer managed meanwhile."""
     rate = durability.get("writer_rate_mb", 0)
     lines = ["| installer | idle filesystem | live filesystem | live ÷ idle | "
-             f"writer during the install (asks {rate:g} MB/s) | writer's longest write |",
-             "|---|---|---|---|---|---|"]
+             f"other writer's rate (asks {rate:g} MB/s) | its slowest 1 MiB write | "
+             "its slowest commit (4 KiB + fdatasync) |",
+             "|---|---|---|---|---|---|---|"]
+
+    def opt(value: float | None) -> str:
+        return "—" if value is None else fmt_time(value)
+
     for entry in durability.get("entries", []):
         mode = entry["mode"]
         name = "`dpkg -i`" if mode == "dpkg" else f'mgr-agent, `mode = "{mode}"`'
@@ -277,14 +282,14 @@ def durability_markdown(durability: dict[str, Any]) -> str:
         idle, busy = entry.get("idle"), entry.get("live")
         ratio = f"{busy / idle:.2f}×" if idle and busy else "—"
         mbps = entry.get("writer_mbps")
-        stall = entry.get("writer_stall")
         lines.append(f"| {name} | {fmt_time(idle)} | {fmt_time(busy)} | {ratio} | "
                      f"{'—' if mbps is None else f'{mbps:.1f} MB/s'} | "
-                     f"{'—' if stall is None else fmt_time(stall)} |")
+                     f"{opt(entry.get('writer_stall'))} | {opt(entry.get('writer_commit'))} |")
     alone = durability.get("writer_alone_mbps")
     if alone is not None:
         lines.append(f"| (nothing: the writer alone) | — | — | — | {alone:.1f} MB/s | "
-                     f"{fmt_time(durability.get('writer_alone_stall'))} |")
+                     f"{opt(durability.get('writer_alone_stall'))} | "
+                     f"{opt(durability.get('writer_alone_commit'))} |")
     return "\n".join(lines)
 
 
@@ -339,7 +344,7 @@ def _settings(doc: dict[str, Any]) -> str:
     st, m, agent = doc["settings"], doc["machine"], doc["agent"]
     sizes = ", ".join(f"{n:,}" for n in st["sizes"])
     when = doc["generated_at"].replace("T", " ").removesuffix("+00:00") + " UTC"
-    reps = f"{st['reps']} repetitions"
+    reps = f"{st['reps']} repetition{'s' if st['reps'] != 1 else ''}"
     if len(st["sizes"]) > 1 and st.get("big_reps", st["reps"]) < st["reps"]:
         reps += f" ({st['big_reps']} at {st['sizes'][-1]:,} files)"
     dirty = m.get("dirty", {})
@@ -385,7 +390,7 @@ def render(doc: dict[str, Any], plot_name: str, source: str, template: str | Non
         "per_file": f"{line['per_file'] * 1000:.3f} ms" if line else "—",
         "writer_rate": f"{durability.get('writer_rate_mb', 0):g}",
         "backlog": f"{durability.get('backlog_seconds', 0):g}",
-        "live_reps": str(durability.get("reps", 0)),
+        "live_reps": f"{durability.get('reps', 0)} round{'s' if durability.get('reps') != 1 else ''}",
         "json": source,
     }
     text = TEMPLATE.read_text() if template is None else template

@@ -377,6 +377,7 @@ class Bench:
                     self.samples[name].append(seconds)
                     self.samples[name + "-writer-mbps"].append(window.mb_per_s)
                     self.samples[name + "-writer-stall"].append(window.max_stall)
+                    self.samples[name + "-writer-commit"].append(window.max_commit)
             # the writer alone, for as long as the last install took: its undisturbed rate
             os.sync()
             writer.wait_written(backlog)
@@ -385,6 +386,7 @@ class Bench:
             alone = writer.window(start, time.monotonic())
             self.samples["live/writer-alone-mbps"].append(alone.mb_per_s)
             self.samples["live/writer-alone-stall"].append(alone.max_stall)
+            self.samples["live/writer-alone-commit"].append(alone.max_commit)
         ring.unlink(missing_ok=True)
 
     # ------------------------------------------------------------ rows
@@ -465,13 +467,16 @@ class Bench:
                 "idle": report.median(s.get(idle)), "live": report.median(s.get(busy)),
                 "writer_mbps": report.median(s.get(busy + "-writer-mbps")),
                 "writer_stall": max(s.get(busy + "-writer-stall") or [0.0]) if s.get(busy) else None,
+                "writer_commit": max(s.get(busy + "-writer-commit") or [0.0]) if s.get(busy) else None,
                 "samples": {"idle": s.get(idle, []), "live": s.get(busy, []),
                             "writer_mbps": s.get(busy + "-writer-mbps", []),
-                            "writer_stall": s.get(busy + "-writer-stall", [])}})
+                            "writer_stall": s.get(busy + "-writer-stall", []),
+                            "writer_commit": s.get(busy + "-writer-commit", [])}})
         return {"modes": self.modes, "default": self.default_mode, "writer_rate_mb": self.writer_rate,
                 "backlog_seconds": self.live_backlog, "reps": self.live_reps, "files": h,
                 "writer_alone_mbps": report.median(s.get("live/writer-alone-mbps")),
                 "writer_alone_stall": max(s.get("live/writer-alone-stall") or [0.0]),
+                "writer_alone_commit": max(s.get("live/writer-alone-commit") or [0.0]),
                 "entries": entries}
 
     def document(self, rows: list[report.Row], argv: list[str], quick: bool) -> dict[str, Any]:

@@ -75,11 +75,11 @@ def test_the_page_and_the_plot_come_from_the_json(tmp_path: Path) -> None:
                              "plesk-5000/unzip", "plesk-5000/agent-install")]
     durability = {"modes": ["syncfs", "fsync"], "default": "syncfs", "writer_rate_mb": 50.0,
                   "backlog_seconds": 6.0, "reps": 2, "files": 5000, "writer_alone_mbps": 50.2,
-                  "writer_alone_stall": 0.001,
+                  "writer_alone_stall": 0.001, "writer_alone_commit": 0.004,
                   "entries": [{"mode": "syncfs", "default": True, "idle": 1.3, "live": 4.1,
-                               "writer_mbps": 31.0, "writer_stall": 0.8},
+                               "writer_mbps": 31.0, "writer_stall": 0.8, "writer_commit": 2.5},
                               {"mode": "dpkg", "default": False, "idle": 0.9, "live": 1.2,
-                               "writer_mbps": 49.5, "writer_stall": 0.01}]}
+                               "writer_mbps": 49.5, "writer_stall": 0.01, "writer_commit": None}]}
     doc = {"schema": 2, "generated_at": "2026-11-27T16:00:00+00:00", "command": ["--reps", "5"],
            "settings": {"sizes": [500, 5000, 20000], "reps": 5, "big_reps": 3, "headline_size": 5000,
                         "wall_seconds": 540.0},
@@ -96,9 +96,10 @@ def test_the_page_and_the_plot_come_from_the_json(tmp_path: Path) -> None:
     assert report.main(["--json", str(source), "--out", str(out)]) == 0
     page = out.read_text()
     assert report.markdown(rows) in page
-    assert ('| mgr-agent, `mode = "syncfs"` (default) | 1.30 s | 4.10 s | 3.15× | 31.0 MB/s | 800 ms |'
-            in page)
-    assert "| `dpkg -i` | 900 ms | 1.20 s | 1.33× | 49.5 MB/s | 10 ms |" in page
+    assert ('| mgr-agent, `mode = "syncfs"` (default) | 1.30 s | 4.10 s | 3.15× | 31.0 MB/s | 800 ms '
+            '| 2.50 s |' in page)
+    assert "| `dpkg -i` | 900 ms | 1.20 s | 1.33× | 49.5 MB/s | 10 ms | — |" in page
+    assert "| (nothing: the writer alone) | — | — | — | 50.2 MB/s | 1 ms | 4 ms |" in page
     assert "**300 ms**, plus **0.200 ms**" in page          # the fit, quoted in the text
     assert "**1 of 2 targets met, 1 missed**" in page     # unzip: 1.30 s / 0.60 s
     assert "5 repetitions (3 at 20,000 files)" in page
