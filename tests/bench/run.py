@@ -158,7 +158,7 @@ class Bench:
         h = self.headline
         log(f"building payloads in {self.payloads.cache} (cached between runs)")
         self.zips = {v: self.payloads.zip("plesk", h, v) for v in pl.VARIANTS}
-        self.isp = {v: self.payloads.zip("ispmanager", h, v) for v in ("v1", "v2", "v1b")}
+        self.isp = {v: self.payloads.zip("ispmanager", h, v) for v in pl.VARIANTS}
         self.other = {n: self.payloads.zip("plesk", n, "v1") for n in self.sizes if n != h}
         self.debs: dict[str, Path] = {}
         if self.have_dpkg:
@@ -211,17 +211,17 @@ class Bench:
         self.trials.dpkg(root, "-i", str(old), timed=False)
         return self.trials.dpkg(root, "-i", str(new))
 
-    def _rollback(self) -> dict[str, float]:
+    def _rollback(self, zips: dict[str, Path]) -> dict[str, float]:
         root = self.trials.agent_root("agent-rollback")
-        self.trials.install(root, self.zips["v1"], timed=False)
-        undo, total = self.trials.failing_upgrade(root, self.zips["v2fail"])
+        self.trials.install(root, zips["v1"], timed=False)
+        undo, total = self.trials.failing_upgrade(root, zips["v2fail"])
         return {"agent-rollback": undo, "agent-failed-upgrade": total}
 
-    def _manual_rollback(self) -> float:
+    def _manual_rollback(self, zips: dict[str, Path], name: str) -> float:
         root = self.trials.agent_root("agent-manual-rollback")
-        self.trials.install(root, self.zips["v1"], timed=False)
-        self.trials.install(root, self.zips["v2"], "upgraded", timed=False)
-        return self.trials.rollback(root, pl.PLESK_EXT)
+        self.trials.install(root, zips["v1"], timed=False)
+        self.trials.install(root, zips["v2"], "upgraded", timed=False)
+        return self.trials.rollback(root, name)
 
     def groups(self, rep: int) -> list[tuple[str, list[Member]]]:
         """What repetition ``rep`` runs, in order; members of a group are compared."""
@@ -276,13 +276,21 @@ class Bench:
             ("upgrade, every file changed", upgrade),
             ("upgrade, 1% changed",
              [(p + "agent-upgrade-1pct", lambda: self._agent_upgrade(z["v1"], z["v1b"]))]),
-            ("automatic rollback after a failing post-install", [(p + "rollback", self._rollback)]),
-            ("manual rollback", [(p + "agent-manual-rollback", self._manual_rollback)]),
+            ("automatic rollback after a failing post-install",
+             [(p + "rollback", lambda: self._rollback(z))]),
+            ("manual rollback",
+             [(p + "agent-manual-rollback", lambda: self._manual_rollback(z, pl.PLESK_EXT))]),
             ("durability modes, idle filesystem", modes),
             ("ispmanager plugin: fresh install", isp_fresh),
             ("ispmanager plugin: upgrade, every file changed", isp_upgrade),
+            ("ispmanager plugin: no-op reinstall",
+             [(q + "agent-noop", lambda: t.install(self.ctx["isp"], isp["v1"], "unchanged"))]),
             ("ispmanager plugin: upgrade, 1% changed",
              [(q + "agent-upgrade-1pct", lambda: self._agent_upgrade(isp["v1"], isp["v1b"]))]),
+            ("ispmanager plugin: automatic and manual rollback", [
+                (q + "rollback", lambda: self._rollback(isp)),
+                (q + "agent-manual-rollback", lambda: self._manual_rollback(isp, pl.ISP_PLUGIN)),
+            ] if rep < self.big_reps else []),
             ("scaling", scaling),
             *[("startup", startup)] * 3,
             ("logs -n 100", [
@@ -446,8 +454,19 @@ class Bench:
                              q + "dpkg-upgrade", q + "agent-upgrade", skip=no_dpkg),
             report.ratio_row("isp-upgrade-1pct", f"upgrade, 1% of files changed, {n} (ispmanager plugin)",
                              "mgr-agent fresh install", 0.2, s, isp_fresh, q + "agent-upgrade-1pct"),
+            report.ratio_row("isp-rollback", f"automatic rollback after a failing post-install, {n} "
+                             "(ispmanager plugin)", "mgr-agent fresh install", 0.3, s, isp_fresh,
+                             q + "agent-rollback",
+                             note="as for the Plesk extension (the post-install script exits 1); "
+                                  "whole failed command: "
+                                  + _fmt(report.median(s.get(q + "agent-failed-upgrade")))),
+            report.ratio_row("isp-manual-rollback", f"manual `rollback` after an upgrade, {n} "
+                             "(ispmanager plugin)", "mgr-agent fresh install", 0.5, s, isp_fresh,
+                             q + "agent-manual-rollback"),
             report.ratio_row("isp-uninstall-vs-dpkg", f"uninstall, {n} (ispmanager plugin)", "`dpkg -r`",
                              1.0, s, q + "dpkg-remove", q + "agent-uninstall", skip=no_dpkg),
+            report.wall_row("isp-noop", f"reinstall of identical content (no-op), {n} (ispmanager plugin)",
+                            0.150, s, q + "agent-noop"),
         ]
 
     def durability(self) -> dict[str, Any]:
