@@ -34,14 +34,25 @@ def build_log(root: Path, size: int) -> Path:
 
 
 def idle_follow_cpu(root: Path, seconds: float) -> float:
-    """CPU seconds (user + system) of ``mgr-agent logs -f`` over ``seconds`` of an idle log."""
+    """CPU seconds (user + system) of ``mgr-agent logs -f`` over ``seconds`` of an idle log,
+    from the moment it has printed the last record (its start-up is not idle time)."""
     proc = subprocess.Popen([sys.executable, "-m", "mgr_agent", "--root", str(root), "logs", "-f",
-                             "-n", "0"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             "-n", "1"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
-        time.sleep(1.0)  # start-up is not idle time
+        out = proc.stdout
+        assert out is not None
+        ready = threading.Event()
+
+        def first_line() -> None:
+            out.readline()
+            ready.set()
+
+        threading.Thread(target=first_line, daemon=True).start()
+        if not ready.wait(120):
+            raise RuntimeError("`logs -f` printed nothing in 120 s")
         watched = psutil.Process(proc.pid)
         start = watched.cpu_times()
-        time.sleep(seconds)
+        time.sleep(seconds)  # the measurement itself: idle time
         end = watched.cpu_times()
         return (end.user - start.user) + (end.system - start.system)
     finally:
