@@ -151,7 +151,6 @@ class Bench:
         self.ctx: dict[str, Path] = {}
         self.modes = durability_modes(work)
         self.default_mode = Config().durability
-        self.idle_daemon_note = ""
 
     # ------------------------------------------------------------ preparation
     def build(self) -> None:
@@ -406,6 +405,7 @@ class Bench:
             self.samples["live/writer-alone-stall"].append(alone.max_stall)
             self.samples["live/writer-alone-commit"].append(alone.max_commit)
         ring.unlink(missing_ok=True)
+        ring.with_name(ring.name + ".commit").unlink(missing_ok=True)
 
     # ------------------------------------------------------------ rows
     def rows(self) -> list[report.Row]:
