@@ -440,6 +440,23 @@ class Engine:
         finally:
             pkg.close()
 
+    def install_url(
+        self, url: str, *, panel: str | None = None, sha256: str | None = None,
+        dry_run: bool = False, allow_downgrade: bool = False, reinstall: bool = False,
+        strict: bool = False,
+    ) -> Result:
+        """``install https://…``: download (``--sha256`` required) into the agent's downloads
+        folder, install that file like any other, and discard it."""
+        from mgr_agent import download  # noqa: PLC0415 - requests only for a URL install
+
+        policy = download.Policy(max_bytes=self.config.limits.max_total_bytes)
+        fetched = download.fetch(url, sha256, self.layout, policy=policy, progress=self.progress)
+        try:
+            return self.install(fetched, panel=panel, sha256=sha256, dry_run=dry_run,
+                                allow_downgrade=allow_downgrade, reinstall=reinstall, strict=strict)
+        finally:
+            download.discard(fetched)
+
     def _same_archive(self, digest: str, panel: str | None, sha256: str | None) -> Result | None:
         """``unchanged`` without reading the package when this very archive is installed."""
         if sha256 is not None and digest != sha256.lower():

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -119,7 +120,8 @@ def pack(directory: Path, dest_dir: Path | None, engine: Engine, *, panel: str |
                          hint="report this as a bug with the source tree")
     notes = [f"the plugin lies in {prefix} of {directory}"] if prefix else []
     notes += [n for n in checked.notes if n.startswith("skipped")]
+    found = checked.data.get("findings", []) if isinstance(checked.data, Mapping) else []
     return Result(action="packed", changed=True, name=checked.name, panel=kind, version=checked.version,
                   warnings=checked.warnings, notes=[f"wrote {out} ({count} files, sha256 {digest})", *notes],
                   data={"path": str(out), "files": count, "sha256": digest,
-                        "findings": (checked.data or {}).get("findings", [])})
+                        "findings": found})

@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from mgr_agent import xmlsafe
-from mgr_agent.archive import Limits, Source, open_source
+from mgr_agent.archive import Source, open_source
 from mgr_agent.errors import ChecksumMismatch, InvalidPackage
 from mgr_agent.fsutil import sha256_file
+from mgr_agent.limits import Limits
 from mgr_agent.shape import detect_layout, junk_root, summarize
 
 if TYPE_CHECKING:
