@@ -133,7 +133,7 @@ class Bench:
         self.work = work
         self.headline = 5_000 if 5_000 in self.sizes else self.sizes[0]
         self.biggest = self.sizes[-1]
-        self.big_reps = reps          # repetitions of the slowest groups: the biggest size, idle modes
+        self.big_reps = reps          # repetitions of the secondary groups (see --big-reps)
         self.samples: dict[str, list[float]] = defaultdict(list)
         self.payloads = pl.Payloads(work / "payloads")
         self.trials = Trials(work, sys.executable)
@@ -232,11 +232,14 @@ class Bench:
         upgrade: list[Member] = [(p + "agent-upgrade",
                                   lambda: self._agent_upgrade(z["v1"], z["v2"], p + "agent-upgrade-rss"))]
         isp_upgrade: list[Member] = [(q + "agent-upgrade", lambda: self._agent_upgrade(isp["v1"], isp["v2"]))]
+        big = rep < self.big_reps  # the secondary groups run fewer repetitions
         uninstall: list[Member] = [
             (p + "agent-uninstall",
-             lambda: t.agent(self.ctx["agent"], "uninstall", pl.PLESK_EXT, action="removed")[0]),
-            (q + "agent-uninstall",
-             lambda: t.agent(self.ctx["isp"], "uninstall", pl.ISP_PLUGIN, action="removed")[0])]
+             lambda: t.agent(self.ctx["agent"], "uninstall", pl.PLESK_EXT, action="removed")[0])]
+        if big:
+            uninstall.append((q + "agent-uninstall",
+                              lambda: t.agent(self.ctx["isp"], "uninstall", pl.ISP_PLUGIN,
+                                              action="removed")[0]))
         if self.have_unzip:
             fresh.append((p + "unzip", lambda: t.unzip(z["v1"])))
             isp_fresh.append((q + "unzip", lambda: t.unzip(isp["v1"])))
@@ -245,15 +248,17 @@ class Bench:
             isp_fresh.append((q + "dpkg-install", lambda: self._dpkg_fresh(d["isp-v1"], "dpkg-isp")))
             upgrade.append((p + "dpkg-upgrade", lambda: self._dpkg_upgrade(d["v1"], d["v2"])))
             isp_upgrade.append((q + "dpkg-upgrade", lambda: self._dpkg_upgrade(d["isp-v1"], d["isp-v2"])))
-            uninstall += [(p + "dpkg-remove", lambda: t.dpkg(self.ctx["dpkg"], "-r", pl.deb_name("plesk"))),
-                          (q + "dpkg-remove",
-                           lambda: t.dpkg(self.ctx["dpkg-isp"], "-r", pl.deb_name("ispmanager")))]
+            uninstall.append((p + "dpkg-remove",
+                              lambda: t.dpkg(self.ctx["dpkg"], "-r", pl.deb_name("plesk"))))
+            if big:
+                uninstall.append((q + "dpkg-remove",
+                                  lambda: t.dpkg(self.ctx["dpkg-isp"], "-r", pl.deb_name("ispmanager"))))
         modes: list[Member] = [
             (p + f"agent-install-{mode}", lambda mode=mode: self._agent_fresh(z["v1"], mode, mode))
-            for mode in self.modes if mode != self.default_mode and rep < self.big_reps]
+            for mode in self.modes if mode != self.default_mode and big]
         scaling: list[Member] = []
         for n, zip_path in self.other.items():
-            if n == self.biggest and rep >= self.big_reps:
+            if n == self.biggest and not big:
                 continue
             scaling.append((f"plesk-{n}/agent-install",
                             lambda zp=zip_path: self._agent_fresh(zp, "scaling")))
@@ -278,18 +283,18 @@ class Bench:
             ("automatic rollback after a failing post-install",
              [(p + "rollback", lambda: self._rollback(z))]),
             ("manual rollback",
-             [(p + "agent-manual-rollback", lambda: self._manual_rollback(z, pl.PLESK_EXT))]),
+             [(p + "agent-manual-rollback", lambda: self._manual_rollback(z, pl.PLESK_EXT))] if big else []),
             ("durability modes, idle filesystem", modes),
             ("ispmanager plugin: fresh install", isp_fresh),
-            ("ispmanager plugin: upgrade, every file changed", isp_upgrade),
+            ("ispmanager plugin: upgrade, every file changed", isp_upgrade if big else []),
             ("ispmanager plugin: no-op reinstall",
-             [(q + "agent-noop", lambda: t.install(self.ctx["isp"], isp["v1"], "unchanged"))]),
+             [(q + "agent-noop", lambda: t.install(self.ctx["isp"], isp["v1"], "unchanged"))] if big else []),
             ("ispmanager plugin: upgrade, 1% changed",
-             [(q + "agent-upgrade-1pct", lambda: self._agent_upgrade(isp["v1"], isp["v1b"]))]),
+             [(q + "agent-upgrade-1pct", lambda: self._agent_upgrade(isp["v1"], isp["v1b"]))] if big else []),
             ("ispmanager plugin: automatic and manual rollback", [
                 (q + "rollback", lambda: self._rollback(isp)),
                 (q + "agent-manual-rollback", lambda: self._manual_rollback(isp, pl.ISP_PLUGIN)),
-            ] if rep < self.big_reps else []),
+            ] if big else []),
             ("scaling", scaling),
             *[("startup", startup)] * 3,
             ("logs -n 100", [
@@ -545,8 +550,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         help="payload sizes in files, comma-separated (default %(default)s)")
     parser.add_argument("--reps", type=int, default=None, help="repetitions (default 5, 2 with --quick)")
     parser.add_argument("--big-reps", type=int, default=3,
-                        help="repetitions of the slowest groups: the scaling group at the biggest size "
-                             "and the non-default durability modes (default %(default)s)")
+                        help="repetitions of the secondary groups: the scaling group at the biggest size, "
+                             "the non-default durability modes, the manual rollback and the ispmanager "
+                             "rows but its fresh install (default %(default)s)")
     parser.add_argument("--live-reps", type=int, default=None,
                         help="repetitions of the live-server phase (default 2, 1 with --quick; 0: none)")
     parser.add_argument("--live-backlog", type=float, default=None, metavar="SECONDS",
