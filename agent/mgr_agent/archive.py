@@ -65,7 +65,7 @@ def _corrupt(name: str, exc: BaseException) -> UnsafeArchive:
 
 
 def sanitize_mode(mode: int) -> int:
-    """Permission bits kept from an archive: no setuid/setgid/sticky, no group/other write."""
+    """Permission bits taken from an archive: no setuid/setgid/sticky, no group/other write."""
     return mode & 0o755
 
 

@@ -81,7 +81,7 @@ def write_zip(pkg: package.Package, panel: Panel, dest: Path, skip: set[str]) ->
             info.create_system = 3  # Unix: the mode below is read back by unzip and install
             info.external_attr = (0o100000 | modes[name]) << 16
             info.compress_type = zipfile.ZIP_DEFLATED
-            data = pkg.kept.get(where[name])
+            data = pkg.inflated.get(where[name])
             zf.writestr(info, data if data is not None else b"".join(pkg.source.chunks(where[name])),
                         compresslevel=LEVEL)
             count += 1
