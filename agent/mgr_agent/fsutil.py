@@ -141,6 +141,29 @@ def rename_noreplace(src: str, dst: str) -> None:
     raise OSError(err, os.strerror(err), dst)
 
 
+RENAME_EXCHANGE = 2
+
+
+def renameat2(src: str, dst: str, flags: int) -> None:
+    """``renameat2(2)`` with ``flags``; an OSError carrying the errno on failure
+    (EINVAL, ENOSYS or EOPNOTSUPP where the filesystem or the kernel lacks the flag)."""
+    if _c().renameat2(AT_FDCWD, os.fsencode(src), AT_FDCWD, os.fsencode(dst), flags) == 0:
+        return
+    err = ctypes.get_errno()
+    raise OSError(err, os.strerror(err), src, None, dst)
+
+
+def rename_exchange(a: str, b: str) -> None:
+    """Swap the entries ``a`` and ``b`` (files or directories, on one filesystem)
+    atomically: ``renameat2(RENAME_EXCHANGE)``.  There is no fallback: a filesystem
+    without it fails with EINVAL (or ENOSYS, EOPNOTSUPP) and the caller switches file by
+    file instead."""
+    renameat2(a, b, RENAME_EXCHANGE)
+
+
+UNSUPPORTED = (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP)
+
+
 def sync_filesystems(paths: Iterable[Path]) -> None:
     """Make all data and metadata on the filesystems holding ``paths`` durable.
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from mgr_agent.fsutil import fsync_dir, makedirs_durable
 
 PHASES = ("begin", "staged", "switching", "switched")
 REGISTER = "register"  # written before the panel's registry (Plesk's) is changed; not a phase
+SWITCH_DIR = "switch-dir"  # written before a whole-directory switch (or its per-file fallback); not a phase
 
 
 def _line(record: dict[str, Any]) -> bytes:
@@ -34,6 +35,7 @@ class Replay:
     phase: str
     torn: str | None
     registered: bool = False  # the panel's registry may have been changed
+    dirs: dict[int, dict[str, Any]] = field(default_factory=dict)  # switch-dir records by "k"
 
     @property
     def tx(self) -> str:
@@ -50,6 +52,7 @@ class Journal:
         self._new = True
         self.phase = ""
         self.registered = False
+        self.dirs: dict[int, dict[str, Any]] = {}
 
     def write(self, record: dict[str, Any]) -> None:
         os.write(self._fd, _line(record))
@@ -59,6 +62,8 @@ class Journal:
             self._new = False
         if record.get("type") == REGISTER:
             self.registered = True
+        elif record.get("type") == SWITCH_DIR:
+            self.dirs[int(record["k"])] = record
         else:
             self.phase = str(record.get("type", ""))
 
@@ -81,6 +86,7 @@ def replay(path: Path) -> Replay:
     begin: dict[str, Any] | None = None
     phase = ""
     registered = False
+    dirs: dict[int, dict[str, Any]] = {}
     torn: str | None = None
     if tail:
         torn = f"an unterminated last record of {len(tail)} bytes"
@@ -108,7 +114,10 @@ def replay(path: Path) -> Replay:
         if kind == REGISTER:
             registered = True
             continue
+        if kind == SWITCH_DIR:
+            dirs[int(record["k"])] = record
+            continue
         if kind not in PHASES:
             raise StateCorrupt(f"{path}: unknown record type {kind!r} at line {index + 1}")
         phase = str(kind)
-    return Replay(path=path, begin=begin, phase=phase, torn=torn, registered=registered)
+    return Replay(path=path, begin=begin, phase=phase, torn=torn, registered=registered, dirs=dirs)
