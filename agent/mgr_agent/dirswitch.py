@@ -117,7 +117,9 @@ def choose(layout: Layout, plan: Plan, candidates: Iterable[str], known: set[str
                 continue
             plan.dirs.append(DirOp(len(plan.dirs), top, "create"))
             continue
-        if not stat.S_ISDIR(st.st_mode) or _known_tree(str(live), prefix, known) is None:
+        if not stat.S_ISDIR(st.st_mode) or os.lstat(live.parent).st_dev != st.st_dev:
+            continue  # a mount point cannot be renamed: its files are switched one by one
+        if _known_tree(str(live), prefix, known) is None:
             continue
         if not (count["add"] or count["replace"] or links):
             plan.dirs.append(DirOp(len(plan.dirs), top, "remove"))

@@ -251,6 +251,11 @@ def _source(c: Call) -> str | None:
     return None
 
 
+def _ends(c: Call) -> tuple[str, str]:
+    """Both paths of a rename."""
+    return (c.path(0), c.path(1)) if c.name == "rename" else (c.path(1, 0), c.path(3, 2))
+
+
 def _tree(trace: Trace, path: str) -> str | None:
     """The staged directory tree ``path`` lies in, if any."""
     m = re.match(rf"^(.*/\.mga-{trace.tx}-d\d+\.new)/", path)
@@ -310,8 +315,7 @@ def check_commit_order(trace: Trace, mode: str, *, removes_only: bool = False) -
         assert k, body
         tree = re.compile(rf"/\.mga-{trace.tx}-d{k.group(1)}\.(new|old)$")
         moves = [c for c in trace.calls if c.name in ("rename", "renameat", "renameat2")
-                 and c.index > record.index and (tree.search(c.path(0) if c.name == "rename" else c.path(1, 0))
-                                                 or tree.search(c.path(1) if c.name == "rename" else c.path(3, 2)))]
+                 and c.index > record.index and any(tree.search(p) for p in _ends(c))]
         assert moves, f"switch-dir record {k.group(1)}: no rename of its tree"
         assert trace.synced_after(record).index < moves[0].index < switched.index, \
             f"directory {k.group(1)} switched before its switch-dir record was durable"

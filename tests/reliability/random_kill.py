@@ -46,7 +46,10 @@ State = tuple[list[tuple[str, str, str, int]], dict[str, Any] | None]
 Tree = samples.Tree
 
 # what the journal said when the agent was killed (before recovery), in order
-PHASES = ("before-begin", "begin", "staged", "switching", "switched", "committed", "cleaned-up")
+# "switching-dirs": killed in the switch after a directory's switch-dir record (a directory
+# switched whole, or about to be)
+PHASES = ("before-begin", "begin", "staged", "switching", "switching-dirs", "switched", "committed",
+          "cleaned-up")
 
 
 # ---------------------------------------------------------------- packages
@@ -296,6 +299,8 @@ def _phase_at_kill(root: Path) -> str:
         rep = replay(logs[-1])
     except StateCorrupt as exc:  # a real finding: recovery will refuse
         return f"corrupt journal: {exc}"
+    if rep.phase == "switching" and rep.dirs:
+        return "switching-dirs"
     return rep.phase or "before-begin"
 
 
