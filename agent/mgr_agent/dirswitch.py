@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import shutil
 import stat
 from collections.abc import Iterable
@@ -72,6 +73,26 @@ class DirOp:
 
 
 # ---------------------------------------------------------------- choosing (planner)
+def mounts_in(path: str) -> list[str]:
+    """Mount points at or below directory ``path`` (this process's /proc/self/mountinfo):
+    a directory holding one cannot be moved as a whole without moving the mount with it."""
+    real = os.path.realpath(path)
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as fh:
+            lines = fh.read().splitlines()
+    except OSError:
+        return []
+    found = []
+    for line in lines:
+        fields = line.split(" ")
+        if len(fields) < 5:
+            continue
+        point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])
+        if point == real or point.startswith(real + "/"):
+            found.append(point)
+    return found
+
+
 def _known_tree(top: str, prefix: str, known: set[str]) -> int | None:
     """How many files of the old version the live directory ``top`` (root-relative
     ``prefix``) holds, or None when it holds anything else: a file no version shipped, a
@@ -119,7 +140,7 @@ def choose(layout: Layout, plan: Plan, candidates: Iterable[str], known: set[str
             continue
         if not stat.S_ISDIR(st.st_mode) or os.lstat(live.parent).st_dev != st.st_dev:
             continue  # a mount point cannot be renamed: its files are switched one by one
-        if _known_tree(str(live), prefix, known) is None:
+        if _known_tree(str(live), prefix, known) is None or mounts_in(str(live)):
             continue
         if not (count["add"] or count["replace"] or links):
             plan.dirs.append(DirOp(len(plan.dirs), top, "remove"))
@@ -378,6 +399,7 @@ class DirSwitch:
             if d.how == "remove":
                 continue
             tree, live = self.staged_tree(d), self.live(d)
+            self._no_mounts(d)
             self._write({"k": d.k, "path": d.path, "how": d.how, "staged": _ino(tree),
                          "live": _ino(live)})
             faults.point("before-switch-dir")
@@ -396,6 +418,7 @@ class DirSwitch:
             if d.how != "remove":
                 continue
             live = self.live(d)
+            self._no_mounts(d)
             self._write({"k": d.k, "path": d.path, "how": d.how, "staged": None,
                          "live": _ino(live)})
             faults.point("before-switch-dir")
@@ -406,6 +429,15 @@ class DirSwitch:
             except OSError as exc:
                 raise self._failed(d, exc) from exc
             faults.point("mid-switch")
+
+    def _no_mounts(self, d: DirOp) -> None:
+        """Refuse to move a directory that something was mounted in since the plan was made."""
+        found = mounts_in(self.live(d)) if d.how != "create" else []
+        if found:
+            raise SwitchFailed(
+                f"cannot replace {self.live(d)}: {found[0]} is a mount point inside it",
+                path=self.live(d), hint="a directory with a mount inside is switched file by file "
+                "when the mount is there before the command; the previous version was restored")
 
     def _failed(self, d: DirOp, exc: OSError) -> SwitchFailed:
         live = self.live(d)
