@@ -4,7 +4,7 @@ VENV   ?= .venv
 APT_PACKAGES = python3-venv python3-dev php-cli libsystemd-dev pkg-config zip unzip strace e2fsprogs util-linux systemd-container debootstrap openssh-server
 STAMP  = $(VENV)/.installed
 
-.PHONY: all deps venv demo test lint ansible-lint unit integration clean bench reliability
+.PHONY: all deps venv demo test lint ansible-lint unit quick integration system clean bench reliability
 
 # Ansible tools run with a home of their own (caches) and this checkout's collection.
 ANSIBLE_ENV = PATH=$(CURDIR)/$(VENV)/bin:$$PATH HOME=$(CURDIR)/$(VENV)/ansible-home ANSIBLE_COLLECTIONS_PATH=$(CURDIR)/deploy NO_COLOR=1
@@ -48,10 +48,18 @@ test: venv lint
 	$(VENV)/bin/python -m pytest -q tests
 
 unit: venv
-	$(VENV)/bin/python -m pytest -q tests/unit
+	$(VENV)/bin/python -m pytest -q -m "not slow" tests/unit
+
+# unit + integration without the long crash and fault runs (marker `slow`)
+quick: venv
+	$(VENV)/bin/python -m pytest -q -m "not slow" tests/unit tests/integration
 
 integration: venv
 	$(VENV)/bin/python -m pytest -q tests/integration
+
+# real systemd in an nspawn container, the Ansible role on a plain distribution (root)
+system: venv
+	$(VENV)/bin/python -m pytest -q tests/system
 
 bench: venv
 	$(VENV)/bin/python -m tests.bench.run

@@ -6,9 +6,10 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.waits import wait_for_file
 
 
 @dataclass
@@ -71,10 +72,11 @@ LogLevel VERBOSE
     log = work / "sshd.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen([binary, "-D", "-e", "-f", str(config)], stdout=out, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + timeout
-    while b"Server listening" not in log.read_bytes():   # its own line says it is ready
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"sshd did not start: {log.read_text()}")
-        time.sleep(0.02)
+    try:                                                 # its own line says it is ready
+        wait_for_file(log, lambda text: b"Server listening" in text, what="sshd to listen",
+                      timeout=timeout, alive=lambda: proc.poll() is None)
+    except AssertionError as exc:
+        proc.kill()
+        proc.wait()
+        raise RuntimeError(f"sshd did not start ({exc}): {log.read_text()}") from None
     return Sshd(port, key, proc, log)

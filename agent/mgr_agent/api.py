@@ -18,7 +18,6 @@ from __future__ import annotations
 import array
 import contextlib
 import errno
-import io
 import json
 import logging
 import os
@@ -436,33 +435,6 @@ def package_path(request: Request) -> Path:
     if here is not None and (here.st_dev, here.st_ino) == (sent.st_dev, sent.st_ino):
         return path
     return Path(f"/proc/self/fd/{request.fds[0]}")
-
-
-class EventWriter(io.TextIOBase):
-    """A text stream for ``logtail.run_logs(as_json=True)``: each line becomes a record event;
-    ``stop`` is set when the client is gone."""
-
-    def __init__(self, channel: Channel, stop: threading.Event) -> None:
-        super().__init__()
-        self.channel = channel
-        self.stop = stop
-        self.buf = ""
-
-    def isatty(self) -> bool:
-        return False
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, text: str) -> int:
-        self.buf += text
-        while "\n" in self.buf:
-            line, self.buf = self.buf.split("\n", 1)
-            if line:
-                self.channel.emit({"event": "record", "record": json.loads(line)})
-        if not self.channel.alive:
-            self.stop.set()     # the client is gone: the follow loop ends
-        return len(text)
 
 
 def watch_hangup(conn: socket.socket, stop: threading.Event, also: threading.Event) -> None:

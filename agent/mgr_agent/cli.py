@@ -20,7 +20,10 @@ from mgr_agent.layout import Layout
 from mgr_agent.result import Result
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from mgr_agent.engine import Engine
+    from mgr_agent.panels.base import LogRecord
 
 log = logging.getLogger("mgr_agent")
 
@@ -470,10 +473,8 @@ def _metrics(args: argparse.Namespace) -> int:
 
 def _streaming(args: argparse.Namespace, as_json: bool) -> int:
     """``logs`` and ``call`` print as they go instead of returning one result."""
-    # imported here: keeps the other commands' start fast
-    from mgr_agent.engine import Engine  # noqa: PLC0415
-    from mgr_agent.panels.ispmanager import callchain  # noqa: PLC0415
-    from mgr_agent.panels.ispmanager import logs as logtail  # noqa: PLC0415
+    from mgr_agent.engine import Engine  # noqa: PLC0415 - keeps the other commands' start fast
+    from mgr_agent.panels.base import LogQuery  # noqa: PLC0415
 
     layout = Layout.at(getattr(args, "root", "/"))
     try:
@@ -484,12 +485,12 @@ def _streaming(args: argparse.Namespace, as_json: bool) -> int:
                 if not sep:
                     raise UsageError(f"--param {item!r}: expected KEY=VALUE")
                 params[key] = value
-            return callchain.run_call_command(layout, args.func, params, user=args.user,
-                                             lang=args.lang, input_path=args.input,
-                                             as_json=as_json, out=sys.stdout, timeout=args.timeout)
-        names = Engine(layout).plugin_log_names(args.plugin) if args.plugin else None
-        return logtail.run_logs(layout, n=args.n, follow=args.follow, plugin_names=names,
-                                level=args.level, since=args.since, as_json=as_json, out=sys.stdout)
+            answer = Engine(layout).call(args.func, params, user=args.user, lang=args.lang,
+                                         input_path=args.input, timeout=args.timeout)
+            print(json.dumps(answer.to_json()) if as_json else answer.text())
+            return answer.exit_code
+        query = LogQuery(n=args.n, follow=args.follow, level=args.level, since=args.since)
+        return _print_records(Engine(layout).logs(query, args.plugin), as_json, args.follow)
     except AgentError as exc:
         result = Result(action="failed", name=getattr(args, "plugin", None), error=exc)
         if as_json:
@@ -497,6 +498,24 @@ def _streaming(args: argparse.Namespace, as_json: bool) -> int:
         else:
             print(_render(result, _Terminal(sys.stderr, enabled=False)), file=sys.stderr)
         return result.exit_code
+
+
+def _print_records(records: Iterator[LogRecord], as_json: bool, follow: bool) -> int:
+    """Log records one a line, as text (coloured on a terminal) or JSON; flushed one by one
+    when following. Ctrl-C ends a follow quietly; a closed pipe (``| head``) too."""
+    colour = not as_json and sys.stdout.isatty() and "NO_COLOR" not in os.environ
+    try:
+        for rec in records:
+            sys.stdout.write((json.dumps(rec.to_json(), ensure_ascii=False) if as_json
+                              else rec.text(colour)) + "\n")
+            if follow:
+                sys.stdout.flush()
+        sys.stdout.flush()
+    except KeyboardInterrupt:
+        pass
+    except BrokenPipeError:
+        return _closed_pipe()
+    return 0
 
 
 def _unexpected(exc: Exception, command: str) -> AgentError:

@@ -34,6 +34,7 @@ from mgr_agent.lateroots import LateRoots
 from mgr_agent.layout import Layout
 from mgr_agent.lock import Lock
 from mgr_agent.notify import Notifier, listen_fds
+from mgr_agent.panels.base import LogQuery
 from mgr_agent.result import Result
 
 log = logging.getLogger("mgr_agent.daemon")
@@ -328,12 +329,12 @@ class Daemon:
             threading.Thread(target=api.watch_hangup, args=(channel.conn, stop, self.stop),
                              daemon=True).start()
         try:
-            names = Engine(self.layout).plugin_log_names(args["plugin"]) if args.get("plugin") else None
-            from mgr_agent.panels.ispmanager import logs  # noqa: PLC0415
-
-            logs.run_logs(self.layout, n=args.get("n"), follow=bool(args.get("follow")),
-                             plugin_names=names, level=args.get("level"), since=args.get("since"),
-                             as_json=True, out=api.EventWriter(channel, stop), stop=stop)  # type: ignore[arg-type]
+            query = LogQuery(n=args.get("n"), follow=bool(args.get("follow")),
+                             level=args.get("level"), since=args.get("since"))
+            for record in Engine(self.layout).logs(query, args.get("plugin"), stop=stop):
+                channel.emit({"event": "record", "record": record.to_json()})
+                if not channel.alive:
+                    stop.set()  # the client is gone: the follow loop ends
         except AgentError as exc:
             return Result(action="failed", name=args.get("plugin"), error=exc)
         finally:

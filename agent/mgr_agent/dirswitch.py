@@ -36,14 +36,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from mgr_agent import faults
 from mgr_agent.errors import SwitchFailed
-from mgr_agent.fsutil import (
-    RENAME_NOREPLACE,
-    UNSUPPORTED,
-    fsync_dir,
-    rename_exchange,
-    renameat2,
-)
+from mgr_agent.fsutil import UNSUPPORTED, fsync_dir, rename_exchange
 from mgr_agent.layout import Layout
+from mgr_agent.libc import RENAME_NOREPLACE, renameat2
 from mgr_agent.wal import SWITCH_DIR, Journal, replay
 
 if TYPE_CHECKING:

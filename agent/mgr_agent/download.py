@@ -18,7 +18,7 @@ import re
 import socket
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -27,6 +27,7 @@ import requests
 from urllib3.exceptions import NameResolutionError
 
 from mgr_agent.errors import ChecksumMismatch, DownloadFailed, UsageError
+from mgr_agent.fsutil import write_atomic
 from mgr_agent.layout import Layout
 
 SHA256 = re.compile(r"[0-9a-fA-F]{64}")
@@ -141,24 +142,24 @@ def _attempt(session: requests.Session, url: str, dest: Path, policy: Policy,
             raise DownloadFailed(f"{url}: {int(length)} bytes is over the limit of {policy.max_bytes}")
         progress(f"downloading {url}" + (f" ({int(length)} bytes)" if length.isdigit() else ""))
         digest = hashlib.sha256()
-        size = 0
-        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "wb") as out:
+
+        def body() -> Iterator[bytes]:
+            size = 0
             try:
                 for chunk in resp.iter_content(policy.chunk):
                     size += len(chunk)
                     if size > policy.max_bytes:
                         raise DownloadFailed(f"{url}: more than the limit of {policy.max_bytes} bytes")
                     digest.update(chunk)
-                    out.write(chunk)
+                    yield chunk
             except (requests.ConnectionError, requests.Timeout) as exc:
                 raise _Transient(f"{exc.__class__.__name__} after {size} bytes: {exc}") from exc
             except requests.RequestException as exc:
                 raise DownloadFailed(f"{url}: {exc}") from exc
-            out.flush()
-            os.fsync(out.fileno())
-        if length.isdigit() and size != int(length):
-            raise _Transient(f"got {size} of {length} bytes")
+            if length.isdigit() and size != int(length):
+                raise _Transient(f"got {size} of {length} bytes")
+
+        write_atomic(dest, body(), 0o600)   # a failed attempt leaves no partial file
         return digest.hexdigest()
 
 

@@ -7,8 +7,10 @@ after the journal's begin record undoes everything that was done.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
+import threading
 import time
 import uuid
 import zipfile
@@ -39,9 +41,8 @@ from mgr_agent.hooks import HookRun, hook_args, run_hook
 from mgr_agent.layout import Layout
 from mgr_agent.lock import Lock
 from mgr_agent.package import Package
-from mgr_agent.panels import Panel, all_panels
-from mgr_agent.panels.ispmanager import debugconf
-from mgr_agent.panels.ispmanager.panel import log_names
+from mgr_agent.panels import Panel, all_panels, serving
+from mgr_agent.panels.base import CallAnswer, LogQuery, LogRecord
 from mgr_agent.planner import Change, Planner, verify_flags
 from mgr_agent.proc import Runner
 from mgr_agent.result import Result
@@ -455,7 +456,7 @@ class Engine:
         panel = self.panel(pkg.panel)
         compatible = panel.check_compatible(pkg)
         if op != "rollback":  # the kept archive was checked when it was installed
-            _, pkg.warnings = checks.validate(pkg, self._check_context(), strict=strict)
+            _, pkg.warnings = checks.validate(pkg, panel, self._check_context(), strict=strict)
         result = Result(action="planned", name=pkg.name, panel=pkg.panel, version=pkg.label,
                         warnings=list(pkg.warnings), notes=package.skip_notes(pkg))
         result.warnings += compatible
@@ -636,11 +637,25 @@ class Engine:
         self.last_recovered = done
 
     def plugin_log_names(self, name: str) -> set[str]:
-        """Names by which the panel log mentions an ispmanager plugin: an installed one's
-        handlers and funcs too, else just its name (e.g. after a rolled-back install)."""
+        """Names by which the panel log mentions a plugin: an installed one's handlers and
+        funcs too, else just its name (e.g. after a rolled-back install)."""
+        panel = serving(self.panels, "logs")
         with self._reading() as state:
-            found = state.find(name, "ispmanager")
-        return log_names(found[0].name, found[0].meta) if found else {name}
+            found = state.find(name, panel.name)
+        return panel.log_names(found[0].name, found[0].meta) if found else {name}
+
+    def logs(self, query: LogQuery, plugin: str | None = None, *,
+             stop: threading.Event | None = None) -> Iterator[LogRecord]:
+        """``mgr-agent logs``: the panel log's records (``plugin``: only those naming it)."""
+        if plugin:
+            query = dataclasses.replace(query, plugin_names=frozenset(self.plugin_log_names(plugin)))
+        return serving(self.panels, "logs").log(query, stop=stop)
+
+    def call(self, func: str, params: dict[str, str], *, user: str, lang: str,
+             input_path: Path | None, timeout: float) -> CallAnswer:
+        """``mgr-agent call``: the panel's handler chain of ``func``, run and judged."""
+        return serving(self.panels, "call").call(func, params, user=user, lang=lang,
+                                                 input_path=input_path, timeout=timeout)
 
     def restart_core(self) -> Result:
         """Restart the panels' cores on their own (``mgr-agent restart-core``)."""
@@ -652,15 +667,14 @@ class Engine:
         return Result(action="restarted", changed=True, notes=notes)
 
     def debug(self, module: str | None, level: int | None, *, off: bool) -> Result:
-        """Set (or with ``off`` restore) a log level in ispmanager's etc/debug.conf."""
+        """Set (or with ``off`` restore) a log level of the panel (ispmanager's etc/debug.conf)."""
+        panel = serving(self.panels, "debug")
         with self._mutating("debug"):
-            conf = debugconf.DebugConf(self.layout.mgr / "etc/debug.conf",
-                                       self.layout.state_dir / "debug-saved.json")
-            changes = conf.restore() if off else conf.set(str(module), int(level or 0))
-            notes = [f"{self.layout.rel(conf.path)}: {c}" for c in changes]
+            changes = panel.debug(module, level, off=off)
+            notes = list(changes)
             if changes and self.restart:
-                notes += self.panel("ispmanager").restart(self.runner)
-        return Result(action="debug", changed=bool(changes), panel="ispmanager", notes=notes)
+                notes += panel.restart(self.runner)
+        return Result(action="debug", changed=bool(changes), panel=panel.name, notes=notes)
 
     def _check_context(self) -> checks.Context:
         return checks.context(self.layout, self.config, self.runner)
@@ -683,7 +697,8 @@ class Engine:
                           error=exc, data={"findings": [f.to_dict() for f in found],
                                            "notes": ctx.notes})
         try:
-            found = checks.run(checks.files_of(pkg), pkg.panel, ctx)
+            checker = self.panel(pkg.panel)
+            found = checks.run(checks.files_of(pkg, checker), checker, ctx)
             warnings = checks.merge_warnings(pkg.warnings, found)
             bad = errors(found, strict=strict)
             error: AgentError | None = checks.refusal(bad, strict=strict) if bad else None

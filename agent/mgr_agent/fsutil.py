@@ -7,15 +7,17 @@ directory is fsynced after the rename so that the new name survives power loss.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import errno
 import hashlib
 import os
+import secrets
 import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from types import TracebackType
+from typing import Literal
 
+from mgr_agent import libc
 from mgr_agent.errors import Conflict
 
 CHUNK = 1 << 20
@@ -64,18 +66,121 @@ def fsync_dirs(paths: Iterable[Path]) -> None:
 
 
 def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Replace ``path`` with ``data``: temp file, fsync, rename, fsync the directory."""
+    """Replace ``path`` with ``data``: temp file, fsync, rename, fsync the directory.
+    Missing parent directories are created."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
-    try:
-        os.write(fd, data)
-        os.fchmod(fd, mode)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
+    write_atomic(path, (data,), mode)
+
+
+Sync = Literal["now", "deferred"]
+
+
+class AtomicWriter:
+    """Replace ``path`` with what is written inside the ``with`` block, atomically.
+
+    A temp file in the same directory (created with ``O_EXCL``, so never through a
+    symlink), the chunks written to it, its mode (and owner) set, then ``fsync``, rename
+    over ``path``, ``fsync`` of the directory. Readers see the old file or the new one,
+    never a mix. ``sync="deferred"`` skips both fsyncs for a caller who makes a whole
+    batch durable later with :func:`sync_filesystems` before relying on it. On any
+    exception in the block (or while finishing) the temp file is removed and ``path``
+    is left as it was. The directory is opened once; every step is relative to it.
+
+    Like borg's ``SaveFile`` and pip's ``adjacent_tmp_file``.
+    """
+
+    def __init__(self, path: str | Path, mode: int = 0o644, *, sync: Sync = "now",
+                 owner: tuple[int, int] | None = None) -> None:
+        self.path = Path(path)
+        self.mode = mode
+        self.sync = sync
+        self.owner = owner
+        self.tmp_name = ""
+        self._dir_fd = -1
+        self._fd = -1
+
+    def __enter__(self) -> AtomicWriter:
+        self._dir_fd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            while True:
+                self.tmp_name = f".{self.path.name}.{secrets.token_hex(4)}.tmp"
+                try:
+                    self._fd = os.open(self.tmp_name, _CREATE_NEW, 0o600, dir_fd=self._dir_fd)
+                    break
+                except FileExistsError:
+                    continue
+        except BaseException:
+            os.close(self._dir_fd)
+            raise
+        return self
+
+    def write(self, data: bytes | memoryview) -> None:
+        """Write all of ``data`` (looping over short writes)."""
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(self._fd, view) :]
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, str(self.path)) from exc
+
+    def writelines(self, chunks: Iterable[bytes]) -> None:
+        for chunk in chunks:
+            self.write(chunk)
+
+    def fileno(self) -> int:
+        """The temp file's descriptor, for a writer that needs a real (seekable) file, e.g.
+        ``open(out.fileno(), "wb", closefd=False)``; close that before the block ends."""
+        return self._fd
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        try:
+            if exc_type is None:
+                self._commit()
+        except BaseException:
+            self._discard()
+            raise
+        else:
+            if exc_type is not None:
+                self._discard()
+        finally:
+            os.close(self._dir_fd)
+
+    def _commit(self) -> None:
+        fd, self._fd = self._fd, -1
+        try:
+            if self.owner is not None and self.owner != (os.geteuid(), os.getegid()):
+                os.fchown(fd, *self.owner)
+            os.fchmod(fd, self.mode)
+            if self.sync == "now":
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(self.tmp_name, self.path.name,
+                   src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd)
+        self.tmp_name = ""
+        if self.sync == "now":
+            os.fsync(self._dir_fd)
+
+    def _discard(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        if self.tmp_name:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.tmp_name, dir_fd=self._dir_fd)
+            self.tmp_name = ""
+
+
+_CREATE_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def write_atomic(path: str | Path, chunks: Iterable[bytes], mode: int = 0o644, *,
+                 sync: Sync = "now", owner: tuple[int, int] | None = None) -> None:
+    """Replace ``path`` with the concatenation of ``chunks`` (streamed, never all in memory)
+    through an :class:`AtomicWriter`."""
+    with AtomicWriter(path, mode, sync=sync, owner=owner) as out:
+        out.writelines(chunks)
 
 
 def write_new(path: str | Path, chunks: Iterable[bytes], mode: int, *, sync: bool = True,
@@ -104,53 +209,19 @@ def write_new(path: str | Path, chunks: Iterable[bytes], mode: int, *, sync: boo
         os.close(fd)
 
 
-_libc: ctypes.CDLL | None = None
-
-
-def _c() -> ctypes.CDLL:
-    """libc, for the calls Python's os module lacks (syncfs, renameat2); loaded once."""
-    global _libc  # noqa: PLW0603 - loaded on first use
-    if _libc is None:
-        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    return _libc
-
-
-def _syncfs(fd: int) -> None:
-    if _c().syncfs(fd) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-
-
-AT_FDCWD = -100
-RENAME_NOREPLACE = 1
-
-
 def rename_noreplace(src: str, dst: str) -> None:
     """Rename ``src`` to ``dst`` atomically, failing with EEXIST if ``dst`` exists.
 
     ``renameat2(RENAME_NOREPLACE)``; where the filesystem lacks it, ``link`` + ``unlink``
     (which also refuses an existing ``dst``).
     """
-    if _c().renameat2(AT_FDCWD, os.fsencode(src), AT_FDCWD, os.fsencode(dst), RENAME_NOREPLACE) == 0:
-        return
-    err = ctypes.get_errno()
-    if err in (errno.ENOSYS, errno.EINVAL):
+    try:
+        libc.renameat2(src, dst, libc.RENAME_NOREPLACE)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSYS, errno.EINVAL):
+            raise
         os.link(src, dst, follow_symlinks=False)
         os.unlink(src)
-        return
-    raise OSError(err, os.strerror(err), dst)
-
-
-RENAME_EXCHANGE = 2
-
-
-def renameat2(src: str, dst: str, flags: int) -> None:
-    """``renameat2(2)`` with ``flags``; an OSError carrying the errno on failure
-    (EINVAL, ENOSYS or EOPNOTSUPP where the filesystem or the kernel lacks the flag)."""
-    if _c().renameat2(AT_FDCWD, os.fsencode(src), AT_FDCWD, os.fsencode(dst), flags) == 0:
-        return
-    err = ctypes.get_errno()
-    raise OSError(err, os.strerror(err), src, None, dst)
 
 
 def rename_exchange(a: str, b: str) -> None:
@@ -158,7 +229,7 @@ def rename_exchange(a: str, b: str) -> None:
     atomically: ``renameat2(RENAME_EXCHANGE)``.  There is no fallback: a filesystem
     without it fails with EINVAL (or ENOSYS, EOPNOTSUPP) and the caller switches file by
     file instead."""
-    renameat2(a, b, RENAME_EXCHANGE)
+    libc.renameat2(a, b, libc.RENAME_EXCHANGE)
 
 
 UNSUPPORTED = (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP)
@@ -181,7 +252,7 @@ def sync_filesystems(paths: Iterable[Path]) -> None:
             dev = os.fstat(fd).st_dev
             if dev not in seen:
                 seen.add(dev)
-                _syncfs(fd)
+                libc.syncfs(fd)
         finally:
             os.close(fd)
 

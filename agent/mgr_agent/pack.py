@@ -11,21 +11,20 @@ to 0644/0755, one compression level, so the same tree gives the same bytes.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mgr_agent import checks, package
+from mgr_agent import package
 from mgr_agent.archive import open_source
 from mgr_agent.errors import AgentError, UsageError
-from mgr_agent.layout import MGR_REL
+from mgr_agent.fsutil import AtomicWriter
 from mgr_agent.result import Result
 from mgr_agent.shape import detect_layout, find_plugins
 
 if TYPE_CHECKING:
     from mgr_agent.engine import Engine
+    from mgr_agent.panels.base import Panel
 
 EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip can hold
 LEVEL = 9
@@ -53,52 +52,38 @@ def plugin_folder(directory: Path, engine: Engine, panel: str | None) -> tuple[s
     return chosen.name, prefix
 
 
-def entries(pkg: package.Package) -> dict[str, int]:
+def entries(pkg: package.Package, panel: Panel) -> dict[str, int]:
     """Zip name -> mode, in the panel's canonical layout."""
-    source, prefix = pkg.source, pkg.prefix
-    if pkg.panel != "ispmanager":
-        return {n[len(prefix):]: normal_mode(e.mode) for n, e in source.entries.items()
-                if n.startswith(prefix)}
-    out = {spec.target.removeprefix(MGR_REL + "/"): normal_mode(spec.mode) for spec in pkg.files.values()}
-    out |= {f"scripts/{hook}": normal_mode(source.entries[entry].mode) for hook, entry in pkg.hooks.items()}
-    # other files at the top describe the package (VERSION, README, LICENSE): kept, never
-    # installed; folders the flat layout does not install are left out (in the MGR layout
-    # they would be installed)
-    used = {spec.entry for spec in pkg.files.values()} | set(pkg.hooks.values())
-    out |= {n[len(prefix):]: 0o644 for n in source.entries
-            if n.startswith(prefix) and "/" not in n[len(prefix):] and n not in used}
-    return out
+    modes = panel.pack_modes(pkg)
+    if modes is None:
+        modes = {n[len(pkg.prefix):]: e.mode for n, e in pkg.source.entries.items()
+                 if n.startswith(pkg.prefix)}
+    return {name: normal_mode(mode) for name, mode in modes.items()}
 
 
-def sources_of(pkg: package.Package) -> dict[str, str]:
+def sources_of(pkg: package.Package, panel: Panel) -> dict[str, str]:
     """Zip name -> source entry (the inverse of the mapping install applies)."""
-    return checks.names_of(pkg.source, pkg.prefix, pkg.panel)
+    return panel.check_names(pkg.source, pkg.prefix)
 
 
-def write_zip(pkg: package.Package, dest: Path, skip: set[str]) -> tuple[int, str]:
+def write_zip(pkg: package.Package, panel: Panel, dest: Path, skip: set[str]) -> tuple[int, str]:
     """Write the reproducible zip atomically; (entries, sha256)."""
-    modes = entries(pkg)
-    where = sources_of(pkg)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    modes = entries(pkg, panel)
+    where = sources_of(pkg, panel)
     count = 0
-    try:
-        with os.fdopen(fd, "wb") as fh, zipfile.ZipFile(fh, "w") as zf:
-            for name in sorted(modes):
-                if name in skip:
-                    continue
-                info = zipfile.ZipInfo(name, date_time=EPOCH)
-                info.create_system = 3  # Unix: the mode below is read back by unzip and install
-                info.external_attr = (0o100000 | modes[name]) << 16
-                info.compress_type = zipfile.ZIP_DEFLATED
-                data = pkg.kept.get(where[name])
-                zf.writestr(info, data if data is not None else b"".join(pkg.source.chunks(where[name])),
-                            compresslevel=LEVEL)
-                count += 1
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with (AtomicWriter(dest, 0o644) as out, open(out.fileno(), "wb", closefd=False) as fh,
+          zipfile.ZipFile(fh, "w") as zf):
+        for name in sorted(modes):
+            if name in skip:
+                continue
+            info = zipfile.ZipInfo(name, date_time=EPOCH)
+            info.create_system = 3  # Unix: the mode below is read back by unzip and install
+            info.external_attr = (0o100000 | modes[name]) << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            data = pkg.kept.get(where[name])
+            zf.writestr(info, data if data is not None else b"".join(pkg.source.chunks(where[name])),
+                        compresslevel=LEVEL)
+            count += 1
     digest = hashlib.sha256(dest.read_bytes()).hexdigest()
     return count, digest
 
@@ -118,13 +103,13 @@ def pack(directory: Path, dest_dir: Path | None, engine: Engine, *, panel: str |
         return checked
     pkg = package.load(folder, engine.panels, panel_hint=kind, limits=engine.config.limits)
     try:
-        base = f"{pkg.name}-{pkg.version}" + (f"-{pkg.release}" if pkg.panel == "plesk" else "")
+        base = f"{pkg.name}-{pkg.version}" + (f"-{pkg.release}" if pkg.release else "")
         out_dir = (dest_dir or Path.cwd()).absolute()
         out_dir.mkdir(parents=True, exist_ok=True)
         out = out_dir / f"{base}.zip"
         # a zip written into the tree it packs is not packed the next time
         inside = out.relative_to(folder).as_posix() if out.is_relative_to(folder) else None
-        count, digest = write_zip(pkg, out, {inside} if inside else set())
+        count, digest = write_zip(pkg, engine.panel(pkg.panel), out, {inside} if inside else set())
     finally:
         pkg.close()
     again = engine.check(out, panel=kind)

@@ -7,13 +7,12 @@ is a bad request, and a client that meets a full daemon waits and gets through."
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,10 @@ from tests.integration.test_daemon import (
 )
 
 start = test_daemon.start  # the daemon fixture, shared
-needs_setpriv = pytest.mark.skipif(os.geteuid() != 0 or SETPRIV is None, reason="needs root and setpriv")
+
+
+def needs_setpriv(test: Callable[..., None]) -> Callable[..., None]:
+    return pytest.mark.root(pytest.mark.skipif(SETPRIV is None, reason="needs setpriv")(test))
 
 
 @pytest.fixture

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import io
 import json
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from mgr_agent import xmlsafe
+from mgr_agent.config import Config
 from mgr_agent.errors import HandlerError, NotFound, UsageError
 from mgr_agent.layout import Layout
+from mgr_agent.panels import all_panels, serving
 from mgr_agent.panels.ispmanager import callchain
 from mgr_agent.proc import Runner
 from mgr_agent.sandbox.samples import ispmanager_files, write_dir
@@ -45,11 +45,13 @@ def layout(root: Path) -> Layout:
     return lay
 
 
-def call(layout: Layout, func: str = FUNC, *, as_json: bool = False, **kw: Any) -> tuple[int, str]:
-    out = io.StringIO()
-    params = kw.pop("params", {})
-    rc = callchain.run_call_command(layout, func, params, out=out, as_json=as_json, **kw)
-    return rc, out.getvalue()
+def call(layout: Layout, func: str = FUNC, *, as_json: bool = False, params: dict[str, str] | None = None,
+         user: str = "root", lang: str = "en", input_path: Path | None = None,
+         timeout: float = callchain.DEFAULT_TIMEOUT) -> tuple[int, str]:
+    """``mgr-agent call`` through the panel interface, rendered as the CLI renders it."""
+    panel = serving(all_panels(layout, Config()), "call")
+    answer = panel.call(func, params or {}, user=user, lang=lang, input_path=input_path, timeout=timeout)
+    return answer.exit_code, (json.dumps(answer.to_json()) if as_json else answer.text()) + "\n"
 
 
 def test_exampleplugin_get_shows_the_form(layout: Layout) -> None:

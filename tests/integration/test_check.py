@@ -21,9 +21,11 @@ from typing import Any
 
 import pytest
 
-from mgr_agent import png, scaffold
+from mgr_agent import png
 from mgr_agent.engine import Engine
 from mgr_agent.layout import Layout
+from mgr_agent.panels.ispmanager.skeleton import ispmanager_tree
+from mgr_agent.panels.plesk.skeleton import plesk_tree
 from mgr_agent.sandbox.samples import Tree, write_dir, write_zip
 from tests.helpers import REPO, cli
 from tests.integration.test_hostile_input import ARCHIVE_CASES, XML_CASES
@@ -39,11 +41,11 @@ PRIVATE_KEY = (b"-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG
 
 
 def plesk_good() -> Tree:
-    return scaffold.plesk_tree(EXT)
+    return plesk_tree(EXT)
 
 
 def isp_good() -> Tree:
-    return scaffold.ispmanager_tree(ISP)
+    return ispmanager_tree(ISP)
 
 
 def image(width: int, height: int, rgba: tuple[int, int, int, int] = (0, 0, 0, 0)) -> bytes:

@@ -9,7 +9,6 @@ the holder.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import itertools
 import json
@@ -24,6 +23,7 @@ import pytest
 
 from mgr_agent.sandbox import samples
 from tests.helpers import cli, leftovers, snapshot
+from tests.waits import wait_for_lock
 
 STATE = "var/lib/mgr-agent"
 
@@ -151,17 +151,6 @@ def test_twenty_concurrent_commands_serialise_and_agree(root: Path, pkgs: Path) 
     print(f"20 concurrent commands in {elapsed:.1f} s")
 
 
-def _holds_lock(root: Path, proc: subprocess.Popen[str], timeout: float = 30) -> bool:
-    lock = root / STATE / "lock"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and proc.poll() is None:
-        with contextlib.suppress(OSError):
-            if f'"pid": {proc.pid},' in lock.read_text():
-                return True
-        time.sleep(0.005)
-    return False
-
-
 def test_wait_zero_on_held_lock_fails_fast_and_names_holder(root: Path, pkgs: Path) -> None:
     """Complements test_crash's ``--wait 0`` case: other commands, human output, a bounded
     wait, read-only commands unaffected, and the holder finishing normally afterwards."""
@@ -173,7 +162,7 @@ def test_wait_zero_on_held_lock_fails_fast_and_names_holder(root: Path, pkgs: Pa
     before = snapshot(root)
     holder = _popen(root, "install", str(slow))
     try:
-        assert _holds_lock(root, holder), "the holder never took the lock"
+        wait_for_lock(root, holder.pid, alive=lambda: holder.poll() is None)
         for argv in (("uninstall", "quick-ext", "--wait", "0"), ("recover", "--wait", "0")):
             t0 = time.monotonic()
             busy = cli(root, *argv)

@@ -31,6 +31,7 @@ from mgr_agent import api
 from mgr_agent.sandbox.samples import ispmanager_files, write_zip
 from tests.helpers import Run, cli, leftovers, unprivileged_python
 from tests.helpers import snapshot as tree_snapshot
+from tests.waits import Feed, LineReader, wait_for_file, wait_for_lock
 
 MGR = "usr/local/mgr5"
 GID = 64123                      # a group that needs no /etc/group entry: setpriv --groups=GID
@@ -60,7 +61,7 @@ class Daemon:
     def __init__(self, root: Path, work: Path, *, watchdog_usec: int | None = None,
                  env: dict[str, str] | None = None, group: str = str(GID)) -> None:
         self.root = root
-        self.messages: list[tuple[float, str]] = []
+        self.messages: Feed[tuple[float, str]] = Feed()
         work.mkdir(parents=True, exist_ok=True)
         self.notify_path = work / f"notify-{time.monotonic_ns()}.sock"
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -89,17 +90,24 @@ class Daemon:
                 return
             self.messages.append((time.monotonic(), data.decode()))
 
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
     def wait_for(self, needle: str, timeout: float = 30, after: int = 0) -> int:
         """Index of the first datagram (from ``after``) containing ``needle``."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for i, (_, text) in enumerate(self.messages[after:], after):
-                if needle in text:
-                    return i
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.02)
-        raise AssertionError(f"no {needle!r} from the daemon; got {self.messages}; log:\n{self.output()}")
+        try:
+            return self.messages.wait_for_item(lambda m: needle in m[1], after=after, timeout=timeout,
+                                               what=f"{needle!r} from the daemon", alive=self.alive)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; log:\n{self.output()}") from None
+
+    def pings(self) -> list[float]:
+        return [t for t, text in self.messages if text == "WATCHDOG=1"]
+
+    def wait_for_log(self, needle: str, timeout: float = 30) -> None:
+        """Until the daemon's own output holds ``needle``."""
+        wait_for_file(self.log_path, lambda content: needle.encode() in content,
+                      what=f"{needle!r} in the daemon's log", timeout=timeout, alive=self.alive)
 
     def ready(self) -> Daemon:
         self.wait_for("READY=1")
@@ -177,9 +185,9 @@ def test_ready_status_and_watchdog_cadence(root: Path, start: Any) -> None:
     assert d.wait_for("STATUS=recovering") < ready, "recovery is reported before ready"
     fields = dict(line.split("=", 1) for line in d.messages[ready][1].splitlines())
     assert fields["STATUS"].startswith("ready, serving ") and fields["MAINPID"] == str(d.proc.pid)
-    time.sleep(3.2)
-    pings = [t for t, text in d.messages if text == "WATCHDOG=1"]
-    assert len(pings) >= 5, d.messages
+    d.messages.wait_until(lambda ms: sum(text == "WATCHDOG=1" for _, text in ms) >= 6,
+                          what="6 watchdog pings", timeout=15, alive=d.alive)
+    pings = d.pings()
     gaps = sorted(b - a for a, b in itertools.pairwise(pings))
     median = gaps[len(gaps) // 2]
     assert 0.35 <= median <= 0.7, f"pings every {gaps}, expected about half of 1 s"
@@ -192,12 +200,12 @@ def test_watchdog_stops_when_the_main_loop_hangs(root: Path, start: Any) -> None
     # the main loop turns every 0.25 s with a 1 s watchdog: it hangs on its 8th turn (~2 s)
     d = start(root, watchdog_usec=1_000_000, env={"MGR_AGENT_FAULT": "daemon-hang:8=hang"})
     d.ready()
-    time.sleep(6)
+    d.wait_for_log("not pinging the watchdog")
+    assert len(d.pings()) >= 2, "it pinged while healthy"
+    seen = len(d.messages)
+    assert d.messages.stays_without(lambda m: m[1] == "WATCHDOG=1", within=2.5, after=seen), \
+        "no ping once the main loop is stuck"
     assert d.proc.poll() is None, "the daemon hangs, it does not exit"
-    pings = [t for t, text in d.messages if text == "WATCHDOG=1"]
-    assert len(pings) >= 2, "it pinged while healthy"
-    assert time.monotonic() - pings[-1] > 2.0, "no ping once the main loop is stuck"
-    assert "not pinging the watchdog" in d.output()
 
 
 def test_sighup_reloads_agent_toml(root: Path, start: Any) -> None:
@@ -277,7 +285,7 @@ def test_a_second_request_waits_for_the_first(root: Path, pkgs: Path, start: Any
     slow = pkg(pkgs, "1.0", pre_install="sleep 3")
     first = subprocess.Popen([sys.executable, "-m", "mgr_agent", "--root", str(root), "install", str(slow),
                               "--json"], stdout=subprocess.PIPE, text=True, env=env_clean())
-    time.sleep(1)
+    wait_for_lock(root, d.proc.pid, alive=lambda: first.poll() is None)  # the daemon, for the client
     busy = via(root, "uninstall", "demo", "--wait", "0", daemon=True)
     assert busy.rc == 9, busy
     assert busy.json["error"]["code"] == "lock-busy"
@@ -297,7 +305,8 @@ def open_tmp() -> Iterator[Path]:
     shutil.rmtree(d, ignore_errors=True)
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or SETPRIV is None, reason="needs root and setpriv")
+@pytest.mark.root
+@pytest.mark.skipif(SETPRIV is None, reason="needs setpriv")
 def test_peer_credentials(open_tmp: Path, start: Any) -> None:
     root = make_root(open_tmp)
     d = start(root).ready()
@@ -413,19 +422,20 @@ def test_sigterm_during_an_install_leaves_a_consistent_state(root: Path, pkgs: P
     d = start(root).ready()
     assert via(root, "install", str(pkg(pkgs, "1.0")), daemon=True).rc == 0
     before = snapshot(root)
-    hanging = pkg(pkgs, "1.1", post_install="sleep 60")
+    started = root.parent / "hook-started"
+    hanging = pkg(pkgs, "1.1", post_install=f"echo $$ > {started}; sleep 60")
     client = subprocess.Popen([sys.executable, "-m", "mgr_agent", "--root", str(root), "install",
                                str(hanging)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               env=env_clean())
-    assert client.stderr is not None
-    for line in client.stderr:
-        if "running post-install hook" in line:
-            break
-    time.sleep(0.3)
+    assert client.stdout is not None and client.stderr is not None
+    stderr = LineReader(client.stderr)
+    stderr.wait_for_line("running post-install hook")
+    wait_for_file(started, lambda pid: pid.endswith(b"\n"), what="the post-install hook to run")
     t0 = time.monotonic()
     assert d.stop() == 0, d.output()
     assert time.monotonic() - t0 < 10, "the sleeping hook is ended, not waited for"
-    out, err = client.communicate(timeout=30)
+    assert client.wait(30) == 130
+    out, err = client.stdout.read(), stderr.text()
     assert client.returncode == 130, (out, err)
     assert "interrupted by SIGTERM" in err
     assert snapshot(root) == before, "switched files were put back"
@@ -467,21 +477,18 @@ def test_logs_are_streamed(root: Path, start: Any) -> None:
     done = client.call("logs", {"n": 5}, record=records.append)
     assert done.action == "logs" and [r["message"] for r in records] == ["first"]
 
-    stream = client.stream("logs", {"n": 0, "follow": True})
-
-    def append() -> None:
-        time.sleep(0.5)
-        with open(log, "a") as fh:
-            fh.write("Nov 21 10:00:01 [1:1] core ERR second\nNov 21 10:00:02 [1:1] core INFO third\n")
-
-    threading.Thread(target=append, daemon=True).start()
+    # the last record comes first: by then the daemon has fixed where following starts
+    stream = client.stream("logs", {"n": 1, "follow": True})
     got = []
     for message in stream:
         got.append(message["record"]["message"])
-        if len(got) == 2:
+        if len(got) == 1:
+            with open(log, "a") as fh:
+                fh.write("Nov 21 10:00:01 [1:1] core ERR second\nNov 21 10:00:02 [1:1] core INFO third\n")
+        if len(got) == 3:
             break
     stream.close()  # the client hangs up; the daemon's follower ends
-    assert got == ["second", "third"]
+    assert got == ["first", "second", "third"]
     missing = client.call("logs", {})
     assert missing.action == "logs"
 

@@ -565,8 +565,8 @@ def test_first_transaction_on_a_root_makes_its_journal_durable(tmp_path: Path, p
     assert check_journal_dirs_durable(trace) == []
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
-                    reason="needs root and unshare(1) for a private mount namespace")
+@pytest.mark.root
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare(1) for a private mount namespace")
 def test_first_transaction_with_var_on_its_own_filesystem(tmp_path: Path, packages: dict[str, Path]) -> None:
     """As on a server with a separate /var: syncfs of the panel tree's filesystem does not
     cover the state directory."""

@@ -40,6 +40,7 @@ import pytest
 
 from mgr_agent.sandbox.samples import Tree, ispmanager_files, plesk_files, write_zip
 from tests.helpers import Run, cli, leftovers, snapshot
+from tests.waits import wait_for_file
 
 MGR = "usr/local/mgr5"
 PSA = "usr/local/psa"
@@ -581,12 +582,8 @@ def _alive(pid: int) -> bool:
 
 
 def _pid(marker: Path, timeout: float = 5) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(FileNotFoundError, ValueError):
-            return int(marker.read_text())
-        time.sleep(0.05)
-    raise AssertionError(f"{marker} was never written")
+    return int(wait_for_file(marker, lambda text: text.strip().isdigit() and text.endswith(b"\n"),
+                             what=f"a pid in {marker}", timeout=timeout))
 
 
 def _kill(marker: Path) -> None:

@@ -13,6 +13,7 @@ import pytest
 
 from mgr_agent.sandbox.samples import ispmanager_files, plesk_files, write_dir, write_zip
 from tests.helpers import cli, leftovers, snapshot
+from tests.waits import wait_for_file, wait_for_lock
 
 MGR = "usr/local/mgr5"
 PSA = "usr/local/psa"
@@ -371,11 +372,7 @@ def test_lock_wait_zero_fails_fast(root: Path, pkgs: Path) -> None:
     holder = subprocess.Popen([sys.executable, "-m", "mgr_agent", "--root", str(root), "install",
                                str(slow), "--json"], env=env, stdout=subprocess.PIPE)
     try:
-        lock = root / "var/lib/mgr-agent/lock"
-        for _ in range(100):
-            if lock.exists() and lock.read_text():
-                break
-            subprocess.run(["sleep", "0.05"], check=True)
+        wait_for_lock(root, holder.pid, alive=lambda: holder.poll() is None)
         run = cli(root, "install", str(ext(pkgs, "1.0")), "--wait", "0")
         assert run.rc == 9 and run.json["error"]["code"] == "lock-busy"
         assert "install demo" in run.json["error"]["message"]
@@ -391,10 +388,7 @@ def test_sigterm_during_post_install_undoes_and_exits_130(root: Path, pkgs: Path
     env = {k: v for k, v in os.environ.items() if not k.startswith("MGR_AGENT_")}
     proc = subprocess.Popen([sys.executable, "-m", "mgr_agent", "--root", str(root), "install",
                              str(slow), "--json"], env=env, stdout=subprocess.PIPE, text=True)
-    for _ in range(200):
-        if marker.exists():
-            break
-        subprocess.run(["sleep", "0.05"], check=True)
+    wait_for_file(marker, what="the post-install hook to start", alive=lambda: proc.poll() is None)
     proc.terminate()
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 130

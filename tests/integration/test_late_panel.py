@@ -46,8 +46,8 @@ print(json.dumps(out))
 '''
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
-                    reason="needs root and unshare(1) for a private mount namespace")
+@pytest.mark.root
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare(1) for a private mount namespace")
 def test_a_late_read_only_panel_tree_is_noticed_once(tmp_path: Path) -> None:
     root = tmp_path / "root"
     (root / "usr/local/psa").mkdir(parents=True)   # there from the start

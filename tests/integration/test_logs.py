@@ -3,10 +3,14 @@ order; an idle follow sleeps on inotify instead of polling."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
-import io
+import json
 import os
+import pty
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -16,8 +20,11 @@ from typing import TextIO
 import pytest
 
 from mgr_agent.layout import Layout
-from mgr_agent.panels.ispmanager import logs as logtail
-from mgr_agent.panels.ispmanager.logs import Record, follow
+from mgr_agent.panels.base import LogQuery
+from mgr_agent.panels.ispmanager import logreader, logrecords, logs
+from mgr_agent.panels.ispmanager.logfollow import follow
+from mgr_agent.panels.ispmanager.logrecords import Record
+from tests.waits import Feed, wait_for
 
 Rotate = Callable[[Path, TextIO], TextIO]
 
@@ -40,7 +47,7 @@ class Collector(threading.Thread):
         super().__init__(daemon=True)
         self.path, self.kw = path, kw
         self.stop = threading.Event()
-        self.got: list[Record] = []
+        self.got: Feed[Record] = Feed()
         self.cpu = 0.0
 
     def run(self) -> None:
@@ -49,15 +56,38 @@ class Collector(threading.Thread):
             self.got.append(rec)
         self.cpu = time.thread_time() - t0
 
+    def wait_for(self, count: int, timeout: float = 15) -> None:
+        self.got.wait_until(lambda got: len(got) >= count, what=f"{count} records", timeout=timeout)
+
     def finish(self, count: int, timeout: float = 15) -> list[Record]:
-        deadline = time.monotonic() + timeout
-        while len(self.got) < count and time.monotonic() < deadline:
-            time.sleep(0.02)
-        time.sleep(0.2)             # anything doubled would show up now
+        """Wait for ``count`` records, then stop: the follower reads the file once more before
+        it ends, so anything it would repeat shows up too."""
+        self.wait_for(count, timeout)
         self.stop.set()
         self.join(5)
         assert not self.is_alive()
-        return self.got
+        return self.got.items()
+
+
+def watched_by_inotify(path: Path) -> bool:
+    """An inotify watch of this process is on ``path``'s inode (``/proc/self/fdinfo``). The
+    follower adds it once it has opened the file and fixed its offset; nothing announces that."""
+    inode = f" ino:{os.stat(path).st_ino:x} "
+    for fd in os.listdir("/proc/self/fdinfo"):
+        with contextlib.suppress(OSError):
+            if any(line.startswith("inotify wd:") and inode in line
+                   for line in Path(f"/proc/self/fdinfo/{fd}").read_text().splitlines()):
+                return True
+    return False
+
+
+def started(log: Path, reader: Collector) -> str:
+    """Append a record and wait until ``reader`` yields it: from then on the follower is on
+    the file and its offset is fixed. Returns that record's first line."""
+    with open(log, "a") as fh:
+        fh.write(entry(9999))
+    reader.wait_for(1)
+    return "line 9999"
 
 
 def rename(path: Path, fh: TextIO) -> TextIO:
@@ -128,10 +158,9 @@ def test_follow_loses_and_repeats_nothing_across_rotation(log: Path, kind: str, 
         "panel": {60: panel_rotation, 130: panel_rotation},
         "mixed": {50: panel_rotation, 100: rename, 150: copytruncate},
     }
-    reader = Collector(log, use_inotify=use_inotify, poll_interval=0.05)
+    reader = Collector(log, use_inotify=use_inotify, poll_interval=0.05, start=log.stat().st_size)
     reader.start()
-    time.sleep(0.2)                 # follow starts at the end: only what is written from now
-    expected = write_with_rotations(log, 200, rotations[kind])
+    expected = [started(log, reader), *write_with_rotations(log, 200, rotations[kind])]
     got = reader.finish(len(expected))
     assert first_lines(got) == expected
     assert all(r.message.count("\n") == 3 for r in got if r.message.startswith("line ")
@@ -160,50 +189,100 @@ def test_truncation_recovers_what_was_not_read_yet_from_the_archive(log: Path) -
 
 def test_follow_waits_for_the_file_and_sees_a_deleted_one_come_back(tmp_path: Path) -> None:
     path = tmp_path / "ispmgr.log"
-    reader = Collector(path)
+    reader = Collector(path, start=0)     # a file that appears is read from its start
     reader.start()
-    time.sleep(0.2)
     path.write_text(entry(1))
-    time.sleep(0.3)
+    reader.wait_for(1)
     path.unlink()
-    time.sleep(0.1)
-    path.write_text(entry(2))
+    path.write_text(entry(2))   # the follower holds the old file open: the new one is a new inode
     assert first_lines(reader.finish(2)) == ["line 1", "line 2"]
 
 
 def test_idle_follow_sleeps_and_still_wakes_at_once(log: Path) -> None:
-    reader = Collector(log)
+    reader = Collector(log)         # from the end: the history is not followed
     reader.start()
-    time.sleep(3.0)
+    wait_for(lambda: watched_by_inotify(log), what=f"an inotify watch on {log}")
+    time.sleep(3.0)                 # the idle period under test (not a wait for another side)
     t0 = time.monotonic()
     with open(log, "a") as fh:
         fh.write(entry(7))
-    while not reader.got and time.monotonic() - t0 < 2:
-        time.sleep(0.005)
+    reader.wait_for(1, timeout=2)
     latency = time.monotonic() - t0
     reader.finish(1)
     print(f"idle follow: {reader.cpu * 1000:.1f} ms CPU over ~3 s; new line after {latency * 1000:.0f} ms")
-    assert first_lines(reader.got) == ["line 7"]
+    assert first_lines(reader.got.items()) == ["line 7"]
     assert reader.cpu < 0.1
     assert latency < 0.6            # inotify wake-up + flush_after (0.3 s), not a 1 s poll
 
 
-def test_run_logs_prints_the_last_lines_then_follows(tmp_path: Path) -> None:
+def test_logs_yields_the_last_records_then_follows(tmp_path: Path) -> None:
     layout = Layout.at(tmp_path)
-    path = logtail.log_path(layout)
+    path = logreader.log_path(layout)
     path.parent.mkdir(parents=True)
     path.write_text("".join(entry(i) for i in range(20)) + "Nov 21 10:00:59 [1:1] core INFO half")
     stop = threading.Event()
-    out = io.StringIO()
-    runner = threading.Thread(target=logtail.run_logs, args=(layout,),
-                              kwargs={"n": 2, "follow": True, "as_json": False, "out": out, "stop": stop,
-                                      "level": "INFO", "plugin_names": None, "since": None})
+    got: Feed[str] = Feed()
+
+    def run() -> None:
+        for rec in logs.records(path, LogQuery(n=2, follow=True, level="INFO"), stop=stop):
+            got.append(rec.text())
+
+    runner = threading.Thread(target=run, daemon=True)
     runner.start()
-    time.sleep(0.3)
+    got.wait_until(lambda text: "line 19" in "".join(text), what="the last two records")
     with open(path, "a") as fh:     # finishes the half-written line, then one more record
         fh.write(" a line\n" + entry(21))
-    time.sleep(0.6)
+    got.wait_until(lambda text: "line 21" in "".join(text), what="the appended records")
     stop.set()
     runner.join(5)
-    lines = [x for x in out.getvalue().splitlines() if not x.startswith("  <elem")]
+    assert not runner.is_alive()
+    lines = [x for x in "\n".join(got.items()).splitlines() if not x.startswith("  <elem")]
     assert [x.split(" ", 5)[5] for x in lines] == ["line 18", "line 19", "half a line", "line 21"]
+
+
+# ---------------------------------------------------------------- the CLI renders the records
+
+def run_logs_cli(root: Path, *args: str, tty: bool = False, no_color: bool = False) -> tuple[int, str]:
+    """``mgr-agent logs ARGS --root ROOT`` as a process; stdout on a pipe or on a terminal."""
+    env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"} | ({"NO_COLOR": "1"} if no_color else {})
+    argv = [sys.executable, "-m", "mgr_agent", "logs", *args, "--root", str(root)]
+    if not tty:
+        done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60, check=False)
+        return done.returncode, done.stdout
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(argv, stdout=slave, stderr=subprocess.DEVNULL, env=env)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:         # EIO: the terminal's other end was closed
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    return proc.wait(60), b"".join(chunks).decode().replace("\r\n", "\n")
+
+
+def test_the_cli_prints_records_as_text_json_and_colour_on_a_terminal(tmp_path: Path) -> None:
+    path = logreader.log_path(Layout.at(tmp_path))
+    path.parent.mkdir(parents=True)
+    path.write_text("Nov 21 10:00:01 [7:1] core_module ERR bad\n  <doc/>\n"
+                    "Nov 21 10:00:02 [7:2] core_module WARN careful\nNov 21 10:00:03 [7:3] core INFO fine\n")
+    year = logrecords.parse_line("Nov 21 10:00:01 x INFO y").time.year  # type: ignore[union-attr]
+    expected = [f"{year}-11-21 10:00:01 7:1 core_module ERR bad", "  <doc/>",
+                f"{year}-11-21 10:00:02 7:2 core_module WARN careful",
+                f"{year}-11-21 10:00:03 7:3 core INFO fine"]
+    code, out = run_logs_cli(tmp_path, "-n", "3")
+    assert code == 0 and out.splitlines() == expected
+    code, out = run_logs_cli(tmp_path, "-n", "2", "--json")
+    docs = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and [(d["level"], d["message"], d["pid"], d["thread"]) for d in docs] == [
+        ("WARN", "careful", 7, "2"), ("INFO", "fine", 7, "3")]
+    code, out = run_logs_cli(tmp_path, "-n", "3", tty=True)
+    lines = out.splitlines()
+    assert code == 0 and lines[:2] == [f"\x1b[31m{expected[0]}", f"{expected[1]}\x1b[0m"]
+    assert lines[2].startswith("\x1b[33m") and "\x1b" not in lines[3]
+    code, out = run_logs_cli(tmp_path, "-n", "3", tty=True, no_color=True)
+    assert code == 0 and out.splitlines() == expected

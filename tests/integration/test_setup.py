@@ -93,8 +93,8 @@ def test_demo_piped_to_head_leaves_no_core_running(tmp_path: Path) -> None:
     assert _wait_no_cores(str(tmp_path)) == []
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
-                    reason="needs root and setpriv")
+@pytest.mark.root
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv")
 def test_unprivileged_client_from_a_root_only_checkout(tmp_path: Path) -> None:
     """A checkout and venv only root can read (a clone under /root, mode 0700): the
     peer-credential test's unprivileged client still gets a package it can import."""

@@ -21,6 +21,7 @@ from mgr_agent.proc import Runner
 from mgr_agent.sandbox.standin import install_standin
 from mgr_agent.sandbox.standin.core import our_cores, pid_file
 from tests.integration.test_call import install_tree, plugin
+from tests.waits import wait_for_file
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 LINE = re.compile(r"^[A-Z][a-z]{2} \d\d \d\d:\d\d:\d\d \[(?P<pid>\d+):(?P<thread>\d+)\] "
@@ -196,9 +197,8 @@ def test_one_core_per_root(panel: Layout) -> None:
 def test_core_started_by_a_relative_path_still_names_its_root(panel: Layout) -> None:
     proc = subprocess.Popen(["bin/core"], cwd=panel.mgr, start_new_session=True)
     try:
-        deadline = time.monotonic() + 20
-        while not pid_file(panel.mgr).exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for_file(pid_file(panel.mgr), lambda pid: pid.endswith(b"\n"), timeout=20,
+                      what="the core's pid file", alive=lambda: proc.poll() is None)
         core = running(panel)
         assert core.pid == proc.pid and core.name() == "core"
         assert str(panel.mgr / "bin/core") in core.cmdline()
@@ -216,7 +216,8 @@ def test_core_woken_through_the_agents_runner_outlives_the_command(panel: Layout
     assert done.returncode == 0, done.output
     assert done.seconds < 10
     core = running(panel)
-    time.sleep(0.2)
+    with pytest.raises(psutil.TimeoutExpired):      # wakes at once if the core is ended
+        core.wait(0.5)
     assert core.is_running() and core.status() != psutil.STATUS_ZOMBIE
     assert os.getsid(core.pid) == core.pid, "the core leads its own session"
     done = Runner().run([str(panel.mgr / "sbin/mgrctl"), "-m", "ispmgr", "exit"], cwd=panel.mgr, timeout=30)

@@ -10,8 +10,9 @@ reached by Ansible through a small test-only ``nsenter`` connection plugin:
 - ``agent_state: absent`` runs deploy/uninstall.sh: the agent is gone, its state and the
   installed plugin stay; a second run changes nothing.
 
-When the machine cannot do this (not root, no systemd-nspawn, the container does not
-boot), every test here is skipped with the reason.
+When the machine cannot boot a container (not root, no systemd-nspawn, no root filesystem;
+tests/system/container.py), every test here is skipped with the reason; when it can and the
+boot fails, they fail.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,17 +31,9 @@ import pytest
 
 from mgr_agent.sandbox.samples import ispmanager_files, write_zip
 from tests.helpers import REPO
-from tests.system.test_systemd import (
-    DEPS,
-    ROOTFS,
-    WHEELHOUSE,
-    Container,
-    ensure_rootfs,
-    find_init,
-    sh,
-    stop_container,
-    why_not,
-)
+from tests.system.container import DEPS, WHEELHOUSE, Container, booted, sh, why_not
+
+pytestmark = pytest.mark.root
 
 BIN = Path(sys.executable).parent
 PLUGINS = Path(__file__).parent / "ansible_plugins"
@@ -72,45 +64,9 @@ def box() -> Iterator[Container]:
         pytest.skip(reason)
     if not (BIN / "ansible-playbook").exists():
         pytest.skip("ansible-core is not installed (pip install -e '.[test]')")
-    ensure_rootfs()
-    work = Path(tempfile.mkdtemp(prefix="mgr-agent-nspawn9-", dir="/var/tmp"))
-    merged, upper, scratch = work / "merged", work / "upper", work / "work"
-    for d in (merged, upper, scratch):
-        d.mkdir()
-    mounted = sh(["mount", "-t", "overlay", "overlay", "-o",
-                  f"lowerdir={ROOTFS},upperdir={upper},workdir={scratch}", str(merged)], check=False)
-    if mounted.returncode != 0:
-        merged.rmdir()
-        sh(["cp", "-a", "--reflink=auto", str(ROOTFS), str(merged)], timeout=600)
-    log = work / "nspawn.log"
-    with open(log, "wb") as out:
-        nspawn = subprocess.Popen(
-            ["systemd-nspawn", "-D", str(merged), "--boot", "--register=no", "--keep-unit",
-             "-M", f"mgrtest9-{os.getpid()}", "--console=passive"],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
-    container: Container | None = None
-    try:
-        init = find_init(nspawn.pid)
-        if init is None:
-            pytest.skip(f"the container did not boot: {log.read_text(errors='replace')[-800:]}")
-        container = Container(nspawn, init, log)
-        deadline = time.monotonic() + 60
-        while True:  # the namespaces exist a moment before systemd inside can answer
-            done = container.run("systemctl is-system-running --wait", check=False, timeout=120)
-            if done.stdout.strip() in ("running", "degraded") or time.monotonic() > deadline \
-                    or nspawn.poll() is not None:
-                break
-            time.sleep(0.2)
-        if done.stdout.strip() not in ("running", "degraded"):
-            pytest.skip(f"the container's systemd did not reach running: {done.stdout.strip()!r} "
-                        f"{done.stderr[-300:]!r}")
-        container.wheel = str(wheelhouse(work))    # on the controller: the role copies it
+    with booted(f"mgrtest9-{os.getpid()}") as container:
+        container.wheel = str(wheelhouse(container.log.parent))    # on the controller: the role copies it
         yield container
-    finally:
-        stop_container(nspawn, container)
-        if mounted.returncode == 0:
-            sh(["umount", str(merged)], check=False)
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def ansible(box: Container, tool: str, *args: str) -> tuple[subprocess.CompletedProcess[str], float]:

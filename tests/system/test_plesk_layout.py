@@ -4,52 +4,36 @@ sandboxed by its unit (ProtectSystem=strict, ReadWritePaths), installs a Plesk e
 into ``/opt/psa`` through the symlink, registers it with Plesk's ``extension`` utility
 (the stand-in) and removes it again.
 
-Its own container (machine name ``mgrtest11-PID``) on an overlay of the shared debootstrap
-root, which is only read; the agent's wheel is built into a private directory.  Skipped
-with the reason when the machine cannot boot one (see tests/system/test_systemd.py).
+Its own container (machine name ``mgrtest11-PID``, tests/system/container.py) on an overlay
+of the shared debootstrap root, which is only read; the agent's wheel is built into a
+private directory.  Skipped with the reason when the machine cannot boot one; a failed boot
+fails.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
-import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.helpers import REPO
-from tests.system.test_systemd import (
-    ROOTFS,
-    ROOTFS_OK,
+from tests.system.container import (
     WHEELHOUSE,
     Container,
-    find_init,
-    sh,
-    stop_container,
+    booted,
+    build_wheel,
+    ensure_dependency_wheels,
     why_not,
 )
 
+pytestmark = pytest.mark.root
+
 PSA_CONF = "# Plesk configuration file\nPRODUCT_ROOT_D\t\t\t/opt/psa\nHTTPD_VHOSTS_D\t\t\t/var/www/vhosts\n"
 PY = "/opt/mgr-agent/bin/python"
-
-
-def _wheel(dest: Path) -> Path:
-    """A wheel of this checkout, built from a copy into ``dest`` (not the shared cache)."""
-    with tempfile.TemporaryDirectory() as build:
-        shutil.copytree(REPO / "agent", Path(build) / "agent",
-                        ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-        shutil.copy(REPO / "pyproject.toml", build)
-        if (REPO / "README.md").exists():
-            shutil.copy(REPO / "README.md", build)
-        sh([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(dest), build], timeout=300)
-    (wheel,) = dest.glob("mgr_agent-*.whl")
-    return wheel
 
 
 def _debian_plesk(merged: Path) -> None:
@@ -69,47 +53,17 @@ def box() -> Iterator[Container]:
     reason = why_not()
     if reason:
         pytest.skip(reason)
-    if not ROOTFS_OK.exists() or not (WHEELHOUSE / ".deps-ok").exists():
-        pytest.skip("the debootstrap root or the dependency wheels are not cached yet; "
-                    "tests/system/test_systemd.py builds them")
-    work = Path(tempfile.mkdtemp(prefix="mgr-agent-nspawn11-", dir="/var/tmp"))
-    merged, upper, scratch, wheels = work / "merged", work / "upper", work / "work", work / "wheel"
-    for d in (merged, upper, scratch, wheels):
-        d.mkdir()
-    wheel = _wheel(wheels)
-    sh(["mount", "-t", "overlay", "overlay", "-o",
-        f"lowerdir={ROOTFS},upperdir={upper},workdir={scratch}", str(merged)])
-    _debian_plesk(merged)
-    log = work / "nspawn.log"
-    with open(log, "wb") as out:
-        nspawn = subprocess.Popen(
-            ["systemd-nspawn", "-D", str(merged), "--boot", "--register=no", "--keep-unit",
-             "-M", f"mgrtest11-{os.getpid()}", "--console=passive", f"--bind-ro={REPO}:/mnt/src",
-             f"--bind-ro={WHEELHOUSE}:/mnt/wheels", f"--bind-ro={wheels}:/mnt/wheel"],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
-    container: Container | None = None
-    try:
-        init = find_init(nspawn.pid)
-        if init is None:
-            pytest.skip(f"the container did not boot: {log.read_text(errors='replace')[-800:]}")
-        container = Container(nspawn, init, log, wheel=f"/mnt/wheel/{wheel.name}")
-        deadline = time.monotonic() + 60
-        while True:  # the namespaces exist a moment before systemd inside can answer
-            state = container.run("systemctl is-system-running --wait", check=False,
-                                  timeout=120).stdout.strip()
-            if state in ("running", "degraded") or time.monotonic() > deadline or nspawn.poll() is not None:
-                break
-            time.sleep(0.2)
-        if state not in ("running", "degraded"):
-            pytest.skip(f"the container's systemd did not reach running: {state!r}")
-        done = container.run(f"sh /mnt/src/deploy/install.sh --src {container.wheel} "
-                             "--find-links /mnt/wheels --no-index", timeout=300)
-        assert "mgr-agent.service is active" in done.stdout, done.stdout + done.stderr
-        yield container
-    finally:
-        stop_container(nspawn, container)
-        sh(["umount", str(merged)], check=False)
-        shutil.rmtree(work, ignore_errors=True)
+    ensure_dependency_wheels()
+    with tempfile.TemporaryDirectory(prefix="mgr-agent-wheel11-", dir="/var/tmp") as wheels:
+        wheel = build_wheel(Path(wheels))       # private: the shared wheelhouse is only read
+        with booted(f"mgrtest11-{os.getpid()}", prepare=_debian_plesk,
+                    binds=[(REPO, "/mnt/src"), (WHEELHOUSE, "/mnt/wheels"), (Path(wheels), "/mnt/wheel")]) \
+                as container:
+            container.wheel = f"/mnt/wheel/{wheel.name}"
+            done = container.run(f"sh /mnt/src/deploy/install.sh --src {container.wheel} "
+                                 "--find-links /mnt/wheels --no-index", timeout=300)
+            assert "mgr-agent.service is active" in done.stdout, done.stdout + done.stderr
+            yield container
 
 
 def _zip(box: Container, version: str) -> str:

@@ -1,174 +1,44 @@
-"""mgr-agent under a real systemd: a Debian bookworm root (debootstrap, cached under
-/var/cache/mgr-agent-test) booted with systemd-nspawn on a throw-away overlay, the agent
-installed with deploy/install.sh from a wheelhouse, then: a plain root (python3-venv and
-python3-systemd missing: install.sh gets them with apt), a panel installed after the agent
-started, socket activation, readiness, install through the socket by a group member and
-refusal of a non-member (also with --no-daemon), who asked in history and the journal,
-the watchdog restarting a hung daemon, recovery of a transaction interrupted by
-``systemctl kill -s KILL``, the panel core living outside mgr-agent.service (and
-surviving its restart, stop and a re-deploy), a failed deploy leaving the previous
-installation working, and deploy/uninstall.sh.
+"""mgr-agent under a real systemd: a Debian bookworm root booted with systemd-nspawn
+(tests/system/container.py), the agent installed with deploy/install.sh from a wheelhouse,
+then: a plain root (python3-venv and python3-systemd missing: install.sh gets them with
+apt), a panel installed after the agent started, socket activation, readiness, install
+through the socket by a group member and refusal of a non-member (also with --no-daemon),
+who asked in history and the journal, the watchdog restarting a hung daemon, recovery of a
+transaction interrupted by ``systemctl kill -s KILL``, the panel core living outside
+mgr-agent.service (and surviving its restart, stop and a re-deploy), a failed deploy
+leaving the previous installation working, and deploy/uninstall.sh.
 
-The helpers (``sh``, ``ensure_rootfs``, ``ensure_wheelhouse``, ``Container``,
-``find_init``, ``stop_container``, ``journal`` and the ``container`` fixture) are used by
-other system tests too: keep their names.
-
-When the machine cannot do this (not root, no systemd-nspawn, the container does not
-boot), every test here is skipped with the reason.
+When the machine cannot boot a container (not root, no systemd-nspawn, no root filesystem),
+the container tests are skipped with the reason; when it can and the boot fails, they fail.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
 import shutil
-import signal
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests.helpers import REPO
+from tests.system.container import WHEELHOUSE, Container, booted, ensure_wheelhouse, journal, sh, why_not
+from tests.waits import LineReader, wait_for
 
-CACHE = Path(os.environ.get("MGR_AGENT_TEST_CACHE", "/var/cache/mgr-agent-test"))
-ROOTFS = CACHE / "rootfs-bookworm"
-ROOTFS_OK = ROOTFS / ".mgr-agent-rootfs-ok"
-WHEELHOUSE = CACHE / "wheelhouse"
-DEPS = ["requests>=2.28", "lxml>=4.9", "psutil>=5.9", "systemd-python>=235"]
-INCLUDE = "systemd,systemd-sysv,dbus,python3,python3-venv,passwd"
-PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 AGENT = "/opt/mgr-agent/bin/mgr-agent"
 
 
-def sh(argv: list[str], *, timeout: float = 300, check: bool = True,
-       env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False, env=env)
-    if check and done.returncode != 0:
-        raise AssertionError(f"{argv} exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
-    return done
-
-
-def debian_mirror() -> str:
-    """The Debian mirror apt already uses (sources.list or deb822 .sources)."""
-    texts = []
-    for path in [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]:
-        if path.is_file() and path.suffix in ("", ".list", ".sources"):
-            texts.append(path.read_text(errors="replace"))
-    for text in texts:
-        for stanza in re.split(r"\n\s*\n", text):
-            uris = re.search(r"^URIs:\s*(\S+)", stanza, re.M)
-            suites = re.search(r"^Suites:\s*(.+)$", stanza, re.M)
-            if uris and suites and "bookworm" in suites.group(1).split() and "security" not in uris.group(1):
-                return uris.group(1)
-        for m in re.finditer(r"^deb\s+(?:\[[^\]]*\]\s+)?(\S+)\s+bookworm\s", text, re.M):
-            return m.group(1)
-    return "http://deb.debian.org/debian"
-
-
-def why_not() -> str | None:
-    if sys.platform != "linux" or os.geteuid() != 0:
-        return "needs root on Linux"
-    for tool in ("systemd-nspawn", "debootstrap", "nsenter", "mount"):
-        if shutil.which(tool) is None:
-            return f"{tool} is not installed (apt-get install systemd-container debootstrap)"
-    return None
-
-
-def ensure_rootfs() -> None:
-    """debootstrap once; later runs reuse the tree (about 50 s the first time)."""
-    if ROOTFS_OK.exists():
-        return
-    CACHE.mkdir(parents=True, exist_ok=True)
-    tmp = CACHE / "rootfs-bookworm.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.rmtree(ROOTFS, ignore_errors=True)
-    done = sh(["debootstrap", "--variant=minbase", f"--include={INCLUDE}", "bookworm", str(tmp),
-               debian_mirror()], timeout=900, check=False)
-    if done.returncode != 0:
-        pytest.skip(f"debootstrap failed (exit {done.returncode}): {done.stderr[-500:]}")
-    tmp.rename(ROOTFS)
-    ROOTFS_OK.touch()
-
-
-def ensure_wheelhouse() -> Path:
-    """The agent's dependencies as wheels (cached), plus a fresh wheel of this checkout."""
-    marker = WHEELHOUSE / ".deps-ok"
-    if not marker.exists():
-        WHEELHOUSE.mkdir(parents=True, exist_ok=True)
-        done = sh([sys.executable, "-m", "pip", "wheel", "-q", "-w", str(WHEELHOUSE), *DEPS],
-                  timeout=600, check=False)
-        if done.returncode != 0:
-            pytest.skip(f"cannot build the wheelhouse: {done.stderr[-500:]}")
-        marker.touch()
-    for old in WHEELHOUSE.glob("mgr_agent-*.whl"):
-        old.unlink()
-    with tempfile.TemporaryDirectory() as build:
-        # build from a copy: the checkout stays untouched (no build/ or egg-info churn)
-        shutil.copytree(REPO / "agent", Path(build) / "agent",
-                        ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-        shutil.copy(REPO / "pyproject.toml", build)
-        if (REPO / "README.md").exists():
-            shutil.copy(REPO / "README.md", build)
-        sh([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(WHEELHOUSE), build],
-           timeout=300)
-    wheels = list(WHEELHOUSE.glob("mgr_agent-*.whl"))
-    assert len(wheels) == 1, wheels
-    return wheels[0]
-
-
-@dataclass
-class Container:
-    nspawn: subprocess.Popen[bytes]
-    init: int
-    log: Path
-    wheel: str = ""      # the agent's wheel, as seen inside
-
-    def run(self, command: str, *, check: bool = True,
-            timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        """``sh -c COMMAND`` inside the container (all its namespaces)."""
-        env = {"PATH": PATH, "HOME": "/root", "LANG": "C.UTF-8"}
-        return sh(["nsenter", "-t", str(self.init), "-a", "sh", "-c", command], env=env,
-                  check=check, timeout=timeout)
-
-    def popen(self, command: str) -> subprocess.Popen[str]:
-        env = {"PATH": PATH, "HOME": "/root", "LANG": "C.UTF-8"}
-        return subprocess.Popen(["nsenter", "-t", str(self.init), "-a", "sh", "-c", command], env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-    def show(self, prop: str, unit: str = "mgr-agent.service") -> str:
-        return self.run(f"systemctl show -p {prop} --value {unit}").stdout.strip()
-
-    def wait_until(self, command: str, expected: str, timeout: float = 30) -> str:
-        deadline = time.monotonic() + timeout
-        out = ""
-        while time.monotonic() < deadline:
-            out = self.run(command, check=False).stdout.strip()
-            if out == expected:
-                return out
-            time.sleep(0.2)
-        raise AssertionError(f"{command!r} gave {out!r}, expected {expected!r}\n"
-                             + self.run("journalctl -u mgr-agent --no-pager | tail -30", check=False).stdout)
-
-
-def find_init(nspawn_pid: int, timeout: float = 20) -> int | None:
-    """The container's PID 1: the child of systemd-nspawn running systemd."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for child in Path("/proc").glob("[0-9]*"):
-            with contextlib.suppress(OSError):
-                stat = (child / "stat").read_text()
-                ppid = int(stat.rsplit(")", 1)[1].split()[1])
-                if ppid == nspawn_pid and "systemd" in (child / "comm").read_text():
-                    return int(child.name)
-        time.sleep(0.1)
-    return None
+def _test_settings(merged: Path) -> None:
+    """No panel yet (test_a_panel_installed_after_the_agent makes one); short health checks,
+    a short watchdog."""
+    (merged / "etc/mgr-agent").mkdir(parents=True, exist_ok=True)
+    (merged / "etc/mgr-agent/agent.toml").write_text("[panel]\nhealth_window = 1\n")
+    dropin = merged / "etc/systemd/system/mgr-agent.service.d"
+    dropin.mkdir(parents=True, exist_ok=True)
+    (dropin / "50-test.conf").write_text("[Service]\nWatchdogSec=3\nRestartSec=1\n")
 
 
 @pytest.fixture(scope="module")
@@ -176,71 +46,11 @@ def container() -> Iterator[Container]:
     reason = why_not()
     if reason:
         pytest.skip(reason)
-    ensure_rootfs()
     wheel = ensure_wheelhouse()
-    work = Path(tempfile.mkdtemp(prefix="mgr-agent-nspawn-", dir="/var/tmp"))
-    merged, upper, scratch = work / "merged", work / "upper", work / "work"
-    for d in (merged, upper, scratch):
-        d.mkdir()
-    mounted = sh(["mount", "-t", "overlay", "overlay", "-o",
-                  f"lowerdir={ROOTFS},upperdir={upper},workdir={scratch}", str(merged)], check=False)
-    if mounted.returncode != 0:  # no overlayfs here: a plain copy (slower)
-        merged.rmdir()
-        sh(["cp", "-a", "--reflink=auto", str(ROOTFS), str(merged)], timeout=600)
-    # no panel yet: test_a_panel_installed_after_the_agent makes one; short health checks
-    (merged / "etc/mgr-agent").mkdir(parents=True, exist_ok=True)
-    (merged / "etc/mgr-agent/agent.toml").write_text("[panel]\nhealth_window = 1\n")
-    dropin = merged / "etc/systemd/system/mgr-agent.service.d"
-    dropin.mkdir(parents=True, exist_ok=True)
-    (dropin / "50-test.conf").write_text("[Service]\nWatchdogSec=3\nRestartSec=1\n")
-    log = work / "nspawn.log"
-    name = f"mgrtest12-{os.getpid()}"
-    with open(log, "wb") as out:
-        nspawn = subprocess.Popen(
-            ["systemd-nspawn", "-D", str(merged), "--boot", "--register=no", "--keep-unit", "-M", name,
-             "--console=passive", f"--bind-ro={REPO}:/mnt/src", f"--bind-ro={WHEELHOUSE}:/mnt/wheels"],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
-    box: Container | None = None
-    try:
-        init = find_init(nspawn.pid)
-        if init is None:
-            pytest.skip(f"the container did not boot: {log.read_text(errors='replace')[-800:]}")
-        box = Container(nspawn, init, log)
-        deadline = time.monotonic() + 60
-        while True:  # the namespaces exist a moment before systemd inside can answer
-            done = box.run("systemctl is-system-running --wait", check=False, timeout=120)
-            state = done.stdout.strip()
-            if state in ("running", "degraded") or time.monotonic() > deadline or nspawn.poll() is not None:
-                break
-            time.sleep(0.2)
-        if state not in ("running", "degraded"):
-            pytest.skip(f"the container's systemd did not reach running: {state!r} {done.stderr[-300:]!r} "
-                        f"{log.read_text(errors='replace')[-500:]!r}")
+    with booted(f"mgrtest12-{os.getpid()}", prepare=_test_settings,
+                binds=[(REPO, "/mnt/src"), (WHEELHOUSE, "/mnt/wheels")]) as box:
         box.wheel = f"/mnt/wheels/{wheel.name}"
         yield box
-    finally:
-        stop_container(nspawn, box)
-        if mounted.returncode == 0:
-            sh(["umount", str(merged)], check=False)
-        shutil.rmtree(work, ignore_errors=True)
-
-
-def stop_container(nspawn: subprocess.Popen[bytes], box: Container | None) -> None:
-    """poweroff inside; SIGTERM then SIGKILL to our systemd-nspawn (by its pid) if needed."""
-    if nspawn.poll() is None and box is not None:
-        box.run("systemctl poweroff --no-block", check=False, timeout=10)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            nspawn.wait(15)
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        if nspawn.poll() is None:
-            nspawn.send_signal(sig)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                nspawn.wait(15)
-
-
-def journal(box: Container, *match: str) -> list[dict[str, str]]:
-    out = box.run("journalctl --sync; journalctl -u mgr-agent -o json --no-pager " + " ".join(match)).stdout
-    return [json.loads(line) for line in out.splitlines() if line.strip()]
 
 
 # ------------------------------------------------------------------ the units, offline
@@ -340,9 +150,8 @@ def test_a_panel_installed_after_the_agent_works_without_a_manual_restart(contai
     # the panel arrives: the ispmanager stand-in (bin/core, sbin/mgrctl) under /usr/local/mgr5
     container.run("/opt/mgr-agent/bin/python -c 'from mgr_agent.sandbox.standin import install_standin; "
                   "from mgr_agent.layout import Layout; install_standin(Layout.at(\"/\"))'")
-    deadline = time.monotonic() + 30
-    while container.show("MainPID") in (before, "0") and time.monotonic() < deadline:
-        time.sleep(0.2)
+    wait_for(lambda: container.show("MainPID") not in (before, "0"), interval=0.2,
+             what="the service to restart itself for the new panel tree")
     container.wait_until("systemctl is-active mgr-agent.service", "active")
     log = container.run("journalctl -u mgr-agent --no-pager").stdout
     assert "/usr/local/mgr5 appeared after mgr-agent started" in log, log[-2000:]
@@ -379,10 +188,8 @@ def test_member_installs_through_the_socket_and_a_stranger_is_refused(container:
     assert json.loads(refused.stdout)["error"]["code"] == "not-authorised"
     assert container.run("test -f /usr/local/mgr5/addon/demo.py", check=False).returncode == 0
     # the journal has the transaction's fields
-    deadline = time.monotonic() + 10
-    while not (entries := journal(container, "MGR_AGENT_PLUGIN=demo")) and time.monotonic() < deadline:
-        time.sleep(0.3)
-    assert entries, "journalctl MGR_AGENT_PLUGIN=demo finds the install"
+    entries = wait_for(lambda: journal(container, "MGR_AGENT_PLUGIN=demo"), timeout=10, interval=0.3,
+                       what="journalctl MGR_AGENT_PLUGIN=demo to find the install")
     last = entries[-1]
     assert (last["MGR_AGENT_ACTION"], last["MGR_AGENT_VERSION"], last["MGR_AGENT_RESULT"]) == \
         ("installed", "1.0", "ok")
@@ -406,9 +213,8 @@ def test_watchdog_restarts_a_hung_daemon(container: Container) -> None:
     container.run("systemctl set-environment MGR_AGENT_FAULT=daemon-hang:6=hang && "
                   "systemctl restart mgr-agent.service; systemctl unset-environment MGR_AGENT_FAULT")
     hung = container.show("MainPID")
-    deadline = time.monotonic() + 40
-    while time.monotonic() < deadline and int(container.show("NRestarts")) == before:
-        time.sleep(0.5)
+    wait_for(lambda: int(container.show("NRestarts")) != before, timeout=40, interval=0.5,
+             what="the watchdog to restart the service")
     assert int(container.show("NRestarts")) == before + 1, "restarted once by the watchdog"
     container.wait_until("systemctl is-active mgr-agent.service", "active")
     assert container.show("MainPID") != hung
@@ -422,15 +228,12 @@ def test_transaction_killed_with_the_service_is_recovered_at_restart(container: 
     restarts = int(container.show("NRestarts"))
     client = container.popen("mgr-agent install /srv/demo-1.1-slow.zip")
     assert client.stderr is not None
-    for line in client.stderr:
-        if "running post-install hook" in line:
-            break
+    LineReader(client.stderr).wait_for_line("running post-install hook", timeout=120)
     assert container.run("cat /usr/local/mgr5/skins/common/img/demo.txt").stdout == "demo 1.1\n"
     container.run("systemctl kill -s KILL mgr-agent.service")
     assert client.wait(60) == 1, "the client is told the daemon went away"
-    deadline = time.monotonic() + 40
-    while time.monotonic() < deadline and int(container.show("NRestarts")) == restarts:
-        time.sleep(0.3)
+    wait_for(lambda: int(container.show("NRestarts")) != restarts, timeout=40, interval=0.3,
+             what="systemd to restart the killed service")
     container.wait_until("systemctl is-active mgr-agent.service", "active")
     assert container.run("cat /usr/local/mgr5/skins/common/img/demo.txt").stdout == "demo 1.0\n"
     assert container.run("ls /var/lib/mgr-agent/journal | wc -l").stdout.strip() == "0"

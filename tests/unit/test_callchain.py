@@ -11,7 +11,7 @@ import pytest
 from mgr_agent import xmlsafe
 from mgr_agent.errors import UsageError
 from mgr_agent.layout import Layout
-from mgr_agent.panels.ispmanager import callchain
+from mgr_agent.panels.ispmanager import callchain, callplugins
 from mgr_agent.sandbox.standin.core import DebugConf, PanelLog
 
 XML = "usr/local/mgr5/etc/xml"
@@ -42,7 +42,7 @@ def two_plugins(root: Path) -> Layout:
 
 
 def test_chain_orders_before_main_after_across_plugins(two_plugins: Layout) -> None:
-    chain = callchain.find_chain(two_plugins, "site.edit")
+    chain = callplugins.find_chain(two_plugins, "site.edit")
     assert [(s.kind, s.handler) for s in chain] == [
         ("before", "a_before.sh"),
         ("before", "b_main.py"),
@@ -58,8 +58,8 @@ def test_chain_orders_before_main_after_across_plugins(two_plugins: Layout) -> N
 
 
 def test_chain_of_unbound_func_is_empty_and_other_funcs_are_separate(two_plugins: Layout) -> None:
-    assert callchain.find_chain(two_plugins, "nothing.here") == []
-    assert [(s.kind, s.handler) for s in callchain.find_chain(two_plugins, "other.func")] == [
+    assert callplugins.find_chain(two_plugins, "nothing.here") == []
+    assert [(s.kind, s.handler) for s in callplugins.find_chain(two_plugins, "other.func")] == [
         ("main", "a_other.sh")]
 
 
@@ -68,12 +68,12 @@ def test_broken_plugin_descriptions_are_reported_and_skipped(two_plugins: Layout
     (root / XML / "ispmgr_mod_d.xml").write_text("<plugin><handler name='d.sh'><func name='site.edit'/>"
                                                  "</handler></plugin>")
     (root / XML / "ispmgr_mod_e.xml").write_text('<!DOCTYPE x [<!ENTITY a "b">]><mgrdata>&a;</mgrdata>')
-    plugins = {p.name: p for p in callchain.load_plugins(two_plugins)}
+    plugins = {p.name: p for p in callplugins.load_plugins(two_plugins)}
     assert plugins["a"].error is None and plugins["a"].funcs == ["other.func"]
     assert plugins["c"].error is not None and "not well-formed" in plugins["c"].error
     assert plugins["d"].error == "root element is <plugin>, expected <mgrdata>"
     assert plugins["e"].error is not None and "entit" in plugins["e"].error
-    chain = callchain.find_chain(two_plugins, "site.edit")
+    chain = callplugins.find_chain(two_plugins, "site.edit")
     assert "d.sh" not in {s.handler for s in chain}
 
 
@@ -104,7 +104,7 @@ def test_default_input_carries_metadata_messages_and_params(two_plugins: Layout,
       <metadata name="f.settings" type="form"><form><field name="x"/></form></metadata>
       <lang name="en"><messages name="f.settings"><msg name="title">Title</msg></messages></lang>
       <lang name="ru"><messages name="f.settings"><msg name="title">Заголовок</msg></messages></lang>''')
-    plugins = callchain.load_plugins(two_plugins)
+    plugins = callplugins.load_plugins(two_plugins)
     data = callchain.default_input("f.settings", {"elid": "7"}, "ru", plugins)
     assert data.startswith(b'<?xml version="1.0" encoding="UTF-8"?>')
     doc = xmlsafe.parse(data, "input")
@@ -154,11 +154,11 @@ def test_handler_problem(root: Path) -> None:
     (addon / "plain.sh").write_text("#!/bin/sh\n")
     (addon / "run.sh").write_text("#!/bin/sh\n")
     (addon / "run.sh").chmod(0o755)
-    assert callchain.handler_problem(layout, "run.sh") is None
-    assert callchain.handler_problem(layout, "plain.sh") == "addon/plain.sh is not executable"
-    assert callchain.handler_problem(layout, "gone.sh") == "addon/gone.sh does not exist"
-    assert "inside addon/" in (callchain.handler_problem(layout, "../bin/core") or "")
-    assert "inside addon/" in (callchain.handler_problem(layout, "/bin/sh") or "")
+    assert callplugins.handler_problem(layout, "run.sh") is None
+    assert callplugins.handler_problem(layout, "plain.sh") == "addon/plain.sh is not executable"
+    assert callplugins.handler_problem(layout, "gone.sh") == "addon/gone.sh does not exist"
+    assert "inside addon/" in (callplugins.handler_problem(layout, "../bin/core") or "")
+    assert "inside addon/" in (callplugins.handler_problem(layout, "/bin/sh") or "")
 
 
 def test_debug_conf_levels_and_colour(tmp_path: Path) -> None:

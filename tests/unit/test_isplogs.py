@@ -1,9 +1,9 @@
-"""Parsing ispmgr.log, level order, the plugin filter, last-N, since (with archives), run_logs."""
+"""Parsing ispmgr.log, level order, the plugin filter, last-N, since (with archives), and the
+records `logs` yields."""
 
 from __future__ import annotations
 
 import gzip
-import io
 import json
 import lzma
 import os
@@ -15,15 +15,15 @@ import pytest
 
 from mgr_agent.errors import NotFound, UsageError
 from mgr_agent.layout import Layout
-from mgr_agent.panels.ispmanager import logs as logtail
-from mgr_agent.panels.ispmanager.logs import (
+from mgr_agent.panels.base import LogQuery
+from mgr_agent.panels.ispmanager import logreader, logrecords, logs
+from mgr_agent.panels.ispmanager.logreader import last, since
+from mgr_agent.panels.ispmanager.logrecords import (
     Record,
-    last,
     level_at_least,
     matches_plugin,
     parse_line,
     parse_lines,
-    since,
 )
 
 NOW = datetime(2026, 11, 21, 23, 0, 0)
@@ -134,10 +134,10 @@ def test_continuation_lines_join_their_record_and_orphans_stay_raw() -> None:
 
 def test_level_order() -> None:
     order = ["TRACE", "DEBUG", "EXTINFO", "INFO", "NOTE", "WARNING", "ERR", "FATAL"]
-    ranks = [logtail.level_rank(x) for x in order]
+    ranks = [logrecords.level_rank(x) for x in order]
     assert ranks == sorted(ranks) and len(set(ranks)) == len(ranks)
-    assert logtail.level_rank("WARN") == logtail.level_rank("warning")
-    assert logtail.level_rank("ERR") == logtail.level_rank("ERROR")
+    assert logrecords.level_rank("WARN") == logrecords.level_rank("warning")
+    assert logrecords.level_rank("ERR") == logrecords.level_rank("ERROR")
     rec = Record(level="WARN")
     assert level_at_least(rec, "INFO") and level_at_least(rec, "WARNING")
     assert not level_at_least(rec, "err")
@@ -243,7 +243,7 @@ def make_rotated(tmp_path: Path) -> tuple[Path, list[str]]:
 def test_since_reads_the_archives_when_the_window_reaches_back(tmp_path: Path) -> None:
     path, every = make_rotated(tmp_path)
     full = parse_lines("".join(every).splitlines(), now=NOW)
-    assert [p.name for _, p in logtail.archives(path, now=NOW)] == [
+    assert [p.name for _, p in logreader.archives(path, now=NOW)] == [
         "ispmgr.log.2026-11-21_08-06-40.0.xz", "ispmgr.log.2026-11-21_10-00-00.0.gz", "ispmgr.log.zzz.gz"]
     for seconds in (0, 3_000, 4_005, 7_990, 11_995, 12_000, 14_990, 20_000):
         when = BASE + timedelta(seconds=seconds)
@@ -269,7 +269,7 @@ def test_since_bisects_a_large_current_file(tmp_path: Path) -> None:
 
 
 def test_parse_since() -> None:
-    p = logtail.parse_since
+    p = logreader.parse_since
     assert p("15m", now=NOW) == NOW - timedelta(minutes=15)
     assert p("2h", now=NOW) == NOW - timedelta(hours=2)
     assert p("1d", now=NOW) == NOW - timedelta(days=1)
@@ -289,51 +289,46 @@ def test_parse_since() -> None:
 
 def panel(tmp_path: Path, entries: list[str]) -> Layout:
     layout = Layout.at(tmp_path / "root")
-    write(logtail.log_path(layout), entries)
+    write(logreader.log_path(layout), entries)
     return layout
 
 
-def test_run_logs_prints_the_last_records(tmp_path: Path) -> None:
+def shown(layout: Layout, colour: bool = False, **query: object) -> list[str]:
+    """The lines ``mgr-agent logs`` prints for ``query`` (the CLI renders each record)."""
+    found = logs.records(logreader.log_path(layout), LogQuery(**query), now=NOW)  # type: ignore[arg-type]
+    return "\n".join(r.text(colour) for r in found).splitlines()
+
+
+def test_logs_yields_the_last_records(tmp_path: Path) -> None:
     layout = panel(tmp_path, [entry(i, level="ERR" if i % 4 == 0 else "INFO", colour=True, cont=i % 2)
                               for i in range(50)])
-    out = io.StringIO()
-    assert logtail.run_logs(layout, n=3, out=out, now=NOW) == 0
-    assert out.getvalue().splitlines() == [
+    assert shown(layout, n=3) == [
         "2026-11-21 08:00:47 1005:2 core_module INFO record 47", "  <line n='0'>xxxxxxxxxxxxxxxxxxxx</line>",
         "2026-11-21 08:00:48 1006:3 core_module ERR record 48",
         "2026-11-21 08:00:49 1000:4 core_module INFO record 49", "  <line n='0'>xxxxxxxxxxxxxxxxxxxx</line>"]
-    out = io.StringIO()
-    logtail.run_logs(layout, out=out, level="err", as_json=True, now=NOW)
-    docs = [json.loads(x) for x in out.getvalue().splitlines()]
+    found = logs.records(logreader.log_path(layout), LogQuery(level="err"), now=NOW)
+    docs = [r.to_json() for r in found]
     assert len(docs) == 10 and {d["level"] for d in docs} == {"ERR"} and docs[-1]["message"] == "record 48"
     assert docs[-1]["time"] == "2026-11-21T08:00:48" and docs[-1]["pid"] == 1006 and ESC in docs[-1]["raw"]
-    out = io.StringIO()
-    logtail.run_logs(layout, out=out, since="2026-11-21 08:00:45", plugin_names={"record"}, now=NOW)
-    assert len([x for x in out.getvalue().splitlines() if "record" in x]) == 5
-    out = io.StringIO()
-    logtail.run_logs(layout, n=2, out=out, since="2026-11-21 08:00:10", now=NOW)
-    assert "record 48" in out.getvalue() and "record 47" not in out.getvalue()
+    lines = shown(layout, since="2026-11-21 08:00:45", plugin_names=frozenset({"record"}))
+    assert len([x for x in lines if "record" in x]) == 5
+    text = "\n".join(shown(layout, n=2, since="2026-11-21 08:00:10"))
+    assert "record 48" in text and "record 47" not in text
 
 
-def test_run_logs_colours_a_terminal_only(tmp_path: Path) -> None:
+def test_records_are_coloured_on_request_only(tmp_path: Path) -> None:
     layout = panel(tmp_path, [entry(1, level="ERR"), entry(2, level="WARN"), entry(3)])
-
-    class Tty(io.StringIO):
-        def isatty(self) -> bool:
-            return True
-
-    out = Tty()
-    logtail.run_logs(layout, out=out, now=NOW)
-    lines = out.getvalue().splitlines()
+    lines = shown(layout, colour=True)
     assert lines[0].startswith(f"{ESC}[31m") and lines[1].startswith(f"{ESC}[33m") and ESC not in lines[2]
+    assert not any(ESC in line for line in shown(layout))
 
 
-def test_run_logs_errors(tmp_path: Path) -> None:
+def test_logs_errors_come_before_the_first_record(tmp_path: Path) -> None:
     layout = Layout.at(tmp_path / "empty")
     with pytest.raises(NotFound, match=r"usr/local/mgr5/var/ispmgr\.log"):
-        logtail.run_logs(layout, n=10, out=io.StringIO())
+        logs.records(logreader.log_path(layout), LogQuery(n=10))
     layout = panel(tmp_path, [entry(1)])
     with pytest.raises(UsageError):
-        logtail.run_logs(layout, level="LOUD", out=io.StringIO())
+        logs.records(logreader.log_path(layout), LogQuery(level="LOUD"))
     with pytest.raises(UsageError):
-        logtail.run_logs(layout, since="the other day", out=io.StringIO())
+        logs.records(logreader.log_path(layout), LogQuery(since="the other day"))

@@ -1,7 +1,8 @@
 """The validators behind ``mgr-agent check`` and the check inside ``install``.
 
-One module per concern: :mod:`.safety` (both panels: XML safety, modes, sizes, secrets),
-:mod:`.plesk_meta`, :mod:`.plesk_catalog`, :mod:`.plesk_code`, :mod:`.ispmanager`.
+The rules every panel shares are :mod:`.safety` (XML safety, modes, sizes, secrets); each
+panel hands its own (``Panel.validators``: ``panels/plesk/checks_*.py``,
+``panels/ispmanager/checks.py``) and the names they see (``Panel.check_names``).
 Each finding has a stable code (docs/check.md lists them all). Errors make ``install``
 refuse, warnings do not unless ``--strict``.
 """
@@ -12,49 +13,20 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
-from mgr_agent.archive import Limits, Source, open_source, read_all
-from mgr_agent.checks import ispmanager, plesk_catalog, plesk_code, plesk_meta, safety
+from mgr_agent.archive import Limits, open_source
+from mgr_agent.checks import safety
 from mgr_agent.checks.base import Context, Files, Validator
 from mgr_agent.config import Config
 from mgr_agent.errors import AgentError, InvalidPackage, Refused
 from mgr_agent.findings import Finding, errors, ordered
-from mgr_agent.layout import MGR_REL, Layout
+from mgr_agent.layout import Layout
 from mgr_agent.package import Package
 from mgr_agent.panels.base import Panel
-from mgr_agent.panels.ispmanager import layout as isplayout
 from mgr_agent.proc import Runner
 from mgr_agent.shape import detect_layout
 
 __all__ = ["Context", "Files", "context", "files_of", "inspect", "refusal", "run", "validate",
            "warning_texts"]
-
-VALIDATORS: dict[str, tuple[Validator, ...]] = {
-    "plesk": plesk_meta.VALIDATORS + plesk_catalog.VALIDATORS + plesk_code.VALIDATORS,
-    "ispmanager": ispmanager.VALIDATORS,
-}
-
-
-def names_of(source: Source, prefix: str, panel: str) -> dict[str, str]:
-    """Package-relative name -> entry. ispmanager names are relative to MGR: a leading
-    ``usr/local/mgr5/`` is removed, and a flat layout is mapped the way install maps it
-    (the plugin XML to ``etc/xml/``, its handlers to ``addon/``)."""
-    names = {n[len(prefix):]: n for n in source.entries if n.startswith(prefix)}
-    if panel != "ispmanager":
-        return names
-    tree = {isplayout.rel_to_mgr(rel): full for rel, full in names.items()}
-    flat = [rel for rel in names if isplayout.FLAT_RE.match(rel)]
-    if any(isplayout.MOD_RE.match(rel) for rel in tree) or len(flat) != 1:
-        return tree
-    try:
-        handlers, _, _ = isplayout.plugin_xml(read_all(source, names[flat[0]]), flat[0])
-        files, hooks, _ = isplayout.map_flat(source, names, flat[0], handlers)
-    except InvalidPackage:  # the validators report what is wrong with it
-        return {(f"etc/xml/{rel}" if rel == flat[0] else rel): full for rel, full in names.items()}
-    mapped = {spec.target.removeprefix(MGR_REL + "/"): spec.entry for spec in files.values()}
-    mapped |= {f"scripts/{hook}": entry for hook, entry in hooks.items()}
-    taken = set(mapped.values())
-    return mapped | {rel: full for rel, full in names.items() if full not in taken}
-
 
 # What install takes care of itself: handler modes (installed 0755). `check` lists it;
 # `install` (even --strict) does not.
@@ -68,14 +40,15 @@ def context(layout: Layout, config: Config, runner: Runner) -> Context:
     return Context(runner=runner, php=php, mgr=layout.mgr)
 
 
-def files_of(pkg: Package) -> Files:
-    return Files(pkg.source, pkg.prefix, names_of(pkg.source, pkg.prefix, pkg.panel), pkg.kept)
+def files_of(pkg: Package, panel: Panel) -> Files:
+    return Files(pkg.source, pkg.prefix, panel.check_names(pkg.source, pkg.prefix), pkg.kept)
 
 
-def run(files: Files, panel: str, ctx: Context) -> list[Finding]:
-    """Every validator of both panels' common rules and of ``panel``; ordered, no repeats."""
+def run(files: Files, panel: Panel, ctx: Context) -> list[Finding]:
+    """Every validator of the common rules and of ``panel``; ordered, no repeats."""
     found: list[Finding] = []
-    for validator in safety.VALIDATORS + VALIDATORS.get(panel, ()):
+    validators: tuple[Validator, ...] = safety.VALIDATORS + panel.validators()
+    for validator in validators:
         found += validator(files, ctx)
     # name the files as the author has them (flat layout, usr/local/mgr5/ prefix)
     found = [replace(f, file=files.full[f.file][len(files.prefix):]) if f.file in files.full else f
@@ -107,7 +80,7 @@ def inspect(path: Path, panels: list[Panel], ctx: Context, *, panel_hint: str | 
         except InvalidPackage as exc:
             return None, [from_error(exc)]
         try:
-            found = run(Files(source, prefix, names_of(source, prefix, panel.name)), panel.name, ctx)
+            found = run(Files(source, prefix, panel.check_names(source, prefix)), panel, ctx)
         except InvalidPackage as exc:  # an entry that cannot be read (size, corrupt data)
             return panel.name, [from_error(exc)]
         try:
@@ -144,10 +117,11 @@ def refusal(bad: list[Finding], *, strict: bool) -> InvalidPackage:
                           rule=first.code, path=first.file, findings=[f.to_dict() for f in bad])
 
 
-def validate(pkg: Package, ctx: Context, *, strict: bool = False) -> tuple[list[Finding], list[str]]:
-    """Check a loaded package (inside ``install``): raise InvalidPackage on errors (on
-    warnings too when ``strict``); return the findings and the result's warnings."""
-    found = [f for f in run(files_of(pkg), pkg.panel, ctx) if f.code not in INSTALL_HANDLED]
+def validate(pkg: Package, panel: Panel, ctx: Context, *,
+             strict: bool = False) -> tuple[list[Finding], list[str]]:
+    """Check a loaded package of ``panel`` (inside ``install``): raise InvalidPackage on
+    errors (on warnings too when ``strict``); return the findings and the result's warnings."""
+    found = [f for f in run(files_of(pkg, panel), panel, ctx) if f.code not in INSTALL_HANDLED]
     bad = errors(found, strict=strict)
     if bad:
         raise refusal(bad, strict=strict)

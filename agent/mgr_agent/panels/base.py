@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import re
+import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 from mgr_agent.archive import Source
 from mgr_agent.config import Config
+from mgr_agent.errors import UsageError
 from mgr_agent.layout import Layout
 from mgr_agent.package import Package
 from mgr_agent.proc import Runner
+
+if TYPE_CHECKING:  # checks/ imports this module: only the type, at check time
+    from mgr_agent.archive import Source as _Source
+    from mgr_agent.checks.base import Validator
 
 HOOKS = ("pre-install", "post-install", "pre-uninstall")
 
@@ -42,6 +49,50 @@ class HookSpec:
     interpreter: tuple[str, ...] = ()
 
 
+Tree = dict[str, tuple[bytes, int]]
+"""Relative path -> (content, mode)."""
+
+
+@dataclass(frozen=True)
+class Skeleton:
+    """What ``mgr-agent new`` writes for a panel: the files and the version they carry."""
+
+    tree: Tree
+    version: str
+
+
+@dataclass(frozen=True)
+class LogQuery:
+    """What ``mgr-agent logs`` asks of a panel's log: the last ``n`` records (or those since
+    ``since``), at ``level`` or above, naming one of ``plugin_names`` (None: any), then with
+    ``follow`` the new ones."""
+
+    n: int | None = None
+    follow: bool = False
+    level: str | None = None
+    since: str | None = None
+    plugin_names: frozenset[str] | None = None
+
+
+class LogRecord(Protocol):
+    """One record of a panel's log, as the CLI and the daemon render it."""
+
+    def to_json(self) -> dict[str, Any]: ...
+
+    def text(self, colour: bool = False) -> str: ...
+
+
+class CallAnswer(Protocol):
+    """The outcome of ``mgr-agent call``: text or JSON for people, and the exit code."""
+
+    @property
+    def exit_code(self) -> int: ...
+
+    def to_json(self) -> dict[str, Any]: ...
+
+    def text(self) -> str: ...
+
+
 class Panel(ABC):
     """One panel's layout, metadata rules, hooks and runtime."""
 
@@ -52,6 +103,9 @@ class Panel(ABC):
     """Whether a change needs :meth:`restart` and :meth:`health` (a core that caches files)."""
     loads_note: str | None = None
     """Said after a committed change when the panel needs no restart (how it picks files up)."""
+    serves: frozenset[str] = frozenset()
+    """The runtime commands this panel answers (``logs``, ``call``, ``debug``): see
+    :func:`mgr_agent.panels.serving`; the others refuse with :meth:`lacks`."""
 
     def __init__(self, layout: Layout, config: Config) -> None:
         self.layout = layout
@@ -111,6 +165,51 @@ class Panel(ABC):
     def health(self, pkg: Package, mark: Mark | None, window: float) -> list[str]:
         """Watch the panel for ``window`` seconds after a change; raise HealthCheckFailed."""
         return []
+
+    # ------------------------------------------------------------ authors' tools
+    @classmethod
+    def skeleton(cls, name: str) -> Skeleton:
+        """``mgr-agent new NAME``: a plugin skeleton that passes ``check --strict``; raise
+        UsageError for a name this panel does not take."""
+        raise UsageError(f"mgr-agent new: {cls.name} has no skeleton")
+
+    def validators(self) -> tuple[Validator, ...]:
+        """This panel's validators for ``check`` (docs/check.md), after the common ones."""
+        return ()
+
+    def check_names(self, source: _Source, prefix: str) -> dict[str, str]:
+        """Package-relative name -> entry, as this panel's validators (and ``pack``) see the
+        package; by default the entries under ``prefix`` with it removed."""
+        return {n[len(prefix):]: n for n in source.entries if n.startswith(prefix)}
+
+    def pack_modes(self, pkg: Package) -> dict[str, int] | None:
+        """Zip name -> mode in this panel's canonical layout, or None for the package's own
+        names (under its prefix)."""
+        return None
+
+    # ------------------------------------------------------------ runtime commands
+    def lacks(self, command: str, what: str) -> UsageError:
+        """The refusal of a runtime command this panel does not have."""
+        return UsageError(f"mgr-agent {command}: {self.name} has no {what}")
+
+    def log_names(self, name: str, meta: Mapping[str, Any]) -> set[str]:
+        """Names by which the panel log mentions an installed plugin (``logs --plugin``)."""
+        return {name}
+
+    def log(self, query: LogQuery, *, stop: threading.Event | None = None,
+            timeout: float | None = None) -> Iterator[LogRecord]:
+        """``mgr-agent logs``: the panel log's records (NotFound without a log, UsageError
+        for a bad level or time, raised before the first record)."""
+        raise self.lacks("logs", "panel log")
+
+    def debug(self, module: str | None, level: int | None, *, off: bool) -> list[str]:
+        """``mgr-agent debug``: set (or with ``off`` put back) a log level; the changes made."""
+        raise self.lacks("debug", "log level file")
+
+    def call(self, func: str, params: Mapping[str, str], *, user: str, lang: str,
+             input_path: Path | None, timeout: float) -> CallAnswer:
+        """``mgr-agent call``: run the handlers bound to ``func`` like the panel does."""
+        raise self.lacks("call", "handler chain")
 
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")

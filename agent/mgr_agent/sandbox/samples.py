@@ -153,7 +153,7 @@ def plesk_files(ext: str = "demo-ext", version: str = "1.0", release: str = "1",
                 extra: Tree | None = None, meta_extra: str = "") -> Tree:
     """A Plesk extension with PHP hooks, an sbin helper and var/ data. It has no catalog
     files (CHANGES.md, ``_meta/``): ``check`` warns about those, ``install`` lists them."""
-    from mgr_agent.checks.plesk_code import camel  # noqa: PLC0415 - keeps `samples` light
+    from mgr_agent.panels.plesk.checks_code import camel  # noqa: PLC0415 - keeps `samples` light
 
     meta = f'''<?xml version="1.0" encoding="utf-8"?>
 <module>

@@ -9,13 +9,11 @@ and must print one XML document.  What is modelled and why: docs/call.md.
 
 from __future__ import annotations
 
-import json
-import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 from urllib.parse import urlencode
 
 from lxml import etree
@@ -23,6 +21,14 @@ from lxml import etree
 from mgr_agent import xmlsafe
 from mgr_agent.errors import HandlerError, InvalidXML, NotFound, UsageError
 from mgr_agent.layout import Layout
+from mgr_agent.panels.ispmanager.callplugins import (
+    HandlerStep,
+    PluginXml,
+    find_chain,
+    handler_problem,
+    load_plugins,
+    unprefixed,
+)
 from mgr_agent.proc import Runner
 
 SCHEMA = 1
@@ -30,67 +36,12 @@ DEFAULT_TIMEOUT = 60.0
 MAX_ANSWER = xmlsafe.MAX_XML_BYTES
 ROOT_LEVEL = 30  # AUTH_LEVEL: 30 root, 29 administrator, 24 reseller, 16 user, 9 mailbox user
 USER_LEVEL = 16
-KINDS = ("before", "main", "after")
 PAGE_TAGS = ("error", "ok", "metadata")  # what an answer may hold, in order of precedence
 PARAM_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$")
 XML_DECL = '<?xml version="1.0" encoding="UTF-8"?>\n'
 
 # a step's failure: the handler could not run, it failed, or its answer is bad XML
 FAIL_EXEC, FAIL_EXIT, FAIL_TIMEOUT, FAIL_XML = "exec", "exit", "timeout", "xml"
-
-
-@dataclass(frozen=True)
-class Binding:
-    """One ``<func>`` or ``<event>`` of a handler."""
-
-    func: str
-    kind: str  # before | main | after
-    priority: bool = False  # ``priority="hi"``: runs before its peers
-
-
-@dataclass(frozen=True)
-class HandlerDecl:
-    name: str  # path relative to addon/
-    type: str  # xml | cgi
-    bindings: tuple[Binding, ...]
-
-    @property
-    def funcs(self) -> list[str]:
-        return [b.func for b in self.bindings if b.kind == "main"]
-
-    @property
-    def events(self) -> list[Binding]:
-        return [b for b in self.bindings if b.kind != "main"]
-
-
-@dataclass(frozen=True)
-class PluginXml:
-    """One ``etc/xml/ispmgr_mod_NAME.xml``; ``error`` says why it could not be read."""
-
-    name: str
-    path: Path
-    source: str  # MGR-relative, e.g. etc/xml/ispmgr_mod_demo.xml
-    root: xmlsafe.Element | None = None
-    error: str | None = None
-    handlers: tuple[HandlerDecl, ...] = ()
-
-    @property
-    def funcs(self) -> list[str]:
-        seen: dict[str, None] = {}
-        for h in self.handlers:
-            seen.update(dict.fromkeys(h.funcs))
-        return list(seen)
-
-
-@dataclass(frozen=True)
-class HandlerStep:
-    """A handler to run for a func, and in which role."""
-
-    handler: str
-    kind: str  # before | main | after
-    plugin: str
-    source: str
-    type: str = "xml"
 
 
 @dataclass(frozen=True)
@@ -150,92 +101,16 @@ class CallResult:
             out["error"] = HandlerError(self.reason, func=self.func).to_dict()
         return out
 
+    @property
+    def exit_code(self) -> int:
+        """0 for a valid answer (an ``<error>`` answer included), :class:`HandlerError`'s
+        exit code (13) for an invalid one."""
+        return 0 if self.valid else HandlerError.exit_code
 
-# ------------------------------------------------------------------ discovery
-def _plugin_name(path: Path) -> str:
-    return path.name[len("ispmgr_mod_"):-len(".xml")]
-
-
-def read_plugin(path: Path, source: str) -> PluginXml:
-    """Parse one plugin description; problems are reported in ``error``, never raised."""
-    name = _plugin_name(path)
-    try:
-        data = path.read_bytes()
-        root = xmlsafe.parse(data, source)
-    except OSError as exc:
-        return PluginXml(name, path, source, error=f"cannot read it: {exc.strerror}")
-    except InvalidXML as exc:
-        return PluginXml(name, path, source, error=_unprefixed(exc.message, source))
-    if root.tag != "mgrdata":
-        return PluginXml(name, path, source, root=root,
-                         error=f"root element is <{root.tag}>, expected <mgrdata>")
-    decls: list[HandlerDecl] = []
-    for handler in root.iter("handler"):
-        hname = (handler.get("name") or "").strip()
-        if not hname:
-            return PluginXml(name, path, source, root=root, error="a <handler> has no name")
-        bindings: list[Binding] = []
-        for child in handler:
-            func = (child.get("name") or "").strip() if isinstance(child.tag, str) else ""
-            if not func:
-                continue
-            if child.tag == "func":
-                bindings.append(Binding(func, "main"))
-            elif child.tag == "event":
-                kind = "before" if child.get("before") == "yes" else "after"
-                bindings.append(Binding(func, kind, child.get("priority") == "hi"))
-        decls.append(HandlerDecl(hname, handler.get("type", "xml"), tuple(bindings)))
-    return PluginXml(name, path, source, root=root, handlers=tuple(decls))
-
-
-def _unprefixed(message: str, source: str) -> str:
-    return message[len(source) + 2:] if message.startswith(f"{source}: ") else message
-
-
-def load_plugins(layout: Layout) -> list[PluginXml]:
-    """Every ``etc/xml/ispmgr_mod_*.xml``, in file-name order (the order the core loads)."""
-    xml_dir = layout.mgr / "etc/xml"
-    if not xml_dir.is_dir():
-        return []
-    return [read_plugin(p, f"etc/xml/{p.name}") for p in sorted(xml_dir.glob("ispmgr_mod_*.xml"))
-            if p.is_file()]
-
-
-def find_chain(layout: Layout, func: str, *,
-               plugins: Sequence[PluginXml] | None = None) -> list[HandlerStep]:
-    """The handlers bound to ``func``: before-events, the main handler, after-events.
-
-    Within a role, ``priority="hi"`` events come first, then file-name and document order.
-    Plugin descriptions that cannot be read are skipped (the core logs them).  When
-    several plugins claim ``func`` with ``<func>``, the first in file-name order is the
-    main handler and the others are left out.
-    """
-    found: dict[str, list[tuple[bool, HandlerStep]]] = {k: [] for k in KINDS}
-    for plugin in load_plugins(layout) if plugins is None else plugins:
-        if plugin.error is not None:
-            continue
-        for decl in plugin.handlers:
-            for b in decl.bindings:
-                if b.func == func:
-                    step = HandlerStep(decl.name, b.kind, plugin.name, plugin.source, decl.type)
-                    found[b.kind].append((b.priority, step))
-    chain: list[HandlerStep] = []
-    for kind in KINDS:
-        ordered = [s for hi, s in found[kind] if hi] + [s for hi, s in found[kind] if not hi]
-        chain += ordered[:1] if kind == "main" else ordered
-    return chain
-
-
-def handler_problem(layout: Layout, handler: str) -> str | None:
-    """Why ``addon/HANDLER`` cannot be run, or None."""
-    if handler.startswith("/") or ".." in handler.split("/"):
-        return f"handler name {handler!r} must be a path inside addon/"
-    path = layout.mgr / "addon" / handler
-    if not path.is_file():
-        return f"addon/{handler} does not exist"
-    if not os.access(path, os.X_OK):
-        return f"addon/{handler} is not executable"
-    return None
+    def text(self) -> str:
+        """The final answer (pretty XML), or the verdict with each step and the failed
+        handler's output."""
+        return render_text(self)
 
 
 # ------------------------------------------------------------------ the request
@@ -337,7 +212,7 @@ def judge(data: bytes, source: str) -> tuple[str, str]:
     try:
         root = xmlsafe.parse(data, source, max_bytes=MAX_ANSWER)
     except InvalidXML as exc:
-        return _unprefixed(exc.message, source), ""
+        return unprefixed(exc.message, source), ""
     if root.tag != "doc":
         return f"root element is <{root.tag}>, expected <doc>", ""
     return "", holds(root)
@@ -469,22 +344,17 @@ def render_text(result: CallResult) -> str:
     return "\n".join(lines)
 
 
-def run_call_command(layout: Layout, func: str, params: Mapping[str, str], *, user: str = "root",
-                     lang: str = "en", input_path: Path | None = None, as_json: bool = False,
-                     out: TextIO, timeout: float = DEFAULT_TIMEOUT) -> int:
-    """``mgr-agent call``: print the final answer (pretty XML) or the verdict; 0 for a valid
-    answer (an ``<error>`` answer included), :class:`HandlerError`'s exit code (13) for an
-    invalid one.  Raises AgentError when the call cannot be made (unknown func, bad input)."""
+def call(layout: Layout, func: str, params: Mapping[str, str], *, user: str = "root",
+         lang: str = "en", input_path: Path | None = None,
+         timeout: float = DEFAULT_TIMEOUT) -> CallResult:
+    """``mgr-agent call``: run the chain of ``func`` (its first handler reads ``input_path``,
+    else a request document made here). Raises AgentError when the call cannot be made
+    (unknown func, bad input)."""
     input_xml = None
     if input_path is not None:
         input_xml = read_input(input_path)
-    result = run_call(layout, handler_runner(), func, params, user=user, lang=lang,
-                      input_xml=input_xml, timeout=timeout)
-    if as_json:
-        out.write(json.dumps(result.to_json()) + "\n")
-    else:
-        out.write(render_text(result) + "\n")
-    return 0 if result.valid else HandlerError.exit_code
+    return run_call(layout, handler_runner(), func, params, user=user, lang=lang,
+                    input_xml=input_xml, timeout=timeout)
 
 
 def read_input(path: Path) -> bytes:

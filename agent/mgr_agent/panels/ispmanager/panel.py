@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +13,22 @@ import psutil
 
 from mgr_agent import xmlsafe
 from mgr_agent.archive import Source, read_all
+from mgr_agent.checks.base import Validator
 from mgr_agent.errors import HealthCheckFailed, InvalidPackage
 from mgr_agent.layout import MGR_REL
 from mgr_agent.package import Package
-from mgr_agent.panels.base import HOOKS, NAME_RE, HookSpec, Mark, Panel
-from mgr_agent.panels.ispmanager import outside
+from mgr_agent.panels.base import (
+    HOOKS,
+    NAME_RE,
+    CallAnswer,
+    HookSpec,
+    LogQuery,
+    LogRecord,
+    Mark,
+    Panel,
+    Skeleton,
+)
+from mgr_agent.panels.ispmanager import checks, core
 from mgr_agent.panels.ispmanager.layout import (
     FLAT_RE,
     MOD_RE,
@@ -31,26 +42,12 @@ from mgr_agent.panels.ispmanager.layout import (
 from mgr_agent.proc import Runner
 
 
-def log_names(name: str, meta: dict[str, Any]) -> set[str]:
+def log_names(name: str, meta: Mapping[str, Any]) -> set[str]:
     """Names by which ispmgr.log mentions a plugin: its name, XML file, handlers, funcs."""
     names = {name, Path(str(meta.get("xml", ""))).name, *meta.get("handlers", []),
              *meta.get("funcs", []), *meta.get("events", [])}
     names.discard("")
     return names
-
-
-def _wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
-    """Wait until the processes are gone (an unreaped zombie counts as gone); the rest."""
-    deadline = time.monotonic() + timeout
-    while True:
-        alive = []
-        for proc in procs:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                if proc.status() != psutil.STATUS_ZOMBIE:
-                    alive.append(proc)
-        if not alive or time.monotonic() >= deadline:
-            return alive
-        time.sleep(0.05)
 
 
 # directories of the panel that several plugins (and the panel) write into
@@ -70,6 +67,7 @@ class IspManager(Panel):
     name = "ispmanager"
     detection_rule = ("etc/xml/ispmgr_mod_NAME.xml (optionally under usr/local/mgr5/), or "
                       "ispmgr_mod_NAME.xml at the top beside its handlers")
+    serves = frozenset({"logs", "call", "debug"})
 
     def detect(self, names: set[str]) -> bool:
         return any(MOD_RE.match(rel_to_mgr(n)) or FLAT_RE.match(n) for n in names)
@@ -163,6 +161,47 @@ class IspManager(Panel):
     def hook_env(self) -> dict[str, str]:
         return {"MGR_AGENT_PANEL_ROOT": str(self.layout.mgr)}
 
+    # ------------------------------------------------------------ check and pack
+    @classmethod
+    def skeleton(cls, name: str) -> Skeleton:
+        from mgr_agent.panels.ispmanager import skeleton  # noqa: PLC0415 - only `new` needs it
+
+        return skeleton.skeleton(name)
+
+    def validators(self) -> tuple[Validator, ...]:
+        return checks.VALIDATORS
+
+    def check_names(self, source: Source, prefix: str) -> dict[str, str]:
+        """Names relative to MGR: a leading ``usr/local/mgr5/`` is removed, and a flat
+        layout is mapped the way install maps it (the plugin XML to ``etc/xml/``, its
+        handlers to ``addon/``)."""
+        names = {n[len(prefix):]: n for n in source.entries if n.startswith(prefix)}
+        tree = {rel_to_mgr(rel): full for rel, full in names.items()}
+        flat = [rel for rel in names if FLAT_RE.match(rel)]
+        if any(MOD_RE.match(rel) for rel in tree) or len(flat) != 1:
+            return tree
+        try:
+            handlers, _, _ = plugin_xml(read_all(source, names[flat[0]]), flat[0])
+            files, hooks, _ = map_flat(source, names, flat[0], handlers)
+        except InvalidPackage:  # the validators report what is wrong with it
+            return {(f"etc/xml/{rel}" if rel == flat[0] else rel): full for rel, full in names.items()}
+        mapped = {spec.target.removeprefix(MGR_REL + "/"): spec.entry for spec in files.values()}
+        mapped |= {f"scripts/{hook}": entry for hook, entry in hooks.items()}
+        taken = set(mapped.values())
+        return mapped | {rel: full for rel, full in names.items() if full not in taken}
+
+    def pack_modes(self, pkg: Package) -> dict[str, int] | None:
+        """The MGR layout: installed files by target, hooks under ``scripts/``, the files at
+        the top that describe the package (VERSION, README, LICENSE) kept, never installed;
+        folders the flat layout does not install are left out."""
+        source, prefix = pkg.source, pkg.prefix
+        out = {spec.target.removeprefix(MGR_REL + "/"): spec.mode for spec in pkg.files.values()}
+        out |= {f"scripts/{hook}": source.entries[entry].mode for hook, entry in pkg.hooks.items()}
+        used = {spec.entry for spec in pkg.files.values()} | set(pkg.hooks.values())
+        out |= {n[len(prefix):]: 0o644 for n in source.entries
+                if n.startswith(prefix) and "/" not in n[len(prefix):] and n not in used}
+        return out
+
     # ------------------------------------------------------------ runtime (step 7)
     @property
     def log_path(self) -> Path:
@@ -170,20 +209,7 @@ class IspManager(Panel):
 
     def core_processes(self) -> list[psutil.Process]:
         """The ``core`` processes of this MGR root only: never another program's ``core``."""
-        mgr = str(self.layout.mgr) + "/"
-        found = []
-        for proc in psutil.process_iter(["name", "exe", "cmdline", "status"]):
-            info = proc.info
-            if info.get("name") != "core" or info.get("status") == psutil.STATUS_ZOMBIE:
-                continue
-            paths = [info.get("exe") or "", *(info.get("cmdline") or [])]
-            if any(p.startswith(mgr) for p in paths):
-                found.append(proc)
-        return found
-
-    def _mgrctl(self) -> Path | None:
-        path = self.layout.mgr / "sbin/mgrctl"
-        return path if os.access(path, os.X_OK) else None
+        return core.processes(self.layout)
 
     def mark(self) -> Mark | None:
         running = bool(self.core_processes())
@@ -191,115 +217,74 @@ class IspManager(Panel):
             st = os.stat(self.log_path)
         except FileNotFoundError:
             # a core running, or one mgrctl will start, may create the log during the window
-            return Mark(self.log_path, 0, 0, running) if running or self._mgrctl() else None
+            return Mark(self.log_path, 0, 0, running) if running or core.mgrctl_path(self.layout) else None
         return Mark(self.log_path, st.st_ino, st.st_size, running)
 
     def restart(self, runner: Runner) -> list[str]:
         """Drop the XML cache, ask the core to exit (mgrctl), end what is left of this
         root's core processes (SIGTERM, wait, SIGKILL), and wake the panel again."""
-        notes: list[str] = []
-        var = self.layout.mgr / "var"
-        caches = list(var.glob(".db.cache*")) if var.is_dir() else []
-        for cache in caches:
-            cache.unlink(missing_ok=True)
-        if caches:
-            notes.append(f"removed {len(caches)} panel cache file(s)")
-        mgrctl = self._mgrctl()
-        before = self.core_processes()
-        if mgrctl is not None:
-            done = runner.run([str(mgrctl), "-m", "ispmgr", "exit"], cwd=self.layout.mgr,
-                              timeout=self.config.core_timeout)
-            notes.append(f"mgrctl -m ispmgr exit: exit {done.returncode}")
-        elif not before:
-            return [*notes, f"no core process under {self.layout.mgr}: nothing to restart"]
-        left = self.core_processes()
-        if left:
-            for proc in left:
-                with contextlib.suppress(psutil.NoSuchProcess):
-                    proc.terminate()
-            alive = _wait_gone(left, self.config.core_timeout)
-            for proc in alive:
-                with contextlib.suppress(psutil.NoSuchProcess):
-                    proc.kill()
-            alive = _wait_gone(alive, 5)
-            if alive:
-                raise HealthCheckFailed(
-                    f"core process(es) {', '.join(str(p.pid) for p in alive)} under "
-                    f"{self.layout.mgr} did not end after SIGKILL")
-            notes.append(f"ended {len(left)} core process(es) of {self.layout.mgr}")
-        if mgrctl is not None:
-            notes += self._wake(runner, mgrctl)
-        return notes
-
-    def _wake(self, runner: Runner, mgrctl: Path) -> list[str]:
-        """``mgrctl -m ispmgr`` (starts the core and waits until it answers), outside the
-        agent's service under systemd: after the panel's own unit, in a transient unit."""
-        notes: list[str] = []
-        argv = [str(mgrctl), "-m", "ispmgr"]
-        where = ""
-        if outside.systemd_runs(self.layout.root):
-            unit_ = self.config.core_unit
-            if unit_:
-                done = runner.run(outside.start_unit(unit_), cwd=self.layout.mgr,
-                                  timeout=self.config.core_timeout)
-                if done.returncode != 0:
-                    raise HealthCheckFailed(f"systemctl start {unit_} exited {done.returncode}: "
-                                            f"{done.output.strip()[-500:]}")
-                notes.append(f"started the panel's unit {unit_}")
-            name = outside.unit_name("ispmgr-core")
-            argv = outside.transient(argv, unit=name, timeout=self.config.core_timeout,
-                                     description=f"ispmanager core of {self.layout.mgr} (woken by mgr-agent)")
-            where = f" (in {name}.service; journalctl -u {name})"
-        done = runner.run(argv, cwd=self.layout.mgr, timeout=self.config.core_timeout + 5)
-        if done.returncode != 0:
-            raise HealthCheckFailed(
-                f"the panel does not answer after the restart: mgrctl -m ispmgr exited "
-                f"{done.returncode}{where}: {done.output.strip()[-500:]}")
-        notes.append(f"the panel answers again (mgrctl){where}")
-        return notes
-
-    def _read_new(self, mark: Mark, lines: list[str]) -> Mark:
-        """Append the complete log lines written since ``mark`` to ``lines``; the new mark.
-
-        A rotated (new inode) or truncated log is read again from its start.
-        """
-        try:
-            st = os.stat(self.log_path)
-        except FileNotFoundError:
-            return mark
-        start = mark.offset if st.st_ino == mark.inode and st.st_size >= mark.offset else 0
-        with open(self.log_path, "rb") as fh:
-            fh.seek(start)
-            data = fh.read(64 * 1024 * 1024)
-        complete = data[: data.rfind(b"\n") + 1]  # a line still being written waits
-        lines += complete.decode("utf-8", "replace").splitlines()
-        return Mark(mark.path, st.st_ino, start + len(complete), mark.running)
+        return core.restart(self.layout, self.config, runner)
 
     def health(self, pkg: Package, mark: Mark | None, window: float) -> list[str]:
-        """The core comes back and the log shows no error for this plugin in ``window``."""
+        """The core comes back and the log shows no error for this plugin in ``window``:
+        the log is followed from the mark (rotation and truncation included) as ``logs -f``
+        follows it."""
         if mark is None or window <= 0:
             return [] if window <= 0 else ["no ispmgr.log and no core here: health not checked"]
-        from mgr_agent.panels.ispmanager import logs as logtail  # noqa: PLC0415 - only upgrades of a live panel need it
-        names = log_names(pkg.name, pkg.meta)
-        expect_core = self._mgrctl() is not None  # without mgrctl the next request wakes it
+        # imported here: only upgrades of a live panel need the log reader
+        from mgr_agent.panels.ispmanager import logrecords  # noqa: PLC0415
+        from mgr_agent.panels.ispmanager.logfollow import Follower  # noqa: PLC0415
+
+        names = frozenset(log_names(pkg.name, pkg.meta))
+        bad_for_plugin = logrecords.make_filter(level="ERR", plugin_names=names)
+        expect_core = core.mgrctl_path(self.layout) is not None  # without mgrctl the next request wakes it
         deadline = time.monotonic() + window
-        seen: list[str] = []
-        while True:
-            mark = self._read_new(mark, seen)  # each poll reads only what was appended
-            records = logtail.parse_lines(seen)
-            bad = [r for r in records if logtail.level_at_least(r, "ERR")
-                   and logtail.matches_plugin(r, names)]
-            if bad:
-                lines = [logtail.format_record(r) for r in bad[:20]]  # ANSI colours stripped
-                raise HealthCheckFailed(
-                    f"ispmgr.log shows {len(bad)} error(s) for {pkg.name} after the switch: "
-                    f"{lines[0][:300]}", log_lines=lines)
-            now = time.monotonic()
-            if now >= deadline:
-                break
-            time.sleep(min(0.2, deadline - now))
+        bad: list[logrecords.Record] = []
+        with Follower(mark.path, bad_for_plugin) as follower:
+            follower.resume(mark.inode, mark.offset)
+            while True:
+                follower.check()  # each poll reads only what was appended
+                bad += follower.drain()
+                open_record = follower.asm.open  # its continuation lines may still come
+                found = bad + ([open_record] if open_record and bad_for_plugin(open_record) else [])
+                if found:
+                    lines = [r.text() for r in found[:20]]  # ANSI colours stripped
+                    raise HealthCheckFailed(
+                        f"ispmgr.log shows {len(found)} error(s) for {pkg.name} after the switch: "
+                        f"{lines[0][:300]}", log_lines=lines)
+                now = time.monotonic()
+                if now >= deadline:
+                    break
+                follower.wait(min(0.2, deadline - now))
         if expect_core and not self.core_processes():
             raise HealthCheckFailed(f"the core of {self.layout.mgr} did not come back within "
                                     f"{window:g} s")
         return [f"healthy for {window:g} s: " + ("core running, " if expect_core else "")
                 + f"no errors for {pkg.name} in ispmgr.log"]
+
+    # ------------------------------------------------------------ runtime commands
+    def log_names(self, name: str, meta: Mapping[str, Any]) -> set[str]:
+        return log_names(name, meta)
+
+    def log(self, query: LogQuery, *, stop: threading.Event | None = None,
+            timeout: float | None = None) -> Iterator[LogRecord]:
+        from mgr_agent.panels.ispmanager import logs  # noqa: PLC0415 - only `logs` needs it
+
+        return logs.records(self.log_path, query, stop=stop, timeout=timeout)
+
+    def debug(self, module: str | None, level: int | None, *, off: bool) -> list[str]:
+        """Set (or with ``off`` put back) a line of ``etc/debug.conf``; what changed, each
+        prefixed with the file's root-relative path."""
+        from mgr_agent.panels.ispmanager.debugconf import DebugConf  # noqa: PLC0415
+
+        conf = DebugConf(self.layout.mgr / "etc/debug.conf",
+                         self.layout.state_dir / "debug-saved.json")
+        changes = conf.restore() if off else conf.set(str(module), int(level or 0))
+        return [f"{self.layout.rel(conf.path)}: {c}" for c in changes]
+
+    def call(self, func: str, params: Mapping[str, str], *, user: str, lang: str,
+             input_path: Path | None, timeout: float) -> CallAnswer:
+        from mgr_agent.panels.ispmanager import callchain  # noqa: PLC0415 - only `call` needs it
+
+        return callchain.call(self.layout, func, params, user=user, lang=lang,
+                              input_path=input_path, timeout=timeout)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import fcntl
 import os
 import signal
@@ -25,9 +24,10 @@ from types import FrameType
 
 import psutil
 
+from mgr_agent import libc
 from mgr_agent.fsutil import atomic_write
 from mgr_agent.layout import MGR_REL, Layout
-from mgr_agent.panels.ispmanager import callchain
+from mgr_agent.panels.ispmanager import callchain, callplugins
 
 LOG_NAME = "ispmgr"  # var/ispmgr.log, and the <log> of etc/debug.conf lines
 DEFAULT_LEVEL = 4  # what a module logs when etc/debug.conf says nothing about it
@@ -174,7 +174,7 @@ def tracer(log: PanelLog, *, thread: int = 1) -> callchain.Observer:
 def load(layout: Layout, log: PanelLog, *, timeout: float = HANDLER_TIMEOUT) -> int:
     """Load every plugin description and call each plugin func once; returns the number
     of plugins loaded without error."""
-    plugins = callchain.load_plugins(layout)
+    plugins = callplugins.load_plugins(layout)
     runner = callchain.handler_runner()
     good = 0
     for plugin in plugins:
@@ -185,7 +185,7 @@ def load(layout: Layout, log: PanelLog, *, timeout: float = HANDLER_TIMEOUT) -> 
         errors = 0
         broken: set[str] = set()
         for decl in plugin.handlers:
-            problem = callchain.handler_problem(layout, decl.name)
+            problem = callplugins.handler_problem(layout, decl.name)
             if problem is not None:
                 log.write("core_module", "ERR",
                           f"plugin {plugin.name} ({plugin.source}): handler {decl.name}: {problem}")
@@ -230,8 +230,7 @@ def _ignore_stops() -> None:
 def set_process_name(name: str) -> None:
     """``/proc/self/comm`` = ``name`` (what psutil calls the process name)."""
     with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(15, name.encode(), 0, 0, 0)  # PR_SET_NAME
+        libc.set_process_name(name)
 
 
 @contextlib.contextmanager

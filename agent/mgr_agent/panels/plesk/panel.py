@@ -13,11 +13,13 @@ from pathlib import Path
 
 from mgr_agent import xmlsafe
 from mgr_agent.archive import Source, read_all
+from mgr_agent.checks.base import Validator
 from mgr_agent.config import Config
 from mgr_agent.errors import IncompatiblePanel, InvalidPackage, RegistrationFailed
 from mgr_agent.layout import PSA_REL, Layout
 from mgr_agent.package import FileSpec, Package
-from mgr_agent.panels.base import HookSpec, Panel
+from mgr_agent.panels.base import HookSpec, Panel, Skeleton
+from mgr_agent.panels.plesk import checks_catalog, checks_code, checks_meta
 from mgr_agent.proc import Runner
 from mgr_agent.versions import compare
 
@@ -104,6 +106,15 @@ class Plesk(Panel):
 
     def detect(self, names: set[str]) -> bool:
         return "meta.xml" in names
+
+    @classmethod
+    def skeleton(cls, name: str) -> Skeleton:
+        from mgr_agent.panels.plesk import skeleton  # noqa: PLC0415 - only `new` needs it
+
+        return skeleton.skeleton(name)
+
+    def validators(self) -> tuple[Validator, ...]:
+        return checks_meta.VALIDATORS + checks_catalog.VALIDATORS + checks_code.VALIDATORS
 
     def anchor(self, name: str) -> Path:
         return self.psa
