@@ -135,18 +135,17 @@ def choose(layout: Layout, plan: Plan, candidates: Iterable[str], known: set[str
             continue
         if not stat.S_ISDIR(st.st_mode) or os.lstat(live.parent).st_dev != st.st_dev:
             continue  # a mount point cannot be renamed: its files are switched one by one
-        if _known_tree(str(live), prefix, known) is None or mounts_in(str(live)):
-            continue
-        if not (count["add"] or count["replace"] or links):
-            plan.dirs.append(DirOp(len(plan.dirs), top, "remove"))
-            continue
+        how: How = "exchange" if count["add"] or count["replace"] or links else "remove"
         # file by file: link + rename + unlink per replaced file, rename + unlink per removed
         # one, a rename per added one; whole: a link per unchanged file and one unlink per
         # file of the old tree after the commit
         per_file = 3 * count["replace"] + 2 * count["remove"] + count["add"]
         whole = 2 * len(links) + count["replace"] + count["remove"] + 1
-        if whole <= per_file:
-            plan.dirs.append(DirOp(len(plan.dirs), top, "exchange", sorted(links)))
+        if whole > per_file:
+            continue  # decided before walking the live tree: a small upgrade stays cheap
+        if _known_tree(str(live), prefix, known) is None or mounts_in(str(live)):
+            continue
+        plan.dirs.append(DirOp(len(plan.dirs), top, how, sorted(links) if how == "exchange" else []))
 
 
 # ---------------------------------------------------------------- carrying entries over
