@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 How = Literal["exchange", "create", "remove"]
 FORCE_PER_FILE = "MGR_AGENT_NO_EXCHANGE"  # tests: act as if no filesystem had RENAME_EXCHANGE
 _probed: dict[int, bool] = {}  # st_dev -> RENAME_EXCHANGE works there
+PROBE = ".mga-probe-"  # the two directories of the probe, made at the top of a staged tree
 
 
 @dataclass
@@ -192,6 +193,8 @@ class _Carry:
         for entry in entries:
             rel = prefix + entry.name
             is_dir = entry.is_dir(follow_symlinks=False)
+            if not prefix and entry.name.startswith(PROBE):
+                continue  # the probe's own directories (a crash in the probe): deleted with the tree
             if not everything and is_dir and rel in self.wanted:
                 self.run(entry.path, f"{dst}/{entry.name}", rel + "/")
                 continue
@@ -232,7 +235,7 @@ def exchange_works(directory: str) -> bool:
         return False
     dev = os.lstat(directory).st_dev
     if dev not in _probed:
-        a, b = f"{directory}/.probe-a", f"{directory}/.probe-b"
+        a, b = f"{directory}/{PROBE}a", f"{directory}/{PROBE}b"
         os.mkdir(a)
         os.mkdir(b)
         try:

@@ -428,7 +428,7 @@ def upgrades(tmp_path_factory: pytest.TempPathFactory,
 
 def _exchanges(trace: Trace) -> list[Call]:
     return [c for c in trace.calls if c.name == "renameat2" and "RENAME_EXCHANGE" in c.args[4]
-            and ".probe-" not in c.args[1]]
+            and ".mga-probe-" not in c.args[1]]
 
 
 @pytest.mark.parametrize("mode", ["syncfs", "fsync"])
