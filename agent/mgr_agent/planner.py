@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mgr_agent.dirswitch import choose
+from mgr_agent.dirplan import choose
 from mgr_agent.errors import Conflict
 from mgr_agent.fsutil import CHUNK, check_no_symlink, sha256_file
 from mgr_agent.layout import Layout

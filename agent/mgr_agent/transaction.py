@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mgr_agent import faults
-from mgr_agent.dirswitch import DirOp, DirSwitch
+from mgr_agent.dirplan import DirOp
+from mgr_agent.dirswitch import DirSwitch
 from mgr_agent.errors import StageFailed, SwitchFailed
 from mgr_agent.fsutil import (
     fsync_dir,

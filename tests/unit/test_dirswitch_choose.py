@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mgr_agent.dirswitch import choose
+from mgr_agent.dirplan import choose
 from mgr_agent.layout import Layout
 from mgr_agent.transaction import Op, Plan
 
