@@ -160,12 +160,15 @@ class DirSwitch:
         self.journal = journal
         self.per_file_fsync = per_file_fsync
         self.root = str(layout.root)
+        # switch-dir records by number; the inodes of the staged trees from the staged record
+        # (an earlier record: a damaged last switch-dir record does not lose them)
         if journal is not None:
-            self.records = journal.dirs
+            self.records, self.staged_inos = journal.dirs, journal.staged_dirs
         elif plan.dirs and (layout.journal_dir / f"{tx}.log").exists():
-            self.records = replay(layout.journal_dir / f"{tx}.log").dirs
+            rep = replay(layout.journal_dir / f"{tx}.log")
+            self.records, self.staged_inos = rep.dirs, rep.staged_dirs
         else:
-            self.records = {}
+            self.records, self.staged_inos = {}, {}
         self.changed: set[str] = set()
         self._cover()
 
@@ -260,6 +263,12 @@ class DirSwitch:
                         with open(dst, "rb") as fh:
                             os.fsync(fh.fileno())
             faults.point("dir-staged")
+
+    def staged_record(self) -> dict[str, Any]:
+        """For the journal's staged record: the inode of each staged tree, by number; undo
+        and recovery tell from it whether a tree was switched into place."""
+        inos = {str(d.k): _ino(self.staged_tree(d)) for d in self.active if d.how != "remove"}
+        return {"dirs": inos} if inos else {}
 
     @staticmethod
     def _like(path: str, live: str) -> None:
@@ -370,8 +379,8 @@ class DirSwitch:
                         _rmtree(live)
                     os.rename(backup, live)
                 continue
-            if record is not None and record.get("staged") is not None \
-                    and _ino(live) == record["staged"]:
+            staged = self.staged_inos.get(d.k)
+            if staged is not None and _ino(live) == staged:
                 if d.how == "exchange":
                     rename_exchange(live, tree)  # the old tree is back, the new one in S
                 else:

@@ -142,6 +142,10 @@ class Transaction:
         head, _, _ = self._targets[op.i].rpartition("/")
         return f"{head}/.mga-{self.tx}-{op.i}.new"
 
+    def _beside(self, op: Op) -> str:
+        head, _, _ = self._targets[op.i].rpartition("/")
+        return f"{head}/.mga-{self.tx}-{op.i}.new"
+
     def backup(self, op: Op) -> str:
         head, _, _ = self._targets[op.i].rpartition("/")
         return f"{head}/.mga-{self.tx}-{op.i}.old"
@@ -215,7 +219,7 @@ class Transaction:
             raise StageFailed(f"cannot stage {name}: {_describe(exc)}", errno=exc.errno,
                               path=str(name)) from exc
         faults.point("before-staged")
-        self._log("staged")
+        self._log("staged", **self.dirs.staged_record())
         faults.point("after-staged")
 
     def switch(self) -> None:
@@ -274,8 +278,9 @@ class Transaction:
                 unlink_if_exists(self.diverted(op))
             if op.save:
                 self._drop_saved(op)
-            if op.i in covered:
-                continue  # the directory's undo below
+            if op.i in covered:  # the directory's undo below; a per-file fallback whose
+                unlink_if_exists(self._beside(op))  # journal record was lost: its staged file
+                continue
             staged, backup, target = self.staged(op), self.backup(op), self.target(op)
             if op.action == "remove":
                 if os.path.lexists(backup):

@@ -21,6 +21,11 @@ REGISTER = "register"  # written before the panel's registry (Plesk's) is change
 SWITCH_DIR = "switch-dir"  # written before a whole-directory switch (or its per-file fallback); not a phase
 
 
+def _inodes(record: dict[str, Any]) -> dict[int, int]:
+    """The staged record's ``dirs``: staged directory tree number -> its inode."""
+    return {int(k): int(v) for k, v in dict(record.get("dirs") or {}).items()}
+
+
 def _line(record: dict[str, Any]) -> bytes:
     body = json.dumps(record, separators=(",", ":"), sort_keys=True).encode()
     return b"%08x " % zlib.crc32(body) + body + b"\n"
@@ -36,6 +41,7 @@ class Replay:
     torn: str | None
     registered: bool = False  # the panel's registry may have been changed
     dirs: dict[int, dict[str, Any]] = field(default_factory=dict)  # switch-dir records by "k"
+    staged_dirs: dict[int, int] = field(default_factory=dict)  # the staged record's tree inodes
 
     @property
     def tx(self) -> str:
@@ -53,6 +59,7 @@ class Journal:
         self.phase = ""
         self.registered = False
         self.dirs: dict[int, dict[str, Any]] = {}
+        self.staged_dirs: dict[int, int] = {}
 
     def write(self, record: dict[str, Any]) -> None:
         os.write(self._fd, _line(record))
@@ -65,6 +72,8 @@ class Journal:
         elif record.get("type") == SWITCH_DIR:
             self.dirs[int(record["k"])] = record
         else:
+            if record.get("type") == "staged":  # updated in place: a DirSwitch holds this dict
+                self.staged_dirs.update(_inodes(record))
             self.phase = str(record.get("type", ""))
 
     def close(self) -> None:
@@ -87,6 +96,7 @@ def replay(path: Path) -> Replay:
     phase = ""
     registered = False
     dirs: dict[int, dict[str, Any]] = {}
+    staged_dirs: dict[int, int] = {}
     torn: str | None = None
     if tail:
         torn = f"an unterminated last record of {len(tail)} bytes"
@@ -119,5 +129,8 @@ def replay(path: Path) -> Replay:
             continue
         if kind not in PHASES:
             raise StateCorrupt(f"{path}: unknown record type {kind!r} at line {index + 1}")
+        if kind == "staged":
+            staged_dirs = _inodes(record)
         phase = str(kind)
-    return Replay(path=path, begin=begin, phase=phase, torn=torn, registered=registered, dirs=dirs)
+    return Replay(path=path, begin=begin, phase=phase, torn=torn, registered=registered, dirs=dirs,
+                  staged_dirs=staged_dirs)
