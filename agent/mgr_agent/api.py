@@ -19,7 +19,6 @@ import array
 import contextlib
 import errno
 import json
-import logging
 import os
 import queue
 import select
@@ -32,9 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from mgr_agent.errors import AgentError, DaemonBusy, Interrupted, NotAuthorised, UsageError
+from mgr_agent import commands
+from mgr_agent.errors import AgentError, DaemonBusy, NotAuthorised, UsageError
 from mgr_agent.layout import Layout
-from mgr_agent.result import Result
+from mgr_agent.result import Result, failure
 
 VERSION = 1
 MAX_REQUEST = 1024 * 1024
@@ -46,32 +46,11 @@ IDLE_WHEN_FULL = 1.0           # a silent connection is dropped after this when 
 BUSY_RETRY = 5.0               # a client told "busy" retries for this long, with backoff
 SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)
 
-MUTATING = ("install", "uninstall", "rollback", "recover", "restart-core", "debug")
-READING = ("list", "info", "history", "check", "logs", "ping", "verify")
-
-_STR, _BOOL, _INT, _NUM = (str,), (bool,), (int,), (int, float)
-_COMMON = {"wait": _NUM, "restart": _BOOL, "health_window": _NUM}
-ARGS: dict[str, dict[str, tuple[type, ...]]] = {
-    "install": {"path": _STR, "url": _STR, "sha256": _STR, "panel": _STR, "dry_run": _BOOL,
-                "allow_downgrade": _BOOL, "reinstall": _BOOL, "strict": _BOOL, **_COMMON},
-    "uninstall": {"name": _STR, "panel": _STR, "purge": _BOOL, "dry_run": _BOOL, "force": _BOOL,
-                  **_COMMON},
-    "rollback": {"name": _STR, "panel": _STR, **_COMMON},
-    "recover": {"wait": _NUM},
-    "restart-core": {"wait": _NUM},
-    "debug": {"module": _STR, "level": _INT, "off": _BOOL, **_COMMON},
-    "list": {},
-    "info": {"name": _STR, "panel": _STR},
-    "verify": {"name": _STR, "panel": _STR},
-    "history": {"name": _STR, "limit": _INT},
-    "check": {"path": _STR, "panel": _STR, "sha256": _STR, "strict": _BOOL},
-    "logs": {"n": _INT, "follow": _BOOL, "plugin": _STR, "level": _STR, "since": _STR},
-    "ping": {},
-}
-REQUIRED = {"uninstall": ("name",), "rollback": ("name",), "info": ("name",), "check": ("path",)}
-
-
-_log = logging.getLogger("mgr_agent.api")
+# derived from the command table: the ops, their arguments and types, which are changes
+ARGS: dict[str, dict[str, tuple[type, ...]]] = {c.name: c.api_args() for c in commands.api_commands()}
+REQUIRED = {c.name: c.required() for c in commands.api_commands() if c.required()}
+MUTATING = tuple(c.name for c in commands.api_commands() if c.route == "daemon")
+READING = tuple(c.name for c in commands.api_commands() if c.route != "daemon")
 
 
 class ProtocolError(UsageError):
@@ -174,6 +153,12 @@ def parse_request(line: bytes) -> Request:
     for key in REQUIRED.get(op, ()):
         if not args.get(key):
             raise ProtocolError(f"{op}: argument {key!r} is required")
+    one_of = commands.COMMANDS[op].one_of
+    given = [key for key in one_of if args.get(key)]
+    if len(given) > 1:
+        raise ProtocolError(f"{op}: give a {' or a '.join(one_of)}, not both")
+    if one_of and not given:
+        raise ProtocolError(f"{op}: argument {' or '.join(map(repr, one_of))} is required")
     root = doc.get("root")
     if root is not None and not isinstance(root, str):
         raise ProtocolError("malformed request: root must be a string")
@@ -347,14 +332,8 @@ def handle_connection(conn: socket.socket, backend: Backend,
                 result = backend.run_mutating(request, channel)
             else:
                 result = backend.run_reading(request, channel)
-        except AgentError as exc:
-            result = Result(action="failed", error=exc)
         except Exception as exc:  # a bug must not take the daemon down
-            _log.error(f"internal error serving a request: {exc.__class__.__name__}: {exc}",
-                       exc_info=True)
-            result = Result(action="failed", error=AgentError(
-                f"internal error in the daemon: {exc.__class__.__name__}: {exc}",
-                hint="see `journalctl -u mgr-agent`"))
+            result = failure(exc, "the daemon", in_daemon=True)
         channel.pump(0)
         channel.send(answer(result))
     finally:
@@ -366,58 +345,6 @@ def handle_connection(conn: socket.socket, backend: Backend,
 
 
 # ------------------------------------------------------------------ operations
-def execute(op: str, args: dict[str, Any], make_engine: Callable[[], Any],
-            package_path: Path | None = None) -> Result:
-    """Run one operation on a fresh engine and turn any exception into a Result, exactly
-    like the CLI's top level does for the same command."""
-    try:
-        engine = make_engine()
-        return dispatch(engine, op, args, package_path)
-    except AgentError as exc:
-        name, panel = exc.subject or (args.get("name"), args.get("panel"))
-        return Result(action="failed", name=name, panel=panel, error=exc)
-    except KeyboardInterrupt:
-        return Result(action="failed", error=Interrupted("interrupted by SIGINT"))
-    except Exception as exc:
-        _log.error(f"internal error in {op}: {exc.__class__.__name__}: {exc}", exc_info=True)
-        return Result(action="failed", name=args.get("name"), error=AgentError(
-            f"internal error in {op}: {exc.__class__.__name__}: {exc}",
-            hint="the traceback is in `journalctl -u mgr-agent`; please report it"))
-
-
-def dispatch(engine: Any, op: str, args: dict[str, Any], package_path: Path | None) -> Result:
-    get = args.get
-    if op == "install":
-        return engine.install(package_path, panel=get("panel"), sha256=get("sha256"),  # type: ignore[no-any-return]
-                              dry_run=bool(get("dry_run")), allow_downgrade=bool(get("allow_downgrade")),
-                              reinstall=bool(get("reinstall")), strict=bool(get("strict")))
-    if op == "uninstall":
-        return engine.uninstall(get("name"), panel=get("panel"), purge=bool(get("purge")),  # type: ignore[no-any-return]
-                                dry_run=bool(get("dry_run")), force=bool(get("force")))
-    if op == "rollback":
-        return engine.rollback(get("name"), panel=get("panel"))  # type: ignore[no-any-return]
-    if op == "list":
-        return engine.list()  # type: ignore[no-any-return]
-    if op == "info":
-        return engine.info(get("name"), panel=get("panel"))  # type: ignore[no-any-return]
-    if op == "verify":
-        return engine.verify(get("name"), panel=get("panel"))  # type: ignore[no-any-return]
-    if op == "history":
-        return engine.history(get("name"), get("limit") if get("limit") is not None else 50)  # type: ignore[no-any-return]
-    if op == "restart-core":
-        return engine.restart_core()  # type: ignore[no-any-return]
-    if op == "debug":
-        if not get("off") and (get("module") is None or get("level") is None):
-            raise UsageError("debug: give MODULE LEVEL, or --off")
-        return engine.debug(get("module"), get("level"), off=bool(get("off")))  # type: ignore[no-any-return]
-    if op == "check":
-        return engine.check(package_path, panel=get("panel"), sha256=get("sha256"),  # type: ignore[no-any-return]
-                            strict=bool(get("strict")))
-    if op == "recover":
-        return engine.recover()  # type: ignore[no-any-return]
-    raise ProtocolError(f"unknown op {op!r}")
-
-
 def package_path(request: Request) -> Path:
     """The package to read: the client's path when it is the file the client sent (or no
     file was sent), else the sent descriptor (the daemon may not see the client's /tmp)."""

@@ -21,20 +21,8 @@ from typing import Protocol
 
 from mgr_agent.errors import InvalidPackage, NotFound, UnsafeArchive
 from mgr_agent.fsutil import CHUNK
+from mgr_agent.limits import Limits
 from mgr_agent.shape import is_junk
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Bounds on what a package may contain; every one is configurable in agent.toml."""
-
-    max_entries: int = 100_000
-    max_total_bytes: int = 4 * 1024**3
-    max_entry_bytes: int = 2 * 1024**3
-    max_ratio: int = 200
-    ratio_min_bytes: int = 1024 * 1024
-    max_path_bytes: int = 1024
-    max_component_bytes: int = 255
 
 
 @dataclass(frozen=True)
@@ -77,7 +65,7 @@ def _corrupt(name: str, exc: BaseException) -> UnsafeArchive:
 
 
 def sanitize_mode(mode: int) -> int:
-    """Permission bits kept from an archive: no setuid/setgid/sticky, no group/other write."""
+    """Permission bits taken from an archive: no setuid/setgid/sticky, no group/other write."""
     return mode & 0o755
 
 

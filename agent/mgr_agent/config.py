@@ -6,9 +6,9 @@ import tomllib
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-from mgr_agent.archive import Limits
 from mgr_agent.errors import UsageError
 from mgr_agent.layout import Layout
+from mgr_agent.limits import Limits
 
 
 @dataclass(frozen=True)

@@ -25,17 +25,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
-from mgr_agent import __version__, api, download, faults, journald, metrics
+from mgr_agent import __version__, api, commands, download, faults, journald, metrics
 from mgr_agent import config as config_mod
 from mgr_agent.api import Channel, PeerCred, Request
-from mgr_agent.engine import Engine
+from mgr_agent.commands.spec import Args, Context, Record
 from mgr_agent.errors import AgentError, DaemonBusy, Interrupted, LockBusy, UsageError
 from mgr_agent.lateroots import LateRoots
 from mgr_agent.layout import Layout
 from mgr_agent.lock import Lock
 from mgr_agent.notify import Notifier, listen_fds
-from mgr_agent.panels.base import LogQuery
-from mgr_agent.result import Result
+from mgr_agent.result import Result, failure
 
 log = logging.getLogger("mgr_agent.daemon")
 
@@ -312,60 +311,45 @@ class Daemon:
             log.warning(refusal.message)
         return refusal
 
-    def run_reading(self, request: Request, channel: Channel) -> Result:
-        op, args = request.op, request.args
-        if op == "ping":
-            return Result(action="pong", data={"version": __version__, "pid": os.getpid(),
-                                               "root": str(self.layout.root), "degraded": self.degraded})
-        if op == "logs":
-            return self._logs(request, channel)
-        path = api.package_path(request) if op == "check" else None
-        return api.execute(op, args, lambda: Engine(self.layout, progress=channel.progress), path)
+    def _args(self, request: Request) -> Args:
+        """The request's arguments with their defaults; a package path the daemon can read."""
+        args = commands.args_of_request(commands.COMMANDS[request.op], request.args)
+        if request.args.get("path"):
+            args.values["path"] = str(api.package_path(request))
+        return args
 
-    def _logs(self, request: Request, channel: Channel) -> Result:
-        args = request.args
-        stop = threading.Event()
-        if args.get("follow"):
-            threading.Thread(target=api.watch_hangup, args=(channel.conn, stop, self.stop),
-                             daemon=True).start()
+    def run_reading(self, request: Request, channel: Channel) -> Result:
+        command = commands.COMMANDS[request.op]
+        ctx = Context(self.layout, progress=channel.progress, actor=journald.actor(request.peer),
+                      as_json=True, degraded=self.degraded)
+        if command.stream is None:
+            return commands.execute(command, ctx, self._args(request), in_daemon=True)
+        # a streaming command (``logs``): each record is an event; a client hanging up ends it
+        stop = ctx.stop = threading.Event()
+
+        def show(record: Record) -> None:
+            channel.emit({"event": "record", "record": record.to_json()})
+            if not channel.alive:
+                stop.set()  # the client is gone: the follow loop ends
+
+        ctx.show = show
+        threading.Thread(target=api.watch_hangup, args=(channel.conn, stop, self.stop),
+                         daemon=True).start()
         try:
-            query = LogQuery(n=args.get("n"), follow=bool(args.get("follow")),
-                             level=args.get("level"), since=args.get("since"))
-            for record in Engine(self.layout).logs(query, args.get("plugin"), stop=stop):
-                channel.emit({"event": "record", "record": record.to_json()})
-                if not channel.alive:
-                    stop.set()  # the client is gone: the follow loop ends
-        except AgentError as exc:
-            return Result(action="failed", name=args.get("plugin"), error=exc)
+            return commands.execute(command, ctx, self._args(request), in_daemon=True)
         finally:
             stop.set()
-        return Result(action="logs")
 
     def run_mutating(self, request: Request, channel: Channel) -> Result:
-        args = request.args
-        fetched: Path | None = None
         try:
-            path = None
-            if request.op == "install":
-                if args.get("url") and args.get("path"):
-                    raise api.ProtocolError("install: give a path or a url, not both")
-                if args.get("url"):
-                    policy = download.Policy(max_bytes=self.config.limits.max_total_bytes)
-                    fetched = path = download.fetch(args["url"], args.get("sha256"), self.layout,
-                                                    policy=policy, progress=channel.progress)
-                elif args.get("path"):
-                    path = api.package_path(request)
-                else:
-                    raise api.ProtocolError("install: argument 'path' or 'url' is required")
-            wait = self.config.lock_wait if args.get("wait") is None else float(args["wait"])
+            path = self._args(request).path("path")
+            wait = self.config.lock_wait if request.args.get("wait") is None else float(request.args["wait"])
             job = Job(request, channel, path, deadline=time.monotonic() + wait)
             self.jobs.put(job)
             return self._await(job, wait)
         except AgentError as exc:
-            return Result(action="failed", name=args.get("name"), panel=args.get("panel"), error=exc)
-        finally:
-            if fetched is not None:
-                download.discard(fetched)
+            return failure(exc, request.op, name=request.args.get("name"), panel=request.args.get("panel"),
+                           in_daemon=True)
 
     def _await(self, job: Job, wait: float) -> Result:
         """Pump the job's progress to its client until it is done; give up like the lock
@@ -404,8 +388,10 @@ class Daemon:
         name, panel = args.get("name"), args.get("panel")
         if job.request.op == "install" and job.path is not None:
             # as in-process: a bad package is reported before the lock is waited for
-            checked = api.execute("check", {"panel": panel, "sha256": args.get("sha256")},
-                                  lambda: Engine(self.layout), job.path)
+            check = commands.COMMANDS["check"]
+            checked = commands.execute(check, Context(self.layout), commands.args_of_request(
+                check, {"path": str(job.path), "panel": panel, "sha256": args.get("sha256")}),
+                in_daemon=True)
             if checked.error is not None:
                 job.finish(checked)
                 return
@@ -433,19 +419,22 @@ class Daemon:
         self.last = journald.describe(result, op)
         self.notifier.status(self._status(f"idle; last: {self.last}"))
 
-    def _interruptibly(self, op: str, args: dict[str, object], path: Path | None,
+    def _interruptibly(self, op: str, given: dict[str, object], path: Path | None,
                        progress: Callable[[str], None], wait: float, *, actor: str = "daemon") -> Result:
         """Run one operation in the main thread; SIGTERM/SIGINT interrupt it (undo)."""
         self.busy_since, self.busy_budget = time.monotonic(), self._budget(wait)
+        command = commands.COMMANDS[op]
+        args = commands.args_of_request(command, given)
+        if path is not None:
+            args.values["path"] = str(path)
         result: Result | None = None
         try:
             self.interruptible = not self.stop.is_set()
-            result = api.execute(op, dict(args), lambda: Engine(
-                self.layout, progress=progress, lock_wait=wait, restart=args.get("restart") is not False,
-                health_window=args.get("health_window"), actor=actor), path)  # type: ignore[arg-type]
+            ctx = Context(self.layout, progress=progress, lock_wait=wait, actor=actor)
+            result = commands.execute(command, ctx, args, in_daemon=True)
             self.interruptible = False
         except Interrupted as exc:  # raised between the engine's return and the flag reset
-            result = result or Result(action="failed", name=args.get("name"), error=exc)  # type: ignore[arg-type]
+            result = result or failure(exc, op, name=args.text("name"), in_daemon=True)
         finally:
             self.interruptible = False
             self.busy_since = None

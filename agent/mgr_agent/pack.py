@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -80,7 +81,7 @@ def write_zip(pkg: package.Package, panel: Panel, dest: Path, skip: set[str]) ->
             info.create_system = 3  # Unix: the mode below is read back by unzip and install
             info.external_attr = (0o100000 | modes[name]) << 16
             info.compress_type = zipfile.ZIP_DEFLATED
-            data = pkg.kept.get(where[name])
+            data = pkg.inflated.get(where[name])
             zf.writestr(info, data if data is not None else b"".join(pkg.source.chunks(where[name])),
                         compresslevel=LEVEL)
             count += 1
@@ -119,7 +120,8 @@ def pack(directory: Path, dest_dir: Path | None, engine: Engine, *, panel: str |
                          hint="report this as a bug with the source tree")
     notes = [f"the plugin lies in {prefix} of {directory}"] if prefix else []
     notes += [n for n in checked.notes if n.startswith("skipped")]
+    found = checked.data.get("findings", []) if isinstance(checked.data, Mapping) else []
     return Result(action="packed", changed=True, name=checked.name, panel=kind, version=checked.version,
                   warnings=checked.warnings, notes=[f"wrote {out} ({count} files, sha256 {digest})", *notes],
                   data={"path": str(out), "files": count, "sha256": digest,
-                        "findings": (checked.data or {}).get("findings", [])})
+                        "findings": found})

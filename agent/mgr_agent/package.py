@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from mgr_agent import xmlsafe
-from mgr_agent.archive import Limits, Source, open_source
+from mgr_agent.archive import Source, open_source
 from mgr_agent.errors import ChecksumMismatch, InvalidPackage
 from mgr_agent.fsutil import sha256_file
+from mgr_agent.limits import Limits
 from mgr_agent.shape import detect_layout, junk_root, summarize
 
 if TYPE_CHECKING:
@@ -55,7 +56,8 @@ class Package:
     warnings: list[str] = field(default_factory=list)
     content_hash: str = ""
     archive_sha256: str = ""
-    kept: dict[str, bytes] = field(default_factory=dict, repr=False)
+    inflated: dict[str, bytes] = field(default_factory=dict, repr=False)
+    """Entries already inflated in memory by the verifying pass (source entry -> bytes)."""
     not_installed: list[str] = field(default_factory=list)
     """Entries the panel does not install (README, LICENSE ...), package-relative."""
     not_installed_why: str = "the panel does not use"
@@ -69,7 +71,7 @@ class Package:
         return self.prefix + name
 
     def chunks(self, spec: FileSpec) -> Iterator[bytes]:
-        data = self.kept.get(spec.entry)
+        data = self.inflated.get(spec.entry)
         if data is not None:
             return iter((data,))
         return self.source.chunks(spec.entry)
@@ -105,22 +107,22 @@ def _where(path: Path) -> tuple[str, str]:
     return f"the archive {path.name}", "DIR"
 
 
-# Inflated entries kept in memory from the verifying pass, so that staging does not read
+# Inflated entries held in memory from the verifying pass, so that staging does not read
 # and inflate the archive a second time; bigger packages are read again when staged.
 MEMORY_BUDGET = 256 * 1024 * 1024
 
 
-def _hash_entries(source: Source, kept: dict[str, bytes]) -> dict[str, str]:
+def _hash_entries(source: Source, inflated: dict[str, bytes]) -> dict[str, str]:
     """sha256 of every entry (this also verifies sizes and CRCs); small enough packages
-    leave their inflated bytes in ``kept``."""
-    keep = sum(e.size for e in source.entries.values()) <= MEMORY_BUDGET
+    leave their inflated bytes in ``inflated``."""
+    in_memory = sum(e.size for e in source.entries.values()) <= MEMORY_BUDGET
     hashes: dict[str, str] = {}
     for name in sorted(source.entries):
         parts = list(source.chunks(name))
         data = parts[0] if len(parts) == 1 else b"".join(parts)
         hashes[name] = hashlib.sha256(data).hexdigest()
-        if keep:
-            kept[name] = data
+        if in_memory:
+            inflated[name] = data
     return hashes
 
 
@@ -160,15 +162,15 @@ def load(
         where, install_path = _where(path)
         panel, prefix = detect_layout(set(source.entries), panels, panel_hint, where=where,
                                       install_path=install_path)
-        kept: dict[str, bytes] = {}
-        hashes = _hash_entries(source, kept) if verify else {}
+        inflated: dict[str, bytes] = {}
+        hashes = _hash_entries(source, inflated) if verify else {}
         for name in source.entries:
             if verify and name.endswith(".xml") and name.startswith(prefix):
-                data = kept.get(name)
+                data = inflated.get(name)
                 xmlsafe.parse(data if data is not None else b"".join(source.chunks(name)),
                               name[len(prefix):])
         pkg = panel.describe(source, prefix)
-        pkg.kept = kept
+        pkg.inflated = inflated
         if not verify:
             return pkg
         for spec in pkg.files.values():

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import logging
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from mgr_agent.errors import AgentError
+from mgr_agent.errors import AgentError, Interrupted, NotAuthorised
 
 SCHEMA = 1
+
+Data = Mapping[str, object] | Sequence[Mapping[str, object]]
+"""A command's ``data``: a JSON object or a list of them.  Each command declares its exact
+shape (a TypedDict in ``mgr_agent/commands/``: ``Command.shape``); its renderer reads that
+shape and ``--json`` writes it."""
 
 
 @dataclass
@@ -25,7 +33,7 @@ class Result:
     tx: str | None = None
     plan: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
-    data: Any = None
+    data: Data | None = None
     error: AgentError | None = None
 
     def to_json(self) -> dict[str, Any]:
@@ -54,3 +62,35 @@ class Result:
     @property
     def exit_code(self) -> int:
         return 0 if self.error is None else self.error.exit_code
+
+
+def failure(exc: BaseException, command: str, *, name: str | None = None, panel: str | None = None,
+            in_daemon: bool = False) -> Result:
+    """The one place an exception becomes a result, in the CLI and in the daemon alike.
+
+    An ``AgentError`` keeps its code (and the plugin it names, if it set ``subject``);
+    SIGINT becomes ``interrupted``; a non-root user denied the state (root:mgr-agent 0750)
+    is told so; anything else is an ``internal-error`` whose traceback goes to the log
+    (the journal in the daemon, ``-v`` in the CLI)."""
+    log = logging.getLogger("mgr_agent.daemon" if in_daemon else "mgr_agent")
+    if isinstance(exc, AgentError):
+        log.debug("error", exc_info=exc)
+        name, panel = exc.subject or (name, panel)
+        return Result(action="failed", name=name, panel=panel, error=exc)
+    if isinstance(exc, KeyboardInterrupt):
+        return Result(action="failed", error=Interrupted("interrupted by SIGINT"))
+    if isinstance(exc, PermissionError) and not in_daemon and os.geteuid() != 0:
+        log.debug("permission denied", exc_info=exc)
+        return Result(action="failed", name=name, error=NotAuthorised(
+            f"{exc.filename or command}: permission denied: mgr-agent {command} needs root or "
+            "the mgr-agent group",
+            hint="run it as root, or as a member of the mgr-agent group while the daemon runs "
+                 "(without --no-daemon)"))
+    text = f"internal error in {command}: {exc.__class__.__name__}: {exc}"
+    if in_daemon:
+        log.error(text, exc_info=exc)
+        hint = "the traceback is in `journalctl -u mgr-agent`; please report it"
+    else:
+        log.debug("internal error", exc_info=exc)
+        hint = "run again with -v and report the traceback"
+    return Result(action="failed", name=name, error=AgentError(text, hint=hint))

@@ -1,7 +1,11 @@
-"""The state database (SQLite): installed packages, manifests, kept versions, history.
+"""The state database (SQLite): installed packages, manifests, retained versions, history.
 
 A transaction is committed exactly when its history row with status ``committed`` is
 in the database; that row is written in the same SQLite transaction as the manifest.
+
+Retained versions (earlier versions whose archives stay for ``rollback``) live in the
+table ``kept`` with the column ``kept_at``: persisted names, kept for the databases
+that exist; the code says "retained".
 """
 
 from __future__ import annotations
@@ -73,14 +77,16 @@ class FileRow:
 
 
 @dataclass(frozen=True)
-class KeptRow:
+class RetainedVersion:
+    """A row of the ``kept`` table: an earlier version available for rollback."""
+
     panel: str
     name: str
     version: str
     release: str
     content_hash: str
     archive: str
-    kept_at: float
+    retained_at: float  # column kept_at
     tx: str
 
 
@@ -96,9 +102,12 @@ class Commit:
     dirs: list[str]
     diversions_add: dict[str, str]
     diversions_drop: list[str]
-    keep_previous: KeptRow | None
-    drop_kept_hash: str | None
-    keep_versions: int
+    retain_previous: RetainedVersion | None
+    """The version being replaced, retained for rollback."""
+    drop_retained_hash: str | None
+    """A retained version with this content hash is dropped (it is the one installed now)."""
+    retain_versions: int
+    """How many retained versions to leave (``[state] keep_versions``)."""
     history: dict[str, Any]
 
 
@@ -218,11 +227,12 @@ class State:
         rows = self.db.execute("SELECT path, stored, panel, name FROM diversions")
         return {r[0]: r[1] for r in rows if panel is None or (r[2], r[3]) == (panel, name)}
 
-    def kept(self, panel: str, name: str) -> list[KeptRow]:
+    def retained(self, panel: str, name: str) -> list[RetainedVersion]:
+        """The retained versions of a package, newest first."""
         rows = self.db.execute(
             "SELECT * FROM kept WHERE panel=? AND name=? ORDER BY kept_at DESC", (panel, name)
         )
-        return [KeptRow(*r) for r in rows]
+        return [RetainedVersion(*r) for r in rows]
 
     def referenced_archives(self) -> set[str]:
         rows = self.db.execute("SELECT archive FROM packages UNION SELECT archive FROM kept")
@@ -241,11 +251,11 @@ class State:
             args = (name,)
         sql += " ORDER BY started DESC LIMIT ?"
         out = []
-        for r in self.db.execute(sql, (*args, limit)):
+        for row in self.db.execute(sql, (*args, limit)):
             out.append({
-                "tx": r[0], "op": r[1], "panel": r[2], "name": r[3], "from_version": r[4],
-                "to_version": r[5], "started": r[6], "ended": r[7], "status": r[8],
-                "action": r[9], **json.loads(r[10]),
+                "tx": row[0], "op": row[1], "panel": row[2], "name": row[3],
+                "from_version": row[4], "to_version": row[5], "started": row[6],
+                "ended": row[7], "status": row[8], "action": row[9], **json.loads(row[10]),
             })
         return out
 
@@ -261,47 +271,57 @@ class State:
                  action, json.dumps(detail)),
             )
 
-    def commit(self, c: Commit) -> None:
+    def commit(self, commit: Commit) -> None:
         """The commit point of a transaction."""
+        panel, name = commit.panel, commit.name
         with self._tx() as db:
-            db.execute("DELETE FROM files WHERE panel=? AND name=?", (c.panel, c.name))
-            db.execute("DELETE FROM dirs WHERE panel=? AND name=?", (c.panel, c.name))
-            db.execute("DELETE FROM packages WHERE panel=? AND name=?", (c.panel, c.name))
-            if c.package is not None:
-                p = c.package
+            db.execute("DELETE FROM files WHERE panel=? AND name=?", (panel, name))
+            db.execute("DELETE FROM dirs WHERE panel=? AND name=?", (panel, name))
+            db.execute("DELETE FROM packages WHERE panel=? AND name=?", (panel, name))
+            if commit.package is not None:
+                pkg = commit.package
                 db.execute("INSERT INTO packages VALUES (?,?,?,?,?,?,?,?,?,?)",
-                           (p.panel, p.name, p.version, p.release, p.content_hash, p.archive,
-                            p.installed_at, p.tx, json.dumps(p.meta), p.archive_sha))
+                           (pkg.panel, pkg.name, pkg.version, pkg.release, pkg.content_hash,
+                            pkg.archive, pkg.installed_at, pkg.tx, json.dumps(pkg.meta),
+                            pkg.archive_sha))
                 db.executemany("INSERT INTO files VALUES (?,?,?,?,?,?,?)",
-                               [(path, c.panel, c.name, f.sha256, f.size, f.mode, f.kind)
-                                for path, f in c.files])
+                               [(path, panel, name, f.sha256, f.size, f.mode, f.kind)
+                                for path, f in commit.files])
                 db.executemany("INSERT INTO dirs VALUES (?,?,?)",
-                               [(d, c.panel, c.name) for d in c.dirs])
-            for path in c.diversions_drop:
+                               [(d, panel, name) for d in commit.dirs])
+            for path in commit.diversions_drop:
                 db.execute("DELETE FROM diversions WHERE path=?", (path,))
-            for path, stored in c.diversions_add.items():
+            for path, stored in commit.diversions_add.items():
                 db.execute("INSERT OR REPLACE INTO diversions VALUES (?,?,?,?)",
-                           (path, c.panel, c.name, stored))
-            if c.drop_kept_hash is not None:
-                db.execute("DELETE FROM kept WHERE panel=? AND name=? AND content_hash=?",
-                           (c.panel, c.name, c.drop_kept_hash))
-            if c.package is None:
-                db.execute("DELETE FROM kept WHERE panel=? AND name=?", (c.panel, c.name))
-            elif c.keep_previous is not None:
-                k = c.keep_previous
-                db.execute("DELETE FROM kept WHERE panel=? AND name=? AND content_hash=?",
-                           (k.panel, k.name, k.content_hash))
-                db.execute("INSERT INTO kept VALUES (?,?,?,?,?,?,?,?)",
-                           (k.panel, k.name, k.version, k.release, k.content_hash, k.archive,
-                            k.kept_at, k.tx))
-                db.execute(
-                    "DELETE FROM kept WHERE panel=? AND name=? AND rowid NOT IN ("
-                    "SELECT rowid FROM kept WHERE panel=? AND name=? ORDER BY kept_at DESC LIMIT ?)",
-                    (c.panel, c.name, c.panel, c.name, c.keep_versions))
-            h = c.history
+                           (path, panel, name, stored))
+            self._write_retained(db, commit)
+            record = commit.history
             db.execute(
                 "INSERT OR REPLACE INTO history VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (c.tx, h["op"], c.panel, c.name, h.get("from_version"), h.get("to_version"),
-                 h["started"], time.time(), "committed", h.get("action"),
-                 json.dumps(h.get("detail", {}))),
+                (commit.tx, record["op"], panel, name, record.get("from_version"),
+                 record.get("to_version"), record["started"], time.time(), "committed",
+                 record.get("action"), json.dumps(record.get("detail", {}))),
             )
+
+    @staticmethod
+    def _write_retained(db: sqlite3.Connection, commit: Commit) -> None:
+        """The retained versions after ``commit`` (table ``kept``, see the module's note)."""
+        panel, name = commit.panel, commit.name
+        if commit.drop_retained_hash is not None:
+            db.execute("DELETE FROM kept WHERE panel=? AND name=? AND content_hash=?",
+                       (panel, name, commit.drop_retained_hash))
+        if commit.package is None:  # uninstalled: nothing to roll back to
+            db.execute("DELETE FROM kept WHERE panel=? AND name=?", (panel, name))
+            return
+        previous = commit.retain_previous
+        if previous is None:
+            return
+        db.execute("DELETE FROM kept WHERE panel=? AND name=? AND content_hash=?",
+                   (previous.panel, previous.name, previous.content_hash))
+        db.execute("INSERT INTO kept VALUES (?,?,?,?,?,?,?,?)",
+                   (previous.panel, previous.name, previous.version, previous.release,
+                    previous.content_hash, previous.archive, previous.retained_at, previous.tx))
+        db.execute(
+            "DELETE FROM kept WHERE panel=? AND name=? AND rowid NOT IN ("
+            "SELECT rowid FROM kept WHERE panel=? AND name=? ORDER BY kept_at DESC LIMIT ?)",
+            (panel, name, panel, name, commit.retain_versions))

@@ -7,22 +7,34 @@ edited in place without rewriting (and reformatting) the rest of it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from xml.parsers import expat
-
-from lxml import etree
 
 from mgr_agent.errors import InvalidXML
 
+if TYPE_CHECKING:
+    from lxml import etree
+
+    Element = etree._Element
+
 MAX_XML_BYTES = 4 * 1024 * 1024
 
-Element = etree._Element
 
-_ENTITY_ERRORS = frozenset({
-    etree.ErrorTypes.ERR_UNDECLARED_ENTITY,
-    etree.ErrorTypes.ERR_ENTITY_LOOP,
-    etree.ErrorTypes.WAR_UNDECLARED_ENTITY,
-})
+def __getattr__(name: str) -> object:
+    """``Element`` (lxml's element type) for code that needs it at run time: lxml is
+    imported by the first parse, not by every start of the CLI (issue 13)."""
+    if name == "Element":
+        from lxml import etree  # noqa: PLC0415
+
+        return etree._Element
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _entity_errors() -> frozenset[int]:
+    from lxml import etree  # noqa: PLC0415
+
+    return frozenset({etree.ErrorTypes.ERR_UNDECLARED_ENTITY, etree.ErrorTypes.ERR_ENTITY_LOOP,
+                      etree.ErrorTypes.WAR_UNDECLARED_ENTITY})
 
 
 def _entity_problem(text: str) -> str:
@@ -38,6 +50,8 @@ def _entity_problem(text: str) -> str:
 
 
 def _parser() -> etree.XMLParser:
+    from lxml import etree  # noqa: PLC0415
+
     return etree.XMLParser(
         resolve_entities=False,
         no_network=True,
@@ -54,6 +68,8 @@ def parse(data: bytes, source: str, *, max_bytes: int = MAX_XML_BYTES) -> Elemen
     Refuses anything over ``max_bytes``, any DOCTYPE that declares entities or points
     at an external DTD, any entity reference, and anything that is not well-formed.
     """
+    from lxml import etree  # noqa: PLC0415
+
     if len(data) > max_bytes:
         raise InvalidXML(
             f"{source}: {len(data)} bytes is over the XML size limit of {max_bytes}",
@@ -65,7 +81,7 @@ def parse(data: bytes, source: str, *, max_bytes: int = MAX_XML_BYTES) -> Elemen
     except etree.XMLSyntaxError as exc:
         # entity bombs, loops and undeclared entities stop libxml2 before our checks run
         text = str(exc)
-        about_entities = "entity" in text.lower() or getattr(exc, "code", None) in _ENTITY_ERRORS
+        about_entities = "entity" in text.lower() or getattr(exc, "code", None) in _entity_errors()
         if about_entities:
             raise InvalidXML(f"{source}: {_entity_problem(text)}; entities are not allowed in "
                              "packages", path=source, rule="xml-entities", parser=text) from exc

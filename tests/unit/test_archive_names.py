@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from mgr_agent.archive import Limits, check_name, sanitize_mode
+from mgr_agent.archive import check_name, sanitize_mode
 from mgr_agent.errors import UnsafeArchive
+from mgr_agent.limits import Limits
 
 
 @pytest.mark.parametrize(("name", "rule"), [

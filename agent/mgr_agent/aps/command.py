@@ -1,28 +1,28 @@
-"""``mgr-agent aps …``: the arguments, the call of each operation, and text rendering."""
+"""``mgr-agent aps …``: the sub-commands' arguments, the call of each operation, and text
+rendering; its entry in the command table is ``commands/aps.py``."""
 
 from __future__ import annotations
 
 import argparse
 import difflib
-from collections.abc import Callable
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, cast
 
 from mgr_agent.errors import UsageError
-from mgr_agent.findings import Finding
-from mgr_agent.result import Result
 
 if TYPE_CHECKING:
-    from mgr_agent.engine import Engine
+    from mgr_agent.aps.settings import Section
+    from mgr_agent.commands.aps import ApsData, Repository
+    from mgr_agent.commands.spec import Args, Context, Paint, Parents
+    from mgr_agent.result import Result
 
 SECTIONS = {"update": "updaterules", "default": "defverrules"}
 
 
-def add_parser(sub: Any, common: argparse.ArgumentParser, runtime: argparse.ArgumentParser) -> None:
-    """The ``aps`` command and its subcommands (``sub`` is the CLI's subparsers action)."""
-    aps = sub.add_parser("aps", parents=[common], help="ispmanager APS web scripts: repositories, "
-                         "update and default-version rules, images (docs/aps.md)",
-                         description="ispmanager APS web scripts (docs/aps.md)")
+def add_arguments(aps: argparse.ArgumentParser, parents: Parents) -> None:
+    """The sub-commands of ``aps`` (its own parser is made from the command table)."""
+    from pathlib import Path  # noqa: PLC0415
+
+    common, runtime = parents.common, parents.runtime
     verbs = aps.add_subparsers(dest="aps_command", required=True, metavar="SUBCOMMAND")
 
     def verb(name: str, help_: str, *parents: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -85,42 +85,50 @@ def add_parser(sub: Any, common: argparse.ArgumentParser, runtime: argparse.Argu
     p.add_argument("name")
 
 
-def dispatch(args: argparse.Namespace, engine: Engine) -> Result:
+def dispatch(ctx: Context, args: Args) -> Result:
     from mgr_agent.aps import ops  # noqa: PLC0415 - keeps the CLI's start fast
 
-    c = args.aps_command
-    dry = getattr(args, "dry_run", False)
+    engine = ctx.engine(args)
+    c = args.text("aps_command")
+    dry = args.flag("dry_run")
     if c == "repo":
-        if args.repo_command == "list":
+        if args.text("repo_command") == "list":
             return ops.repo_list(engine)
-        return ops.repo_change(engine, args.url, add=args.repo_command == "add",
-                               verify=getattr(args, "check", False),
-                               insecure=getattr(args, "insecure", False), dry_run=dry)
+        return ops.repo_change(engine, args.need("url"), add=args.text("repo_command") == "add",
+                               verify=args.flag("check"), insecure=args.flag("insecure"), dry_run=dry)
     if c == "check":
-        return ops.check_settings(engine, args.settings)
+        return ops.check_settings(engine, args.path("settings"))
     if c == "resolve":
-        return ops.resolve_rules(engine, versions_file=args.versions, repo_url=args.repo,
-                                 current_file=args.current, insecure=args.insecure,
-                                 settings_file=args.settings)
+        return ops.resolve_rules(engine, versions_file=args.path("versions"), repo_url=args.text("repo"),
+                                 current_file=args.path("current"), insecure=args.flag("insecure"),
+                                 settings_file=args.path("settings"))
     if c == "set-rule":
-        rule = ops.make_rule(SECTIONS[args.section], args.name, args.type,  # type: ignore[arg-type]
-                             args.quantity, args.force, args.rule_version)
+        rule = ops.make_rule(cast("Section", SECTIONS[args.need("section")]), args.need("name"),
+                             args.text("type"), args.count("quantity"),
+                             args.flag("force"), args.text("rule_version"))
         return ops.set_rule(engine, rule, dry_run=dry)
     if c == "unset-rule":
-        return ops.unset(engine, SECTIONS[args.section], args.name, dry_run=dry)
+        return ops.unset(engine, SECTIONS[args.need("section")], args.need("name"), dry_run=dry)
     if c == "set-image":
-        return ops.set_image(engine, None if args.default else args.script, args.file, dry_run=dry)
+        script = None if args.flag("default") else args.text("script")
+        return ops.set_image(engine, script, args.need("file"), dry_run=dry)
     if c == "unset-image":
-        return ops.unset(engine, "imagemapping", args.name, dry_run=dry)
+        return ops.unset(engine, "imagemapping", args.need("name"), dry_run=dry)
     raise UsageError(f"aps {c}: unknown subcommand")
 
 
-def render(result: Result, paint: Callable[[str, str], str]) -> str:
+def render(result: Result, paint: Paint) -> str:
     """Text for people; ``--json`` prints ``result.to_json()`` instead."""
-    d = result.data or {}
+    from mgr_agent.commands import render as shared  # noqa: PLC0415
+    from mgr_agent.findings import Finding  # noqa: PLC0415
+
+    if not result.action.startswith("aps-"):
+        return shared.change(result, paint)
+    d = cast("ApsData", result.data or {})
     lines: list[str] = []
     if result.action == "aps-repo-list":
-        lines += [r["url"] for r in d["repositories"]] or ["no ApsExtRepository lines in etc/ispmgr.conf"]
+        rows = cast("list[Repository]", d["repositories"])
+        lines += [r["url"] for r in rows] or ["no ApsExtRepository lines in etc/ispmgr.conf"]
     elif result.action == "aps-check":
         lines += [Finding(**f).text() for f in d["findings"]]
         if result.error is None:

@@ -13,13 +13,14 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
-from mgr_agent.archive import Limits, open_source
+from mgr_agent.archive import open_source
 from mgr_agent.checks import safety
 from mgr_agent.checks.base import Context, Files, Validator
 from mgr_agent.config import Config
 from mgr_agent.errors import AgentError, InvalidPackage, Refused
 from mgr_agent.findings import Finding, errors, ordered
 from mgr_agent.layout import Layout
+from mgr_agent.limits import Limits
 from mgr_agent.package import Package
 from mgr_agent.panels.base import Panel
 from mgr_agent.proc import Runner
@@ -41,7 +42,7 @@ def context(layout: Layout, config: Config, runner: Runner) -> Context:
 
 
 def files_of(pkg: Package, panel: Panel) -> Files:
-    return Files(pkg.source, pkg.prefix, panel.check_names(pkg.source, pkg.prefix), pkg.kept)
+    return Files(pkg.source, pkg.prefix, panel.check_names(pkg.source, pkg.prefix), pkg.inflated)
 
 
 def run(files: Files, panel: Panel, ctx: Context) -> list[Finding]:

@@ -22,12 +22,12 @@ class Files:
     """A package's files under their package-relative names (wrapping folder removed)."""
 
     def __init__(self, source: Source, prefix: str, names: dict[str, str],
-                 kept: dict[str, bytes] | None = None) -> None:
+                 inflated: dict[str, bytes] | None = None) -> None:
         """``names``: package-relative name -> source entry; ``prefix``: the folder the
-        package lies under in ``source``."""
+        package lies under in ``source``; ``inflated``: entries already in memory."""
         self.source = source
         self.prefix = prefix
-        self.kept = kept if kept is not None else {}
+        self.inflated = inflated if inflated is not None else {}
         self.full = dict(sorted(names.items()))
         self._xml: dict[str, xmlsafe.Element | None] = {}
         self.xml_errors: dict[str, InvalidXML] = {}
@@ -51,7 +51,7 @@ class Files:
 
     def read(self, rel: str) -> bytes:
         full = self.full[rel]
-        data = self.kept.get(full)
+        data = self.inflated.get(full)
         return data if data is not None else b"".join(self.source.chunks(full))
 
     def xml(self, rel: str) -> xmlsafe.Element | None:

@@ -131,7 +131,7 @@ def _handlers(files: Files, ctx: Context, root: xmlsafe.Element, rel: str) -> li
     return out
 
 
-Langs = dict[str, dict[tuple[str, str], xmlsafe.Element]]
+Langs = dict[str, dict[tuple[str, str], "xmlsafe.Element"]]  # quoted: lxml loads at the first parse
 
 
 def _langs(root: xmlsafe.Element, rel: str, out: list[Finding]) -> Langs:

@@ -8,8 +8,7 @@ import contextlib
 import os
 import time
 from pathlib import Path
-
-import psutil
+from typing import TYPE_CHECKING
 
 from mgr_agent.config import Config
 from mgr_agent.errors import HealthCheckFailed
@@ -17,9 +16,16 @@ from mgr_agent.layout import Layout
 from mgr_agent.panels.ispmanager import outside
 from mgr_agent.proc import Runner
 
+if TYPE_CHECKING:
+    import psutil
+
+# psutil is imported where processes are looked at, not by every start of the CLI
+
 
 def _wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
     """Wait until the processes are gone (an unreaped zombie counts as gone); the rest."""
+    import psutil  # noqa: PLC0415
+
     deadline = time.monotonic() + timeout
     while True:
         alive = []
@@ -34,6 +40,8 @@ def _wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Proce
 
 def processes(layout: Layout) -> list[psutil.Process]:
     """The ``core`` processes of this MGR root only: never another program's ``core``."""
+    import psutil  # noqa: PLC0415
+
     mgr = str(layout.mgr) + "/"
     found = []
     for proc in psutil.process_iter(["name", "exe", "cmdline", "status"]):
@@ -72,6 +80,8 @@ def restart(layout: Layout, config: Config, runner: Runner) -> list[str]:
         return [*notes, f"no core process under {layout.mgr}: nothing to restart"]
     left = processes(layout)
     if left:
+        import psutil  # noqa: PLC0415
+
         for proc in left:
             with contextlib.suppress(psutil.NoSuchProcess):
                 proc.terminate()

@@ -7,9 +7,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
-
-import psutil
+from typing import TYPE_CHECKING, Any
 
 from mgr_agent import xmlsafe
 from mgr_agent.archive import Source, read_all
@@ -40,6 +38,9 @@ from mgr_agent.panels.ispmanager.layout import (
     rel_to_mgr,
 )
 from mgr_agent.proc import Runner
+
+if TYPE_CHECKING:
+    import psutil
 
 
 def log_names(name: str, meta: Mapping[str, Any]) -> set[str]:

@@ -1,0 +1,78 @@
+"""How commands reach the state: under the lock for changes, without it for reads.
+
+Both recover an interrupted transaction first, so that what is read or changed agrees
+with the files on disk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from mgr_agent import recovery
+from mgr_agent.context import EngineContext
+from mgr_agent.errors import LockBusy
+from mgr_agent.lock import Lock
+from mgr_agent.state import State
+
+
+class StateAccess:
+    """Opens the state for one engine; remembers what the last recovery did."""
+
+    def __init__(self, ctx: EngineContext) -> None:
+        self.ctx = ctx
+        self.last_recovered: list[dict[str, Any]] = []
+
+    def _recover(self, state: State) -> None:
+        self.last_recovered = recovery.recover(self.ctx, state)
+
+    @contextmanager
+    def mutating(self, purpose: str) -> Iterator[State]:
+        """Take the lock, open the state, finish any interrupted transaction first."""
+        layout = self.ctx.layout
+        lock = Lock(layout.lock_file, purpose)
+        lock.acquire(self.ctx.lock_wait, self.ctx.progress)
+        try:
+            state = State(layout.db_file)
+            try:
+                state.check()
+                with state.guard():
+                    self._recover(state)
+                    yield state
+            finally:
+                state.close()
+        finally:
+            lock.release()
+
+    @contextmanager
+    def reading(self) -> Iterator[State]:
+        """The state for read-only commands; nothing is created on a root without state.
+
+        An interrupted transaction (a journal while nobody holds the lock) is recovered
+        first, so that what is read agrees with the files; a running one is left alone.
+        """
+        layout = self.ctx.layout
+        if recovery.interrupted_journals(layout):
+            lock = Lock(layout.lock_file, "recover")
+            try:
+                lock.acquire(0)
+            except LockBusy:
+                pass
+            else:
+                try:
+                    writable = State(layout.db_file)
+                    try:
+                        writable.check()
+                        self._recover(writable)
+                    finally:
+                        writable.close()
+                finally:
+                    lock.release()
+        state = State(layout.db_file if layout.db_file.exists() else None)
+        try:
+            state.check()
+            with state.guard():
+                yield state
+        finally:
+            state.close()

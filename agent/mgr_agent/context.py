@@ -1,0 +1,54 @@
+"""What every engine operation works with on one root, as one value.
+
+The facade (:mod:`mgr_agent.engine`) builds it once; the transaction steps, recovery,
+the archive store and the read-only queries take it instead of a row of parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from mgr_agent import package
+from mgr_agent.config import Config
+from mgr_agent.errors import UsageError
+from mgr_agent.layout import Layout
+from mgr_agent.package import Package
+from mgr_agent.panels import Panel
+from mgr_agent.proc import Runner
+
+Progress = Callable[[str], None]
+
+
+def quiet(_: str) -> None:
+    """A progress callback that says nothing."""
+
+
+@dataclass(frozen=True)
+class EngineContext:
+    layout: Layout
+    config: Config
+    panels: list[Panel]
+    runner: Runner
+    """Runs hooks and panel commands (subprocesses), not transactions."""
+    progress: Progress
+    lock_wait: float
+    restart: bool
+    """Restart the panel after a change (off with ``--no-restart``)."""
+    health_window: float
+    actor: str
+    """Who asked: "cli" in-process, "uid U pid P" through the daemon."""
+
+    def panel(self, name: str) -> Panel:
+        for panel in self.panels:
+            if panel.name == name:
+                return panel
+        raise UsageError(f"unknown panel {name!r}")
+
+    def load(self, path: Path, panel: str | None, sha256: str | None,
+             digest: str | None = None) -> Package:
+        """Open and verify the package at ``path`` (``digest``: its sha256, if known)."""
+        self.progress(f"reading {path}")
+        return package.load(path, self.panels, panel_hint=panel, sha256=sha256,
+                            limits=self.config.limits, archive_sha256=digest)
