@@ -8,6 +8,7 @@ import os
 import posixpath
 import re
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 
 from mgr_agent import xmlsafe
@@ -261,6 +262,10 @@ class Plesk(Panel):
 
     def data_dirs(self, name: str) -> list[str]:
         return [self.var(name)]
+
+    def whole_dirs(self, name: str, created: Iterable[str]) -> list[str]:
+        """The extension's own directories (never ``var/``: data is switched file by file)."""
+        return [self.htdocs(name), self.plib(name), self.sbin(name), self.share(name)]
 
     def leftover_dirs(self, name: str) -> list[str]:
         return [self.htdocs(name), self.plib(name), self.sbin(name), self.share(name)]
