@@ -9,14 +9,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from mgr_agent import package
 from mgr_agent.config import Config
 from mgr_agent.errors import UsageError
 from mgr_agent.layout import Layout
-from mgr_agent.package import Package
-from mgr_agent.panels import Panel
-from mgr_agent.proc import Runner
+
+if TYPE_CHECKING:  # types only: a read-only command loads no package
+    from mgr_agent.package import Package
+    from mgr_agent.panels import Panel
+    from mgr_agent.proc import Runner
 
 Progress = Callable[[str], None]
 
@@ -49,6 +51,8 @@ class EngineContext:
     def load(self, path: Path, panel: str | None, sha256: str | None,
              digest: str | None = None) -> Package:
         """Open and verify the package at ``path`` (``digest``: its sha256, if known)."""
+        from mgr_agent import package  # noqa: PLC0415 - the archive readers, when a package is read
+
         self.progress(f"reading {path}")
         return package.load(path, self.panels, panel_hint=panel, sha256=sha256,
                             limits=self.config.limits, archive_sha256=digest)

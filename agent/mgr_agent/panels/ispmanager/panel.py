@@ -10,11 +10,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mgr_agent import xmlsafe
-from mgr_agent.archive import Source, read_all
-from mgr_agent.checks.base import Validator
 from mgr_agent.errors import HealthCheckFailed, InvalidPackage
 from mgr_agent.layout import MGR_REL
-from mgr_agent.package import Package
 from mgr_agent.panels.base import (
     HOOKS,
     NAME_RE,
@@ -26,7 +23,7 @@ from mgr_agent.panels.base import (
     Panel,
     Skeleton,
 )
-from mgr_agent.panels.ispmanager import checks, core
+from mgr_agent.panels.ispmanager import core
 from mgr_agent.panels.ispmanager.layout import (
     FLAT_RE,
     MOD_RE,
@@ -37,10 +34,14 @@ from mgr_agent.panels.ispmanager.layout import (
     plugin_xml,
     rel_to_mgr,
 )
-from mgr_agent.proc import Runner
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # types only: every command builds the panel, few read a package
     import psutil
+
+    from mgr_agent.archive import Source
+    from mgr_agent.checks.base import Validator
+    from mgr_agent.package import Package
+    from mgr_agent.proc import Runner
 
 
 def log_names(name: str, meta: Mapping[str, Any]) -> set[str]:
@@ -64,6 +65,9 @@ class IspManager(Panel):
         return self.layout.mgr
 
     def describe(self, source: Source, prefix: str) -> Package:
+        from mgr_agent.archive import read_all  # noqa: PLC0415 - the archive readers: see above
+        from mgr_agent.package import Package  # noqa: PLC0415
+
         names = {n[len(prefix):]: n for n in source.entries if n.startswith(prefix)}
         mods = sorted(rel for rel in map(rel_to_mgr, names) if MOD_RE.match(rel))
         flat = not mods
@@ -113,6 +117,8 @@ class IspManager(Panel):
     @staticmethod
     def _version(source: Source, plugin: str, names: dict[str, str], by_rel: dict[str, str]) -> str:
         """From etc/plugins/ispmgr/NAME.xml, else a VERSION file, else "" (a content hash)."""
+        from mgr_agent.archive import read_all  # noqa: PLC0415
+
         version = ""
         desc_rel = f"etc/plugins/ispmgr/{plugin}.xml"
         if desc_rel in by_rel:
@@ -148,12 +154,16 @@ class IspManager(Panel):
         return skeleton.skeleton(name)
 
     def validators(self) -> tuple[Validator, ...]:
+        from mgr_agent.panels.ispmanager import checks  # noqa: PLC0415 - only check/install
+
         return checks.VALIDATORS
 
     def check_names(self, source: Source, prefix: str) -> dict[str, str]:
         """Names relative to MGR: a leading ``usr/local/mgr5/`` is removed, and a flat
         layout is mapped the way install maps it (the plugin XML to ``etc/xml/``, its
         handlers to ``addon/``)."""
+        from mgr_agent.archive import read_all  # noqa: PLC0415
+
         names = {n[len(prefix):]: n for n in source.entries if n.startswith(prefix)}
         tree = {rel_to_mgr(rel): full for rel, full in names.items()}
         flat = [rel for rel in names if FLAT_RE.match(rel)]
