@@ -23,7 +23,6 @@ from mgr_agent.panels.base import (
     Panel,
     Skeleton,
 )
-from mgr_agent.panels.ispmanager import core
 from mgr_agent.panels.ispmanager.layout import (
     FLAT_RE,
     MOD_RE,
@@ -198,9 +197,15 @@ class IspManager(Panel):
 
     def core_processes(self) -> list[psutil.Process]:
         """The ``core`` processes of this MGR root only: never another program's ``core``."""
+        # core (psutil, subprocess) is imported where the core is looked at or restarted,
+        # not by every command that builds the panel (``logs``, ``list``)
+        from mgr_agent.panels.ispmanager import core  # noqa: PLC0415
+
         return core.processes(self.layout)
 
     def mark(self) -> Mark | None:
+        from mgr_agent.panels.ispmanager import core  # noqa: PLC0415 - see core_processes
+
         running = bool(self.core_processes())
         try:
             st = os.stat(self.log_path)
@@ -212,6 +217,8 @@ class IspManager(Panel):
     def restart(self, runner: Runner) -> list[str]:
         """Drop the XML cache, ask the core to exit (mgrctl), end what is left of this
         root's core processes (SIGTERM, wait, SIGKILL), and wake the panel again."""
+        from mgr_agent.panels.ispmanager import core  # noqa: PLC0415 - see core_processes
+
         return core.restart(self.layout, self.config, runner)
 
     def health(self, pkg: Package, mark: Mark | None, window: float) -> list[str]:
@@ -221,7 +228,7 @@ class IspManager(Panel):
         if mark is None or window <= 0:
             return [] if window <= 0 else ["no ispmgr.log and no core here: health not checked"]
         # imported here: only upgrades of a live panel need the log reader
-        from mgr_agent.panels.ispmanager import logrecords  # noqa: PLC0415
+        from mgr_agent.panels.ispmanager import core, logrecords  # noqa: PLC0415
         from mgr_agent.panels.ispmanager.logfollow import Follower  # noqa: PLC0415
 
         names = frozenset(log_names(pkg.name, pkg.meta))

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import posixpath
 import re
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -254,6 +253,8 @@ class Plesk(Panel):
         for candidate in (self.psa / "bin/sw-engine-pleskrun", self.layout.root / "usr/bin/sw-engine"):
             if candidate.is_file():
                 return (str(candidate),)
+        import shutil  # noqa: PLC0415 - shutil loads bz2 and lzma: only when a hook runs
+
         return (shutil.which("php") or "php",)
 
     def hook(self, pkg: Package, hook: str) -> HookSpec | None:
