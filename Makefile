@@ -61,8 +61,17 @@ integration: venv
 system: venv
 	$(VENV)/bin/python -m pytest -q tests/system
 
-bench: venv
-	$(VENV)/bin/python -m tests.bench.run
+# the benchmark, then docs/performance.md and its plot regenerated from its JSON
+# (make bench BENCH_ARGS="--sizes 5000 --reps 3" for a shorter run)
+BENCH_STAMP = $(VENV)/.bench-installed
+BENCH_ARGS ?=
+$(BENCH_STAMP): $(STAMP)
+	$(VENV)/bin/pip install -q -e '.[test,systemd,bench]'
+	touch $@
+
+bench: venv $(BENCH_STAMP)
+	$(VENV)/bin/python -m tests.bench.run $(BENCH_ARGS)
+	$(VENV)/bin/python -m tests.bench.report
 
 reliability: venv
 	$(VENV)/bin/python -m tests.reliability

@@ -224,6 +224,17 @@ def rename_noreplace(src: str, dst: str) -> None:
         os.unlink(src)
 
 
+def rename_exchange(a: str, b: str) -> None:
+    """Swap the entries ``a`` and ``b`` (files or directories, on one filesystem)
+    atomically: ``renameat2(RENAME_EXCHANGE)``.  There is no fallback: a filesystem
+    without it fails with EINVAL (or ENOSYS, EOPNOTSUPP) and the caller switches file by
+    file instead."""
+    libc.renameat2(a, b, libc.RENAME_EXCHANGE)
+
+
+UNSUPPORTED = (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP)
+
+
 def sync_filesystems(paths: Iterable[Path]) -> None:
     """Make all data and metadata on the filesystems holding ``paths`` durable.
 

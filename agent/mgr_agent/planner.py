@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mgr_agent.dirplan import choose
 from mgr_agent.errors import Conflict
 from mgr_agent.fsutil import CHUNK, check_no_symlink, sha256_file
 from mgr_agent.layout import Layout
@@ -189,6 +190,8 @@ class Planner:
         for target in mine:
             if target in pkg.files:
                 change.divert_add[target] = mine[target]
+        choose(self.layout, plan, self.panel.whole_dirs(pkg.name, old_dirs | made),
+               {p for p, r in old.items() if r.kind != "data"}, set(all_diverted))
         return change
 
     def _entry(self, pkg: Package, spec: FileSpec):  # type: ignore[no-untyped-def]
@@ -256,6 +259,8 @@ class Planner:
                     " (pass --purge to remove them)")
         self._leftovers(change, installed.name, owned_dirs, removing)
         plan.prune = _depth_first(prune)
+        choose(self.layout, plan, self.panel.whole_dirs(installed.name, owned_dirs),
+               {p for p, r in files.items() if r.kind != "data"}, set(self.state.diversions()))
         return change
 
     def _leftovers(self, change: Change, name: str, owned: set[str], removing: set[str]) -> None:

@@ -11,6 +11,10 @@ on one filesystem and no content is copied twice:
 Whether each op happened is read back from the filesystem (S gone = switched), which
 makes :meth:`Transaction.undo` and :meth:`Transaction.finish` idempotent and safe to
 repeat after a crash at any instant.
+
+Directories a package owns outright (``Plan.dirs``) are staged as whole sibling trees and
+switched with one rename each instead (:mod:`mgr_agent.dirswitch`); the ops under them
+are written into the staged tree and are not switched one by one.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mgr_agent import faults
+from mgr_agent.dirplan import DirOp
+from mgr_agent.dirswitch import DirSwitch
 from mgr_agent.errors import StageFailed, SwitchFailed
 from mgr_agent.fsutil import (
     fsync_dir,
@@ -68,18 +74,21 @@ class Plan:
     prune: list[str] = field(default_factory=list)
     sources: dict[int, ChunkSource] = field(default_factory=dict, repr=False)
     name: str = ""  # the package: saved copies go to saved/NAME/TX/
+    dirs: list[DirOp] = field(default_factory=list)  # directories switched whole
 
     def to_record(self) -> dict[str, Any]:
         ops = [{"i": op.i, "action": op.action, "path": op.path, "mode": op.mode, "divert": op.divert,
                 "owner": op.owner, **({"save": True} if op.save else {})} for op in self.ops]
-        return {"ops": ops, "mkdirs": self.mkdirs, "prune": self.prune, "name": self.name}
+        return {"ops": ops, "mkdirs": self.mkdirs, "prune": self.prune, "name": self.name,
+                "dirs": [d.to_record() for d in self.dirs]}
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> Plan:
         ops = [Op(**{**op, "owner": tuple(op["owner"]) if op.get("owner") else None})
                for op in record["ops"]]
         return cls(ops=ops, mkdirs=list(record["mkdirs"]),
-                   prune=list(record["prune"]), name=str(record.get("name", "")))
+                   prune=list(record["prune"]), name=str(record.get("name", "")),
+                   dirs=[DirOp.from_record(d) for d in record.get("dirs", [])])
 
     def summary(self) -> dict[str, int]:
         counts = {"add": 0, "replace": 0, "remove": 0}
@@ -120,12 +129,20 @@ class Transaction:
         root = str(layout.root)
         self._targets = {op.i: os.path.join(root, op.path) for op in plan.ops}
         self._dir_cache: set[Path] | None = None
+        self.dirs = DirSwitch(layout, tx, plan, journal, per_file_fsync=self.per_file_fsync)
 
     # names (plain strings: these run once per file on the hot path)
     def target(self, op: Op) -> str:
         return self._targets[op.i]
 
     def staged(self, op: Op) -> str:
+        d = self.dirs.covered.get(op.i)
+        if d is not None:  # written into its directory's staged tree
+            return self.dirs.staged_file(d, op)
+        head, _, _ = self._targets[op.i].rpartition("/")
+        return f"{head}/.mga-{self.tx}-{op.i}.new"
+
+    def _beside(self, op: Op) -> str:
         head, _, _ = self._targets[op.i].rpartition("/")
         return f"{head}/.mga-{self.tx}-{op.i}.new"
 
@@ -142,8 +159,10 @@ class Transaction:
 
     def _dirs(self) -> set[Path]:
         if self._dir_cache is None:
-            self._dir_cache = {Path(t.rpartition("/")[0]) for t in self._targets.values()}
-        return self._dir_cache
+            covered = self.dirs.covered
+            self._dir_cache = {Path(t.rpartition("/")[0]) for i, t in self._targets.items()
+                               if i not in covered}
+        return self._dir_cache | self.dirs.parents()
 
     def _sync(self, dirs: Iterable[Path]) -> None:
         """Make the directories' entries (and, with syncfs, all data written) durable."""
@@ -173,10 +192,14 @@ class Transaction:
         """Write every new file next to its target, durable on disk; nothing is visible yet."""
         try:
             for rel in self.plan.mkdirs:
+                if self.dirs.owns(rel):
+                    continue  # made inside the staged tree
                 path = self.layout.under(rel)
                 path.mkdir(mode=0o755)
                 if self.per_file_fsync:
                     fsync_dir(path.parent)
+            self.dirs.prepare()
+            self._dir_cache = None
             for op in self.plan.ops:
                 if op.divert:
                     _copy_aside(self.target(op), self.diverted(op), self.tx)
@@ -189,21 +212,24 @@ class Transaction:
                 faults.point("mid-stage")
             for step in extra:
                 step()
+            self.dirs.seal()
             self._sync(self._dirs())
         except OSError as exc:
             name = exc.filename2 or exc.filename or "a staged file"
             raise StageFailed(f"cannot stage {name}: {_describe(exc)}", errno=exc.errno,
                               path=str(name)) from exc
         faults.point("before-staged")
-        self._log("staged")
+        self._log("staged", **self.dirs.staged_record())
         faults.point("after-staged")
 
     def switch(self) -> None:
         """Put the new files in place and remove obsolete ones; raises on the first failure."""
         self._log("switching")
         faults.point("after-switching")
-        ordered = [op for op in self.plan.ops if op.action != "remove"] + [
-            op for op in self.plan.ops if op.action == "remove"
+        self.dirs.switch_in()
+        covered = self.dirs.covered
+        ordered = [op for op in self.plan.ops if op.action != "remove" and op.i not in covered] + [
+            op for op in self.plan.ops if op.action == "remove" and op.i not in covered
         ]
         for op in ordered:
             target = self.target(op)
@@ -231,6 +257,7 @@ class Transaction:
                          "disk full; the previous version was restored",
                 ) from exc
             faults.point("mid-switch")
+        self.dirs.switch_out()
         self._sync(self._dirs())
         faults.point("before-switched")
         self._log("switched")
@@ -245,12 +272,16 @@ class Transaction:
         damaged last journal record, taken for a torn one, must never cost the old file.
         """
         staged_all = PHASES.index(phase) >= PHASES.index("staged") if phase else False
+        covered = self.dirs.covered
         for op in reversed(self.plan.ops):
-            staged, backup, target = self.staged(op), self.backup(op), self.target(op)
             if op.divert:
                 unlink_if_exists(self.diverted(op))
             if op.save:
                 self._drop_saved(op)
+            if op.i in covered:  # the directory's undo below; a per-file fallback whose
+                unlink_if_exists(self._beside(op))  # journal record was lost: its staged file
+                continue
+            staged, backup, target = self.staged(op), self.backup(op), self.target(op)
             if op.action == "remove":
                 if os.path.lexists(backup):
                     os.rename(backup, target)
@@ -266,6 +297,7 @@ class Transaction:
                     os.rename(backup, target)
             elif staged_all:
                 unlink_if_exists(target)
+        self.dirs.undo()
         self._sync(self._dirs())
         for rel in reversed(self.plan.mkdirs):
             path = self.layout.under(rel)
@@ -285,9 +317,11 @@ class Transaction:
 
     def finish(self) -> None:
         """After commit: drop backups and leftovers, prune emptied directories."""
+        covered = self.dirs.covered
         for op in self.plan.ops:
-            if op.action != "add":  # after a complete switch only backups are left
+            if op.action != "add" and op.i not in covered:  # after a complete switch only backups are left
                 unlink_if_exists(self.backup(op))
+        self.dirs.finish()
         for rel in self.plan.prune:
             rmdir_if_empty(self.layout.under(rel))
         self._sync(self._dirs())

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,12 @@ from mgr_agent.fsutil import fsync_dir, makedirs_durable
 
 PHASES = ("begin", "staged", "switching", "switched")
 REGISTER = "register"  # written before the panel's registry (Plesk's) is changed; not a phase
+SWITCH_DIR = "switch-dir"  # written before a whole-directory switch (or its per-file fallback); not a phase
+
+
+def _inodes(record: dict[str, Any]) -> dict[int, int]:
+    """The staged record's ``dirs``: staged directory tree number -> its inode."""
+    return {int(k): int(v) for k, v in dict(record.get("dirs") or {}).items()}
 
 
 def _line(record: dict[str, Any]) -> bytes:
@@ -34,6 +40,8 @@ class Replay:
     phase: str
     torn: str | None
     registered: bool = False  # the panel's registry may have been changed
+    dirs: dict[int, dict[str, Any]] = field(default_factory=dict)  # switch-dir records by "k"
+    staged_dirs: dict[int, int] = field(default_factory=dict)  # the staged record's tree inodes
 
     @property
     def tx(self) -> str:
@@ -50,6 +58,8 @@ class Journal:
         self._new = True
         self.phase = ""
         self.registered = False
+        self.dirs: dict[int, dict[str, Any]] = {}
+        self.staged_dirs: dict[int, int] = {}
 
     def write(self, record: dict[str, Any]) -> None:
         os.write(self._fd, _line(record))
@@ -59,7 +69,11 @@ class Journal:
             self._new = False
         if record.get("type") == REGISTER:
             self.registered = True
+        elif record.get("type") == SWITCH_DIR:
+            self.dirs[int(record["k"])] = record
         else:
+            if record.get("type") == "staged":  # updated in place: a DirSwitch holds this dict
+                self.staged_dirs.update(_inodes(record))
             self.phase = str(record.get("type", ""))
 
     def close(self) -> None:
@@ -81,6 +95,8 @@ def replay(path: Path) -> Replay:
     begin: dict[str, Any] | None = None
     phase = ""
     registered = False
+    dirs: dict[int, dict[str, Any]] = {}
+    staged_dirs: dict[int, int] = {}
     torn: str | None = None
     if tail:
         torn = f"an unterminated last record of {len(tail)} bytes"
@@ -108,7 +124,13 @@ def replay(path: Path) -> Replay:
         if kind == REGISTER:
             registered = True
             continue
+        if kind == SWITCH_DIR:
+            dirs[int(record["k"])] = record
+            continue
         if kind not in PHASES:
             raise StateCorrupt(f"{path}: unknown record type {kind!r} at line {index + 1}")
+        if kind == "staged":
+            staged_dirs = _inodes(record)
         phase = str(kind)
-    return Replay(path=path, begin=begin, phase=phase, torn=torn, registered=registered)
+    return Replay(path=path, begin=begin, phase=phase, torn=torn, registered=registered, dirs=dirs,
+                  staged_dirs=staged_dirs)

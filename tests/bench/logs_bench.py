@@ -1,10 +1,13 @@
-"""The `logs` rows: last 100 records of a big ispmgr.log against `tail -n 100`, and the CPU
-an idle `logs -f` uses."""
+"""The `logs` rows and the idle rows: a big ispmgr.log for `logs -n 100`, the CPU an idle
+`logs -f` uses, and an idle daemon's RSS and CPU with its notify socket drained."""
 
 from __future__ import annotations
 
+import os
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -31,53 +34,108 @@ def build_log(root: Path, size: int) -> Path:
 
 
 def idle_follow_cpu(root: Path, seconds: float) -> float:
-    """CPU seconds (user + system) of ``mgr-agent logs -f`` over ``seconds`` of an idle log."""
+    """CPU seconds (user + system) of ``mgr-agent logs -f`` over ``seconds`` of an idle log,
+    from the moment it has printed the last record (its start-up is not idle time)."""
     proc = subprocess.Popen([sys.executable, "-m", "mgr_agent", "--root", str(root), "logs", "-f",
-                             "-n", "0"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             "-n", "1"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
-        time.sleep(1.0)  # start-up is not idle time
+        out = proc.stdout
+        assert out is not None
+        ready = threading.Event()
+
+        def first_line() -> None:
+            out.readline()
+            ready.set()
+
+        threading.Thread(target=first_line, daemon=True).start()
+        if not ready.wait(120):
+            raise RuntimeError("`logs -f` printed nothing in 120 s")
         watched = psutil.Process(proc.pid)
         start = watched.cpu_times()
-        time.sleep(seconds)
+        time.sleep(seconds)  # the measurement itself: idle time
         end = watched.cpu_times()
         return (end.user - start.user) + (end.system - start.system)
     finally:
         proc.terminate()
-        proc.wait(10)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+class NotifySink:
+    """The service manager's end of sd_notify: a datagram socket read by a thread for as
+    long as the daemon runs, so that its queue (``net.unix.max_dgram_qlen``, often 10)
+    never fills.  Remembers every message; :meth:`wait_for` waits for one."""
+
+    def __init__(self, path: Path) -> None:
+        path.unlink(missing_ok=True)
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.2)
+        self.messages: list[str] = []
+        self.changed = threading.Condition()
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._drain, name="notify-sink", daemon=True)
+        self.thread.start()
+
+    def _drain(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                data = self.sock.recv(4096)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with self.changed:
+                self.messages.append(data.decode(errors="replace"))
+                self.changed.notify_all()
+
+    def wait_for(self, line: str, timeout: float) -> bool:
+        with self.changed:
+            return self.changed.wait_for(
+                lambda: any(line in m.splitlines() for m in self.messages), timeout)
+
+    def count(self, line: str) -> int:
+        with self.changed:
+            return sum(line in m.splitlines() for m in self.messages)
+
+    def close(self) -> None:
+        self.stopping.set()
+        self.thread.join(5)
+        self.sock.close()
+        self.path.unlink(missing_ok=True)
 
 
 def idle_daemon(root: Path, seconds: float) -> dict[str, float]:
     """RSS (MiB) and CPU seconds of ``mgr-agent daemon`` idle for ``seconds``, with the
-    watchdog running (WATCHDOG_USEC = 10 s: a ping every 5 s to a real notify socket)."""
-    import os  # noqa: PLC0415
-    import socket  # noqa: PLC0415
-
+    watchdog running (WATCHDOG_USEC = 10 s: a ping every 5 s to a real notify socket,
+    drained all along), and the number of pings received."""
     root.mkdir(parents=True, exist_ok=True)
-    notify_path = root / "notify.sock"
-    notify_path.unlink(missing_ok=True)
-    sink = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sink.bind(str(notify_path))
-    sink.setblocking(False)
-    env = {**os.environ, "NOTIFY_SOCKET": str(notify_path), "WATCHDOG_USEC": "10000000"}
+    sink = NotifySink(root / "notify.sock")
+    env = {**os.environ, "NOTIFY_SOCKET": str(sink.path), "WATCHDOG_USEC": "10000000"}
     env.pop("MGR_AGENT_FAULT", None)
     proc = subprocess.Popen([sys.executable, "-m", "mgr_agent", "--root", str(root), "daemon"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:  # wait for READY=1
-            try:
-                if b"READY=1" in sink.recv(4096):
-                    break
-            except BlockingIOError:
-                time.sleep(0.05)
+        if not sink.wait_for("READY=1", 60):
+            raise RuntimeError(f"the daemon did not send READY=1 (exit {proc.poll()})")
         watched = psutil.Process(proc.pid)
         start = watched.cpu_times()
-        time.sleep(seconds)
+        time.sleep(seconds)  # the measurement itself: idle time
         end = watched.cpu_times()
         rss = watched.memory_info().rss / 2**20
-        return {"rss-mib": rss,
-                "idle-cpu": (end.user - start.user) + (end.system - start.system)}
+        return {"rss-mib": rss, "idle-cpu": (end.user - start.user) + (end.system - start.system),
+                "pings": float(sink.count("WATCHDOG=1"))}
     finally:
         proc.terminate()
-        proc.wait(30)
-        sink.close()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+            raise RuntimeError("the daemon did not exit within 30 s of SIGTERM") from None
+        finally:
+            sink.close()

@@ -1,12 +1,27 @@
-"""The benchmark's rows: medians, ratios and targets, rendered as a Markdown table."""
+"""The benchmark's rows (medians, ratios, targets), their Markdown, and docs/performance.md.
+
+    python -m tests.bench.report [--json tests/bench/results/latest.json]
+                                 [--out docs/performance.md] [--plot docs/performance-scaling.svg]
+
+regenerates the page from the JSON of the last ``python -m tests.bench.run`` (``make bench``
+does both): the prose comes from ``tests/bench/performance_template.md``, the tables, the
+figures quoted in the text and the plot (made with matplotlib, ``pip install -e '.[bench]'``)
+from the JSON.  Edit the template, never the generated page.
+"""
 
 from __future__ import annotations
 
-import itertools
+import argparse
+import datetime
+import json
 import statistics
-from dataclasses import asdict, dataclass, field
+import sys
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
+REPO = Path(__file__).resolve().parents[2]
+TEMPLATE = Path(__file__).with_name("performance_template.md")
 Samples = dict[str, list[float]]
 
 
@@ -21,13 +36,18 @@ class Row:
     agent_median: float | None = None      # seconds
     ratio: float | None = None             # agent / baseline
     value: float | None = None             # what the target is checked against
-    unit: str = "x"                        # x (ratio), s (wall), ms (over baseline), max/min
+    unit: str = "x"                        # x (ratio), s (wall), ms (over baseline), MB, max/min, cpu
     target_value: float | None = None
     note: str = ""
     samples: dict[str, list[float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Row:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 def median(values: list[float] | None) -> float | None:
@@ -40,10 +60,11 @@ def _judge(row: Row) -> None:
     row.status = "met" if row.value <= row.target_value else "missed"
 
 
-def ratio_row(key: str, case: str, baseline: str, target: float, target_text: str, samples: Samples,
+def ratio_row(key: str, case: str, baseline: str, target: float, samples: Samples,
               base: str, agent: str, *, skip: str | None = None, note: str = "") -> Row:
-    """``agent`` median over ``base`` median, checked against ``target``."""
-    row = Row(key, case, baseline, target_text, target_value=target, note=note)
+    """``agent`` median over ``base`` median, checked against ``target`` (≤)."""
+    short = baseline.strip("`").split()[0] if baseline.startswith("`") else "install"
+    row = Row(key, case, baseline, f"≤ {target:.1f}× {short}", target_value=target, note=note)
     if skip:
         row.status = f"skipped: {skip}"
         return row
@@ -57,17 +78,18 @@ def ratio_row(key: str, case: str, baseline: str, target: float, target_text: st
 
 
 def wall_row(key: str, case: str, target: float, samples: Samples, agent: str, note: str = "") -> Row:
-    row = Row(key, case, "—", f"≤ {target:g} s wall", unit="s", target_value=target, note=note)
+    row = Row(key, case, "—", f"≤ {fmt_time(target)} wall", unit="s", target_value=target, note=note)
     row.samples = {"agent": samples.get(agent, [])}
     row.agent_median = row.value = median(samples.get(agent))
     _judge(row)
     return row
 
 
-def over_row(key: str, case: str, target_ms: float, samples: Samples, base: str, agent: str) -> Row:
-    """Startup: the agent's median minus the bare interpreter's, in ms."""
-    row = Row(key, case, "`python -c pass`", f"≤ {target_ms:g} ms over the interpreter's own start",
-              unit="ms", target_value=target_ms)
+def over_row(key: str, case: str, target_ms: float, samples: Samples, base: str, agent: str,
+             note: str = "") -> Row:
+    """A whole command against the bare interpreter: the difference of the medians, in ms."""
+    row = Row(key, case, "`python -c pass`", f"≤ +{target_ms:g} ms over `python -c pass`",
+              unit="ms", target_value=target_ms, note=note)
     row.samples = {"baseline": samples.get(base, []), "agent": samples.get(agent, [])}
     row.baseline_median = median(samples.get(base))
     row.agent_median = median(samples.get(agent))
@@ -78,36 +100,96 @@ def over_row(key: str, case: str, target_ms: float, samples: Samples, base: str,
     return row
 
 
+def rss_row(key: str, case: str, target_mb: float, samples: Samples, install: str, upgrade: str) -> Row:
+    """Peak RSS (``wait4``'s ``ru_maxrss``) of the install; the upgrade's in the note."""
+    row = Row(key, case, "—", f"≤ {target_mb:g} MB", unit="MB", target_value=target_mb)
+    row.samples = {"install": samples.get(install, []), "upgrade": samples.get(upgrade, [])}
+    row.value = max(samples.get(install) or [0.0]) if samples.get(install) else None
+    up = max(samples.get(upgrade) or [0.0]) if samples.get(upgrade) else None
+    row.note = ("the largest of the repetitions (the agent process or a hook it waited for); "
+                f"upgrade, every file changed: {_mb(up)}")
+    _judge(row)
+    return row
+
+
+def fit(points: list[tuple[int, float]]) -> tuple[float, float] | None:
+    """Least squares ``time = fixed + per_file * files``; (fixed, per_file) in seconds."""
+    if len(points) < 2:
+        return None
+    xs, ys = [float(x) for x, _ in points], [y for _, y in points]
+    slope, intercept = statistics.linear_regression(xs, ys)
+    return intercept, slope
+
+
+def scaling_series(samples: Samples, files: dict[int, int]) -> dict[str, Any]:
+    """Time per file at each payload size for the agent, unzip and dpkg, and the agent's fit."""
+    series: dict[str, dict[str, dict[str, float]]] = {}
+    for tool, name in (("agent", "agent-install"), ("unzip", "unzip"), ("dpkg", "dpkg-install")):
+        points: dict[str, dict[str, float]] = {}
+        for n in sorted(files):
+            values = samples.get(f"plesk-{n}/{name}")
+            if values:
+                points[str(n)] = {"files": files[n], "median": statistics.median(values),
+                                  "min": min(values), "max": max(values), "reps": len(values)}
+        if points:
+            series[tool] = points
+    agent = series.get("agent", {})
+    line = fit([(int(p["files"]), p["median"]) for p in agent.values()])
+    return {"sizes": sorted(files), "series": series,
+            "fit": None if line is None else {"fixed": line[0], "per_file": line[1]}}
+
+
 def scaling_row(samples: Samples, files: dict[int, int], measure: str, target: float = 1.5) -> Row:
-    """Time per file of fresh installs at each size; max/min must stay within ``target``."""
+    """Time per file of fresh installs at each size, without the fixed cost.
+
+    The fixed cost (interpreter start, imports, hooks, lock, journal: what every install
+    pays once) comes from the least-squares line ``time = fixed + per_file * files``
+    through the medians; the row is max / min of ``(median - fixed) / files``, which
+    stays at 1.0 when the cost of a file does not depend on how many there are.  Two
+    sizes fit a line exactly, so the row needs three.  The note also gives the time per
+    file with the fixed cost in (``median ÷ files``) and its spread.
+    """
     sizes = sorted(files)
-    case = "scaling " + " → ".join(f"{n:,}" for n in sizes) + " files (fresh install)"
-    row = Row("scaling", case, "—", f"time per file flat within {target:g}×", unit="max/min",
+    case = "time per file, " + " → ".join(f"{n:,}" for n in sizes) + " files (fresh install)"
+    row = Row("scaling", case, "—", f"flat within {target:g}× (fixed cost apart)", unit="max/min",
               target_value=target)
-    per_file: dict[int, float] = {}
+    medians: dict[int, float] = {}
     for n in sizes:
         m = median(samples.get(measure.format(n=n)))
         if m is not None:
-            per_file[n] = m / files[n]
+            medians[n] = m
             row.samples[str(n)] = samples[measure.format(n=n)]
-    row.note = "per file: " + ", ".join(f"{n:,}: {v * 1000:.3f} ms" for n, v in per_file.items())
-    if len(per_file) < 2:
+    raw = {n: m / files[n] for n, m in medians.items()}
+    row.note = "per file with the fixed cost: " + ", ".join(
+        f"{n:,}: {v * 1000:.3f} ms" for n, v in raw.items())
+    if len(raw) >= 2:
+        row.note += f" (spread {max(raw.values()) / min(raw.values()):.2f}×)"
+    line = fit([(files[n], m) for n, m in medians.items()])
+    if line is None:
         row.status = "skipped: one size only"
         return row
-    # The cost of one more file, between consecutive sizes: flat when the install is
-    # linear, whatever its fixed cost (interpreter start, imports, two hook runs).
-    done = [(n, per_file[n] * files[n]) for n in sizes if n in per_file]
-    row.note += "; marginal: " + ", ".join(
-        f"{a:,}→{b:,}: {(tb - ta) / (files[b] - files[a]) * 1000:.3f} ms"
-        for (a, ta), (b, tb) in itertools.pairwise(done))
-    row.value = row.ratio = max(per_file.values()) / min(per_file.values())
+    fixed, per_file = line
+    adjusted = {n: (m - fixed) / files[n] for n, m in medians.items()}
+    row.agent_median = fixed
+    row.note = (f"fit: fixed cost {fixed * 1000:.0f} ms + {per_file * 1000:.3f} ms per file; "
+                "per file without the fixed cost: "
+                + ", ".join(f"{n:,}: {v * 1000:.3f} ms" for n, v in adjusted.items())
+                + "; " + row.note)
+    if len(medians) < 3:
+        row.status = "skipped: needs three sizes"
+        return row
+    if min(adjusted.values()) <= 0:
+        row.status = "missed"
+        row.note += "; a size took no more than the fixed cost"
+        return row
+    row.value = row.ratio = max(adjusted.values()) / min(adjusted.values())
     _judge(row)
     return row
 
 
 def cpu_row(key: str, case: str, samples: Samples, name: str) -> Row:
     """CPU seconds used, informational."""
-    row = Row(key, case, "—", "— (informational; no busy polling)", unit="s", status="info")
+    row = Row(key, case, "—", "— (informational; no busy polling)", unit="cpu", status="info")
     row.samples = {"agent": samples.get(name, [])}
     row.agent_median = row.value = median(samples.get(name))
     return row
@@ -116,29 +198,42 @@ def cpu_row(key: str, case: str, samples: Samples, name: str) -> Row:
 def daemon_row(case: str, samples: Samples) -> Row:
     """Idle daemon: RSS and CPU, both against the issue's bounds."""
     rss, cpu = median(samples.get("daemon/rss-mib")), median(samples.get("daemon/idle-cpu"))
-    row = Row("daemon-idle", case, "—", "≤ 40 MB RSS, ≤ 0.5 s CPU in total", unit="s",
-              target_value=0.5, value=cpu, agent_median=cpu,
-              note=f"RSS {rss:.1f} MiB, CPU {cpu:.3f} s" if rss is not None and cpu is not None else "")
+    pings = median(samples.get("daemon/pings"))
+    row = Row("daemon-idle", case, "—", "≤ 40 MB RSS, ≤ 0.5 s CPU in total", unit="cpu",
+              target_value=0.5, value=cpu, agent_median=cpu)
+    if rss is not None and cpu is not None:
+        row.note = f"RSS {rss * 1.048576:.1f} MB ({rss:.1f} MiB), CPU {cpu:.3f} s"
+        if pings is not None:
+            row.note += f", {pings:.0f} watchdog pings received (the bench drains the notify socket)"
+        row.status = "met" if rss <= 40 / 1.048576 and cpu <= 0.5 else "missed"
     row.samples = {"rss-mib": samples.get("daemon/rss-mib", []),
                    "cpu": samples.get("daemon/idle-cpu", [])}
-    if rss is not None and cpu is not None:
-        row.status = "met" if rss <= 40 * 1.048576 and cpu <= 0.5 else "missed"
     return row
 
 
-def _t(seconds: float | None) -> str:
+# ------------------------------------------------------------------ Markdown
+
+def fmt_time(seconds: float | None) -> str:
     if seconds is None:
         return "—"
     return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+
+def _mb(value: float | None) -> str:
+    return "—" if value is None else f"{value:.0f} MB"
 
 
 def _value(row: Row) -> str:
     if row.value is None:
         return "—"
     if row.unit == "ms":
-        return f"+{row.value:.0f} ms"
+        return f"{row.value:+.0f} ms"
     if row.unit == "s":
-        return "—"
+        return fmt_time(row.value)
+    if row.unit == "cpu":
+        return f"{row.value:.3f} s CPU"
+    if row.unit == "MB":
+        return _mb(row.value)
     if row.unit == "max/min":
         return f"{row.value:.2f}× max/min"
     return f"{row.value:.2f}×"
@@ -146,19 +241,186 @@ def _value(row: Row) -> str:
 
 def _agent(row: Row) -> str:
     if row.unit == "max/min":
-        return row.note.removeprefix("per file: ").partition("; ")[0] or "—"
-    return _t(row.agent_median)
+        return f"fixed {fmt_time(row.agent_median)}" if row.agent_median is not None else "—"
+    if row.unit == "MB":
+        return _mb(row.value)
+    if row.unit == "cpu":
+        return f"{row.agent_median:.3f} s CPU" if row.agent_median is not None else "—"
+    return fmt_time(row.agent_median)
 
 
 def markdown(rows: list[Row]) -> str:
     """The table, then the rows' notes as a list."""
-    lines = ["| case | baseline | baseline median | mgr-agent median | ratio | target | result |",
+    lines = ["| case | baseline | baseline median | mgr-agent | value | target | result |",
              "|---|---|---|---|---|---|---|"]
     for row in rows:
-        lines.append(f"| {row.case} | {row.baseline} | {_t(row.baseline_median)} | {_agent(row)} | "
+        lines.append(f"| {row.case} | {row.baseline} | {fmt_time(row.baseline_median)} | {_agent(row)} | "
                      f"{_value(row)} | {row.target} | {row.status} |")
-    notes = [f"- {row.case}: {row.note}" for row in rows
-             if row.note and row.status in ("met", "missed", "info")]
+    notes = [f"- {row.case}: {row.note}" for row in rows if row.note and not row.status.startswith("skipped")]
     if notes:
         lines += ["", *notes]
     return "\n".join(lines)
+
+
+def durability_markdown(durability: dict[str, Any]) -> str:
+    """Each durability mode and dpkg: install time on an idle and on a live filesystem, and
+    what the background writer managed meanwhile."""
+    rate = durability.get("writer_rate_mb", 0)
+    lines = ["| installer | idle filesystem | live filesystem | live ÷ idle | "
+             f"other writer's rate (asks {rate:g} MB/s) | its slowest 1 MiB write | "
+             "its slowest commit (4 KiB + fdatasync) |",
+             "|---|---|---|---|---|---|---|"]
+
+    def opt(value: float | None) -> str:
+        return "—" if value is None else fmt_time(value)
+
+    for entry in durability.get("entries", []):
+        mode = entry["mode"]
+        name = "`dpkg -i`" if mode == "dpkg" else f'mgr-agent, `mode = "{mode}"`'
+        if entry.get("default"):
+            name += " (default)"
+        idle, busy = entry.get("idle"), entry.get("live")
+        ratio = f"{busy / idle:.2f}×" if idle and busy else "—"
+        mbps = entry.get("writer_mbps")
+        lines.append(f"| {name} | {fmt_time(idle)} | {fmt_time(busy)} | {ratio} | "
+                     f"{'—' if mbps is None else f'{mbps:.1f} MB/s'} | "
+                     f"{opt(entry.get('writer_stall'))} | {opt(entry.get('writer_commit'))} |")
+    alone = durability.get("writer_alone_mbps")
+    if alone is not None:
+        lines.append(f"| (nothing: the writer alone) | — | — | — | {alone:.1f} MB/s | "
+                     f"{opt(durability.get('writer_alone_stall'))} | "
+                     f"{opt(durability.get('writer_alone_commit'))} |")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ plot
+
+def plot(scaling: dict[str, Any], dest: Path) -> None:
+    """Time per file against payload size for the agent, unzip and dpkg (SVG or PNG by suffix)."""
+    import matplotlib  # noqa: PLC0415 - only the report needs it (the `bench` extra)
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    plt.rcParams["svg.hashsalt"] = "mgr-agent-bench"  # the same data gives the same file
+    fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=100)
+    styles = {"agent": ("mgr-agent install", "tab:blue", "o"), "unzip": ("unzip -o", "tab:gray", "s"),
+              "dpkg": ("dpkg -i", "tab:orange", "^")}
+    for tool, points in scaling.get("series", {}).items():
+        label, color, marker = styles[tool]
+        xs = [int(p["files"]) for p in points.values()]
+        med = [p["median"] / p["files"] * 1000 for p in points.values()]
+        low = [m - p["min"] / p["files"] * 1000 for m, p in zip(med, points.values(), strict=True)]
+        high = [p["max"] / p["files"] * 1000 - m for m, p in zip(med, points.values(), strict=True)]
+        ax.errorbar(xs, med, yerr=[low, high], label=label, color=color, marker=marker, capsize=3)
+    line = scaling.get("fit")
+    agent = scaling.get("series", {}).get("agent")
+    if line and agent:
+        xs = [int(p["files"]) for p in agent.values()]
+        adjusted = [(p["median"] - line["fixed"]) / p["files"] * 1000 for p in agent.values()]
+        ax.plot(xs, adjusted, color="tab:blue", linestyle="--", marker="o", markerfacecolor="none",
+                label=f"mgr-agent without its fixed cost ({line['fixed'] * 1000:.0f} ms)")
+    ax.set_xscale("log")
+    sizes = sorted({int(p["files"]) for points in scaling.get("series", {}).values()
+                    for p in points.values()})
+    if sizes:
+        ax.set_xticks(sizes, [f"{n:,}" for n in sizes])
+        ax.minorticks_off()
+    ax.set_xlabel("payload size, files (log scale)")
+    ax.set_ylabel("time per file, ms (median; bars: min–max)")
+    ax.set_ylim(bottom=0)
+    ax.set_title("Fresh install: time per file against payload size")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(dest, metadata={"Date": None} if dest.suffix == ".svg" else None)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------ the page
+
+def _settings(doc: dict[str, Any]) -> str:
+    st, m, agent = doc["settings"], doc["machine"], doc["agent"]
+    sizes = ", ".join(f"{n:,}" for n in st["sizes"])
+    when = doc["generated_at"].replace("T", " ").removesuffix("+00:00") + " UTC"
+    reps = f"{st['reps']} repetition{'s' if st['reps'] != 1 else ''}"
+    if len(st["sizes"]) > 1 and st.get("big_reps", st["reps"]) < st["reps"]:
+        reps += f" ({st['big_reps']} at {st['sizes'][-1]:,} files)"
+    dirty = m.get("dirty", {})
+    return "\n".join([
+        f"- run: {when}, `{' '.join(['python -m tests.bench.run', *doc['command']])}`",
+        f"- {reps}, medians; payload sizes {sizes} files; headline size {st['headline_size']:,}"
+        + (f"; took {st['wall_seconds'] / 60:.1f} min" if st.get("wall_seconds") else ""),
+        f"- machine: {m['platform']}, {m['cpus']} CPUs, {m.get('memory', '?')} RAM, load "
+        f"{', '.join(f'{x:.1f}' for x in m.get('load_at_start', []))} at the start; "
+        f"filesystem {m['filesystem']}",
+        f"- Python {m['python']}, {m['dpkg']}, {m['unzip']}",
+        f"- mgr-agent {agent['version']}, default durability `{agent['durability_default']}`, "
+        f"modes accepted: {', '.join(f'`{x}`' for x in agent.get('durability_modes', []))}",
+        f"- page cache write-back: vm.dirty_background_ratio {dirty.get('dirty_background_ratio', '?')}, "
+        f"dirty_ratio {dirty.get('dirty_ratio', '?')}, dirty_expire_centisecs "
+        f"{dirty.get('dirty_expire_centisecs', '?')}",
+        *(f"- note: {note}" for note in doc.get("notes", [])),
+    ])
+
+
+def _summary(rows: list[Row]) -> str:
+    met = sum(r.status == "met" for r in rows)
+    missed = sum(r.status == "missed" for r in rows)
+    skipped = sum(r.status.startswith("skipped") for r in rows)
+    text = f"**{met} of {met + missed} targets met, {missed} missed**"
+    if skipped:
+        text += f" ({skipped} row{'s' if skipped != 1 else ''} skipped)"
+    return text + "."
+
+
+def render(doc: dict[str, Any], plot_name: str, source: str, template: str | None = None) -> str:
+    rows = [Row.from_dict(r) for r in doc["rows"]]
+    durability = doc.get("durability", {})
+    scaling = doc.get("scaling", {})
+    line = scaling.get("fit") or {}
+    values = {
+        "settings": _settings(doc),
+        "summary": _summary(rows),
+        "table": markdown(rows),
+        "durability_table": durability_markdown(durability),
+        "plot": f"![time per file against payload size]({plot_name})",
+        "fixed_cost": fmt_time(line.get("fixed")),
+        "per_file": f"{line['per_file'] * 1000:.3f} ms" if line else "—",
+        "writer_rate": f"{durability.get('writer_rate_mb', 0):g}",
+        "backlog": f"{durability.get('backlog_seconds', 0):g}",
+        "live_reps": f"{durability.get('reps', 0)} round{'s' if durability.get('reps') != 1 else ''}",
+        "json": source,
+    }
+    text = TEMPLATE.read_text() if template is None else template
+    for key, value in values.items():
+        text = text.replace("{{" + key + "}}", value)
+    if "{{" in text:
+        raise ValueError(f"unknown placeholder in the template: {text[text.index('{{'):][:40]}")
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.bench.report", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", type=Path, default=REPO / "tests/bench/results/latest.json")
+    parser.add_argument("--out", type=Path, default=REPO / "docs/performance.md")
+    parser.add_argument("--plot", type=Path, default=None,
+                        help="the plot (.svg or .png; default performance-scaling.svg next to --out)")
+    args = parser.parse_args(argv)
+    doc = json.loads(args.json.read_text())
+    if doc.get("schema") != 2:
+        parser.error(f"{args.json}: schema {doc.get('schema')}, expected 2 (run the bench again)")
+    dest = args.plot or args.out.with_name("performance-scaling.svg")
+    plot(doc.get("scaling", {}), dest)
+    source = args.json.resolve()
+    shown = str(source.relative_to(REPO)) if source.is_relative_to(REPO) else str(source)
+    args.out.write_text(render(doc, dest.name if dest.parent == args.out.parent else str(dest), shown))
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%H:%M:%S")
+    print(f"[report {stamp}] wrote {args.out} and {dest} from {args.json}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -4,8 +4,11 @@
 
 Each repetition runs every group of commands being compared one after the other, in an
 order rotated from one repetition to the next (A B, then B A), so that neither side
-always runs first.  Rows report medians and ratios; the targets are those of issue 4.
-Nothing here fails on timing: a missed target is reported, not raised.
+always runs first.  Rows report medians and ratios against the targets of issue 13;
+then the live-server phase installs in every durability mode, and with dpkg, while a
+background writer dirties the same filesystem.  Nothing here fails on timing: a missed
+target is reported, not raised.  ``python -m tests.bench.report`` turns the JSON into
+docs/performance.md.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -28,17 +32,20 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: python tests/bench/run.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from mgr_agent import __version__, transaction
+from mgr_agent import __version__, config, transaction
 from mgr_agent.config import Config
 from mgr_agent.engine import Engine
+from mgr_agent.errors import UsageError
 from mgr_agent.layout import Layout
-from tests.bench import logs_bench, report
+from tests.bench import live, logs_bench, report
 from tests.bench import payload as pl
 from tests.bench.trials import REPO, Trials
 
 RESULTS = REPO / "tests/bench/results"
 TINY_PLUGINS = 200
+DURABILITY_CANDIDATES = ("syncfs", "fsync", "writeback")
 Member = tuple[str, Callable[[], float | dict[str, float]]]
+MB = 1e6
 
 
 def log(message: str) -> None:
@@ -68,18 +75,55 @@ def _mount(path: Path) -> str:
     return found
 
 
+def _meminfo() -> str:
+    try:
+        first = Path("/proc/meminfo").read_text().splitlines()[0].split()
+        return f"{int(first[1]) / 2**20:.1f} GiB"
+    except (OSError, IndexError, ValueError):
+        return "?"
+
+
+def _vm(name: str) -> str:
+    try:
+        return Path(f"/proc/sys/vm/{name}").read_text().strip()
+    except OSError:
+        return "?"
+
+
 def machine(work: Path) -> dict[str, Any]:
     return {"platform": platform.platform(), "cpus": os.cpu_count(), "python": sys.version.split()[0],
             "dpkg": _version(["dpkg", "--version"]), "unzip": _version(["unzip", "-v"]),
-            "filesystem": _mount(work)}
+            "filesystem": _mount(work), "memory": _meminfo(),
+            "dirty": {k: _vm(k) for k in ("dirty_ratio", "dirty_background_ratio",
+                                          "dirty_expire_centisecs", "dirty_writeback_centisecs")},
+            "load_at_start": list(os.getloadavg())}
 
 
-def agent_info() -> dict[str, Any]:
-    """Which durability the agent really uses: the configured default, and whether the
-    transaction code calls ``sync_filesystems`` (one syncfs per filesystem) at all."""
+def durability_modes(work: Path) -> list[str]:
+    """The ``[durability] mode`` values this agent accepts (asked of its own config
+    loader), the default first."""
+    probe = work / "probe-config"
+    accepted: list[str] = []
+    for mode in DURABILITY_CANDIDATES:
+        layout = Layout.at(probe / mode)
+        layout.config_file.parent.mkdir(parents=True, exist_ok=True)
+        layout.config_file.write_text(f'[durability]\nmode = "{mode}"\n')
+        try:
+            if config.load(layout).durability == mode:
+                accepted.append(mode)
+        except UsageError:
+            pass
+    shutil.rmtree(probe, ignore_errors=True)
+    default = Config().durability
+    return sorted(accepted, key=lambda m: m != default)
+
+
+def agent_info(modes: list[str]) -> dict[str, Any]:
+    """Which durability the agent really uses: the configured default, the modes it
+    accepts, and whether the transaction code calls ``sync_filesystems`` (syncfs) at all."""
     source = inspect.getsource(transaction)
     return {"version": __version__, "durability_default": Config().durability,
-            "transaction_uses_syncfs": "sync_filesystems(" in source}
+            "durability_modes": modes, "transaction_uses_syncfs": "sync_filesystems(" in source}
 
 
 class Bench:
@@ -88,6 +132,8 @@ class Bench:
         self.reps = reps
         self.work = work
         self.headline = 5_000 if 5_000 in self.sizes else self.sizes[0]
+        self.biggest = self.sizes[-1]
+        self.big_reps = reps          # repetitions of the secondary groups (see --big-reps)
         self.samples: dict[str, list[float]] = defaultdict(list)
         self.payloads = pl.Payloads(work / "payloads")
         self.trials = Trials(work, sys.executable)
@@ -98,19 +144,26 @@ class Bench:
         self.described: dict[str, dict[str, int]] = {}
         self.log_bytes = 1 << 30
         self.idle_seconds = 60.0
+        self.live_reps = 2
+        self.live_backlog = 6.0       # seconds of the writer's output dirty before each install
+        self.writer_rate = 50.0       # MB/s
+        self.ring_mb = 2048
         self.ctx: dict[str, Path] = {}
+        self.modes = durability_modes(work)
+        self.default_mode = Config().durability
 
     # ------------------------------------------------------------ preparation
     def build(self) -> None:
         h = self.headline
         log(f"building payloads in {self.payloads.cache} (cached between runs)")
         self.zips = {v: self.payloads.zip("plesk", h, v) for v in pl.VARIANTS}
-        self.isp_zip = self.payloads.zip("ispmanager", h, "v1")
+        self.isp = {v: self.payloads.zip("ispmanager", h, v) for v in pl.VARIANTS}
         self.other = {n: self.payloads.zip("plesk", n, "v1") for n in self.sizes if n != h}
         self.debs: dict[str, Path] = {}
         if self.have_dpkg:
             self.debs = {v: self.payloads.deb("plesk", h, v) for v in ("v1", "v2")}
-            self.debs["isp"] = self.payloads.deb("ispmanager", h, "v1")
+            self.debs.update({f"isp-{v}": self.payloads.deb("ispmanager", h, v) for v in ("v1", "v2")})
+            self.debs.update({f"plesk-{n}": self.payloads.deb("plesk", n, "v1") for n in self.other})
         self.log_root = self.work / "logroot"
         log(f"building a {self.log_bytes >> 20} MiB ispmgr.log")
         self.log = logs_bench.build_log(self.log_root, self.log_bytes)
@@ -118,7 +171,7 @@ class Bench:
             path = self.zips["v1"] if n == h else self.other[n]
             self.described[path.name] = pl.describe(path)
             self.files[n] = self.described[path.name]["files"]
-        self.described[self.isp_zip.name] = pl.describe(self.isp_zip)
+        self.described[self.isp["v1"].name] = pl.describe(self.isp["v1"])
         log(f"setting up a root with {TINY_PLUGINS} installed plugins (untimed)")
         self.list_root = self.trials.agent_root("list")
         engine = Engine(Layout.at(self.list_root))
@@ -126,57 +179,94 @@ class Bench:
             engine.install(z)
 
     # ------------------------------------------------------------ members
-    def _agent_fresh(self, zip_path: Path, key: str, durability: str | None = None) -> float:
+    def _rss(self, name: str) -> None:
+        """Peak RSS of the command that just ran (itself or its largest hook), in MB."""
+        self.samples[name].append(self.trials.last.maxrss_kib * 1024 / MB)
+
+    def _agent_fresh(self, zip_path: Path, key: str, durability: str | None = None,
+                     rss: str | None = None) -> float:
         root = self.trials.agent_root("agent-fresh", durability=durability)
         self.ctx[key] = root
-        return self.trials.install(root, zip_path)
+        seconds = self.trials.install(root, zip_path)
+        if rss:
+            self._rss(rss)
+        return seconds
 
     def _dpkg_fresh(self, deb: Path, key: str) -> float:
         root = self.trials.dpkg_root("dpkg-fresh")
         self.ctx[key] = root
         return self.trials.dpkg(root, "-i", str(deb))
 
-    def _agent_upgrade(self, new: Path) -> float:
+    def _agent_upgrade(self, old: Path, new: Path, rss: str | None = None) -> float:
         root = self.trials.agent_root("agent-upgrade")
-        self.trials.install(root, self.zips["v1"], timed=False)
-        return self.trials.install(root, new, "upgraded")
+        self.trials.install(root, old, timed=False)
+        seconds = self.trials.install(root, new, "upgraded")
+        if rss:
+            self._rss(rss)
+        return seconds
 
-    def _dpkg_upgrade(self) -> float:
+    def _dpkg_upgrade(self, old: Path, new: Path) -> float:
         root = self.trials.dpkg_root("dpkg-upgrade")
-        self.trials.dpkg(root, "-i", str(self.debs["v1"]), timed=False)
-        return self.trials.dpkg(root, "-i", str(self.debs["v2"]))
+        self.trials.dpkg(root, "-i", str(old), timed=False)
+        return self.trials.dpkg(root, "-i", str(new))
 
-    def _rollback(self) -> dict[str, float]:
+    def _rollback(self, zips: dict[str, Path]) -> dict[str, float]:
         root = self.trials.agent_root("agent-rollback")
-        self.trials.install(root, self.zips["v1"], timed=False)
-        undo, total = self.trials.failing_upgrade(root, self.zips["v2fail"])
+        self.trials.install(root, zips["v1"], timed=False)
+        undo, total = self.trials.failing_upgrade(root, zips["v2fail"])
         return {"agent-rollback": undo, "agent-failed-upgrade": total}
 
-    def groups(self) -> list[tuple[str, list[Member]]]:
-        """What each repetition runs, in order; members of a group are compared."""
-        h, t, z = self.headline, self.trials, self.zips
-        p = f"plesk-{h}/"
-        fresh: list[Member] = [(p + "agent-install", lambda: self._agent_fresh(z["v1"], "agent"))]
-        isp: list[Member] = [(f"isp-{h}/agent-install", lambda: self._agent_fresh(self.isp_zip, "isp"))]
-        upgrade: list[Member] = [(p + "agent-upgrade", lambda: self._agent_upgrade(z["v2"]))]
+    def _manual_rollback(self, zips: dict[str, Path], name: str) -> float:
+        root = self.trials.agent_root("agent-manual-rollback")
+        self.trials.install(root, zips["v1"], timed=False)
+        self.trials.install(root, zips["v2"], "upgraded", timed=False)
+        return self.trials.rollback(root, name)
+
+    def groups(self, rep: int) -> list[tuple[str, list[Member]]]:
+        """What repetition ``rep`` runs, in order; members of a group are compared."""
+        h, t, z, d, isp = self.headline, self.trials, self.zips, self.debs, self.isp
+        p, q = f"plesk-{h}/", f"isp-{h}/"
+        fresh: list[Member] = [(p + "agent-install",
+                                lambda: self._agent_fresh(z["v1"], "agent", rss=p + "agent-install-rss"))]
+        isp_fresh: list[Member] = [(q + "agent-install", lambda: self._agent_fresh(isp["v1"], "isp"))]
+        upgrade: list[Member] = [(p + "agent-upgrade",
+                                  lambda: self._agent_upgrade(z["v1"], z["v2"], p + "agent-upgrade-rss"))]
+        isp_upgrade: list[Member] = [(q + "agent-upgrade", lambda: self._agent_upgrade(isp["v1"], isp["v2"]))]
+        big = rep < self.big_reps  # the secondary groups run fewer repetitions
         uninstall: list[Member] = [
             (p + "agent-uninstall",
              lambda: t.agent(self.ctx["agent"], "uninstall", pl.PLESK_EXT, action="removed")[0])]
+        if big:
+            uninstall.append((q + "agent-uninstall",
+                              lambda: t.agent(self.ctx["isp"], "uninstall", pl.ISP_PLUGIN,
+                                              action="removed")[0]))
         if self.have_unzip:
             fresh.append((p + "unzip", lambda: t.unzip(z["v1"])))
-            isp.append((f"isp-{h}/unzip", lambda: t.unzip(self.isp_zip)))
+            isp_fresh.append((q + "unzip", lambda: t.unzip(isp["v1"])))
         if self.have_dpkg:
-            fresh.append((p + "dpkg-install", lambda: self._dpkg_fresh(self.debs["v1"], "dpkg")))
-            isp.append((f"isp-{h}/dpkg-install", lambda: self._dpkg_fresh(self.debs["isp"], "dpkg-isp")))
-            upgrade.append((p + "dpkg-upgrade", self._dpkg_upgrade))
+            fresh.append((p + "dpkg-install", lambda: self._dpkg_fresh(d["v1"], "dpkg")))
+            isp_fresh.append((q + "dpkg-install", lambda: self._dpkg_fresh(d["isp-v1"], "dpkg-isp")))
+            upgrade.append((p + "dpkg-upgrade", lambda: self._dpkg_upgrade(d["v1"], d["v2"])))
+            isp_upgrade.append((q + "dpkg-upgrade", lambda: self._dpkg_upgrade(d["isp-v1"], d["isp-v2"])))
             uninstall.append((p + "dpkg-remove",
                               lambda: t.dpkg(self.ctx["dpkg"], "-r", pl.deb_name("plesk"))))
+            if big:
+                uninstall.append((q + "dpkg-remove",
+                                  lambda: t.dpkg(self.ctx["dpkg-isp"], "-r", pl.deb_name("ispmanager"))))
+        modes: list[Member] = [
+            (p + f"agent-install-{mode}", lambda mode=mode: self._agent_fresh(z["v1"], mode, mode))
+            for mode in self.modes if mode != self.default_mode and big]
         scaling: list[Member] = []
         for n, zip_path in self.other.items():
+            if n == self.biggest and not big:
+                continue
             scaling.append((f"plesk-{n}/agent-install",
                             lambda zp=zip_path: self._agent_fresh(zp, "scaling")))
             if self.have_unzip:
                 scaling.append((f"plesk-{n}/unzip", lambda zp=zip_path: t.unzip(zp)))
+            if self.have_dpkg:
+                scaling.append((f"plesk-{n}/dpkg-install",
+                                lambda n=n: self._dpkg_fresh(d[f"plesk-{n}"], "scaling-dpkg")))
         py = sys.executable
         startup: list[Member] = [
             ("startup/python-pass", lambda: t.run([py, "-c", "pass"])[0]),
@@ -188,11 +278,23 @@ class Bench:
             ("no-op reinstall",
              [(p + "agent-noop", lambda: t.install(self.ctx["agent"], z["v1"], "unchanged"))]),
             ("upgrade, every file changed", upgrade),
-            ("upgrade, 1% changed", [(p + "agent-upgrade-1pct", lambda: self._agent_upgrade(z["v1b"]))]),
-            ("rollback after a failing post-install", [(p + "rollback", self._rollback)]),
-            ('[durability] mode = "fsync"',
-             [(p + "agent-install-fsync", lambda: self._agent_fresh(z["v1"], "fsync", "fsync"))]),
-            ("ispmanager plugin", isp),
+            ("upgrade, 1% changed",
+             [(p + "agent-upgrade-1pct", lambda: self._agent_upgrade(z["v1"], z["v1b"]))]),
+            ("automatic rollback after a failing post-install",
+             [(p + "rollback", lambda: self._rollback(z))]),
+            ("manual rollback",
+             [(p + "agent-manual-rollback", lambda: self._manual_rollback(z, pl.PLESK_EXT))] if big else []),
+            ("durability modes, idle filesystem", modes),
+            ("ispmanager plugin: fresh install", isp_fresh),
+            ("ispmanager plugin: upgrade, every file changed", isp_upgrade if big else []),
+            ("ispmanager plugin: no-op reinstall",
+             [(q + "agent-noop", lambda: t.install(self.ctx["isp"], isp["v1"], "unchanged"))] if big else []),
+            ("ispmanager plugin: upgrade, 1% changed",
+             [(q + "agent-upgrade-1pct", lambda: self._agent_upgrade(isp["v1"], isp["v1b"]))] if big else []),
+            ("ispmanager plugin: automatic and manual rollback", [
+                (q + "rollback", lambda: self._rollback(isp)),
+                (q + "agent-manual-rollback", lambda: self._manual_rollback(isp, pl.ISP_PLUGIN)),
+            ] if big else []),
             ("scaling", scaling),
             *[("startup", startup)] * 3,
             ("logs -n 100", [
@@ -215,7 +317,7 @@ class Bench:
         self.build()
         for rep in range(self.reps):
             free_before = shutil.disk_usage(self.work).free
-            for title, members in self.groups():
+            for title, members in self.groups(rep):
                 if not members:
                     continue
                 shift = rep % len(members)
@@ -224,96 +326,216 @@ class Bench:
                 for name, fn in order:
                     self.record(name, fn())
             free_after = shutil.disk_usage(self.work).free
-            if rep == 0:
-                log(f"idle `logs -f` for {self.idle_seconds:g} s")
-                self.samples["logs/idle-cpu"].append(
-                    logs_bench.idle_follow_cpu(self.log_root, self.idle_seconds))
-                log(f"idle daemon for {self.idle_seconds:g} s")
-                self.record("daemon/x", logs_bench.idle_daemon(self.work / "daemonroot",
-                                                                self.idle_seconds))
             if rep + 1 < self.reps and free_after < 2 * (free_before - free_after) + (2 << 30):
                 self.notes.append(f"low disk space: trial trees deleted after repetition {rep + 1}")
                 self.trials.cleanup()
                 os.sync()
+        if self.live_reps == 0:
+            self.idle_rows()
+            return
+        # The idle rows measure the CPU and RSS of processes that only wait, which the live
+        # phase's I/O does not change: they run alongside it (a minute saved).
+        idle = threading.Thread(target=self.idle_rows, name="idle-rows")
+        idle.start()
+        try:
+            self.live_server()
+        finally:
+            idle.join()
+        if "logs/idle-cpu" not in self.samples:
+            raise RuntimeError("the idle rows failed (see the traceback above)")
+
+    def idle_rows(self) -> None:
+        """`logs -f` and the daemon, idle at the same time (both only wait): CPU and RSS."""
+        log(f"idle `logs -f` and idle daemon, side by side, for {self.idle_seconds:g} s"
+            + (" (during the live-server phase)" if self.live_reps else ""))
+        results: dict[str, Any] = {}
+
+        def follow() -> None:
+            results["follow"] = logs_bench.idle_follow_cpu(self.log_root, self.idle_seconds)
+
+        def daemon() -> None:
+            results["daemon"] = logs_bench.idle_daemon(self.work / "daemonroot", self.idle_seconds)
+
+        threads = [threading.Thread(target=follow), threading.Thread(target=daemon)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if "follow" not in results or "daemon" not in results:
+            raise RuntimeError("an idle row failed (see the traceback above)")
+        self.samples["logs/idle-cpu"].append(results["follow"])
+        self.record("daemon/x", results["daemon"])
+
+    def live_server(self) -> None:
+        """Fresh installs in every durability mode and with dpkg while a background writer
+        dirties ``writer_rate`` MB/s on the same filesystem.  Before each install: ``sync``,
+        then the writer writes ``live_backlog`` seconds' worth more (the dirty backlog the
+        install finds); the install itself starts without a ``sync``."""
+        h, z, t = self.headline, self.zips, self.trials
+        members: list[tuple[str, Callable[[], float]]] = []
+        for mode in self.modes:
+            def agent(mode: str = mode) -> float:
+                root = t.agent_root("live-agent", durability=mode)
+                return t.install(root, z["v1"], sync=False)
+            members.append((f"live/agent-{mode}", agent))
+        if self.have_dpkg:
+            def dpkg() -> float:
+                root = t.dpkg_root("live-dpkg")
+                return t.dpkg(root, "-i", str(self.debs["v1"]), sync=False)
+            members.append(("live/dpkg-install", dpkg))
+        backlog = int(self.live_backlog * self.writer_rate * MB)
+        ring = self.work / "live/ring.bin"
+        log(f"live server: a writer dirties {self.writer_rate:g} MB/s in {ring.parent}; "
+            f"{self.live_backlog:g} s of backlog before each install ({h:,} files)")
+        with live.Writer(ring, self.writer_rate, ring_mb=self.ring_mb) as writer:
+            for rep in range(self.live_reps):
+                shift = rep % len(members)
+                order = members[shift:] + members[:shift]
+                log(f"live {rep + 1}/{self.live_reps}: " + ", ".join(n for n, _ in order))
+                for name, fn in order:
+                    os.sync()
+                    writer.wait_written(backlog)
+                    seconds, window = live.timed(writer, fn)
+                    self.samples[name].append(seconds)
+                    self.samples[name + "-writer-mbps"].append(window.mb_per_s)
+                    self.samples[name + "-writer-stall"].append(window.max_stall)
+                    self.samples[name + "-writer-commit"].append(window.max_commit)
+            # the writer alone, for as long as the last install took: its undisturbed rate
+            os.sync()
+            writer.wait_written(backlog)
+            start = time.monotonic()
+            writer.wait_written(int(seconds * self.writer_rate * MB))
+            alone = writer.window(start, time.monotonic())
+            self.samples["live/writer-alone-mbps"].append(alone.mb_per_s)
+            self.samples["live/writer-alone-stall"].append(alone.max_stall)
+            self.samples["live/writer-alone-commit"].append(alone.max_commit)
+        ring.unlink(missing_ok=True)
+        ring.with_name(ring.name + ".commit").unlink(missing_ok=True)
 
     # ------------------------------------------------------------ rows
     def rows(self) -> list[report.Row]:
         h, s = self.headline, self.samples
-        p = f"plesk-{h}/"
-        fresh = p + "agent-install"
+        p, q = f"plesk-{h}/", f"isp-{h}/"
+        fresh, isp_fresh = p + "agent-install", q + "agent-install"
         no_dpkg = None if self.have_dpkg else "dpkg not found"
         no_unzip = None if self.have_unzip else "unzip not found"
         n = f"{h:,} files"
-        rows = [
-            report.ratio_row("fresh-vs-unzip", f"fresh install, {n} (Plesk extension)",
-                             "`unzip -o` into an empty dir", 2.0, "≤ 2.0× unzip", s,
-                             p + "unzip", fresh, skip=no_unzip),
+        pass_ = "startup/python-pass"
+        return [
             report.ratio_row("fresh-vs-dpkg", f"fresh install, {n} (Plesk extension)", "`dpkg -i`",
-                             1.0, "≤ 1.0× dpkg", s, p + "dpkg-install", fresh, skip=no_dpkg),
+                             1.0, s, p + "dpkg-install", fresh, skip=no_dpkg),
+            report.ratio_row("fresh-vs-unzip", f"fresh install, {n} (Plesk extension)",
+                             "`unzip -o` into an empty dir", 1.5, s, p + "unzip", fresh, skip=no_unzip),
             report.ratio_row("upgrade-vs-dpkg", f"upgrade, every file changed, {n}",
-                             "`dpkg -i` of the next version", 1.0, "≤ 1.0× dpkg", s,
+                             "`dpkg -i` of the next version", 0.8, s,
                              p + "dpkg-upgrade", p + "agent-upgrade", skip=no_dpkg),
             report.ratio_row("upgrade-1pct", f"upgrade, 1% of files changed, {n}",
-                             "mgr-agent fresh install", 0.3, "≤ 0.3× install", s, fresh,
-                             p + "agent-upgrade-1pct"),
+                             "mgr-agent fresh install", 0.2, s, fresh, p + "agent-upgrade-1pct"),
             report.ratio_row("rollback", f"automatic rollback after a failing post-install, {n}",
-                             "mgr-agent fresh install", 0.5, "≤ 0.5× install", s, fresh,
-                             p + "agent-rollback",
+                             "mgr-agent fresh install", 0.3, s, fresh, p + "agent-rollback",
                              note="upgrade 1.0 → 2.0 (every file changed) whose post-install exits 1; "
                                   "timed from the start of the undo to the exit; whole failed "
                                   "command: " + _fmt(report.median(s.get(p + "agent-failed-upgrade")))),
-            report.ratio_row("uninstall-vs-dpkg", f"uninstall, {n}", "`dpkg -r`", 1.0, "≤ 1.0× dpkg",
+            report.ratio_row("manual-rollback", f"manual `rollback` after an upgrade, {n}",
+                             "mgr-agent fresh install", 0.5, s, fresh, p + "agent-manual-rollback",
+                             note="`mgr-agent rollback` after the upgrade 1.0 → 2.0 (every file changed): "
+                                  "back to 1.0, the whole command"),
+            report.ratio_row("uninstall-vs-dpkg", f"uninstall, {n}", "`dpkg -r`", 1.0,
                              s, p + "dpkg-remove", p + "agent-uninstall", skip=no_dpkg),
-            report.wall_row("noop", f"reinstall of identical content (no-op), {n}", 0.3, s,
+            report.wall_row("noop", f"reinstall of identical content (no-op), {n}", 0.150, s,
                             p + "agent-noop"),
             report.scaling_row(s, self.files, "plesk-{n}/agent-install"),
-            report.over_row("startup-version", "`mgr-agent --version`", 150, s,
-                            "startup/python-pass", "startup/agent-version"),
-            report.over_row("startup-list", f"`mgr-agent list` with {TINY_PLUGINS} installed", 150, s,
-                            "startup/python-pass", "startup/agent-list"),
-            report.ratio_row("logs-tail", f"`mgr-agent logs -n 100` on a "
-                             f"{self.log_bytes / 2**30:.2g} GiB log", "`tail -n 100`", 5.0,
-                             "≤ 5× tail", s, "logs/tail", "logs/agent",
-                             note="both as whole processes: the agent's figure is mostly the "
-                                  "interpreter's start"),
+            report.over_row("logs-n100", f"`mgr-agent logs -n 100` on a "
+                            f"{self.log_bytes / 2**30:.2g} GiB log", 40, s, pass_, "logs/agent",
+                            note="`tail -n 100` of the same log: "
+                                 + report.fmt_time(report.median(s.get("logs/tail")))),
+            report.over_row("startup-list", f"`mgr-agent list` with {TINY_PLUGINS} installed", 60, s,
+                            pass_, "startup/agent-list"),
+            report.over_row("startup-version", "`mgr-agent --version`", 30, s,
+                            pass_, "startup/agent-version"),
+            report.rss_row("peak-rss", f"peak RSS of a fresh install, {n}, "
+                           f"{self.described[self.zips['v1'].name]['bytes'] / MB:.0f} MB", 100, s,
+                           p + "agent-install-rss", p + "agent-upgrade-rss"),
             report.cpu_row("logs-follow-idle", f"`mgr-agent logs -f` idle for {self.idle_seconds:g} s",
                            s, "logs/idle-cpu"),
             report.daemon_row(f"daemon idle for {self.idle_seconds:g} s (watchdog running)", s),
-            report.ratio_row("isp-fresh-vs-unzip", f"fresh install, {n} (ispmanager plugin)",
-                             "`unzip -o` into an empty dir", 2.0, "≤ 2.0× unzip", s,
-                             f"isp-{h}/unzip", f"isp-{h}/agent-install", skip=no_unzip),
             report.ratio_row("isp-fresh-vs-dpkg", f"fresh install, {n} (ispmanager plugin)",
-                             "`dpkg -i`", 1.0, "≤ 1.0× dpkg", s, f"isp-{h}/dpkg-install",
-                             f"isp-{h}/agent-install", skip=no_dpkg),
+                             "`dpkg -i`", 1.0, s, q + "dpkg-install", isp_fresh, skip=no_dpkg),
+            report.ratio_row("isp-fresh-vs-unzip", f"fresh install, {n} (ispmanager plugin)",
+                             "`unzip -o` into an empty dir", 1.5, s, q + "unzip", isp_fresh,
+                             skip=no_unzip),
+            report.ratio_row("isp-upgrade-vs-dpkg", f"upgrade, every file changed, {n} (ispmanager plugin)",
+                             "`dpkg -i` of the next version", 0.8, s,
+                             q + "dpkg-upgrade", q + "agent-upgrade", skip=no_dpkg),
+            report.ratio_row("isp-upgrade-1pct", f"upgrade, 1% of files changed, {n} (ispmanager plugin)",
+                             "mgr-agent fresh install", 0.2, s, isp_fresh, q + "agent-upgrade-1pct"),
+            report.ratio_row("isp-rollback", f"automatic rollback after a failing post-install, {n} "
+                             "(ispmanager plugin)", "mgr-agent fresh install", 0.3, s, isp_fresh,
+                             q + "agent-rollback",
+                             note="as for the Plesk extension (the post-install script exits 1); "
+                                  "whole failed command: "
+                                  + _fmt(report.median(s.get(q + "agent-failed-upgrade")))),
+            report.ratio_row("isp-manual-rollback", f"manual `rollback` after an upgrade, {n} "
+                             "(ispmanager plugin)", "mgr-agent fresh install", 0.5, s, isp_fresh,
+                             q + "agent-manual-rollback"),
+            report.ratio_row("isp-uninstall-vs-dpkg", f"uninstall, {n} (ispmanager plugin)", "`dpkg -r`",
+                             1.0, s, q + "dpkg-remove", q + "agent-uninstall", skip=no_dpkg),
+            report.wall_row("isp-noop", f"reinstall of identical content (no-op), {n} (ispmanager plugin)",
+                            0.150, s, q + "agent-noop"),
         ]
-        info = agent_info()
-        fsync = report.ratio_row(
-            "fsync-mode", f'fresh install, {n}, `[durability] mode = "fsync"`',
-            "mgr-agent fresh install (default mode)", 0.0, "— (informational)", s, fresh,
-            p + "agent-install-fsync",
-            note="one fsync per file instead of one syncfs per filesystem"
-            if info["transaction_uses_syncfs"] else
-            "this agent version does not read the setting: every file is fsynced in both runs")
-        fsync.target_value, fsync.status = None, "info"
-        rows.append(fsync)
-        return rows
+
+    def durability(self) -> dict[str, Any]:
+        """The durability comparison: each mode (and dpkg) on an idle and on a live filesystem."""
+        h, s = self.headline, self.samples
+        entries: list[dict[str, Any]] = []
+        for mode in [*self.modes, "dpkg"]:
+            if mode == "dpkg":
+                if not self.have_dpkg:
+                    continue
+                idle, busy = f"plesk-{h}/dpkg-install", "live/dpkg-install"
+            else:
+                idle = f"plesk-{h}/agent-install" + ("" if mode == self.default_mode else f"-{mode}")
+                busy = f"live/agent-{mode}"
+            entries.append({
+                "mode": mode, "default": mode == self.default_mode,
+                "idle": report.median(s.get(idle)), "live": report.median(s.get(busy)),
+                "writer_mbps": report.median(s.get(busy + "-writer-mbps")),
+                "writer_stall": max(s.get(busy + "-writer-stall") or [0.0]) if s.get(busy) else None,
+                "writer_commit": max(s.get(busy + "-writer-commit") or [0.0]) if s.get(busy) else None,
+                "samples": {"idle": s.get(idle, []), "live": s.get(busy, []),
+                            "writer_mbps": s.get(busy + "-writer-mbps", []),
+                            "writer_stall": s.get(busy + "-writer-stall", []),
+                            "writer_commit": s.get(busy + "-writer-commit", [])}})
+        return {"modes": self.modes, "default": self.default_mode, "writer_rate_mb": self.writer_rate,
+                "backlog_seconds": self.live_backlog, "reps": self.live_reps, "files": h,
+                "writer_alone_mbps": report.median(s.get("live/writer-alone-mbps")),
+                "writer_alone_stall": max(s.get("live/writer-alone-stall") or [0.0]),
+                "writer_alone_commit": max(s.get("live/writer-alone-commit") or [0.0]),
+                "entries": entries}
 
     def document(self, rows: list[report.Row], argv: list[str], quick: bool) -> dict[str, Any]:
         measures = {name: {"median": report.median(v), "min": min(v), "max": max(v), "samples": v}
                     for name, v in sorted(self.samples.items())}
+        durability = self.durability()
+        scaling = report.scaling_series(self.samples, self.files)
         return {
-            "schema": 1,
+            "schema": 2,
             "generated_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "command": argv,
             "settings": {"sizes": self.sizes, "reps": self.reps, "quick": quick,
-                         "headline_size": self.headline, "seed": pl.SEED, "generator": pl.GENERATOR},
+                         "big_reps": min(self.big_reps, self.reps), "live_reps": self.live_reps,
+                         "headline_size": self.headline, "seed": pl.SEED, "generator": pl.GENERATOR,
+                         "idle_seconds": self.idle_seconds, "log_bytes": self.log_bytes},
             "machine": machine(self.work),
-            "agent": agent_info(),
+            "agent": agent_info(self.modes),
             "payloads": self.described,
             "rows": [r.to_dict() for r in rows],
+            "durability": durability,
+            "scaling": scaling,
             "measures": measures,
             "notes": self.notes,
             "table": report.markdown(rows),
+            "durability_table": report.durability_markdown(durability),
         }
 
 
@@ -327,8 +549,20 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--sizes", default=",".join(map(str, pl.SIZES)),
                         help="payload sizes in files, comma-separated (default %(default)s)")
     parser.add_argument("--reps", type=int, default=None, help="repetitions (default 5, 2 with --quick)")
+    parser.add_argument("--big-reps", type=int, default=3,
+                        help="repetitions of the secondary groups: the scaling group at the biggest size, "
+                             "the non-default durability modes, the manual rollback and the ispmanager "
+                             "rows but its fresh install (default %(default)s)")
+    parser.add_argument("--live-reps", type=int, default=None,
+                        help="repetitions of the live-server phase (default 2, 1 with --quick; 0: none)")
+    parser.add_argument("--live-backlog", type=float, default=None, metavar="SECONDS",
+                        help="the writer's output left dirty before each live install "
+                             "(default 6, 1 with --quick)")
+    parser.add_argument("--writer-rate", type=float, default=50.0, metavar="MB/S",
+                        help="the background writer's rate (default %(default)s)")
     parser.add_argument("--quick", action="store_true",
-                        help="for CI: the smallest size only, 2 repetitions (unless --reps)")
+                        help="for CI: the smallest size only, 2 repetitions (unless --reps), "
+                             "a 64 MiB log, 5 s idle rows, one short live round")
     parser.add_argument("--json-out", type=Path, default=RESULTS / "latest.json", metavar="PATH")
     parser.add_argument("--work", type=Path, default=RESULTS / "work", metavar="DIR",
                         help="payload cache and trial roots (default %(default)s)")
@@ -339,7 +573,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         args.size_list = args.size_list[:1]
     if args.reps is None:
         args.reps = 2 if args.quick else 5
-    if not args.size_list or args.reps < 1:
+    if args.live_reps is None:
+        args.live_reps = 1 if args.quick else 2
+    if args.live_backlog is None:
+        args.live_backlog = 1.0 if args.quick else 6.0
+    if not args.size_list or args.reps < 1 or args.big_reps < 1 or args.live_reps < 0:
         parser.error("need at least one size and one repetition")
     return args
 
@@ -347,9 +585,15 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     work = args.work.absolute()
+    started = time.monotonic()
     bench = Bench(args.size_list, args.reps, work)
+    bench.big_reps = args.big_reps
+    bench.live_reps = args.live_reps
+    bench.live_backlog = args.live_backlog
+    bench.writer_rate = args.writer_rate
     bench.log_bytes = (64 << 20) if args.quick else (1 << 30)
     bench.idle_seconds = 5.0 if args.quick else 60.0
+    bench.ring_mb = 256 if args.quick else 2048
     shutil.rmtree(bench.trials.trials, ignore_errors=True)  # left by an interrupted run
     try:
         bench.run()
@@ -358,17 +602,24 @@ def main(argv: list[str] | None = None) -> int:
             log("deleting the trial roots")
             bench.trials.cleanup()
     rows = bench.rows()
-    doc = bench.document(rows, sys.argv if argv is None else argv, args.quick)
+    doc = bench.document(rows, sys.argv[1:] if argv is None else argv, args.quick)
+    doc["settings"]["wall_seconds"] = round(time.monotonic() - started, 1)
     args.json_out.parent.mkdir(parents=True, exist_ok=True)
     args.json_out.write_text(json.dumps(doc, indent=1) + "\n")
     info = doc["agent"]
     print(f"mgr-agent {info['version']}, durability: {info['durability_default']} "
-          f"(syncfs in the transaction: {'yes' if info['transaction_uses_syncfs'] else 'no'}); "
+          f"(modes: {', '.join(info['durability_modes'])}); "
           f"{args.reps} repetition{'s' if args.reps != 1 else ''}; medians")
     print(doc["table"])
+    print()
+    print(doc["durability_table"])
     for note in bench.notes:
         print(f"note: {note}")
-    print(f"\nJSON: {args.json_out}")
+    met = sum(r.status == "met" for r in rows)
+    missed = [r.key for r in rows if r.status == "missed"]
+    print(f"\n{met} met, {len(missed)} missed{': ' + ', '.join(missed) if missed else ''}; "
+          f"{doc['settings']['wall_seconds']:.0f} s")
+    print(f"JSON: {args.json_out}")
     return 0
 
 

@@ -1,4 +1,6 @@
-"""The benchmark keeps working: ``--quick`` runs end to end and reports every row.
+"""The benchmark keeps working: ``--quick`` runs end to end at a tiny size, reports every
+row, writes its JSON, and ``tests.bench.report`` turns that JSON into the performance page
+and its plot.
 
 Timing is never asserted: a missed target is a result, not a failure.
 """
@@ -16,53 +18,83 @@ import pytest
 from tests.helpers import REPO
 
 ROWS = {
-    "fresh-vs-unzip", "fresh-vs-dpkg", "upgrade-vs-dpkg", "upgrade-1pct", "rollback",
-    "uninstall-vs-dpkg", "noop", "scaling", "startup-version", "startup-list", "logs-tail",
-    "logs-follow-idle",
-    "daemon-idle", "isp-fresh-vs-unzip", "isp-fresh-vs-dpkg", "fsync-mode",
+    "fresh-vs-dpkg", "fresh-vs-unzip", "upgrade-vs-dpkg", "upgrade-1pct", "rollback", "manual-rollback",
+    "uninstall-vs-dpkg", "noop", "scaling", "logs-n100", "startup-list", "startup-version", "peak-rss",
+    "logs-follow-idle", "daemon-idle", "isp-fresh-vs-dpkg", "isp-fresh-vs-unzip", "isp-upgrade-vs-dpkg",
+    "isp-upgrade-1pct", "isp-rollback", "isp-manual-rollback", "isp-uninstall-vs-dpkg", "isp-noop",
 }
-DPKG_ROWS = {"fresh-vs-dpkg", "upgrade-vs-dpkg", "uninstall-vs-dpkg", "isp-fresh-vs-dpkg"}
+DPKG_ROWS = {"fresh-vs-dpkg", "upgrade-vs-dpkg", "uninstall-vs-dpkg", "isp-fresh-vs-dpkg",
+             "isp-upgrade-vs-dpkg", "isp-uninstall-vs-dpkg"}
 STATUSES = {"met", "missed", "info", "skipped: one size only", "skipped: dpkg not found",
-            "skipped: unzip not found", "not yet (issue 5)", "not yet (issue 6)"}
+            "skipped: unzip not found"}
+SIZE = 100
 
 
 @pytest.mark.slow
-def test_quick_bench_reports_every_row(tmp_path: Path) -> None:
-    out = tmp_path / "bench.json"
+def test_quick_bench_reports_every_row_and_regenerates_the_page(tmp_path: Path) -> None:
+    out = tmp_path / "results/latest.json"
     done = subprocess.run(
-        [sys.executable, "-m", "tests.bench.run", "--quick", "--reps", "2", "--sizes", "500",
+        [sys.executable, "-m", "tests.bench.run", "--quick", "--reps", "1", "--sizes", str(SIZE),
          "--json-out", str(out), "--work", str(tmp_path / "work")],
-        cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+        cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
 
     doc = json.loads(out.read_text())
-    assert doc["schema"] == 1
-    assert doc["settings"]["headline_size"] == 500
-    assert doc["settings"]["reps"] == 2
+    assert doc["schema"] == 2
+    assert doc["settings"]["headline_size"] == SIZE
+    assert doc["settings"]["reps"] == 1
     rows = {row["key"]: row for row in doc["rows"]}
     assert set(rows) == ROWS
     have_dpkg = shutil.which("dpkg") is not None and shutil.which("dpkg-deb") is not None
     for key, row in rows.items():
         assert row["status"] in STATUSES, (key, row["status"])
+        assert row["target"] and row["case"], row
         if key in DPKG_ROWS and not have_dpkg:
             assert row["status"] == "skipped: dpkg not found"
         if row["status"] in ("met", "missed"):
             assert isinstance(row["value"], float), row
-            once = key == "daemon-idle"  # measured once per run; idle CPU may round to 0
-            assert row["agent_median"] >= 0 if once else row["agent_median"] > 0, row
-            assert row["samples"] and all(len(v) >= (1 if once else 2)
-                                          for v in row["samples"].values()), row
+            assert isinstance(row["target_value"], (int, float)), row
+            assert row["samples"] and all(len(v) >= 1 for v in row["samples"].values()), row
     assert rows["scaling"]["status"] == "skipped: one size only"
-    assert rows["logs-tail"]["status"] in ("met", "missed")
+    assert rows["logs-n100"]["status"] in ("met", "missed")
+    assert rows["peak-rss"]["status"] in ("met", "missed")
+    assert 10 < rows["peak-rss"]["value"] < 10_000, "peak RSS in MB of a Python process"
     assert rows["logs-follow-idle"]["status"] == "info"
     assert 0 <= rows["logs-follow-idle"]["value"] < 1.0, "logs -f must not busy-poll"
     assert rows["daemon-idle"]["status"] in ("met", "missed")
-    # the printed table has a line per row, the same as the JSON's
+    assert "daemon/pings" in doc["measures"]
+
+    # the live-server phase: every accepted durability mode, and dpkg, with the writer's figures
+    durability = doc["durability"]
+    assert durability["modes"][0] == doc["agent"]["durability_default"]
+    assert {"syncfs", "fsync"} <= set(durability["modes"])
+    installers = {e["mode"]: e for e in durability["entries"]}
+    assert set(installers) == set(durability["modes"]) | ({"dpkg"} if have_dpkg else set())
+    for entry in installers.values():
+        assert entry["idle"] > 0 and entry["live"] > 0, entry
+        assert entry["writer_mbps"] > 0, "the background writer ran during the install"
+    assert durability["writer_alone_mbps"] > 0
+
+    # the printed tables are the JSON's
     table = [line for line in done.stdout.splitlines() if line.startswith("| ")]
-    assert len(table) == 1 + len(ROWS)
-    assert "\n".join(["| case | baseline | baseline median | mgr-agent median | ratio | target | result |",
-                      "|---|---|---|---|---|---|---|"]) in done.stdout
+    assert len(table) == 1 + len(ROWS) + 1 + len(installers) + 1  # headers, rows, the writer alone
     assert doc["table"] in done.stdout
-    # the trial roots are gone, the payload cache stays
+    assert doc["durability_table"] in done.stdout
+    # the trial roots and the writer's ring are gone, the payload cache stays
     assert not (tmp_path / "work/trials").exists()
-    assert (tmp_path / "work/payloads/plesk-500-v1.zip").is_file()
+    assert not list((tmp_path / "work/live").iterdir())
+    assert (tmp_path / f"work/payloads/plesk-{SIZE}-v1.zip").is_file()
+
+    # the page and its plot, regenerated from that JSON
+    page, svg = tmp_path / "docs/performance.md", tmp_path / "docs/performance-scaling.svg"
+    page.parent.mkdir()
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.bench.report", "--json", str(out), "--out", str(page)],
+        cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    text = page.read_text()
+    assert doc["table"] in text
+    assert doc["durability_table"] in text
+    assert "![time per file against payload size](performance-scaling.svg)" in text
+    assert "{{" not in text
+    assert svg.read_text().lstrip().startswith("<?xml") and "<svg" in svg.read_text()

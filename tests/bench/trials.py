@@ -14,7 +14,10 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
+import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +30,17 @@ PLESK_VERSION = "18.0.60 Debian 12.0 1800240311.09\n"
 # every file before renaming it into place, as on a server.
 DPKG_FLAGS = ("--force-not-root", "--force-bad-path", "--force-script-chrootless", "--log=/dev/null")
 UNDO_MARK = "restoring the previous state"
+TIMEOUT = 1800.0  # seconds: any one command
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What ``wait4`` says about one finished command."""
+
+    seconds: float
+    maxrss_kib: int
+    user: float
+    system: float
 
 
 class TrialFailed(RuntimeError):
@@ -48,6 +62,7 @@ class Trials:
         self.python = python
         self.count = 0
         self.env = env()
+        self.last = Usage(0.0, 0, 0.0, 0.0)
 
     # ------------------------------------------------------------ roots
     def new_dir(self, label: str) -> Path:
@@ -82,24 +97,43 @@ class Trials:
         shutil.rmtree(self.trials, ignore_errors=True)
 
     # ------------------------------------------------------------ running
-    def run(self, argv: list[str], *, expect: int = 0, timed: bool = True) -> tuple[float, str, str]:
-        """Run ``argv``; returns (seconds, stdout, stderr).  Raises on another exit code."""
-        if timed:
+    def run(self, argv: list[str], *, expect: int = 0, timed: bool = True,
+            sync: bool | None = None) -> tuple[float, str, str]:
+        """Run ``argv``; returns (seconds, stdout, stderr).  Raises on another exit code.
+
+        ``sync`` (default: ``timed``) flushes the page cache's dirty data first.  The
+        process is reaped with ``wait4``: its peak RSS (the largest of it and the hooks
+        it waited for, in KiB) and CPU times are kept in :attr:`last`.
+        """
+        if timed if sync is None else sync:
             os.sync()
-        start = time.perf_counter()
-        done = subprocess.run(argv, capture_output=True, text=True, env=self.env, cwd=REPO,
-                              timeout=1800, check=False)
-        seconds = time.perf_counter() - start
-        if done.returncode != expect:
-            raise TrialFailed(f"{' '.join(argv)}: exit {done.returncode}, expected {expect}\n"
-                              f"{done.stdout[-2000:]}{done.stderr[-2000:]}")
-        return seconds, done.stdout, done.stderr
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            start = time.perf_counter()
+            proc = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+                                    env=self.env, cwd=REPO)
+            killer = threading.Timer(TIMEOUT, proc.kill)  # a hung command must not hang the bench
+            killer.start()
+            try:
+                _, status, usage = os.wait4(proc.pid, 0)
+            finally:
+                killer.cancel()
+            seconds = time.perf_counter() - start
+            proc.returncode = returncode = os.waitstatus_to_exitcode(status)
+            out.seek(0)
+            err.seek(0)
+            stdout = out.read().decode(errors="replace")
+            stderr = err.read().decode(errors="replace")
+        self.last = Usage(seconds, usage.ru_maxrss, usage.ru_utime, usage.ru_stime)
+        if returncode != expect:
+            raise TrialFailed(f"{' '.join(argv)}: exit {returncode}, expected {expect}\n"
+                              f"{stdout[-2000:]}{stderr[-2000:]}")
+        return seconds, stdout, stderr
 
     def agent(self, root: Path, *args: str, action: str | None = None, timed: bool = True,
-              expect: int = 0) -> tuple[float, dict[str, Any]]:
+              expect: int = 0, sync: bool | None = None) -> tuple[float, dict[str, Any]]:
         """``python -m mgr_agent --root ROOT ARGS --json``; checks ``action`` when given."""
         argv = [self.python, "-m", "mgr_agent", "--root", str(root), *args, "--json"]
-        seconds, out, _ = self.run(argv, expect=expect, timed=timed)
+        seconds, out, _ = self.run(argv, expect=expect, timed=timed, sync=sync)
         doc: dict[str, Any] = json.loads(out)
         if action is not None and doc.get("action") != action:
             raise TrialFailed(f"{' '.join(argv)}: action {doc.get('action')!r}, expected {action!r}: "
@@ -111,13 +145,17 @@ class Trials:
         dest = self.new_dir("unzip")
         return self.run(["unzip", "-o", "-q", str(zip_path), "-d", str(dest)])[0]
 
-    def dpkg(self, root: Path, *args: str, timed: bool = True) -> float:
-        return self.run(["dpkg", f"--root={root}", *DPKG_FLAGS, *args], timed=timed)[0]
+    def dpkg(self, root: Path, *args: str, timed: bool = True, sync: bool | None = None) -> float:
+        return self.run(["dpkg", f"--root={root}", *DPKG_FLAGS, *args], timed=timed, sync=sync)[0]
 
     # ------------------------------------------------------------ mgr-agent
     def install(self, root: Path, zip_path: Path, action: str = "installed", *,
-                timed: bool = True) -> float:
-        return self.agent(root, "install", str(zip_path), action=action, timed=timed)[0]
+                timed: bool = True, sync: bool | None = None) -> float:
+        return self.agent(root, "install", str(zip_path), action=action, timed=timed, sync=sync)[0]
+
+    def rollback(self, root: Path, name: str) -> float:
+        """``mgr-agent rollback NAME``: back to the version kept from before the last upgrade."""
+        return self.agent(root, "rollback", name, action="rolled_back")[0]
 
     def failing_upgrade(self, root: Path, zip_path: Path) -> tuple[float, float]:
         """Install a package whose post-install hook fails; (rollback seconds, total seconds).
@@ -133,11 +171,16 @@ class Trials:
         with subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                               env=self.env, cwd=REPO) as proc:
             assert proc.stderr is not None
-            for line in proc.stderr:
-                if mark is None and UNDO_MARK in line:
-                    mark = time.perf_counter()
-                lines.append(line)
-            rc = proc.wait(timeout=1800)
+            killer = threading.Timer(TIMEOUT, proc.kill)  # a hung command must not hang the bench
+            killer.start()
+            try:
+                for line in proc.stderr:
+                    if mark is None and UNDO_MARK in line:
+                        mark = time.perf_counter()
+                    lines.append(line)
+                rc = proc.wait()
+            finally:
+                killer.cancel()
         end = time.perf_counter()
         text = "".join(lines)
         if rc != 8 or mark is None or "rolled back" not in text:

@@ -34,6 +34,10 @@ PSA = "usr/local/psa"
 POINTS = ("after-begin", "after-pre-hook", "mid-stage", "before-staged", "after-staged",
           "after-switching", "mid-switch", "before-switched", "after-switched", "after-post-hook",
           "before-commit", "after-commit")
+# the whole-directory switch: after a staged tree is made (its directories and hard links),
+# after its switch-dir record and before its renameat2, after the commit before an old tree
+# is deleted
+DIR_POINTS = ("dir-staged", "before-switch-dir", "before-drop-dir")
 Snap = dict[str, tuple[str, int, str]]
 State = tuple[list[tuple[str, str, str, int]], dict[str, Any] | None]
 
@@ -113,43 +117,51 @@ class Scenario:
     old: str | None  # version label before the command (None: not installed)
     new: str | None  # ... and after it
     staged: int      # times mid-stage is reached (files added or replaced)
-    ops: int         # times mid-switch is reached (files added, replaced or removed)
+    ops: int         # files added, replaced or removed
     edited: tuple[str, ...] = ()  # files the admin edited: on disk not as the manifest says
+    steps: int = -1  # times mid-switch is reached: each op switched alone, each directory once
+    dirs: tuple[int, int, int] = (0, 0, 0)  # times each of DIR_POINTS is reached
+
+    @property
+    def switch_steps(self) -> int:
+        return self.ops if self.steps < 0 else self.steps
 
 
 UPGRADE_ISP = Scenario("upgrade-isp", "demo", "ispmanager",
-                       (_isp_runtime, ("install", "@isp1")), ("install", "@isp2"), "1.0", "2.0", 5, 6)
+                       (_isp_runtime, ("install", "@isp1")), ("install", "@isp2"), "1.0", "2.0", 5, 6,
+                       dirs=(1, 1, 0))
 UPGRADE_PLESK = Scenario("upgrade-plesk", "demo-ext", "plesk", (("install", "@ext1"), _plesk_admin),
-                         ("install", "@ext2"), "1.0-1", "2.0-1", 11, 14)
+                         ("install", "@ext2"), "1.0-1", "2.0-1", 11, 14, steps=11, dirs=(1, 1, 1))
 UPGRADE_EDITED = Scenario("upgrade-isp-edited", "demo", "ispmanager",
                           (_isp_runtime, ("install", "@isp1"), _isp_edited), ("install", "@isp2"),
-                          "1.0", "2.0", 5, 6, edited=EDITED)
+                          "1.0", "2.0", 5, 6, edited=EDITED, dirs=(1, 1, 0))
 UNINSTALL_EDITED = Scenario("uninstall-isp-edited", "demo", "ispmanager",
                             (_isp_runtime, ("install", "@isp1"), _isp_edited), ("uninstall", "demo"),
                             "1.0", None, 0, 6, edited=EDITED)
 PURGE_PLESK = Scenario("uninstall-plesk-purge", "demo-ext", "plesk", (("install", "@ext1"), _plesk_admin),
-                       ("uninstall", "demo-ext", "--purge"), "1.0-1", None, 0, 14)
+                       ("uninstall", "demo-ext", "--purge"), "1.0-1", None, 0, 14, steps=12,
+                       dirs=(0, 2, 2))
 SCENARIOS = (
     Scenario("install-isp", "demo", "ispmanager", (_isp_runtime,), ("install", "@isp1"),
              None, "1.0", 6, 6),
     Scenario("install-plesk", "demo-ext", "plesk", (_plesk_data,), ("install", "@ext1"),
-             None, "1.0-1", 12, 12),
+             None, "1.0-1", 12, 12, steps=3, dirs=(3, 3, 0)),
     UPGRADE_ISP,
     UPGRADE_EDITED,
     UNINSTALL_EDITED,
     UPGRADE_PLESK,
     Scenario("uninstall-isp", "demo", "ispmanager",
              (_isp_runtime, ("install", "@isp1"), ("install", "@isp2")), ("uninstall", "demo"),
-             "2.0", None, 1, 8),
+             "2.0", None, 1, 8, dirs=(0, 1, 1)),
     Scenario("uninstall-plesk", "demo-ext", "plesk", (("install", "@ext1"), _plesk_admin),
-             ("uninstall", "demo-ext"), "1.0-1", None, 0, 12),
+             ("uninstall", "demo-ext"), "1.0-1", None, 0, 12, steps=10, dirs=(0, 2, 2)),
     PURGE_PLESK,
     Scenario("rollback-isp", "demo", "ispmanager",
              (_isp_runtime, ("install", "@isp1"), ("install", "@isp2")), ("rollback", "demo"),
-             "2.0", "1.0", 4, 6),
+             "2.0", "1.0", 4, 6, dirs=(0, 1, 1)),
     Scenario("rollback-plesk", "demo-ext", "plesk",
              (("install", "@ext1"), ("install", "@ext2"), _plesk_admin), ("rollback", "demo-ext"),
-             "2.0-1", "1.0-1", 10, 13),
+             "2.0-1", "1.0-1", 10, 13, steps=10, dirs=(1, 1, 1)),
 )
 
 
@@ -157,13 +169,13 @@ SCENARIOS = (
 # the stand-in's registry (PSA/var/standin-extensions.json) is part of every tree compared.
 REGISTERED = (
     Scenario("install-plesk-registered", "demo-ext", "plesk", (_plesk_standin, _plesk_data),
-             ("install", "@ext1"), None, "1.0-1", 12, 12),
+             ("install", "@ext1"), None, "1.0-1", 12, 12, steps=3, dirs=(3, 3, 0)),
     Scenario("upgrade-plesk-registered", "demo-ext", "plesk",
              (_plesk_standin, ("install", "@ext1"), _plesk_admin), ("install", "@ext2"),
-             "1.0-1", "2.0-1", 11, 14),
+             "1.0-1", "2.0-1", 11, 14, steps=11, dirs=(1, 1, 1)),
     Scenario("uninstall-plesk-registered", "demo-ext", "plesk",
              (_plesk_standin, ("install", "@ext1"), _plesk_admin), ("uninstall", "demo-ext"),
-             "1.0-1", None, 0, 12),
+             "1.0-1", None, 0, 12, steps=10, dirs=(0, 2, 2)),
 )
 REGISTER_POINTS = ("before-register", "after-register", "after-switched", "after-post-hook",
                    "before-commit", "after-commit")
@@ -178,10 +190,12 @@ def _cases() -> list[object]:
     for sc in SCENARIOS:
         for point in POINTS:
             # mid-stage is never reached when nothing is staged (a plain uninstall)
-            nths = {"mid-stage": _nths(sc.staged), "mid-switch": _nths(sc.ops)}.get(point, [0])
+            nths = {"mid-stage": _nths(sc.staged), "mid-switch": _nths(sc.switch_steps)}.get(point, [0])
             for n in nths:
                 fault = f"{point}:{n}" if n else point
                 out.append(pytest.param(sc, fault, id=f"{sc.id}-{fault}"))
+        for point, count in zip(DIR_POINTS, sc.dirs, strict=True):
+            out += [pytest.param(sc, f"{point}:{n}", id=f"{sc.id}-{point}:{n}") for n in _nths(count)]
     out += [pytest.param(sc, point, id=f"{sc.id}-{point}") for sc in REGISTERED
             for point in REGISTER_POINTS]
     return out
@@ -267,9 +281,9 @@ def journals(root: Path) -> list[Path]:
     return sorted((root / "var/lib/mgr-agent/journal").glob("*.log"))
 
 
-def crash(root: Path, argv: tuple[str, ...], fault: str) -> str:
+def crash(root: Path, argv: tuple[str, ...], fault: str, env: dict[str, str] | None = None) -> str:
     """Run the command with a fault; it must die by SIGKILL.  Returns the transaction id."""
-    done = cli(root, *argv, env={"MGR_AGENT_FAULT": fault})
+    done = cli(root, *argv, env={**(env or {}), "MGR_AGENT_FAULT": fault})
     assert done.rc == -signal.SIGKILL, f"{fault}: rc {done.rc}\n{done.stdout}{done.stderr}"
     (journal,) = journals(root)
     return journal.stem
@@ -329,10 +343,34 @@ def test_kill_at_fault_point_then_recover(world: World, tmp_path: Path, sc: Scen
     built = world(sc)
     root = copy_root(built.before, tmp_path / "root")
     tx = crash(root, built.argv, fault)
+    recovered(root, sc, built, tx, fault == "after-commit" or fault.startswith("before-drop-dir"))
 
+
+INSTALL_PLESK = SCENARIOS[1]
+UNINSTALL_PLESK = SCENARIOS[7]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("sc", "fault"), [
+    (INSTALL_PLESK, "after-staged"), (INSTALL_PLESK, "mid-switch:1"), (INSTALL_PLESK, "mid-switch:12"),
+    (INSTALL_PLESK, "after-commit"), (UPGRADE_PLESK, "mid-stage:5"), (UPGRADE_PLESK, "mid-switch:1"),
+    (UPGRADE_PLESK, "mid-switch:7"), (UPGRADE_PLESK, "mid-switch:14"), (UPGRADE_PLESK, "after-switched"),
+    (UPGRADE_PLESK, "after-commit"), (UNINSTALL_PLESK, "before-switch-dir:2"),
+    (UNINSTALL_PLESK, "before-drop-dir:1")], ids=lambda v: v.id if isinstance(v, Scenario) else v)
+def test_kill_without_rename_exchange(world: World, tmp_path: Path, sc: Scenario, fault: str) -> None:
+    """Where the filesystem has no RENAME_EXCHANGE (simulated), the directories are switched
+    file by file (an uninstall still moves them aside whole: a plain rename); the recovery,
+    run without the simulation, learns it from the journal."""
+    built = world(sc)
+    root = copy_root(built.before, tmp_path / "root")
+    tx = crash(root, built.argv, fault, {"MGR_AGENT_NO_EXCHANGE": "1"})
+    recovered(root, sc, built, tx, fault in ("after-commit", "before-drop-dir:1"))
+
+
+def recovered(root: Path, sc: Scenario, built: Built, tx: str, committed: bool) -> None:
+    """``recover`` leaves the old tree (the new one when ``committed``), state and all."""
     rec = cli(root, "recover")
     assert rec.rc == 0, rec.stdout + rec.stderr
-    committed = fault == "after-commit"
     tree = snapshot(root)
     assert tree in (built.old, built.new), "neither the old nor the new tree:\n" + diff(tree, built.old)
     want = built.new if committed else built.old
@@ -523,13 +561,16 @@ def test_damaged_last_record_after_switch_began(world: World, tmp_path: Path) ->
     crash(root, built.argv, "mid-switch:3")
     (journal,) = journals(root)
     data = bytearray(journal.read_bytes())
-    at = data.rindex(b'"type":"switching"') + 9
+    # the last record is the switch-dir record of the directory exchanged first (mid-switch:1):
+    # recovery still finds the exchange, from the staged tree's inode in the staged record
+    assert b'"type":"switch-dir"' in data.splitlines()[-1]
+    at = data.rindex(b'"type":"switch-dir"') + 9
     data[at] ^= 0x01
     journal.write_bytes(bytes(data))
     rec = cli(root, "recover")
     assert rec.rc == 0, rec.stdout
     (entry,) = rec.json["data"]["transactions"]
-    assert entry["found"] == "a damaged last record (line 3)"
+    assert entry["found"] == "a damaged last record (line 4)"
     tree = snapshot(root)
     assert tree == built.old, diff(tree, built.old)
     assert_state(root, UPGRADE_PLESK, built, False)

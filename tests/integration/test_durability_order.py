@@ -3,9 +3,11 @@
 An upgrade runs under ``strace -f``; the log is parsed and the order of the system
 calls checked, in both durability modes:
 
-- every staged file (``.mga-<tx>-<i>.new``) is covered by a sync after its last write
-  (its own fsync in ``fsync`` mode, a ``syncfs`` of its filesystem by default) before
-  the journal says ``staged`` and before it is renamed into place;
+- every staged file (``.mga-<tx>-<i>.new``, or a file inside a staged directory tree
+  ``.mga-<tx>-d<k>.new/``) is covered by a sync after its last write (its own fsync in
+  ``fsync`` mode, a ``syncfs`` of its filesystem by default) before the journal says
+  ``staged`` and before it (or its tree, by one ``renameat2``) is switched into place;
+- every ``switch-dir`` record is fsynced before its directory is exchanged;
 - every journal record is fsynced before the step it announces begins;
 - after the last rename of the switch, every directory the switch changed is synced
   (a directory fsync, or ``syncfs``) before the ``switched`` record is written, and that
@@ -173,6 +175,11 @@ class Trace:
         assert len(found) == 1, f"journal record {kind}: {len(found)} writes"
         return found[0]
 
+    def records(self, kind: str) -> list[Call]:
+        """Every write of journal records of type ``kind``."""
+        return [c for c in self.calls if c.name == "write" and c.fd_path() == self.journal
+                and f'"type":"{kind}"' in unquote(c.args[1])]
+
     def synced_after(self, write: Call) -> Call:
         """The fsync of the journal that makes ``write`` durable."""
         for c in self.after(write):
@@ -224,8 +231,8 @@ class Trace:
 
 
 def _staged(trace: Trace) -> dict[str, list[Call]]:
-    """Staged file -> the writes into it."""
-    pattern = re.compile(rf"/\.mga-{trace.tx}-\d+\.new$")
+    """Staged file (beside its target, or inside a staged directory tree) -> the writes into it."""
+    pattern = re.compile(rf"/\.mga-{trace.tx}-(\d+\.new$|d\d+\.new/)")
     out: dict[str, list[Call]] = {}
     for c in trace.calls:
         if c.name == "openat" and "O_CREAT" in c.args[2] and pattern.search(c.path(1, 0)):
@@ -244,9 +251,22 @@ def _source(c: Call) -> str | None:
     return None
 
 
+def _ends(c: Call) -> tuple[str, str]:
+    """Both paths of a rename."""
+    return (c.path(0), c.path(1)) if c.name == "rename" else (c.path(1, 0), c.path(3, 2))
+
+
+def _tree(trace: Trace, path: str) -> str | None:
+    """The staged directory tree ``path`` lies in, if any."""
+    m = re.match(rf"^(.*/\.mga-{trace.tx}-d\d+\.new)/", path)
+    return m.group(1) if m else None
+
+
 def _renamed_from(trace: Trace, path: str) -> Call:
     """The call that put staged file ``path`` in place: rename, renameat2(RENAME_NOREPLACE),
-    or the link of a link + unlink fallback."""
+    or the link of a link + unlink fallback; for a file in a staged tree, the renameat2
+    (RENAME_EXCHANGE or RENAME_NOREPLACE) of the tree."""
+    path = _tree(trace, path) or path
     found = [c for c in trace.calls if _source(c) == path]
     assert len(found) == 1, f"{path}: renamed or linked {len(found)} times"
     return found[0]
@@ -279,12 +299,26 @@ def check_commit_order(trace: Trace, mode: str, *, removes_only: bool = False) -
         assert cover.index < staged.index, f"{path}: synced only after the 'staged' record"
         assert s_sync.index < sw_sync.index < rename.index, \
             f"{path}: renamed before the 'switching' record was durable"
-        if mode == "fsync":
+        if mode == "fsync" and (writes or _tree(trace, path) is None):  # a link is not written
             own = [c for c in trace.calls if c.name in ("fsync", "fdatasync") and c.fd_path() == path]
             assert own and own[0].index > last, f"{path}: fsync mode, but no fsync of the file itself"
         else:
             assert not [c for c in trace.calls if c.name in ("fsync", "fdatasync") and c.fd_path() == path], \
                 f"{path}: syncfs mode should not fsync each staged file"
+
+    # 1b. each directory switch is journalled, and the record durable, before the rename
+    for record in trace.records("switch-dir"):
+        body = unquote(record.args[1])
+        if '"how":"per-file"' in body:
+            continue  # no RENAME_EXCHANGE here: this directory is switched file by file
+        k = re.search(r'"k":(\d+)', body)
+        assert k, body
+        tree = re.compile(rf"/\.mga-{trace.tx}-d{k.group(1)}\.(new|old)$")
+        moves = [c for c in trace.calls if c.name in ("rename", "renameat", "renameat2")
+                 and c.index > record.index and any(tree.search(p) for p in _ends(c))]
+        assert moves, f"switch-dir record {k.group(1)}: no rename of its tree"
+        assert trace.synced_after(record).index < moves[0].index < switched.index, \
+            f"directory {k.group(1)} switched before its switch-dir record was durable"
 
     # 2. directories created for the new version are durable before "staged"
     for c, _ in trace.mutations(b_sync.index, staged.index):
@@ -345,8 +379,9 @@ def _root(path: Path, mode: str) -> Path:
     return path
 
 
-def traced(root: Path, log: Path, *args: str) -> tuple[int, Trace]:
+def traced(root: Path, log: Path, *args: str, extra: dict[str, str] | None = None) -> tuple[int, Trace]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MGR_AGENT_")}
+    env.update(extra or {})
     argv = [str(STRACE), "-f", "-tt", "-y", "-s", "256", "-e", f"trace={TRACE}", "-o", str(log),
             sys.executable, "-m", "mgr_agent", "--root", str(root), *args, "--json"]
     done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120, check=False)
@@ -370,31 +405,55 @@ def packages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def upgrades(tmp_path_factory: pytest.TempPathFactory,
-             packages: dict[str, Path]) -> Callable[[str, str], Trace]:
+             packages: dict[str, Path]) -> Callable[..., Trace]:
     """Traced upgrades, run once per (panel, mode) and shared by the tests below."""
     cache: dict[tuple[str, str], Trace] = {}
     base = tmp_path_factory.mktemp("upgrades")
 
-    def get(panel: str, mode: str) -> Trace:
-        if (panel, mode) not in cache:
-            root = _root(base / f"{panel}-{mode}", mode)
+    def get(panel: str, mode: str, fallback: bool = False) -> Trace:
+        if (panel, mode, fallback) not in cache:
+            root = _root(base / f"{panel}-{mode}-{fallback}", mode)
             old, new = ("v1", "v2") if panel == "plesk" else ("isp1", "isp2")
-            assert cli(root, "install", str(packages[old])).rc == 0
-            rc, trace = traced(root, base / f"{panel}-{mode}.log", "install", str(packages[new]))
+            env = {"MGR_AGENT_NO_EXCHANGE": "1"} if fallback else {}
+            assert cli(root, "install", str(packages[old]), env=env).rc == 0
+            rc, trace = traced(root, base / f"{panel}-{mode}-{fallback}.log", "install",
+                               str(packages[new]), extra=env)
             assert rc == 0
             assert leftovers(root) == []
-            cache[panel, mode] = trace
-        return cache[panel, mode]
+            cache[panel, mode, fallback] = trace
+        return cache[panel, mode, fallback]
 
     return get
 
 
+def _exchanges(trace: Trace) -> list[Call]:
+    return [c for c in trace.calls if c.name == "renameat2" and "RENAME_EXCHANGE" in c.args[4]
+            and ".mga-probe-" not in c.args[1]]
+
+
 @pytest.mark.parametrize("mode", ["syncfs", "fsync"])
 @pytest.mark.parametrize("panel", ["plesk", "ispmanager"])
-def test_upgrade_syncs_before_rename_and_before_commit(upgrades: Callable[[str, str], Trace], mode: str,
+def test_upgrade_syncs_before_rename_and_before_commit(upgrades: Callable[..., Trace], mode: str,
                                                        panel: str) -> None:
-    counts = check_commit_order(upgrades(panel, mode), mode)
+    trace = upgrades(panel, mode)
+    counts = check_commit_order(trace, mode)
+    assert counts["staged"] >= 10 and counts["dirs"] >= 3, counts
+    if panel == "plesk":  # the extension's directories are exchanged whole, one renameat2 each
+        assert len(_exchanges(trace)) == len(trace.records("switch-dir")) >= 1
+
+
+@pytest.mark.parametrize("mode", ["syncfs", "fsync"])
+def test_upgrade_without_rename_exchange_switches_file_by_file(
+        upgrades: Callable[..., Trace], mode: str) -> None:
+    """A filesystem without RENAME_EXCHANGE (simulated): every file staged beside its target
+    and renamed into place, in the same order of syncs."""
+    trace = upgrades("plesk", mode, True)
+    counts = check_commit_order(trace, mode)
     assert counts["staged"] >= 10 and counts["dirs"] >= 5, counts
+    assert _exchanges(trace) == []
+    assert all(_tree(trace, path) is None for path in _staged(trace))
+    assert trace.records("switch-dir") and all('"how":"per-file"' in unquote(c.args[1])
+                                                for c in trace.records("switch-dir"))
 
 
 def _without(trace: Trace, drop: Callable[[Call], bool]) -> Trace:
@@ -405,7 +464,7 @@ def _without(trace: Trace, drop: Callable[[Call], bool]) -> Trace:
 
 
 @pytest.mark.parametrize("mode", ["syncfs", "fsync"])
-def test_checks_catch_a_missing_sync(upgrades: Callable[[str, str], Trace], mode: str) -> None:
+def test_checks_catch_a_missing_sync(upgrades: Callable[..., Trace], mode: str) -> None:
     """The checks are not vacuous: the same trace with one kind of sync removed fails them."""
     trace = upgrades("plesk", mode)
     staged, switched = trace.record("staged"), trace.record("switched")
@@ -450,7 +509,10 @@ def test_rolled_back_upgrade_syncs_before_forgetting_the_journal(
     assert len(gone) == 1, "the journal should be deleted exactly once"
     undo = trace.mutations(switched.index, gone[0].index)
     restored = [c for c, _ in undo if re.search(r"\.mga-\w+-\d+\.old$", _source(c) or "")]
-    assert len(restored) >= 10, "the undo put too few old files back"
+    # a directory switched whole is put back by exchanging it with its staged tree again
+    back = [c for c in _exchanges(trace) if switched.index < c.index < gone[0].index]
+    assert back and len(back) == len(trace.records("switch-dir")), "a directory was not exchanged back"
+    assert len(restored) + 10 * len(back) >= 10, "the undo put too few old files back"
     last_change: dict[str, int] = {}
     for c, dirs in undo:
         if c.name not in ("mkdir", "mkdirat"):
@@ -459,6 +521,8 @@ def test_rolled_back_upgrade_syncs_before_forgetting_the_journal(
     for d, at in last_change.items():
         if d.startswith(trace.root + "/var/lib/mgr-agent"):
             continue  # scratch and stored archives of the failed version: not part of the tree
+        if _tree(trace, d + "/") is not None and not os.path.lexists(d):
+            continue  # inside the staged tree the undo deleted: the sync of its parent covers it
         assert trace.first_cover(d, at, gone[0].index, file=False), \
             f"{d}: changed by the undo at {at}, not synced before the journal was deleted"
     rows = [c for c in trace.calls if c.name in ("write", "pwrite64") and c.fd_path() == trace.db

@@ -81,10 +81,12 @@ class Namespace:
             raise AssertionError(f"{script!r} failed in the namespace: {done.stderr.strip()}")
         return done
 
-    def cli(self, root: Path, *args: str, timeout: float = 120) -> Run:
+    def cli(self, root: Path, *args: str, timeout: float = 120,
+            extra: dict[str, str] | None = None) -> Run:
         """``tests.helpers.cli`` run inside the namespace."""
         argv = self.enter(sys.executable, "-m", "mgr_agent", "--root", str(root), *args, "--json")
         env = {k: v for k, v in os.environ.items() if not k.startswith("MGR_AGENT_")}
+        env.update(extra or {})
         done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout,
                               check=False)
         return Run(done.returncode, done.stdout, done.stderr)
@@ -386,12 +388,16 @@ def test_full_disk_at_every_point_names_the_cause(full_disk: list[Trial]) -> Non
 
 
 @pytest.mark.root
-def test_enospc_in_the_switch_is_rolled_back(ns: Namespace, tmp_path: Path) -> None:
+@pytest.mark.parametrize("switch", ["whole", "per-file"])
+def test_enospc_in_the_switch_is_rolled_back(ns: Namespace, tmp_path: Path, switch: str) -> None:
     """A tmpfs out of inodes: staging fits exactly, then link(2) for the first backup fails.
 
     On tmpfs a hard link takes an inode slot; on ext4 the same error comes when a
-    directory needs a new block.  Renames never need space.
+    directory needs a new block.  Renames never need space.  2.0's files under
+    skins/common/img/demo/ are staged as one tree (one more inode, the tree's directory)
+    and exchanged whole, before the per-file ops; ``per-file``: no RENAME_EXCHANGE.
     """
+    env = {"MGR_AGENT_NO_EXCHANGE": "1"} if switch == "per-file" else {}
     probe = tmp_path / "probe"
     probe.mkdir()
     q = shlex.quote(str(probe))
@@ -405,13 +411,14 @@ def test_enospc_in_the_switch_is_rolled_back(ns: Namespace, tmp_path: Path) -> N
     ok(ns.cli(root, "install", str(isp(pkgs, "1.0", ISP_V1))))
     plan = ok(ns.cli(root, "install", str(isp(pkgs, "2.0", ISP_V2)), "--dry-run"))["plan"]
     staged = plan["summary"]["add"] + plan["summary"]["replace"]  # 2.0 creates no directory
+    staged += switch == "whole"  # the staged tree's own directory
     assert plan["add"][0] == f"{MGR}/addon/demo-extra.sh", "an add is switched before the failure"
     (view / "usr/local/fill").mkdir()
     # after preflight, leave exactly as many free inodes as staging takes
     take = (f'fill="$MGR_AGENT_ROOT/usr/local/fill"; i=0; free=$(stat -f -c %d "$fill"); '
             f'while [ $((free - i)) -gt {staged} ]; do : > "$fill/f$i" || exit 1; i=$((i+1)); done')
     before = snapshot(view)
-    run = ns.cli(root, "install", str(isp(pkgs, "2.0", ISP_V2, pre_install=take)))
+    run = ns.cli(root, "install", str(isp(pkgs, "2.0", ISP_V2, pre_install=take)), extra=env)
     err = failure(run, 8, "rolled-back", "switch-failed")
     first_replace = root / plan["replace"][0]
     names_cause(err, first_replace, "No space left on device")
@@ -520,12 +527,15 @@ def _chattr_works(path: Path) -> None:
 
 
 @pytest.mark.root
-@pytest.mark.parametrize(("which", "rc", "code"), [
-    ("removed-file-dir", 8, "rolled-back"),  # nothing staged there: the switch fails
-    ("replaced-file-dir", 10, "stage-failed"),  # the staged file cannot be created
-])
+@pytest.mark.parametrize(("which", "rc", "code", "env"), [
+    ("removed-file-dir", 8, "rolled-back", {}),  # nothing staged there: the switch fails
+    # the plugin's own folder is staged as a tree beside it: its exchange fails
+    ("replaced-file-dir", 8, "rolled-back", {}),
+    # without RENAME_EXCHANGE the staged file cannot be created in it
+    ("replaced-file-dir", 10, "stage-failed", {"MGR_AGENT_NO_EXCHANGE": "1"}),
+], ids=["removed-file-dir", "replaced-file-dir", "replaced-file-dir-per-file"])
 def test_directory_made_immutable_after_preflight(root: Path, pkgs: Path, which: str, rc: int,
-                                                  code: str) -> None:
+                                                  code: str, env: dict[str, str]) -> None:
     target = root / (REMOVED_ONLY["ispmanager"][0] if which == "removed-file-dir"
                      else REPLACED["ispmanager"].rpartition("/")[0])
     old, new = versions("ispmanager", pkgs, pre_install=f"chattr +i {shlex.quote(str(target))}")
@@ -533,7 +543,7 @@ def test_directory_made_immutable_after_preflight(root: Path, pkgs: Path, which:
     _chattr_works(target)
     before = snapshot(root)
     with mutable_again(target):
-        run = cli(root, "install", str(new))
+        run = cli(root, "install", str(new), env=env)
         err = failure(run, rc, code, "switch-failed" if rc == 8 else None)
         names_cause(err, target, "Operation not permitted")
         assert err["details"]["errno"] == 1

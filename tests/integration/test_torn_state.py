@@ -286,7 +286,8 @@ def test_interrupted_transaction_on_damaged_database_waits_for_repair(world: Wor
     database is repaired (here: restored from a copy), recovery rolls back exactly."""
     root = copy_root(world.before, tmp_path / "root")
     good = (root / DB).read_bytes()
-    killed = cli(root, "install", str(world.v2), env={"MGR_AGENT_FAULT": "mid-switch:9"})
+    # mid-switch:1 is the exchange of htdocs (switched whole), then files one by one
+    killed = cli(root, "install", str(world.v2), env={"MGR_AGENT_FAULT": "mid-switch:4"})
     assert killed.rc == -signal.SIGKILL
     half = _state_files(root)
     assert snapshot(root) not in (world.old, world.new), "the kill should leave a half-switched tree"

@@ -46,7 +46,10 @@ State = tuple[list[tuple[str, str, str, int]], dict[str, Any] | None]
 Tree = samples.Tree
 
 # what the journal said when the agent was killed (before recovery), in order
-PHASES = ("before-begin", "begin", "staged", "switching", "switched", "committed", "cleaned-up")
+# "switching-dirs": killed in the switch after a directory's switch-dir record (a directory
+# switched whole, or about to be)
+PHASES = ("before-begin", "begin", "staged", "switching", "switching-dirs", "switched", "committed",
+          "cleaned-up")
 
 
 # ---------------------------------------------------------------- packages
@@ -99,6 +102,11 @@ def bulk_trees(panel: str, files: int = 300, seed: int = 3) -> tuple[Tree, Tree]
     for i in range(added):
         d = (new_dirs + dirs[1:])[i % (len(dirs) + 1)]
         v2[f"{d}/n{i:04d}.dat"] = (_blob(rng, f"v2 new {d} {i}"), 0o644)
+    # one directory the package owns outright changes whole: it is switched with one
+    # renameat2 (docs/transactions.md#whole-directory-switches), the others file by file
+    whole = "htdocs/" if panel == "plesk" else "skins/common/img/bulk/"
+    for name in sorted(n for n in v2 if n.startswith(whole) and v2[n] == v1.get(n)):
+        v2[name] = (_blob(rng, f"v2 whole {name}"), v2[name][1])
     if panel == "plesk":  # var/ data: shipped, changed in v2 (kept: the admin's), new in v2
         v1.update(data)
         v2.update(data)
@@ -296,6 +304,8 @@ def _phase_at_kill(root: Path) -> str:
         rep = replay(logs[-1])
     except StateCorrupt as exc:  # a real finding: recovery will refuse
         return f"corrupt journal: {exc}"
+    if rep.phase == "switching" and rep.dirs:
+        return "switching-dirs"
     return rep.phase or "before-begin"
 
 

@@ -126,3 +126,56 @@ def test_a_full_notify_queue_drops_instead_of_blocking(tmp_path: Path) -> None:
         sock.settimeout(2)
         assert n.status("after")
         assert sock.recv(100) == b"STATUS=after"
+
+
+def test_notify_returns_at_once_and_drops_when_the_queue_is_full(tmp_path: Path) -> None:
+    """The manager's queue is filled first (``net.unix.max_dgram_qlen`` datagrams, 10 on
+    most systems): a blocking ``sendto`` would now wait until the manager reads.  ``notify``
+    returns at once with False, counts the drop, and the dropped message never arrives."""
+    import threading  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    path = str(tmp_path / "queue.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as manager, \
+            socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as filler:
+        manager.bind(path)
+        filler.setblocking(False)
+        queued = 0
+        while True:
+            try:
+                filler.sendto(b"FILL", path)
+            except BlockingIOError:
+                break
+            queued += 1
+        assert queued > 0
+        n = Notifier("fallback", env={"NOTIFY_SOCKET": path})
+        result: list[tuple[bool, float]] = []
+
+        def ping() -> None:
+            start = time.monotonic()
+            sent = n.watchdog()
+            result.append((sent, time.monotonic() - start))
+
+        sender = threading.Thread(target=ping, daemon=True)
+        sender.start()
+        sender.join(10)
+        blocked = sender.is_alive()
+        if blocked:  # unblock the sender (its sendto fails once the manager is gone)
+            manager.close()
+        assert not blocked, "notify blocked on a full queue"
+        (sent, seconds), = result
+        assert not sent
+        assert n.dropped == 1
+        assert seconds < 1.0, f"notify took {seconds:.3f} s on a full queue"
+        # the queue holds only what was there before; once there is room, messages get through
+        manager.setblocking(False)
+        drained = []
+        while True:
+            try:
+                drained.append(manager.recv(100))
+            except BlockingIOError:
+                break
+        assert drained == [b"FILL"] * queued
+        assert n.watchdog()
+        assert manager.recv(100) == b"WATCHDOG=1"
+        assert n.dropped == 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -136,6 +136,12 @@ class Panel(ABC):
 
     def leftover_dirs(self, name: str) -> list[str]:
         """Root-relative directories an uninstall should leave empty (reported otherwise)."""
+        return []
+
+    def whole_dirs(self, name: str, created: Iterable[str]) -> list[str]:
+        """Root-relative directories that package ``name`` owns outright, candidates for a
+        whole-directory switch (``created``: the directories the agent made for it).  The
+        planner still switches file by file in any that holds something else now."""
         return []
 
     def hook_env(self) -> dict[str, str]:

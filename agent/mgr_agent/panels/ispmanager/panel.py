@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +51,19 @@ def log_names(name: str, meta: Mapping[str, Any]) -> set[str]:
     return names
 
 
+# directories of the panel that several plugins (and the panel) write into
+SHARED = frozenset({"etc", "etc/xml", "etc/plugins", "etc/plugins/ispmgr", "etc/sql",
+                    "etc/templates", "etc/scripts", "addon", "skins", "skins/common",
+                    "skins/common/img", "var", "lib", "bin", "sbin", "libexec", "lib64"})
+
+
+def _shared(rel: str) -> bool:
+    """Whether MGR-relative directory ``rel`` is shared: a well-known one, a table's
+    ``etc/sql/T.addon``, or a skin's own folder."""
+    head, _, _ = rel.rpartition("/")
+    return rel in SHARED or "/" not in rel or head in ("etc/sql", "skins")
+
+
 class IspManager(Panel):
     name = "ispmanager"
     detection_rule = ("etc/xml/ispmgr_mod_NAME.xml (optionally under usr/local/mgr5/), or "
@@ -62,6 +75,15 @@ class IspManager(Panel):
 
     def anchor(self, name: str) -> Path:
         return self.layout.mgr
+
+    def whole_dirs(self, name: str, created: Iterable[str]) -> list[str]:
+        """The outermost directories the agent made for the plugin that are not one of the
+        panel's shared ones (``etc/xml``, ``addon``, ``skins/common/img``, a table's
+        ``etc/sql/T.addon`` ...), e.g. ``addon/NAME-lib`` or ``skins/common/img/NAME``."""
+        mine = set(created)
+        top = f"{MGR_REL}/"
+        own = {d for d in mine if d.startswith(top) and not _shared(d[len(top):])}
+        return sorted(d for d in own if d.rpartition("/")[0] not in own)
 
     def describe(self, source: Source, prefix: str) -> Package:
         from mgr_agent.archive import read_all  # noqa: PLC0415 - the archive readers: see above

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import posixpath
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -274,6 +275,10 @@ class Plesk(Panel):
 
     def data_dirs(self, name: str) -> list[str]:
         return [self.var(name)]
+
+    def whole_dirs(self, name: str, created: Iterable[str]) -> list[str]:
+        """The extension's own directories (never ``var/``: data is switched file by file)."""
+        return [self.htdocs(name), self.plib(name), self.sbin(name), self.share(name)]
 
     def leftover_dirs(self, name: str) -> list[str]:
         return [self.htdocs(name), self.plib(name), self.sbin(name), self.share(name)]

@@ -1,0 +1,405 @@
+"""Whole-directory switches for directories a package owns outright.
+
+For a directory D (root-relative) chosen by :func:`choose`, transaction TX and its number
+K in the plan, with P the parent of D:
+
+- staged tree S = ``P/.mga-TX-dK.new``: the new version's files under D, the changed ones
+  written, the unchanged ones hard-linked from D (the live copy becomes the backup and
+  the agent never writes a file in place, so sharing the inode is safe);
+- exchange (D exists): ``renameat2(S, D, RENAME_EXCHANGE)``; D is then the new tree and S
+  holds the old one, the backup, deleted after the commit;
+- create (a fresh D): ``renameat2(S, D, RENAME_NOREPLACE)``;
+- remove (D goes away): ``rename(D, B)`` with B = ``P/.mga-TX-dK.old``, deleted after the
+  commit.
+
+Every switch is journalled first (a ``switch-dir`` record with the inode numbers of S and
+D); whether it happened is read back by comparing D's inode with S's, so undo and finish
+can be repeated after a crash at any instant.  Whether the filesystem has
+``RENAME_EXCHANGE`` is probed once per filesystem inside S; where it has not, a
+``switch-dir`` record with ``how: per-file`` says so and D's files are switched one by
+one.  Entries that appear in D during the transaction (a hook, the panel at run time) are
+carried over into the tree that stays; see docs/transactions.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+import stat
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mgr_agent import faults
+from mgr_agent.dirplan import DirOp, mounts_in
+from mgr_agent.errors import SwitchFailed
+from mgr_agent.fsutil import UNSUPPORTED, fsync_dir, rename_exchange
+from mgr_agent.layout import Layout
+from mgr_agent.libc import RENAME_NOREPLACE, renameat2
+from mgr_agent.wal import SWITCH_DIR, Journal, replay
+
+if TYPE_CHECKING:
+    from mgr_agent.transaction import Op, Plan
+
+FORCE_PER_FILE = "MGR_AGENT_NO_EXCHANGE"  # tests: act as if no filesystem had RENAME_EXCHANGE
+_probed: dict[int, bool] = {}  # st_dev -> RENAME_EXCHANGE works there
+PROBE = ".mga-probe-"  # the two directories of the probe, made at the top of a staged tree
+
+
+# ---------------------------------------------------------------- carrying entries over
+def _mkdir_like(dst: str, src: str) -> None:
+    """``dst`` and its missing parents, each with the mode of its counterpart under ``src``."""
+    if os.path.isdir(dst):
+        return
+    _mkdir_like(os.path.dirname(dst), os.path.dirname(src))
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(dst, 0o700)
+        st = os.lstat(src)
+        os.chmod(dst, stat.S_IMODE(st.st_mode))
+        if (st.st_uid, st.st_gid) != (os.geteuid(), os.getegid()):
+            os.chown(dst, st.st_uid, st.st_gid)
+
+
+def _move(src: str, dst: str) -> None:
+    """Rename ``src`` to ``dst`` if ``dst`` does not exist (FileExistsError otherwise)."""
+    try:
+        renameat2(src, dst, RENAME_NOREPLACE)
+    except OSError as exc:
+        if exc.errno not in UNSUPPORTED:
+            raise
+        if os.path.lexists(dst):
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), dst) from exc
+        os.rename(src, dst)
+
+
+class _Carry:
+    """Moves what a tree holds beyond the files a version shipped into the tree that
+    stays: nothing no version shipped is ever deleted with a backup or a staged tree."""
+
+    def __init__(self, expected: set[str], rescue: Path) -> None:
+        self.expected = expected
+        self.wanted = {rel.rsplit("/", i)[0] for rel in expected for i in range(1, rel.count("/") + 1)}
+        self.rescue = rescue  # where an entry goes when the tree that stays has its name
+        self.changed: set[str] = set()
+
+    def run(self, src: str, dst: str, prefix: str = "", everything: bool = False) -> None:
+        if not os.path.isdir(src) or os.path.islink(src):
+            return
+        with os.scandir(src) as it:
+            entries = list(it)
+        for entry in entries:
+            rel = prefix + entry.name
+            is_dir = entry.is_dir(follow_symlinks=False)
+            if not prefix and entry.name.startswith(PROBE):
+                continue  # the probe's own directories (a crash in the probe): deleted with the tree
+            if not everything and is_dir and rel in self.wanted:
+                self.run(entry.path, f"{dst}/{entry.name}", rel + "/")
+                continue
+            if not everything and not is_dir and rel in self.expected:
+                continue
+            target = f"{dst}/{entry.name}"
+            _mkdir_like(dst, src)
+            try:
+                _move(entry.path, target)
+            except FileExistsError:
+                if is_dir and os.path.isdir(target) and not os.path.islink(target):
+                    self.run(entry.path, target, rel + "/", everything=True)
+                    continue
+                kept = self.rescue / rel
+                kept.parent.mkdir(parents=True, exist_ok=True)
+                shutil.move(entry.path, str(kept))
+                continue
+            self.changed.add(dst)
+
+
+def _rmtree(path: str) -> None:
+    if os.path.lexists(path):
+        shutil.rmtree(path)
+
+
+def _ino(path: str) -> int | None:
+    try:
+        return os.lstat(path).st_ino
+    except FileNotFoundError:
+        return None
+
+
+def exchange_works(directory: str) -> bool:
+    """Whether ``renameat2(RENAME_EXCHANGE)`` works on the filesystem of ``directory``
+    (one of the transaction's own): tried once per filesystem with two empty directories
+    made inside it.  ``MGR_AGENT_NO_EXCHANGE=1`` answers no (tests of the fallback)."""
+    if os.environ.get(FORCE_PER_FILE):
+        return False
+    dev = os.lstat(directory).st_dev
+    if dev not in _probed:
+        a, b = f"{directory}/{PROBE}a", f"{directory}/{PROBE}b"
+        os.mkdir(a)
+        os.mkdir(b)
+        try:
+            rename_exchange(a, b)
+            _probed[dev] = True
+        except OSError as exc:
+            if exc.errno not in UNSUPPORTED:
+                raise
+            _probed[dev] = False
+        finally:
+            os.rmdir(a)
+            os.rmdir(b)
+    return _probed[dev]
+
+
+class DirSwitch:
+    """The whole-directory part of one transaction's stage, switch, undo and finish."""
+
+    def __init__(self, layout: Layout, tx: str, plan: Plan, journal: Journal | None,
+                 *, per_file_fsync: bool) -> None:
+        self.layout = layout
+        self.tx = tx
+        self.plan = plan
+        self.journal = journal
+        self.per_file_fsync = per_file_fsync
+        self.root = str(layout.root)
+        # switch-dir records by number; the inodes of the staged trees from the staged record
+        # (an earlier record: a damaged last switch-dir record does not lose them)
+        if journal is not None:
+            self.records, self.staged_inos = journal.dirs, journal.staged_dirs
+        elif plan.dirs and (layout.journal_dir / f"{tx}.log").exists():
+            rep = replay(layout.journal_dir / f"{tx}.log")
+            self.records, self.staged_inos = rep.dirs, rep.staged_dirs
+        else:
+            self.records, self.staged_inos = {}, {}
+        self.changed: set[str] = set()
+        self._cover()
+
+    def _cover(self) -> None:
+        self.active = [d for d in self.plan.dirs
+                       if self.records.get(d.k, {}).get("how") != "per-file"]
+        self.covered: dict[int, DirOp] = {}
+        for d in self.active:
+            prefix = d.path + "/"
+            for op in self.plan.ops:
+                if op.path.startswith(prefix):
+                    self.covered[op.i] = d
+
+    # names
+    def live(self, d: DirOp) -> str:
+        return f"{self.root}/{d.path}"
+
+    def staged_tree(self, d: DirOp) -> str:
+        head, _, _ = d.path.rpartition("/")
+        return f"{self.root}/{head}/.mga-{self.tx}-d{d.k}.new"
+
+    def backup_tree(self, d: DirOp) -> str:
+        head, _, _ = d.path.rpartition("/")
+        return f"{self.root}/{head}/.mga-{self.tx}-d{d.k}.old"
+
+    def staged_file(self, d: DirOp, op: Op) -> str:
+        return self.staged_tree(d) + op.path[len(d.path):]
+
+    def owns(self, rel: str) -> bool:
+        """Whether root-relative directory ``rel`` is made inside a staged tree, not in place."""
+        return any(d.how != "remove" and (rel == d.path or rel.startswith(d.path + "/"))
+                   for d in self.active)
+
+    def parents(self) -> set[Path]:
+        """The directories whose entries the switches change, and those carried into."""
+        out = {Path(f"{self.root}/{d.path}").parent for d in self.plan.dirs}
+        return out | {Path(c) for c in self.changed}
+
+    def _files(self, d: DirOp, actions: tuple[str, ...]) -> set[str]:
+        """Files (relative to ``d``) of the ops under it with ``actions``, plus its links."""
+        cut = len(d.path) + 1
+        prefix = d.path + "/"
+        return {op.path[cut:] for op in self.plan.ops
+                if op.action in actions and op.path.startswith(prefix)} | set(d.links)
+
+    def _write(self, record: dict[str, Any]) -> None:
+        record = {"type": SWITCH_DIR, "tx": self.tx, **record}
+        if self.journal is not None:
+            self.journal.write(record)  # the journal keeps it in self.records
+        else:
+            self.records[int(record["k"])] = record
+
+    # stage
+    def prepare(self) -> None:
+        """Make each staged tree: its directories (modes as in the live tree) and the hard
+        links of the unchanged files.  Where the filesystem has no RENAME_EXCHANGE, the
+        directory falls back to the per-file switch (journalled), its directories made in place."""
+        for d in list(self.active):
+            if d.how == "remove":
+                continue
+            tree, live = self.staged_tree(d), self.live(d)
+            os.mkdir(tree, 0o755)
+            if not exchange_works(tree):
+                self._write({"k": d.k, "path": d.path, "how": "per-file"})
+                os.rmdir(tree)
+                self._cover()
+                for rel in self.plan.mkdirs:
+                    if rel == d.path or rel.startswith(d.path + "/"):
+                        self.layout.under(rel).mkdir(mode=0o755)
+                        if self.per_file_fsync:
+                            fsync_dir(self.layout.under(rel).parent)
+                continue
+            if d.how == "exchange":
+                self._like(tree, live)
+            new = self._files(d, ("add", "replace"))
+            dirs = sorted({rel.rsplit("/", i)[0] for rel in new
+                           for i in range(1, rel.count("/") + 1)}, key=lambda r: (r.count("/"), r))
+            for rel in dirs:
+                path = f"{tree}/{rel}"
+                os.mkdir(path, 0o755)
+                if d.how == "exchange":
+                    self._like(path, f"{live}/{rel}")
+            for rel in d.links:
+                src, dst = f"{live}/{rel}", f"{tree}/{rel}"
+                try:
+                    os.link(src, dst, follow_symlinks=False)
+                except OSError:  # a link refused (EMLINK, EPERM): a copy, with mode and owner
+                    shutil.copy2(src, dst, follow_symlinks=False)
+                    st = os.lstat(src)
+                    os.chown(dst, st.st_uid, st.st_gid)
+                    if self.per_file_fsync:
+                        with open(dst, "rb") as fh:
+                            os.fsync(fh.fileno())
+            faults.point("dir-staged")
+
+    def staged_record(self) -> dict[str, Any]:
+        """For the journal's staged record: the inode of each staged tree, by number; undo
+        and recovery tell from it whether a tree was switched into place."""
+        inos = {str(d.k): _ino(self.staged_tree(d)) for d in self.active if d.how != "remove"}
+        return {"dirs": inos} if inos else {}
+
+    @staticmethod
+    def _like(path: str, live: str) -> None:
+        """Give the new directory ``path`` the mode and owner of ``live``, if that exists."""
+        try:
+            st = os.lstat(live)
+        except FileNotFoundError:
+            return
+        if not stat.S_ISDIR(st.st_mode):
+            return
+        os.chmod(path, stat.S_IMODE(st.st_mode))
+        if (st.st_uid, st.st_gid) != (os.geteuid(), os.getegid()):
+            os.chown(path, st.st_uid, st.st_gid)
+
+    def seal(self) -> None:
+        """``fsync`` mode: every directory of the staged trees, deepest first, then their
+        parents (the files were fsynced as they were written)."""
+        if not self.per_file_fsync:
+            return
+        for d in self.active:
+            if d.how == "remove":
+                continue
+            walked = [w[0] for w in os.walk(self.staged_tree(d))]
+            for path in sorted(walked, key=lambda p: -p.count("/")):
+                fsync_dir(Path(path))
+            fsync_dir(Path(self.staged_tree(d)).parent)
+
+    # switch
+    def switch_in(self) -> None:
+        """Exchange (or create) each staged tree with its live directory: one rename each."""
+        for d in self.active:
+            if d.how == "remove":
+                continue
+            tree, live = self.staged_tree(d), self.live(d)
+            self._no_mounts(d)
+            self._write({"k": d.k, "path": d.path, "how": d.how, "staged": _ino(tree),
+                         "live": _ino(live)})
+            faults.point("before-switch-dir")
+            try:
+                if d.how == "exchange":
+                    rename_exchange(tree, live)
+                else:
+                    renameat2(tree, live, RENAME_NOREPLACE)
+            except OSError as exc:
+                raise self._failed(d, exc) from exc
+            faults.point("mid-switch")
+
+    def switch_out(self) -> None:
+        """Move each directory that goes away aside to its backup name: one rename each."""
+        for d in self.active:
+            if d.how != "remove":
+                continue
+            live = self.live(d)
+            self._no_mounts(d)
+            self._write({"k": d.k, "path": d.path, "how": d.how, "staged": None,
+                         "live": _ino(live)})
+            faults.point("before-switch-dir")
+            try:
+                os.rename(live, self.backup_tree(d))
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                raise self._failed(d, exc) from exc
+            faults.point("mid-switch")
+
+    def _no_mounts(self, d: DirOp) -> None:
+        """Refuse to move a directory that something was mounted in since the plan was made."""
+        found = mounts_in(self.live(d)) if d.how != "create" else []
+        if found:
+            raise SwitchFailed(
+                f"cannot replace {self.live(d)}: {found[0]} is a mount point inside it",
+                path=self.live(d), hint="a directory with a mount inside is switched file by file "
+                "when the mount is there before the command; the previous version was restored")
+
+    def _failed(self, d: DirOp, exc: OSError) -> SwitchFailed:
+        live = self.live(d)
+        if exc.errno == errno.EEXIST:
+            return SwitchFailed(f"{live}: appeared during the transaction; it was not "
+                                "overwritten", path=live)
+        why = os.strerror(exc.errno) if exc.errno else str(exc)
+        return SwitchFailed(
+            f"cannot {'remove' if d.how == 'remove' else 'replace'} {live}: {why}",
+            errno=exc.errno, path=live,
+            hint="the directory may be immutable (lsattr), a mount point, on a read-only mount, "
+                 "or busy; the previous version was restored")
+
+    # undo and finish
+    def _carry(self, d: DirOp, src: str, expected: set[str]) -> None:
+        rescue = self.layout.saved_dir / self.plan.name / self.tx / d.path
+        carry = _Carry(expected, rescue)
+        carry.run(src, self.live(d))
+        self.changed |= carry.changed
+
+    def undo(self) -> None:
+        """Put every live directory back as it was; idempotent."""
+        for d in reversed(self.plan.dirs):
+            record = self.records.get(d.k)
+            tree, live = self.staged_tree(d), self.live(d)
+            if record is not None and record.get("how") == "per-file":
+                _rmtree(tree)
+                continue
+            if d.how == "remove":
+                backup = self.backup_tree(d)
+                if os.path.lexists(backup):
+                    if os.path.lexists(live):  # made again meanwhile: its entries are kept
+                        carry = _Carry(set(), self.layout.saved_dir / self.plan.name / self.tx / d.path)
+                        carry.run(live, backup)
+                        _rmtree(live)
+                    os.rename(backup, live)
+                continue
+            staged = self.staged_inos.get(d.k)
+            if staged is not None and _ino(live) == staged:
+                if d.how == "exchange":
+                    rename_exchange(live, tree)  # the old tree is back, the new one in S
+                else:
+                    os.rename(live, tree)
+            if os.path.lexists(tree):
+                self._carry(d, tree, self._files(d, ("add", "replace")))
+                _rmtree(tree)
+
+    def finish(self) -> None:
+        """After the commit: delete the old trees, after carrying over what no version shipped."""
+        for d in self.plan.dirs:
+            record = self.records.get(d.k)
+            if record is not None and record.get("how") == "per-file":
+                _rmtree(self.staged_tree(d))
+                continue
+            if d.how == "create":
+                continue
+            old = self.staged_tree(d) if d.how == "exchange" else self.backup_tree(d)
+            if os.path.lexists(old):
+                self._carry(d, old, self._files(d, ("replace", "remove")))
+                faults.point("before-drop-dir")
+                _rmtree(old)
