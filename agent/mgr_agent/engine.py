@@ -36,9 +36,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Engine", "Progress"]
 
-# The read-only commands (``list``, ``history``, ``info``) import none of the change
-# machinery: the validators, the archive readers, the planner and the transaction steps
-# are imported by the operations that change something (issue 13's start-up row).
+# ``list`` and ``history`` import none of the change machinery: the validators, the
+# archive readers, the planner and the transaction steps are imported by the operations
+# that use them (issue 13's start-up row; tests/integration/test_startup_imports.py).
 
 
 class Engine:
