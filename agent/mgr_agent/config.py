@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -54,6 +53,8 @@ def load(layout: Layout) -> Config:
     config = Config()
     if not path.exists():
         return config
+    import tomllib  # noqa: PLC0415 - only when there is a file to read
+
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
