@@ -14,7 +14,7 @@ from mgr_agent.context import EngineContext
 from mgr_agent.errors import LockBusy
 from mgr_agent.layout import Layout
 from mgr_agent.lock import Lock
-from mgr_agent.state import State
+from mgr_agent.state import FileRow, State
 
 
 def interrupted_journals(layout: Layout) -> bool:
@@ -86,3 +86,11 @@ class StateAccess:
                 yield state
         finally:
             state.close()
+
+    def manifest(self, panel: str, name: str) -> dict[str, FileRow]:
+        """The installed version's manifest, read before the lock: only a hint for which
+        entries need no reading (any later decision is made under the lock)."""
+        if not self.ctx.layout.db_file.exists():
+            return {}
+        with self.reading() as state:
+            return state.files(panel, name)

@@ -6,9 +6,14 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from mgr_agent.errors import UsageError
-from mgr_agent.fsutil import DURABILITY_MODES
 from mgr_agent.layout import Layout
 from mgr_agent.limits import Limits
+
+DURABILITY_MODES = ("syncfs", "fsync", "writeback")
+"""How staged data and directory changes are made durable (``[durability] mode``):
+``syncfs``: one ``syncfs(2)`` per filesystem; ``fsync``: each file fsynced as it is written;
+``writeback``: write-back started per file as it is written (``sync_file_range``), then each
+file fsynced in a second pass, as dpkg does.  Directories: fsynced one by one in the last two."""
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from mgr_agent.package import Package
     from mgr_agent.panels.base import CallAnswer, LogQuery, LogRecord
     from mgr_agent.planner import Change
-    from mgr_agent.state import Commit, FileRow, Installed
+    from mgr_agent.state import Commit, Installed
 
 __all__ = ["Engine", "Progress"]
 
@@ -104,7 +104,7 @@ class Engine:
             if same is not None:
                 return same
         pkg = self.ctx.load(path, panel, sha256, digest,
-                            installed=None if reinstall else self._manifest)
+                            installed=None if reinstall else self.access.manifest)
         try:
             return self._install(pkg, dry_run=dry_run, allow_downgrade=allow_downgrade,
                                  reinstall=reinstall, op=op, strict=strict)
@@ -113,14 +113,6 @@ class Engine:
             raise
         finally:
             pkg.close()
-
-    def _manifest(self, panel: str, name: str) -> dict[str, FileRow]:
-        """The installed version's manifest, read before the lock: only a hint for which
-        entries need no reading (any later decision is made under the lock)."""
-        if not self.layout.db_file.exists():
-            return {}
-        with self.access.reading() as state:
-            return state.files(panel, name)
 
     def install_url(
         self, url: str, *, panel: str | None = None, sha256: str | None = None,

@@ -31,11 +31,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mgr_agent import faults
+from mgr_agent.config import DURABILITY_MODES
 from mgr_agent.dirplan import DirOp
 from mgr_agent.dirswitch import DirSwitch
 from mgr_agent.errors import StageFailed, SwitchFailed
 from mgr_agent.fsutil import (
-    DURABILITY_MODES,
     fsync_dir,
     fsync_dirs,
     fsync_file,
