@@ -10,11 +10,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from mgr_agent import recovery
 from mgr_agent.context import EngineContext
 from mgr_agent.errors import LockBusy
+from mgr_agent.layout import Layout
 from mgr_agent.lock import Lock
-from mgr_agent.state import State
+from mgr_agent.state import FileRow, State
+
+
+def interrupted_journals(layout: Layout) -> bool:
+    """A journal is left: a transaction was interrupted (or is running right now)."""
+    directory = layout.journal_dir
+    return directory.is_dir() and any(directory.glob("*.log"))
 
 
 class StateAccess:
@@ -25,6 +31,10 @@ class StateAccess:
         self.last_recovered: list[dict[str, Any]] = []
 
     def _recover(self, state: State) -> None:
+        # The undo machinery (transaction, steps, archive store) loads for changes and
+        # for reads that find a journal, not for every ``list``.
+        from mgr_agent import recovery  # noqa: PLC0415
+
         self.last_recovered = recovery.recover(self.ctx, state)
 
     @contextmanager
@@ -53,7 +63,7 @@ class StateAccess:
         first, so that what is read agrees with the files; a running one is left alone.
         """
         layout = self.ctx.layout
-        if recovery.interrupted_journals(layout):
+        if interrupted_journals(layout):
             lock = Lock(layout.lock_file, "recover")
             try:
                 lock.acquire(0)
@@ -76,3 +86,11 @@ class StateAccess:
                 yield state
         finally:
             state.close()
+
+    def manifest(self, panel: str, name: str) -> dict[str, FileRow]:
+        """The installed version's manifest, read before the lock: only a hint for which
+        entries need no reading (any later decision is made under the lock)."""
+        if not self.ctx.layout.db_file.exists():
+            return {}
+        with self.reading() as state:
+            return state.files(panel, name)

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from mgr_agent.errors import UsageError
-from mgr_agent.fsutil import DURABILITY_MODES
 from mgr_agent.layout import Layout
 from mgr_agent.limits import Limits
+
+DURABILITY_MODES = ("syncfs", "fsync", "writeback")
+"""How staged data and directory changes are made durable (``[durability] mode``):
+``syncfs``: one ``syncfs(2)`` per filesystem; ``fsync``: each file fsynced as it is written;
+``writeback``: write-back started per file as it is written (``sync_file_range``), then each
+file fsynced in a second pass, as dpkg does.  Directories: fsynced one by one in the last two."""
+DEFAULT_DURABILITY = "writeback"
+"""dpkg's way: its cost follows the plugin's own bytes, and a database on the same
+filesystem keeps its commit latency (docs/performance.md, "Durability modes")."""
 
 
 @dataclass(frozen=True)
@@ -20,7 +27,7 @@ class Config:
     keep_versions: int = 1
     lock_wait: float = 300.0
     free_space_margin: int = 16 * 1024 * 1024
-    durability: str = "syncfs"
+    durability: str = DEFAULT_DURABILITY
     core_timeout: float = 30.0
     health_window: float = 10.0
     core_unit: str = ""
@@ -54,6 +61,8 @@ def load(layout: Layout) -> Config:
     config = Config()
     if not path.exists():
         return config
+    import tomllib  # noqa: PLC0415 - only when there is a file to read
+
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
@@ -84,7 +93,7 @@ def load(layout: Layout) -> Config:
         if attr in changes and changes[attr] < low:
             key = next(f"{s}.{k}" for s, keys in _SECTIONS.items() for k, a in keys.items() if a == attr)
             raise UsageError(f"{path}: {key} must be at least {low}, got {changes[attr]}")
-    if changes.get("durability", "syncfs") not in DURABILITY_MODES:
+    if changes.get("durability", DEFAULT_DURABILITY) not in DURABILITY_MODES:
         raise UsageError(f"{path}: durability.mode must be one of "
                          + ", ".join(f'"{m}"' for m in DURABILITY_MODES))
     if limit_changes:

@@ -11,15 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mgr_agent import package
 from mgr_agent.config import Config
 from mgr_agent.errors import UsageError
 from mgr_agent.layout import Layout
-from mgr_agent.package import Package
-from mgr_agent.panels import Panel
-from mgr_agent.proc import Runner
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # types only: a read-only command loads no package
+    from mgr_agent.package import Package
+    from mgr_agent.panels import Panel
+    from mgr_agent.proc import Runner
     from mgr_agent.state import FileRow
 
 Progress = Callable[[str], None]
@@ -56,6 +55,8 @@ class EngineContext:
         """Open and verify the package at ``path`` (``digest``: its sha256, if known);
         ``installed``: the installed version's manifest, whose entries are not read again
         (an install: docs/transactions.md, "Change detection")."""
+        from mgr_agent import package  # noqa: PLC0415 - the archive readers, when a package is read
+
         self.progress(f"reading {path}")
         return package.load(path, self.panels, panel_hint=panel, sha256=sha256,
                             limits=self.config.limits, archive_sha256=digest,

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
-from mgr_agent import __version__, api, commands, download, faults, journald, metrics
+from mgr_agent import __version__, api, client, commands, download, faults, journald, metrics
 from mgr_agent import config as config_mod
 from mgr_agent.api import Channel, PeerCred, Request
 from mgr_agent.commands.spec import Args, Context, Record
@@ -167,10 +167,10 @@ class Daemon:
             path = self.socket_path
             path.parent.mkdir(parents=True, exist_ok=True)
             if os.path.lexists(path):
-                probe = api.Client(path, connect_timeout=1.0)
+                probe = client.Client(path, connect_timeout=1.0)
                 try:
                     probe.connect().close()
-                except (api.Unavailable, AgentError):
+                except (client.Unavailable, AgentError):
                     path.unlink()
                 else:
                     raise UsageError(f"another mgr-agent daemon answers on {path}")

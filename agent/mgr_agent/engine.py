@@ -14,28 +14,31 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from mgr_agent import checks, package, preflight, queries
 from mgr_agent import config as config_mod
+from mgr_agent import queries
 from mgr_agent.access import StateAccess
 from mgr_agent.config import Config
 from mgr_agent.context import EngineContext, Progress, quiet
 from mgr_agent.errors import AgentError, DowngradeRefused, NotInstalled
-from mgr_agent.fsutil import sha256_file
-from mgr_agent.hooks import hook_args
 from mgr_agent.layout import Layout
-from mgr_agent.package import Package
 from mgr_agent.panels import Panel, all_panels, serving
-from mgr_agent.panels.base import CallAnswer, LogQuery, LogRecord
-from mgr_agent.planner import Change, Planner
 from mgr_agent.proc import Runner
 from mgr_agent.result import Result
-from mgr_agent.state import Commit, FileRow, Installed, RetainedVersion, State
-from mgr_agent.steps import Job, describe_edits, new_tx, plan_json, run
-from mgr_agent.store import archive_name, open_stored, stored_path
 from mgr_agent.versions import compare, is_hash_version
 
-__all__ = ["Engine", "Progress", "new_tx"]
+if TYPE_CHECKING:
+    from mgr_agent.package import Package
+    from mgr_agent.panels.base import CallAnswer, LogQuery, LogRecord
+    from mgr_agent.planner import Change
+    from mgr_agent.state import Commit, Installed
+
+__all__ = ["Engine", "Progress"]
+
+# ``list`` and ``history`` import none of the change machinery: the validators, the
+# archive readers, the planner and the transaction steps are imported by the operations
+# that use them (issue 13's start-up row; tests/integration/test_startup_imports.py).
 
 
 class Engine:
@@ -91,6 +94,8 @@ class Engine:
         dry_run: bool = False, allow_downgrade: bool = False, reinstall: bool = False,
         op: str = "install", strict: bool = False,
     ) -> Result:
+        from mgr_agent.fsutil import sha256_file  # noqa: PLC0415 - see the note at the top
+
         digest = sha256_file(path) if path.is_file() else None
         if (digest is not None and not reinstall and self.layout.db_file.exists()
                 and (sha256 is None or digest == sha256.lower())):  # else load reports it
@@ -99,7 +104,7 @@ class Engine:
             if same is not None:
                 return same
         pkg = self.ctx.load(path, panel, sha256, digest,
-                            installed=None if reinstall else self._manifest)
+                            installed=None if reinstall else self.access.manifest)
         try:
             return self._install(pkg, dry_run=dry_run, allow_downgrade=allow_downgrade,
                                  reinstall=reinstall, op=op, strict=strict)
@@ -108,14 +113,6 @@ class Engine:
             raise
         finally:
             pkg.close()
-
-    def _manifest(self, panel: str, name: str) -> dict[str, FileRow]:
-        """The installed version's manifest, read before the lock: only a hint for which
-        entries need no reading (any later decision is made under the lock)."""
-        if not self.layout.db_file.exists():
-            return {}
-        with self.access.reading() as state:
-            return state.files(panel, name)
 
     def install_url(
         self, url: str, *, panel: str | None = None, sha256: str | None = None,
@@ -136,6 +133,8 @@ class Engine:
 
     def _install(self, pkg: Package, *, dry_run: bool, allow_downgrade: bool, reinstall: bool,
                  op: str, strict: bool = False) -> Result:
+        from mgr_agent import checks, hooks, package, planner, steps  # noqa: PLC0415 - see the top
+
         target = self.panel(pkg.panel)
         compatible = target.check_compatible(pkg)
         if op != "rollback":  # the retained archive was checked when it was installed
@@ -151,7 +150,7 @@ class Engine:
             fresh = _plan_without_state(self.ctx, pkg, target, reinstall)
             if dry_run:
                 result.warnings += fresh.warnings
-                result.plan = plan_json(fresh.plan, pkg)
+                result.plan = steps.plan_json(fresh.plan, pkg)
                 return result
         with self.access.mutating(f"{op} {pkg.name}") as state:
             found = state.find(pkg.name, pkg.panel)
@@ -165,51 +164,55 @@ class Engine:
             if fresh is not None and not state.packages() and not state.diversions():
                 change = fresh  # still nothing installed: the plan made before the lock holds
             else:
-                change = Planner(self.layout, state, target).install(pkg, installed,
-                                                                     reinstall=reinstall)
+                change = planner.Planner(self.layout, state, target).install(
+                    pkg, installed, reinstall=reinstall)
                 _preflight(self.ctx, pkg, change)
             result.warnings += change.warnings
-            result.plan = plan_json(change.plan, pkg)
+            result.plan = steps.plan_json(change.plan, pkg)
             if dry_run:
-                describe_edits(self.layout, change, result, None)
+                steps.describe_edits(self.layout, change, result, None)
                 return result
             result.action = {"rollback": "rolled_back"}.get(
                 op, "upgraded" if installed is not None else "installed")
             result.changed = True
-            tx = new_tx()
-            edits = describe_edits(self.layout, change, result, tx)
+            tx = steps.new_tx()
+            edits = steps.describe_edits(self.layout, change, result, tx)
             commit = _install_commit(pkg, change, installed, tx, self.config.keep_versions)
-            args = hook_args((installed.version, installed.release) if installed else None)
-            return run(self.ctx, state, Job(
+            args = hooks.hook_args((installed.version, installed.release) if installed else None)
+            return steps.run(self.ctx, state, steps.Job(
                 op=op, panel=target, change=change, tx=tx, result=result, commit=commit,
                 installed=installed, pkg=pkg, hook_pkg=pkg, pre_hook="pre-install",
                 post_hook="post-install", hook_argv=args, edits=edits))
 
     def uninstall(self, name: str, *, panel: str | None = None, purge: bool = False,
                   dry_run: bool = False, force: bool = False) -> Result:
+        from mgr_agent import planner, preflight, steps  # noqa: PLC0415 - see the note at the top
+        from mgr_agent.state import Commit  # noqa: PLC0415
+        from mgr_agent.store import open_stored  # noqa: PLC0415
+
         with self.access.mutating(f"uninstall {name}") as state:
             installed = queries.installed(state, name, panel)
             target = self.panel(installed.panel)
             result = Result(action="planned", name=name, panel=installed.panel,
                             version=None, previous_version=installed.label)
-            change = Planner(self.layout, state, target).uninstall(installed, purge=purge)
+            change = planner.Planner(self.layout, state, target).uninstall(installed, purge=purge)
             result.warnings += change.warnings
-            result.plan = plan_json(change.plan)
+            result.plan = steps.plan_json(change.plan)
             result.plan["left"] = change.left
             preflight.check(self.layout, change.plan, {}, 0, self.config.free_space_margin)
             if dry_run:
-                describe_edits(self.layout, change, result, None)
+                steps.describe_edits(self.layout, change, result, None)
                 return result
             hook_pkg = open_stored(self.ctx, installed, result.warnings, force)
             try:
                 result.action, result.changed = "removed", True
-                tx = new_tx()
-                edits = describe_edits(self.layout, change, result, tx)
+                tx = steps.new_tx()
+                edits = steps.describe_edits(self.layout, change, result, tx)
                 commit = Commit(tx=tx, panel=installed.panel, name=name, package=None, files=[],
                                 dirs=[], diversions_add={}, diversions_drop=change.divert_drop,
                                 retain_previous=None, drop_retained_hash=None,
                                 retain_versions=self.config.keep_versions, history={})
-                return run(self.ctx, state, Job(
+                return steps.run(self.ctx, state, steps.Job(
                     op="uninstall", panel=target, change=change, tx=tx, result=result,
                     commit=commit, installed=installed, hook_pkg=hook_pkg,
                     pre_hook="pre-uninstall", hook_argv=["uninstall"], edits=edits, force=force))
@@ -309,6 +312,9 @@ def _refuse_downgrade(pkg: Package, installed: Installed) -> None:
 
 
 def _preflight(ctx: EngineContext, pkg: Package, change: Change) -> None:
+    from mgr_agent import preflight  # noqa: PLC0415
+    from mgr_agent.store import stored_path  # noqa: PLC0415
+
     stored = stored_path(ctx.layout, pkg)
     archive_bytes = 0 if stored.exists() else sum(e.size for e in pkg.source.entries.values())
     preflight.check(ctx.layout, change.plan, {t: s.size for t, s in pkg.files.items()},
@@ -318,6 +324,9 @@ def _preflight(ctx: EngineContext, pkg: Package, change: Change) -> None:
 def _plan_without_state(ctx: EngineContext, pkg: Package, target: Panel,
                         reinstall: bool) -> Change:
     """The plan and preflight against an empty state, before anything is created."""
+    from mgr_agent.planner import Planner  # noqa: PLC0415
+    from mgr_agent.state import State  # noqa: PLC0415
+
     empty = State(None)
     try:
         change = Planner(ctx.layout, empty, target).install(pkg, None, reinstall=reinstall)
@@ -331,6 +340,9 @@ def _install_commit(pkg: Package, change: Change, installed: Installed | None, t
                     retain_versions: int) -> Commit:
     """What installing ``pkg`` writes at the commit point; the version it replaces (if its
     content differs) is retained for rollback."""
+    from mgr_agent.state import Commit, Installed, RetainedVersion  # noqa: PLC0415
+    from mgr_agent.store import archive_name  # noqa: PLC0415
+
     now = time.time()
     previous = None
     if installed is not None and installed.content_hash != pkg.content_hash:

@@ -22,11 +22,6 @@ from mgr_agent.errors import Conflict
 
 CHUNK = 1 << 20
 
-DURABILITY_MODES = ("syncfs", "fsync", "writeback")
-"""How staged data and directory changes are made durable (``[durability] mode``):
-``syncfs``: one ``syncfs(2)`` per filesystem; ``fsync``: each file fsynced as it is written;
-``writeback``: write-back started per file as it is written (``sync_file_range``), then each
-file fsynced in a second pass, as dpkg does.  Directories: fsynced one by one in the last two."""
 
 
 def fsync_dir(path: Path) -> None:

@@ -7,7 +7,6 @@ Every wrapper here raises ``OSError(errno, strerror[, filename])`` on failure, l
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 import os
 
@@ -46,7 +45,9 @@ def load() -> ctypes.CDLL:
     else the library ``find_library("c")`` names. Loaded on first use, then shared."""
     lib = ctypes.CDLL(None, use_errno=True)
     if not hasattr(lib, "syncfs"):
-        lib = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        from ctypes.util import find_library  # noqa: PLC0415 - it imports subprocess, shutil
+
+        lib = ctypes.CDLL(find_library("c") or "libc.so.6", use_errno=True)
     for name, (argtypes, restype) in _SIGNATURES.items():
         func = getattr(lib, name, None)
         if func is not None:

@@ -4,9 +4,9 @@ group, no inherited descriptors, a timeout that kills the whole group, bounded o
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import pwd
-import shutil
 import signal
 import subprocess
 import threading
@@ -103,7 +103,14 @@ class Runner:
     def __init__(self, *, output_limit: int = 64 * 1024, drain_seconds: float = 1.0) -> None:
         self.output_limit = output_limit
         self.drain_seconds = drain_seconds
-        self.pdeathsig = shutil.which("setpriv", path=SAFE_PATH) or ""
+
+    @functools.cached_property
+    def pdeathsig(self) -> str:
+        """``setpriv``, which kills a command when the agent dies; looked up at the first run
+        (shutil imports bz2 and lzma: a read-only command that builds the engine runs nothing)."""
+        import shutil  # noqa: PLC0415
+
+        return shutil.which("setpriv", path=SAFE_PATH) or ""
 
     def run(
         self,

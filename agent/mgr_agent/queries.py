@@ -7,9 +7,8 @@ They take a state opened for reading (:meth:`StateAccess.reading`) and change no
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mgr_agent import checks, package
 from mgr_agent.context import EngineContext
 from mgr_agent.errors import (
     AgentError,
@@ -21,9 +20,11 @@ from mgr_agent.errors import (
     VerifyFailed,
 )
 from mgr_agent.findings import errors
-from mgr_agent.planner import verify_flags
 from mgr_agent.result import Result
 from mgr_agent.state import Installed, State
+
+if TYPE_CHECKING:  # list and history need neither the validators nor the archive readers
+    from mgr_agent import checks
 
 
 def installed(state: State, name: str, panel: str | None) -> Installed:
@@ -55,6 +56,8 @@ def listing(state: State) -> Result:
 
 
 def info(ctx: EngineContext, state: State, name: str, panel: str | None) -> Result:
+    from mgr_agent.planner import verify_flags  # noqa: PLC0415 - not loaded by list/history
+
     current = installed(state, name, panel)
     files = state.files(current.panel, current.name)
     data = {
@@ -75,6 +78,8 @@ def info(ctx: EngineContext, state: State, name: str, panel: str | None) -> Resu
 
 def verify(ctx: EngineContext, state: State, name: str | None, panel: str | None) -> Result:
     """Installed files whose content, mode or presence differs from the manifest."""
+    from mgr_agent.planner import verify_flags  # noqa: PLC0415
+
     chosen = [installed(state, name, panel)] if name else state.packages()
     found: list[dict[str, Any]] = []
     checked = 0
@@ -100,6 +105,8 @@ def history(state: State, name: str | None, limit: int) -> Result:
 
 
 def check_context(ctx: EngineContext) -> checks.Context:
+    from mgr_agent import checks  # noqa: PLC0415 - the validators: check and install only
+
     return checks.context(ctx.layout, ctx.config, ctx.runner)
 
 
@@ -107,6 +114,8 @@ def check(ctx: EngineContext, path: Path, panel: str | None, sha256: str | None,
           strict: bool) -> Result:
     """Every finding of the validators (docs/check.md); an error result when the package
     would be refused (with ``strict``, on warnings too)."""
+    from mgr_agent import checks, package  # noqa: PLC0415
+
     check_ctx = check_context(ctx)
     try:
         pkg = ctx.load(path, panel, sha256)

@@ -31,11 +31,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mgr_agent import faults
+from mgr_agent.config import DEFAULT_DURABILITY, DURABILITY_MODES
 from mgr_agent.dirplan import DirOp
 from mgr_agent.dirswitch import DirSwitch
 from mgr_agent.errors import StageFailed, SwitchFailed
 from mgr_agent.fsutil import (
-    DURABILITY_MODES,
     fsync_dir,
     fsync_dirs,
     fsync_file,
@@ -128,7 +128,7 @@ class Transaction:
     """Applies a :class:`Plan` under a layout, journalled step by step."""
 
     def __init__(self, layout: Layout, tx: str, plan: Plan, journal: Journal | None = None,
-                 *, durability: str = "syncfs", workers: int | None = None) -> None:
+                 *, durability: str = DEFAULT_DURABILITY, workers: int | None = None) -> None:
         if durability not in DURABILITY_MODES:
             raise ValueError(f"unknown durability mode {durability!r}")
         self.layout = layout

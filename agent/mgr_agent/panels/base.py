@@ -10,16 +10,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from mgr_agent.archive import Source
 from mgr_agent.config import Config
 from mgr_agent.errors import UsageError
 from mgr_agent.layout import Layout
-from mgr_agent.package import Package
-from mgr_agent.proc import Runner
 
-if TYPE_CHECKING:  # checks/ imports this module: only the type, at check time
-    from mgr_agent.archive import Source as _Source
+if TYPE_CHECKING:  # types only: the archive readers, checks and subprocess load when used
+    from mgr_agent.archive import Source
     from mgr_agent.checks.base import Validator
+    from mgr_agent.package import Package
+    from mgr_agent.proc import Runner
 
 HOOKS = ("pre-install", "post-install", "pre-uninstall")
 
@@ -177,7 +176,7 @@ class Panel(ABC):
         """This panel's validators for ``check`` (docs/check.md), after the common ones."""
         return ()
 
-    def check_names(self, source: _Source, prefix: str) -> dict[str, str]:
+    def check_names(self, source: Source, prefix: str) -> dict[str, str]:
         """Package-relative name -> entry, as this panel's validators (and ``pack``) see the
         package; by default the entries under ``prefix`` with it removed."""
         return {n[len(prefix):]: n for n in source.entries if n.startswith(prefix)}

@@ -8,13 +8,16 @@ repositories, holds ``ispmgr_mod_NAME.xml`` at the top beside the handler files 
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING, TypeAlias
 
 from mgr_agent import xmlsafe
-from mgr_agent.archive import Source
 from mgr_agent.errors import InvalidPackage
 from mgr_agent.layout import MGR_REL
-from mgr_agent.package import FileSpec
 from mgr_agent.panels.base import HOOKS
+
+if TYPE_CHECKING:  # the panel is built by every command; the archive readers only by some
+    from mgr_agent.archive import Source
+    from mgr_agent.package import FileSpec
 
 MOD_RE = re.compile(r"^etc/xml/ispmgr_mod_([^/]+)\.xml$")
 FLAT_RE = re.compile(r"^ispmgr_mod_([^/]+)\.xml$")
@@ -66,12 +69,14 @@ def plugin_xml(data: bytes, mod_rel: str) -> tuple[list[str], list[str], list[st
     return handlers, funcs, events
 
 
-Mapped = tuple[dict[str, FileSpec], dict[str, str], list[str]]
+Mapped: TypeAlias = "tuple[dict[str, FileSpec], dict[str, str], list[str]]"
 
 
 def _add(files: dict[str, FileSpec], source: Source, rel_raw: str, full: str, rel: str,
          mode: int | None = None) -> None:
     """Map one entry to ``MGR_REL/rel``, refusing the panel's programs and double targets."""
+    from mgr_agent.package import FileSpec  # noqa: PLC0415 - only describing a package needs it
+
     top = rel.split("/", 1)[0]
     if top in FORBIDDEN_TOP:
         raise InvalidPackage(

@@ -8,13 +8,10 @@ described in ``docs/logs.md``.
 
 from __future__ import annotations
 
-import bz2
 import contextlib
 import errno
-import gzip
 import io
 import itertools
-import lzma
 import os
 import re
 from collections.abc import Iterable, Iterator
@@ -169,17 +166,26 @@ def last(path: str | Path, n: int, *, level: str | None = None,
 # ---------------------------------------------------------------- since: archives
 
 def open_any(path: Path) -> io.BufferedIOBase:
+    # the decompressors load for rotated archives, not for the last N lines of the live log
     name = path.name
     if name.endswith(".gz"):
+        import gzip  # noqa: PLC0415
+
         return gzip.open(path, "rb")
     if name.endswith(".xz"):
+        import lzma  # noqa: PLC0415
+
         return lzma.open(path, "rb")
     if name.endswith(".bz2"):
+        import bz2  # noqa: PLC0415
+
         return bz2.open(path, "rb")
     return open(path, "rb")
 
 
 def _archive_lines(path: Path) -> Iterator[str]:
+    import lzma  # noqa: PLC0415 - for its error class
+
     with contextlib.suppress(OSError, EOFError, lzma.LZMAError), open_any(path) as fh:
         for line in fh:
             yield line.rstrip(b"\n").replace(b"\0", b"").decode("utf-8", "replace")

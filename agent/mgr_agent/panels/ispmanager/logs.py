@@ -17,7 +17,6 @@ from pathlib import Path
 
 from mgr_agent.errors import NotFound
 from mgr_agent.panels.base import LogQuery
-from mgr_agent.panels.ispmanager.logfollow import follow
 from mgr_agent.panels.ispmanager.logreader import (
     last_records,
     open_log,
@@ -61,5 +60,8 @@ def _records(path: Path, query: LogQuery, keep: Filter, when: datetime | None,
                                   whole_lines=query.follow)
     yield from found
     if query.follow:
+        # inotify (ctypes) and the follower only for ``-f``, not for the last N records
+        from mgr_agent.panels.ispmanager.logfollow import follow  # noqa: PLC0415
+
         yield from follow(path, start=end, level=query.level, plugin_names=query.plugin_names,
                           stop=stop, timeout=timeout)

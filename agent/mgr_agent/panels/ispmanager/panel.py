@@ -10,11 +10,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mgr_agent import xmlsafe
-from mgr_agent.archive import Source, read_all
-from mgr_agent.checks.base import Validator
 from mgr_agent.errors import HealthCheckFailed, InvalidPackage
 from mgr_agent.layout import MGR_REL
-from mgr_agent.package import Package
 from mgr_agent.panels.base import (
     HOOKS,
     NAME_RE,
@@ -26,7 +23,6 @@ from mgr_agent.panels.base import (
     Panel,
     Skeleton,
 )
-from mgr_agent.panels.ispmanager import checks, core
 from mgr_agent.panels.ispmanager.layout import (
     FLAT_RE,
     MOD_RE,
@@ -37,10 +33,14 @@ from mgr_agent.panels.ispmanager.layout import (
     plugin_xml,
     rel_to_mgr,
 )
-from mgr_agent.proc import Runner
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # types only: every command builds the panel, few read a package
     import psutil
+
+    from mgr_agent.archive import Source
+    from mgr_agent.checks.base import Validator
+    from mgr_agent.package import Package
+    from mgr_agent.proc import Runner
 
 
 def log_names(name: str, meta: Mapping[str, Any]) -> set[str]:
@@ -86,6 +86,9 @@ class IspManager(Panel):
         return sorted(d for d in own if d.rpartition("/")[0] not in own)
 
     def describe(self, source: Source, prefix: str) -> Package:
+        from mgr_agent.archive import read_all  # noqa: PLC0415 - the archive readers: see above
+        from mgr_agent.package import Package  # noqa: PLC0415
+
         names = {n[len(prefix):]: n for n in source.entries if n.startswith(prefix)}
         mods = sorted(rel for rel in map(rel_to_mgr, names) if MOD_RE.match(rel))
         flat = not mods
@@ -135,6 +138,8 @@ class IspManager(Panel):
     @staticmethod
     def _version(source: Source, plugin: str, names: dict[str, str], by_rel: dict[str, str]) -> str:
         """From etc/plugins/ispmgr/NAME.xml, else a VERSION file, else "" (a content hash)."""
+        from mgr_agent.archive import read_all  # noqa: PLC0415
+
         version = ""
         desc_rel = f"etc/plugins/ispmgr/{plugin}.xml"
         if desc_rel in by_rel:
@@ -170,12 +175,16 @@ class IspManager(Panel):
         return skeleton.skeleton(name)
 
     def validators(self) -> tuple[Validator, ...]:
+        from mgr_agent.panels.ispmanager import checks  # noqa: PLC0415 - only check/install
+
         return checks.VALIDATORS
 
     def check_names(self, source: Source, prefix: str) -> dict[str, str]:
         """Names relative to MGR: a leading ``usr/local/mgr5/`` is removed, and a flat
         layout is mapped the way install maps it (the plugin XML to ``etc/xml/``, its
         handlers to ``addon/``)."""
+        from mgr_agent.archive import read_all  # noqa: PLC0415
+
         names = {n[len(prefix):]: n for n in source.entries if n.startswith(prefix)}
         tree = {rel_to_mgr(rel): full for rel, full in names.items()}
         flat = [rel for rel in names if FLAT_RE.match(rel)]
@@ -210,9 +219,15 @@ class IspManager(Panel):
 
     def core_processes(self) -> list[psutil.Process]:
         """The ``core`` processes of this MGR root only: never another program's ``core``."""
+        # core (psutil, subprocess) is imported where the core is looked at or restarted,
+        # not by every command that builds the panel (``logs``, ``list``)
+        from mgr_agent.panels.ispmanager import core  # noqa: PLC0415
+
         return core.processes(self.layout)
 
     def mark(self) -> Mark | None:
+        from mgr_agent.panels.ispmanager import core  # noqa: PLC0415 - see core_processes
+
         running = bool(self.core_processes())
         try:
             st = os.stat(self.log_path)
@@ -224,6 +239,8 @@ class IspManager(Panel):
     def restart(self, runner: Runner) -> list[str]:
         """Drop the XML cache, ask the core to exit (mgrctl), end what is left of this
         root's core processes (SIGTERM, wait, SIGKILL), and wake the panel again."""
+        from mgr_agent.panels.ispmanager import core  # noqa: PLC0415 - see core_processes
+
         return core.restart(self.layout, self.config, runner)
 
     def health(self, pkg: Package, mark: Mark | None, window: float) -> list[str]:
@@ -233,7 +250,7 @@ class IspManager(Panel):
         if mark is None or window <= 0:
             return [] if window <= 0 else ["no ispmgr.log and no core here: health not checked"]
         # imported here: only upgrades of a live panel need the log reader
-        from mgr_agent.panels.ispmanager import logrecords  # noqa: PLC0415
+        from mgr_agent.panels.ispmanager import core, logrecords  # noqa: PLC0415
         from mgr_agent.panels.ispmanager.logfollow import Follower  # noqa: PLC0415
 
         names = frozenset(log_names(pkg.name, pkg.meta))

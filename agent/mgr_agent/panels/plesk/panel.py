@@ -7,21 +7,22 @@ from __future__ import annotations
 import os
 import posixpath
 import re
-import shutil
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mgr_agent import xmlsafe
-from mgr_agent.archive import Source, read_all
-from mgr_agent.checks.base import Validator
 from mgr_agent.config import Config
 from mgr_agent.errors import IncompatiblePanel, InvalidPackage, RegistrationFailed
 from mgr_agent.layout import PSA_REL, Layout
-from mgr_agent.package import FileSpec, Package
 from mgr_agent.panels.base import HookSpec, Panel, Skeleton
-from mgr_agent.panels.plesk import checks_catalog, checks_code, checks_meta
-from mgr_agent.proc import Runner
 from mgr_agent.versions import compare
+
+if TYPE_CHECKING:  # types only: every command builds the panel, few read a package
+    from mgr_agent.archive import Source
+    from mgr_agent.checks.base import Validator
+    from mgr_agent.package import Package
+    from mgr_agent.proc import Runner
 
 ID_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
 REQUIRED = ("id", "name", "version", "release")
@@ -114,12 +115,20 @@ class Plesk(Panel):
         return skeleton.skeleton(name)
 
     def validators(self) -> tuple[Validator, ...]:
+        from mgr_agent.panels.plesk import (  # noqa: PLC0415 - only check/install
+            checks_catalog,
+            checks_code,
+            checks_meta,
+        )
+
         return checks_meta.VALIDATORS + checks_catalog.VALIDATORS + checks_code.VALIDATORS
 
     def anchor(self, name: str) -> Path:
         return self.psa
 
     def _meta(self, source: Source, prefix: str) -> dict[str, object]:
+        from mgr_agent.archive import read_all  # noqa: PLC0415 - the archive readers: see above
+
         root = xmlsafe.parse(read_all(source, prefix + "meta.xml"), "meta.xml")
         if root.tag != "module":
             raise InvalidPackage(f"meta.xml: root element is <{root.tag}>, it must be <module>",
@@ -165,6 +174,8 @@ class Plesk(Panel):
         return meta
 
     def describe(self, source: Source, prefix: str) -> Package:
+        from mgr_agent.package import FileSpec, Package  # noqa: PLC0415
+
         meta = self._meta(source, prefix)
         ext = str(meta["id"])
         files: dict[str, FileSpec] = {}
@@ -243,6 +254,8 @@ class Plesk(Panel):
         for candidate in (self.psa / "bin/sw-engine-pleskrun", self.layout.root / "usr/bin/sw-engine"):
             if candidate.is_file():
                 return (str(candidate),)
+        import shutil  # noqa: PLC0415 - shutil loads bz2 and lzma: only when a hook runs
+
         return (shutil.which("php") or "php",)
 
     def hook(self, pkg: Package, hook: str) -> HookSpec | None:
