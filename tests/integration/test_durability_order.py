@@ -382,9 +382,8 @@ def _root(path: Path, mode: str) -> Path:
     for rel in ("usr/local/psa", "usr/local/mgr5/etc", "var/lib"):
         (path / rel).mkdir(parents=True)
     (path / "usr/local/psa/version").write_text("18.0.60 Debian 12.0 1800240311.09\n")
-    if mode != "syncfs":
-        (path / "etc/mgr-agent").mkdir(parents=True)
-        (path / "etc/mgr-agent/agent.toml").write_text(f'[durability]\nmode = "{mode}"\n')
+    (path / "etc/mgr-agent").mkdir(parents=True)  # every mode named, the default included
+    (path / "etc/mgr-agent/agent.toml").write_text(f'[durability]\nmode = "{mode}"\n')
     return path
 
 
