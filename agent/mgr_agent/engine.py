@@ -297,7 +297,7 @@ class Engine:
         with self.access.reading() as state:
             return queries.verify(self.ctx, state, name, panel)
 
-    def history(self, name: str | None = None, limit: int = 100) -> Result:
+    def history(self, name: str | None, limit: int) -> Result:
         with self.access.reading() as state:
             return queries.history(state, name, limit)
 

@@ -259,7 +259,7 @@ class State:
         row = self.db.execute("SELECT status FROM history WHERE tx=?", (tx,)).fetchone()
         return row is not None and row[0] == "committed"
 
-    def history(self, name: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    def history(self, name: str | None, limit: int) -> list[dict[str, Any]]:
         sql = ("SELECT tx, op, panel, name, from_version, to_version, started, ended, status, action,"
                " detail FROM history")
         args: tuple[Any, ...] = ()
