@@ -23,7 +23,6 @@ carried over into the tree that stays; see docs/transactions.md.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import shutil
@@ -37,6 +36,7 @@ from mgr_agent.errors import SwitchFailed
 from mgr_agent.fsutil import UNSUPPORTED, fsync_dir, rename_exchange
 from mgr_agent.layout import Layout
 from mgr_agent.libc import RENAME_NOREPLACE, renameat2
+from mgr_agent.trees import PROBE, Carry, rmtree
 from mgr_agent.wal import SWITCH_DIR, Journal, replay
 
 if TYPE_CHECKING:
@@ -44,78 +44,6 @@ if TYPE_CHECKING:
 
 FORCE_PER_FILE = "MGR_AGENT_NO_EXCHANGE"  # tests: act as if no filesystem had RENAME_EXCHANGE
 _probed: dict[int, bool] = {}  # st_dev -> RENAME_EXCHANGE works there
-PROBE = ".mga-probe-"  # the two directories of the probe, made at the top of a staged tree
-
-
-# ---------------------------------------------------------------- carrying entries over
-def _mkdir_like(dst: str, src: str) -> None:
-    """``dst`` and its missing parents, each with the mode of its counterpart under ``src``."""
-    if os.path.isdir(dst):
-        return
-    _mkdir_like(os.path.dirname(dst), os.path.dirname(src))
-    with contextlib.suppress(FileExistsError):
-        os.mkdir(dst, 0o700)
-        st = os.lstat(src)
-        os.chmod(dst, stat.S_IMODE(st.st_mode))
-        if (st.st_uid, st.st_gid) != (os.geteuid(), os.getegid()):
-            os.chown(dst, st.st_uid, st.st_gid)
-
-
-def _move(src: str, dst: str) -> None:
-    """Rename ``src`` to ``dst`` if ``dst`` does not exist (FileExistsError otherwise)."""
-    try:
-        renameat2(src, dst, RENAME_NOREPLACE)
-    except OSError as exc:
-        if exc.errno not in UNSUPPORTED:
-            raise
-        if os.path.lexists(dst):
-            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), dst) from exc
-        os.rename(src, dst)
-
-
-class _Carry:
-    """Moves what a tree holds beyond the files a version shipped into the tree that
-    stays: nothing no version shipped is ever deleted with a backup or a staged tree."""
-
-    def __init__(self, expected: set[str], rescue: Path) -> None:
-        self.expected = expected
-        self.wanted = {rel.rsplit("/", i)[0] for rel in expected for i in range(1, rel.count("/") + 1)}
-        self.rescue = rescue  # where an entry goes when the tree that stays has its name
-        self.changed: set[str] = set()
-
-    def run(self, src: str, dst: str, prefix: str = "", everything: bool = False) -> None:
-        if not os.path.isdir(src) or os.path.islink(src):
-            return
-        with os.scandir(src) as it:
-            entries = list(it)
-        for entry in entries:
-            rel = prefix + entry.name
-            is_dir = entry.is_dir(follow_symlinks=False)
-            if not prefix and entry.name.startswith(PROBE):
-                continue  # the probe's own directories (a crash in the probe): deleted with the tree
-            if not everything and is_dir and rel in self.wanted:
-                self.run(entry.path, f"{dst}/{entry.name}", rel + "/")
-                continue
-            if not everything and not is_dir and rel in self.expected:
-                continue
-            target = f"{dst}/{entry.name}"
-            _mkdir_like(dst, src)
-            try:
-                _move(entry.path, target)
-            except FileExistsError:
-                if is_dir and os.path.isdir(target) and not os.path.islink(target):
-                    self.run(entry.path, target, rel + "/", everything=True)
-                    continue
-                kept = self.rescue / rel
-                kept.parent.mkdir(parents=True, exist_ok=True)
-                shutil.move(entry.path, str(kept))
-                continue
-            self.changed.add(dst)
-
-
-def _rmtree(path: str) -> None:
-    if os.path.lexists(path):
-        shutil.rmtree(path)
 
 
 def _ino(path: str) -> int | None:
@@ -358,7 +286,7 @@ class DirSwitch:
     # undo and finish
     def _carry(self, d: DirOp, src: str, expected: set[str]) -> None:
         rescue = self.layout.saved_dir / self.plan.name / self.tx / d.path
-        carry = _Carry(expected, rescue)
+        carry = Carry(expected, rescue)
         carry.run(src, self.live(d))
         self.changed |= carry.changed
 
@@ -368,15 +296,15 @@ class DirSwitch:
             record = self.records.get(d.k)
             tree, live = self.staged_tree(d), self.live(d)
             if record is not None and record.get("how") == "per-file":
-                _rmtree(tree)
+                rmtree(tree)
                 continue
             if d.how == "remove":
                 backup = self.backup_tree(d)
                 if os.path.lexists(backup):
                     if os.path.lexists(live):  # made again meanwhile: its entries are kept
-                        carry = _Carry(set(), self.layout.saved_dir / self.plan.name / self.tx / d.path)
+                        carry = Carry(set(), self.layout.saved_dir / self.plan.name / self.tx / d.path)
                         carry.run(live, backup)
-                        _rmtree(live)
+                        rmtree(live)
                     os.rename(backup, live)
                 continue
             staged = self.staged_inos.get(d.k)
@@ -387,19 +315,22 @@ class DirSwitch:
                     os.rename(live, tree)
             if os.path.lexists(tree):
                 self._carry(d, tree, self._files(d, ("add", "replace")))
-                _rmtree(tree)
+                rmtree(tree)
 
     def finish(self) -> None:
-        """After the commit: delete the old trees, after carrying over what no version shipped."""
+        """After the commit: delete the old trees, carrying over what no version shipped
+        (one walk of each: :meth:`Carry.drop`)."""
         for d in self.plan.dirs:
             record = self.records.get(d.k)
             if record is not None and record.get("how") == "per-file":
-                _rmtree(self.staged_tree(d))
+                rmtree(self.staged_tree(d))
                 continue
             if d.how == "create":
                 continue
             old = self.staged_tree(d) if d.how == "exchange" else self.backup_tree(d)
             if os.path.lexists(old):
-                self._carry(d, old, self._files(d, ("replace", "remove")))
                 faults.point("before-drop-dir")
-                _rmtree(old)
+                carry = Carry(self._files(d, ("replace", "remove")),
+                               self.layout.saved_dir / self.plan.name / self.tx / d.path)
+                carry.drop(old, self.live(d))
+                self.changed |= carry.changed

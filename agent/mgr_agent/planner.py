@@ -102,6 +102,13 @@ def _read_file(path: Path) -> Iterator[bytes]:
             yield chunk
 
 
+def _lstat(path: str) -> os.stat_result | None:
+    try:
+        return os.lstat(path)
+    except FileNotFoundError:
+        return None
+
+
 def _depth_first(dirs: set[str]) -> list[str]:
     return sorted(dirs, key=lambda d: (-d.count("/"), d))
 
@@ -113,6 +120,7 @@ class Planner:
         self.panel = panel
         self._present: set[str] = set()
         self._verified: set[str] = set()
+        self._root = str(layout.root).rstrip("/")  # paths as plain strings: per file, hot
 
     def _op(self, plan: Plan, action: str, path: str, mode: int = 0o644, divert: bool = False,
             owner: os.stat_result | None = None, save: bool = False) -> Op:
@@ -216,7 +224,7 @@ class Planner:
         for target, prev in sorted(old.items()):
             if target in pkg.files or prev.kind == "data":
                 continue
-            self._obsolete(plan, change, target, mine, prev)
+            self._obsolete(plan, change, target, mine, prev, _lstat(f"{root}/{target}"))
         change.dirs = sorted(old_dirs | made)
         plan.prune = _depth_first(old_dirs | made)
         for target in mine:
@@ -230,14 +238,10 @@ class Planner:
         return lambda: pkg.chunks(spec)
 
     def _obsolete(self, plan: Plan, change: Change, target: str, mine: dict[str, str],
-                  row: FileRow) -> None:
-        """A file the package no longer ships: removed, or the panel's original put back.
-        An admin's edit of it is saved first."""
-        path = self.layout.under(target)
-        try:
-            st: os.stat_result | None = os.lstat(path)
-        except FileNotFoundError:
-            st = None
+                  row: FileRow, st: os.stat_result | None) -> None:
+        """A file the package no longer ships (its lstat ``st``; None: missing): removed, or
+        the panel's original put back.  An admin's edit of it is saved first."""
+        path = f"{self._root}/{target}"
         save = edited(path, st, row)
         if save:
             change.modified.append({"path": target, "then": "replaced by the panel's original"
@@ -252,6 +256,20 @@ class Planner:
         elif st is not None:
             self._op(plan, "remove", target, save=save)
 
+    def _checked_lstat(self, anchor: Path, path: str) -> os.stat_result | None:
+        """lstat of ``path`` (None when missing) after refusing a link on the way to it
+        from ``anchor``, or at it (:func:`check_no_symlink`, whose directories found real
+        are cached: the full check runs once per directory)."""
+        if path.rpartition("/")[0] not in self._verified:
+            check_no_symlink(anchor, path, self._verified)
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return None
+        if stat.S_ISLNK(st.st_mode):
+            check_no_symlink(anchor, path, self._verified)  # raises: the link, named
+        return st
+
     def uninstall(self, installed: Installed, *, purge: bool) -> Change:
         key = (installed.panel, installed.name)
         files = self.state.files(*key)
@@ -260,57 +278,75 @@ class Planner:
         change = Change(plan=plan)
         owned_dirs = set(self.state.dirs(*key))
         prune = set(owned_dirs)
+        anchor: Path | None = None
+        root = self._root
         for target, row in sorted(files.items()):
             if row.kind == "data":
                 continue
-            check_no_symlink(self._anchor(installed.name), self.layout.under(target),
-                             self._verified)
-            self._obsolete(plan, change, target, mine, row)
+            anchor = anchor or self._anchor(installed.name)
+            st = self._checked_lstat(anchor, f"{root}/{target}")
+            self._obsolete(plan, change, target, mine, row, st)
         removing = {op.path for op in plan.ops}
+        data_dirs = self.panel.data_dirs(installed.name)
         if purge:
-            for rel in self.panel.data_dirs(installed.name):
-                top = self.layout.under(rel)
-                if not top.is_dir() or top.is_symlink():
+            for rel in data_dirs:
+                top = f"{root}/{rel}"
+                if not os.path.isdir(top) or os.path.islink(top):
                     continue
                 prune.add(rel)
                 for dirpath, dirnames, filenames in os.walk(top):
-                    for d in dirnames:
-                        prune.add(self.layout.rel(Path(dirpath) / d))
+                    here = dirpath[len(root) + 1:]
+                    prune.update(f"{here}/{d}" for d in dirnames)
                     for f in sorted(filenames):
-                        target = self.layout.rel(Path(dirpath) / f)
+                        target = f"{here}/{f}"
                         if target not in removing:
                             self._op(plan, "remove", target)
                             removing.add(target)
         else:  # what is on disk under the data folders, as the summary's "data kept" counts
-            data = sorted(self.layout.rel(Path(d) / f) for rel in self.panel.data_dirs(installed.name)
-                          for d, _, fs in os.walk(self.layout.under(rel)) for f in fs)
+            data = sorted(f"{d[len(root) + 1:]}/{f}" for rel in data_dirs
+                          for d, _, fs in os.walk(f"{root}/{rel}") for f in fs)
             plan.preserved += data
             if data:
                 change.warnings.append(
-                    f"kept {len(data)} data file(s) under {', '.join(self.panel.data_dirs(installed.name))}"
+                    f"kept {len(data)} data file(s) under {', '.join(data_dirs)}"
                     " (pass --purge to remove them)")
-        self._leftovers(change, installed.name, owned_dirs, removing)
         plan.prune = _depth_first(prune)
         choose(self.layout, plan, self.panel.whole_dirs(installed.name, owned_dirs),
                {p for p, r in files.items() if r.kind != "data"}, set(self.state.diversions()))
+        # a directory removed whole holds only files being removed (``choose`` walked it)
+        gone = {d.path for d in plan.dirs if d.how == "remove"}
+        self._leftovers(change, installed.name, owned_dirs, removing, gone)
         return change
 
-    def _leftovers(self, change: Change, name: str, owned: set[str], removing: set[str]) -> None:
+    def _leftovers(self, change: Change, name: str, owned: set[str], removing: set[str],
+                   gone: set[str]) -> None:
         """Files that no version shipped, left in the package's folders: everything under
         the panel's own (Plesk's extension directories), and the files directly inside the
-        directories the agent created for it that no package owns."""
+        directories the agent created for it that no package owns.  Directories in ``gone``
+        (removed whole, holding nothing else) are not walked."""
+        root = self._root
         found: dict[str, str] = {}
+
+        def skipped(rel: str) -> bool:
+            return rel in gone or any(rel.startswith(g + "/") for g in gone)
+
         for rel in self.panel.leftover_dirs(name):
-            top = self.layout.under(rel)
-            if top.is_dir() and not top.is_symlink():
-                for d, _, fs in os.walk(top):
-                    found.update({self.layout.rel(Path(d) / f): rel for f in fs})
+            top = f"{root}/{rel}"
+            if skipped(rel) or not os.path.isdir(top) or os.path.islink(top):
+                continue
+            for d, dirs, fs in os.walk(top):
+                here = d[len(root) + 1:]
+                if gone:
+                    dirs[:] = [x for x in dirs if f"{here}/{x}" not in gone]
+                found.update({f"{here}/{f}": rel for f in fs})
         for rel in owned:
-            top = self.layout.under(rel)
-            if top.is_dir() and not top.is_symlink():
-                for entry in os.scandir(top):
+            top = f"{root}/{rel}"
+            if skipped(rel) or not os.path.isdir(top) or os.path.islink(top):
+                continue
+            with os.scandir(top) as entries:
+                for entry in entries:
                     if entry.is_file(follow_symlinks=False) or entry.is_symlink():
-                        found.setdefault(self.layout.rel(Path(entry.path)), rel)
+                        found.setdefault(f"{rel}/{entry.name}", rel)
         data = tuple(d + "/" for d in self.panel.data_dirs(name))
         candidates = [p for p in found if p not in removing and not p.startswith(data)]
         others = self.state.owners(candidates)

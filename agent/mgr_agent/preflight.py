@@ -16,6 +16,7 @@ from mgr_agent.transaction import Plan
 FS_IOC_GETFLAGS = 0x80086601
 FS_IMMUTABLE_FL = 0x10
 FS_APPEND_FL = 0x20
+_ZERO = struct.pack("l", 0)
 
 
 def _existing(path: Path) -> Path:
@@ -24,14 +25,15 @@ def _existing(path: Path) -> Path:
     return path
 
 
-def _flags(path: Path) -> int:
-    """Inode flags (chattr) of ``path``, 0 where the filesystem has none."""
+def _flags(path: str | Path) -> int:
+    """Inode flags (chattr) of ``path``, 0 where the filesystem has none, where it is
+    missing, or where it is a link."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
     except OSError:
         return 0
     try:
-        buf = fcntl.ioctl(fd, FS_IOC_GETFLAGS, struct.pack("l", 0))
+        buf = fcntl.ioctl(fd, FS_IOC_GETFLAGS, _ZERO)
         return int(struct.unpack("l", buf)[0])
     except OSError:
         return 0
@@ -58,21 +60,21 @@ def check(layout: Layout, plan: Plan, sizes: dict[str, int], extra_state_bytes: 
     where: dict[int, Path] = {}
     devices: dict[Path, int] = {}
     parents: dict[str, Path] = {}
+    root = str(layout.root).rstrip("/")  # plain strings: this runs once per file
     for op in plan.ops:
-        target = layout.under(op.path)
+        target = f"{root}/{op.path}"
         rel_parent = op.path.rpartition("/")[0]
         parent = parents.get(rel_parent)
         if parent is None:
-            parent = parents[rel_parent] = _existing(target.parent)
+            parent = parents[rel_parent] = _existing(layout.under(rel_parent))
             if parent not in devices:
                 _check_dir(parent)
                 devices[parent] = os.stat(parent).st_dev
-        if op.action != "add" and os.path.lexists(target) \
-                and _flags(target) & (FS_IMMUTABLE_FL | FS_APPEND_FL):
+        if op.action != "add" and _flags(target) & (FS_IMMUTABLE_FL | FS_APPEND_FL):
             raise PreflightFailed(
                 f"{target}: is immutable or append-only (lsattr); it cannot be "
                 f"{'removed' if op.action == 'remove' else 'replaced'}",
-                path=str(target), hint="chattr -i it if the change is intended")
+                path=target, hint="chattr -i it if the change is intended")
         if op.action != "remove":
             dev = devices[parent]
             need[dev] = need.get(dev, 0) + sizes.get(op.path, 0) + 4096

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import struct
 import zipfile
 from pathlib import Path
 
@@ -22,6 +23,9 @@ from mgr_agent.package import Package
 from mgr_agent.state import Installed, State
 
 COPY_CHUNK = 1024 * 1024
+# a zip's end of central directory record: signature, disk numbers, entry counts, the
+# directory's size and offset, comment length
+_EOCD = struct.Struct("<4s4H2LH")
 
 
 def archive_name(pkg: Package) -> str:
@@ -57,25 +61,61 @@ def store_archive(layout: Layout, pkg: Package) -> None:
                         member.write(chunk)
 
 
+def _names_may_hold(archive: Path, word: str) -> bool:
+    """False only when ``archive`` is a zip whose central directory (the entry names,
+    read without opening an entry) has ``word`` nowhere in it; True whenever it cannot
+    tell (a tar, zip64, anything unexpected): the caller then reads the package."""
+    if archive.suffix != ".zip":
+        return True
+    try:
+        with open(archive, "rb") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            tail_len = min(size, _EOCD.size + 0xFFFF)  # the end record and its comment
+            fh.seek(size - tail_len)
+            tail = fh.read(tail_len)
+            at = tail.rfind(b"PK\x05\x06")
+            if at < 0 or at + _EOCD.size > len(tail):
+                return True
+            *_, cd_size, _, comment = _EOCD.unpack_from(tail, at)
+            end = size - tail_len + at  # the central directory ends where the end record starts
+            if (at + _EOCD.size + comment != len(tail) or cd_size in (0, 0xFFFFFFFF)
+                    or cd_size > end or (at >= 20 and tail[at - 20:at - 16] == b"PK\x06\x07")):
+                return True  # not a plain zip's end, empty, or zip64: not worth parsing here
+            fh.seek(end - cd_size)
+            directory = fh.read(cd_size)
+    except OSError:
+        return True
+    if not directory.startswith(b"PK\x01\x02"):
+        return True
+    return word.encode() in directory
+
+
 def open_stored(ctx: EngineContext, installed: Installed, warnings: list[str],
-                force: bool) -> Package | None:
-    """The installed version's package from the store, for its uninstall hook; None (and
-    a warning) when it is missing, or unreadable under ``force``."""
+                force: bool, hook: str = "pre-uninstall") -> Package | None:
+    """The installed version's package from the store, for its ``hook``; None when it
+    has no such hook, or (with a warning) when it is missing, or unreadable under ``force``.
+
+    Every panel names a hook's entry after the hook (``scripts/pre-uninstall``,
+    ``plib/scripts/pre-uninstall.php``): a stored zip whose entry names do not hold the
+    hook's name has none, and is not opened at all."""
     archive = ctx.layout.archives_dir / installed.archive
     if not archive.exists():
-        warnings.append(f"{archive}: missing; the pre-uninstall hook was not run")
+        warnings.append(f"{archive}: missing; the {hook} hook was not run")
         return None
-    try:  # verified when it was installed: not hashed again
+    if not _names_may_hold(archive, hook):
+        return None
+    try:  # verified when it was installed: neither hashed nor checked again
         return package.load(archive, ctx.panels, panel_hint=installed.panel,
-                            limits=ctx.config.limits, verify=False)
+                            limits=ctx.config.limits, verify=False,
+                            archive_sha256=installed.archive_sha or None)
     except AgentError as exc:
         if not force:
             exc.hint = (exc.hint + "; " if exc.hint else "") + (
                 f"`mgr-agent uninstall {installed.name} --force` removes it without running "
-                "its pre-uninstall hook")
+                f"its {hook} hook")
             raise
         warnings.append(f"{archive}: cannot be read ({exc.message}); the "
-                        "pre-uninstall hook was not run (--force)")
+                        f"{hook} hook was not run (--force)")
         return None
 
 
