@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from mgr_agent.dirplan import choose
@@ -44,8 +44,15 @@ class Change:
             st = written.get(i)
             if st is not None:
                 target, row = rows[at]
-                rows[at] = (target, replace(row, ino=st.st_ino, mtime_ns=st.st_mtime_ns))
+                rows[at] = (target, _stamped(row, st))
         return rows
+
+
+def _stamped(row: FileRow, st: os.stat_result) -> FileRow:
+    """``row`` with the inode and mtime of the file (its stat ``st``); per file, so
+    without ``dataclasses.replace``."""
+    return FileRow(path=row.path, sha256=row.sha256, size=row.size, mode=row.mode,
+                   kind=row.kind, crc32=row.crc32, ino=st.st_ino, mtime_ns=st.st_mtime_ns)
 
 
 def _matches(st: os.stat_result | None, spec: FileSpec) -> bool:
@@ -120,6 +127,7 @@ class Planner:
         self.panel = panel
         self._present: set[str] = set()
         self._verified: set[str] = set()
+        self._missing: set[str] = set()  # directories found missing: their files are too
         self._root = str(layout.root).rstrip("/")  # paths as plain strings: per file, hot
 
     def _op(self, plan: Plan, action: str, path: str, mode: int = 0o644, divert: bool = False,
@@ -165,12 +173,8 @@ class Planner:
         under_anchor = str(anchor) + "/"
         for target, spec in sorted(pkg.files.items()):
             path = f"{root}/{target}"
-            check_no_symlink(anchor if path.startswith(under_anchor) else self.layout.root,
-                             path, self._verified)
-            try:
-                st: os.stat_result | None = os.lstat(path)
-            except FileNotFoundError:
-                st = None
+            st = self._checked_lstat(anchor if path.startswith(under_anchor) else self.layout.root,
+                                     path)
             exists = st is not None
             if st is not None and stat.S_ISDIR(st.st_mode):
                 raise Conflict(f"{target}: is a directory on disk, but the package installs a file there",
@@ -200,7 +204,7 @@ class Planner:
                 if changed_here:  # the new version ships what was there: the admin's file stays
                     change.modified.append({"path": target, "then": "kept"})
                 elif st is not None:  # the file is as the manifest says: remember it as it is
-                    row = replace(row, ino=st.st_ino, mtime_ns=st.st_mtime_ns)
+                    row = _stamped(row, st)
                 change.files.append((target, row))
                 continue
             change.staged_rows[len(plan.ops)] = len(change.files)
@@ -258,10 +262,17 @@ class Planner:
 
     def _checked_lstat(self, anchor: Path, path: str) -> os.stat_result | None:
         """lstat of ``path`` (None when missing) after refusing a link on the way to it
-        from ``anchor``, or at it (:func:`check_no_symlink`, whose directories found real
-        are cached: the full check runs once per directory)."""
-        if path.rpartition("/")[0] not in self._verified:
+        from ``anchor``, or at it (:func:`check_no_symlink`).  The full check runs once
+        per directory: those found real are cached (``_verified``), and so are those found
+        missing, whose files are missing too."""
+        parent = path.rpartition("/")[0]
+        if parent in self._missing:
+            return None
+        if parent not in self._verified:
             check_no_symlink(anchor, path, self._verified)
+            if parent not in self._verified and parent != str(anchor).rstrip("/"):
+                self._missing.add(parent)  # the check stopped at a missing directory
+                return None
         try:
             st = os.lstat(path)
         except FileNotFoundError:
