@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -163,3 +165,72 @@ def test_rename_exchange_swaps_two_directories(tmp_path: Path) -> None:
     with pytest.raises(OSError) as exc:
         rename_exchange(str(a), str(tmp_path / "missing"))
     assert exc.value.errno == errno.ENOENT
+
+
+def _plug_with_hook(pkgs: Path, hook: str) -> Path:
+    """An ispmanager plugin whose own folder addon/myplug/ is removed whole on uninstall,
+    with a pre-uninstall hook (run in MGR) given as shell lines."""
+    extra = {f"addon/myplug/{n}.sh": (f"#!/bin/sh\necho {n}\n".encode(), 0o755) for n in "abcd"}
+    extra["scripts/pre-uninstall"] = (f"#!/bin/sh\n{hook}\n".encode(), 0o755)
+    return samples.write_zip(samples.ispmanager_files("myplug", "1.0", extra=extra),
+                             pkgs / "myplug.zip")
+
+
+def test_uninstall_carries_what_a_hook_made_out_of_a_folder_removed_whole(root: Path,
+                                                                          pkgs: Path) -> None:
+    """What the pre-uninstall hook writes into a folder that is then removed whole is not
+    deleted with it: after the commit it is moved back to where it was (the one walk that
+    deletes the old tree), also when that walk is killed and finished by `recover`."""
+    mgr = "usr/local/mgr5"
+    plug = _plug_with_hook(pkgs, "mkdir -p addon/myplug/cache && echo kept > addon/myplug/cache/made.txt"
+                                 " && echo top > addon/myplug/top.txt")
+    _ok(cli(root, "install", str(plug)))
+    copy = root.parent / "killed"
+    shutil.copytree(root, copy, symlinks=True)
+
+    run = cli(root, "uninstall", "myplug")
+    _ok(run)
+    assert (root / mgr / "addon/myplug/cache/made.txt").read_text() == "kept\n"
+    assert (root / mgr / "addon/myplug/top.txt").read_text() == "top\n"
+    assert sorted(p.name for p in (root / mgr / "addon/myplug").iterdir()) == ["cache", "top.txt"]
+    assert not (root / mgr / "etc/xml/ispmgr_mod_myplug.xml").exists()
+    assert leftovers(root) == []
+
+    killed = cli(copy, "uninstall", "myplug", env={"MGR_AGENT_FAULT": "before-drop-dir:1"})
+    assert killed.rc == -9, killed.stdout + killed.stderr  # the folder was removed whole
+    _ok(cli(copy, "recover"))
+    assert snapshot(copy) == snapshot(root)
+    assert leftovers(copy) == []
+    assert cli(copy, "list").json["data"] == []
+
+
+def _damage_meta(root: Path) -> None:
+    """The stored archive's meta.xml can no longer be read (its local header is zeroed);
+    the central directory is intact."""
+    (stored,) = (root / "var/lib/mgr-agent/archives").iterdir()
+    with zipfile.ZipFile(stored) as zf:
+        at = zf.getinfo("meta.xml").header_offset
+    data = bytearray(stored.read_bytes())
+    data[at:at + 4] = b"\0\0\0\0"
+    stored.write_bytes(bytes(data))
+
+
+def test_uninstall_without_a_hook_does_not_read_the_stored_package(root: Path, pkgs: Path) -> None:
+    """Only the pre-uninstall hook needs the stored package: a plugin without one is
+    removed even when its stored archive can no longer be read."""
+    tree = samples.plesk_files("demo-ext", "1.0")
+    del tree["plib/scripts/pre-uninstall.php"]
+    _ok(cli(root, "install", str(samples.write_zip(tree, pkgs / "e.zip"))))
+    _damage_meta(root)
+    run = cli(root, "uninstall", "demo-ext")
+    _ok(run)
+    assert run.json["hooks"] == [] and not (root / PLIB).exists()
+    assert leftovers(root) == []
+
+    # with a hook, the same damage is reported (the hook cannot be run) and nothing changes
+    _ok(cli(root, "install", str(_ext(pkgs, "1.0"))))
+    _damage_meta(root)
+    before = snapshot(root)
+    refused = cli(root, "uninstall", "demo-ext")
+    assert refused.rc != 0 and "--force" in refused.json["error"]["hint"], refused.stdout
+    assert snapshot(root) == before
