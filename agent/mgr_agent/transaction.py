@@ -275,8 +275,13 @@ class Transaction:
         filesystem's journal commits."""
         paths = [self.staged(op) for op in self.plan.ops if op.action != "remove"]
         if self.workers > 1 and len(paths) > 1:
+            def fsync_all(share: list[str]) -> None:
+                for path in share:
+                    fsync_file(path)
+
+            shares = [paths[k::self.workers] for k in range(self.workers)]  # a task per thread
             with ThreadPoolExecutor(self.workers, thread_name_prefix="mga-fsync") as pool:
-                for _ in pool.map(fsync_file, paths):
+                for _ in pool.map(fsync_all, shares):
                     pass
         else:
             for path in paths:
