@@ -268,12 +268,14 @@ class Planner:
         from ``anchor``, or at it (:func:`check_no_symlink`).  The full check runs once
         per directory: those found real are cached (``_verified``), and so are those found
         missing, whose files are missing too."""
-        parent = path.rpartition("/")[0]
+        parent, top = path.rpartition("/")[0], str(anchor).rstrip("/")
+        if not path.startswith(top + "/"):
+            check_no_symlink(anchor, path, self._verified)  # raises: outside the anchor
         if parent in self._missing:
             return None
         if parent not in self._verified:
             check_no_symlink(anchor, path, self._verified)
-            if parent not in self._verified and parent != str(anchor).rstrip("/"):
+            if parent not in self._verified and parent != top:
                 self._missing.add(parent)  # the check stopped at a missing directory
                 return None
         try:
