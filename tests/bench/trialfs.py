@@ -121,13 +121,13 @@ class TrialFilesystem:
     """
 
     def __init__(self, work: Path, mode: str = "image", size_bytes: int = 16 * GIB, *,
-                 keep: bool = False) -> None:
+                 keep: bool = False, name: str = MOUNT) -> None:
         self.work = work
         self.mode = mode
         self.size = size_bytes
         self.keep = keep
-        self.image = work / IMAGE
-        self.mount = work / MOUNT
+        self.image = work / f"{name}.img"   # IMAGE by default
+        self.mount = work / name
         self.root = work
         self.mounted = False
         self.note: str | None = None
