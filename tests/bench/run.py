@@ -593,7 +593,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                              "a 64 MiB log, 5 s idle rows, one short live round")
     parser.add_argument("--json-out", type=Path, default=RESULTS / "latest.json", metavar="PATH")
     parser.add_argument("--work", type=Path, default=RESULTS / "work", metavar="DIR",
-                        help="payload cache and trial roots (default %(default)s)")
+                        help="payload cache, and the trials' image (with --fs here: the trial "
+                             "roots themselves) (default %(default)s)")
     parser.add_argument("--fs", choices=("image", "here"), default="image",
                         help="image: the trials run on a journaled ext4 image made and loop-mounted "
                              "in --work (as root; else as with `here`, with a note in the results); "
