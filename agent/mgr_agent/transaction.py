@@ -23,6 +23,7 @@ import contextlib
 import errno
 import os
 import shutil
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -77,6 +78,7 @@ class Plan:
     mkdirs: list[str] = field(default_factory=list)
     prune: list[str] = field(default_factory=list)
     sources: dict[int, ChunkSource] = field(default_factory=dict, repr=False)
+    sizes: dict[int, int] = field(default_factory=dict, repr=False)  # of the sources, if known
     name: str = ""  # the package: saved copies go to saved/NAME/TX/
     dirs: list[DirOp] = field(default_factory=list)  # directories switched whole
 
@@ -120,8 +122,36 @@ def _describe(exc: OSError) -> str:
     return os.strerror(exc.errno) if exc.errno else str(exc)
 
 
-# threads that inflate and write staged files while the main thread walks the plan
+# threads that inflate and write the large staged files while the main thread walks the plan
 STAGE_WORKERS = min(4, max(2, os.cpu_count() or 2))
+PARALLEL_FROM = 256 * 1024  # bytes: a staged file this large is written on a staging thread
+
+
+class _Alongside:
+    """Steps run on a thread of their own; :meth:`join` waits for them and raises what
+    the first failing one raised."""
+
+    def __init__(self, steps: Iterable[Callable[[], None]]) -> None:
+        self.steps = list(steps)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="mga-alongside", daemon=True)
+        if self.steps:
+            self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            for step in self.steps:
+                step()
+        except BaseException as exc:  # handed to the staging thread by join()
+            self.error = exc
+
+    def join(self, *, quiet: bool = False) -> None:
+        """Wait for the steps; raise their error unless ``quiet`` (another is on its way)."""
+        if self.steps:
+            self.thread.join()
+        if self.error is not None and not quiet:
+            error, self.error = self.error, None
+            raise error
 
 
 class Transaction:
@@ -206,22 +236,29 @@ class Transaction:
         faults.point("after-begin")
 
     def stage(self, extra: Iterable[Callable[[], None]] = ()) -> None:
-        """Write every new file next to its target, durable on disk; nothing is visible yet."""
+        """Write every new file next to its target, durable on disk; nothing is visible yet.
+
+        The ``extra`` steps (the archive store) run on a thread alongside, so that their
+        I/O overlaps the staging's; both are complete before ``staged`` is journalled."""
+        side = _Alongside(extra)
         try:
-            for rel in self.plan.mkdirs:
-                if self.dirs.owns(rel):
-                    continue  # made inside the staged tree
-                path = self.layout.under(rel)
-                path.mkdir(mode=0o755)
-                if self.per_file_fsync:
-                    fsync_dir(path.parent)
-            self.dirs.prepare()
-            self._dir_cache = None
-            self._stage_files()
-            if self.durability == "writeback":
-                self._fsync_staged()
-            for step in extra:
-                step()
+            try:
+                for rel in self.plan.mkdirs:
+                    if self.dirs.owns(rel):
+                        continue  # made inside the staged tree
+                    path = self.layout.under(rel)
+                    path.mkdir(mode=0o755)
+                    if self.per_file_fsync:
+                        fsync_dir(path.parent)
+                self.dirs.prepare()
+                self._dir_cache = None
+                self._stage_files()
+                if self.durability == "writeback":
+                    self._fsync_staged()
+            except BaseException:
+                side.join(quiet=True)  # nothing may still be writing when the undo starts
+                raise
+            side.join()
             self.dirs.seal()
             self._sync(self._dirs())
         except OSError as exc:
@@ -238,8 +275,13 @@ class Transaction:
         filesystem's journal commits."""
         paths = [self.staged(op) for op in self.plan.ops if op.action != "remove"]
         if self.workers > 1 and len(paths) > 1:
+            def fsync_all(share: list[str]) -> None:
+                for path in share:
+                    fsync_file(path)
+
+            shares = [paths[k::self.workers] for k in range(self.workers)]  # a task per thread
             with ThreadPoolExecutor(self.workers, thread_name_prefix="mga-fsync") as pool:
-                for _ in pool.map(fsync_file, paths):
+                for _ in pool.map(fsync_all, shares):
                     pass
         else:
             for path in paths:
@@ -252,18 +294,30 @@ class Transaction:
 
     def _stage_files(self) -> None:
         """Copies aside (panel originals, the admin's edits) on this thread, in plan order;
-        new files written by a few threads (inflate and write release the GIL).  The
-        ``mid-stage`` point is reached once per file, in plan order, when that file is
-        written: ``mid-stage:N`` always means "after the N-th file of the plan"."""
-        writes = sum(1 for op in self.plan.ops if op.action != "remove")
+        new files written here too, but those of at least ``PARALLEL_FROM`` bytes by a few
+        threads (inflate and write release the GIL on large buffers; for small files a pool
+        costs more than it saves).  The ``mid-stage`` point is reached once per file, in plan
+        order, when that file is written: ``mid-stage:N`` always means "after the N-th file
+        of the plan"."""
+        sizes = self.plan.sizes
+        large = sum(1 for op in self.plan.ops if op.action != "remove"
+                    and sizes.get(op.i, 0) >= PARALLEL_FROM)
         pool = (ThreadPoolExecutor(self.workers, thread_name_prefix="mga-stage")
-                if self.workers > 1 and writes > 1 else None)
-        pending: deque[tuple[Op, Future[os.stat_result]]] = deque()
-        window = 4 * self.workers  # files in flight: bounds the memory of inflated chunks
+                if self.workers > 1 and large > 1 else None)
+        pending: deque[tuple[Op, Future[os.stat_result] | os.stat_result]] = deque()
+        window = 4 * self.workers  # large files in flight: bounds the memory of inflated chunks
 
-        def done(op: Op, result: os.stat_result) -> None:
-            self.written[op.i] = result
-            faults.point("mid-stage")
+        def settle(block: bool) -> None:
+            """Report written files in plan order: the first pending one, while it is done."""
+            while pending:
+                first, written = pending[0]
+                if isinstance(written, Future):
+                    if not (block or written.done()):
+                        return
+                    written = written.result()
+                pending.popleft()
+                self.written[first.i] = written
+                faults.point("mid-stage")
 
         try:
             for op in self.plan.ops:
@@ -273,16 +327,12 @@ class Transaction:
                     _copy_aside(self.target(op), self.saved(op), self.tx)
                 if op.action == "remove":
                     continue
-                if pool is None:
-                    done(op, self._write(op))
-                    continue
-                pending.append((op, pool.submit(self._write, op)))
-                while pending and (len(pending) >= window or pending[0][1].done()):
-                    first, future = pending.popleft()
-                    done(first, future.result())
-            while pending:
-                first, future = pending.popleft()
-                done(first, future.result())
+                if pool is not None and sizes.get(op.i, 0) >= PARALLEL_FROM:
+                    pending.append((op, pool.submit(self._write, op)))
+                else:
+                    pending.append((op, self._write(op)))
+                settle(block=len(pending) >= window)
+            settle(block=True)
         finally:
             if pool is not None:  # nothing may still be writing when the undo starts
                 pool.shutdown(wait=True, cancel_futures=True)
