@@ -56,6 +56,25 @@ def test_the_bench_dpkg_fsyncs_every_file_it_installs(tmp_path: Path) -> None:
     assert (root / "var/lib/dpkg/info/bench-ext.list").is_file()
 
 
+@pytest.mark.skipif(not HAVE_DPKG or shutil.which("php") is None, reason="needs dpkg, dpkg-deb, php")
+@pytest.mark.parametrize("panel", pl.PANELS)
+def test_the_deb_runs_the_packages_hooks_as_its_maintainer_scripts(tmp_path: Path, panel: str) -> None:
+    """dpkg runs the same hook processes the agent runs (pre-install, post-install,
+    pre-uninstall), so that the two installers are compared on the same work."""
+    payloads = pl.Payloads(tmp_path / "payloads")
+    deb = payloads.deb(panel, 100, "v1")
+    trials = Trials(tmp_path / "work", sys.executable)
+    root = trials.dpkg_root("hooks")
+    name = pl.deb_name(panel)
+    installed = subprocess.run(["dpkg", f"--root={root}", *DPKG_FLAGS, "-i", str(deb)],
+                               check=True, capture_output=True, text=True, timeout=300)
+    removed = subprocess.run(["dpkg", f"--root={root}", *DPKG_FLAGS, "-r", name],
+                             check=True, capture_output=True, text=True, timeout=300)
+    assert f"pre-install install: {name} 1.0" in installed.stdout
+    assert f"post-install configure : {name} 1.0" in installed.stdout
+    assert f"pre-uninstall remove: {name} 1.0" in removed.stdout
+
+
 def test_peak_rss_is_the_agent_alone_and_wait4_includes_the_hooks(tmp_path: Path) -> None:
     """A hook that holds 200 MB: ``wait4`` of the command sees it, the agent's own
     ``getrusage(RUSAGE_SELF)`` (``tests.bench.agent_rss``) does not; the hook does not
