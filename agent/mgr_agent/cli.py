@@ -201,8 +201,8 @@ def _emit(command: Command, result: Result, args: argparse.Namespace,
         doc = result.to_json()
         if command.json_data and result.error is None:
             doc.setdefault("data", result.data)
-        json.dump(doc, sys.stdout, indent=None, sort_keys=False, default=str)
-        sys.stdout.write("\n")
+        # dumps, not dump: one call of the C encoder instead of a write per token
+        sys.stdout.write(json.dumps(doc, indent=None, sort_keys=False, default=str) + "\n")
     else:
         from mgr_agent import commands  # noqa: PLC0415
 

@@ -47,6 +47,11 @@ class Layout:
     def journal_dir(self) -> Path:
         return self.state_dir / "journal"
 
+    def journals_left(self) -> bool:
+        """A transaction journal is left: one was interrupted (or is running right now)."""
+        directory = self.journal_dir
+        return directory.is_dir() and any(directory.glob("*.log"))
+
     @property
     def archives_dir(self) -> Path:
         return self.state_dir / "archives"

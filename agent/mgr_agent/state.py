@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from mgr_agent.errors import AgentError, PreflightFailed, StateCorrupt
-from mgr_agent.fsutil import makedirs_private
 
 SQLITE_CORRUPT, SQLITE_FULL, SQLITE_NOTADB = 11, 13, 26
 
@@ -48,6 +47,17 @@ CREATE TABLE IF NOT EXISTS history (
     to_version TEXT, started REAL NOT NULL, ended REAL, status TEXT NOT NULL, action TEXT,
     detail TEXT NOT NULL DEFAULT '{}');
 """
+
+_CURRENT = {(t, c) for t, cs in (
+    ("packages", "panel name version release content_hash archive installed_at tx meta archive_sha"),
+    ("files", "path panel name sha256 size mode kind crc32 ino mtime_ns"),
+    ("dirs", "path panel name"), ("diversions", "path panel name stored"),
+    ("kept", "panel name version release content_hash archive kept_at tx"),
+    ("history", "tx op panel name from_version to_version started ended status action detail"),
+    ("index", "files_pkg"),
+) for c in cs.split()}
+"""Every table, column and index of ``SCHEMA`` (and its migrations): a database without
+one of them is opened the ordinary way, which adds it."""
 
 
 @dataclass(frozen=True)
@@ -126,6 +136,8 @@ class State:
     def __init__(self, path: Path | None) -> None:
         """Open (creating) the database at ``path``; None gives an empty in-memory one."""
         if path is not None:
+            from mgr_agent.fsutil import makedirs_private  # noqa: PLC0415 - not for reads
+
             makedirs_private(path.parent)
         try:
             self.db = sqlite3.connect(path or ":memory:", timeout=30, isolation_level=None)
@@ -136,6 +148,35 @@ class State:
         except sqlite3.DatabaseError as exc:
             raise StateCorrupt(f"{path}: the state database cannot be opened: {exc}") from exc
         self.path = path or Path(":memory:")
+
+    @classmethod
+    def read_only(cls, path: Path) -> State | None:
+        """The database at ``path`` opened read-only, for a read (``list``, ``history``):
+        no directory made, no schema run, no pragma.  None when it must be opened the
+        ordinary way: it is missing, it cannot be read as it is (a hot journal to roll
+        back, damage), or an earlier agent wrote it and it is due a migration."""
+        from urllib.parse import quote  # noqa: PLC0415 - loaded with pathlib anyway
+
+        if not path.is_file():
+            return None
+        try:
+            db = sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True, timeout=30,
+                                 isolation_level=None)
+        except sqlite3.Error:
+            return None
+        try:
+            columns = {(r[0], r[1]) for r in db.execute(
+                "SELECT m.name, p.name FROM sqlite_master AS m, pragma_table_info(m.name) AS p "
+                "WHERE m.type = 'table' UNION SELECT 'index', name FROM sqlite_master "
+                "WHERE type = 'index'")}
+        except sqlite3.Error:
+            columns = set()
+        if not columns >= _CURRENT:
+            db.close()
+            return None
+        state = cls.__new__(cls)
+        state.db, state.path = db, path
+        return state
 
     def _migrate(self) -> None:
         """Bring a database made by an earlier agent up to this schema."""
@@ -202,6 +243,16 @@ class State:
                                "ORDER BY panel, name").fetchall()
         return [Installed(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], json.loads(r[8]), r[9])
                 for r in rows]
+
+    def listing(self) -> list[dict[str, Any]]:
+        """``list``'s rows: each installed package, its label and its number of files."""
+        counts = self.file_counts()
+        rows = self.db.execute("SELECT panel, name, version, release, installed_at FROM packages "
+                               "ORDER BY panel, name")
+        return [{"name": name, "panel": panel,
+                 "version": f"{version}-{release}" if release else version,
+                 "installed_at": installed_at, "files": counts.get((panel, name), 0)}
+                for panel, name, version, release, installed_at in rows]
 
     def by_archive(self, sha256: str) -> Installed | None:
         """The installed package that came from an archive with this sha256, if any."""
