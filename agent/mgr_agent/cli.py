@@ -25,11 +25,30 @@ if TYPE_CHECKING:
 # (``--version``): every import here is paid by every start.
 
 
-def _parser(configure: list[str] | None = None) -> argparse.ArgumentParser:
+def _parser(configure: list[str] | None = None, named: list[str] | None = None
+            ) -> argparse.ArgumentParser:
+    """The parser; with ``named``, only those commands' declarations are loaded."""
     from mgr_agent import commands  # noqa: PLC0415
     from mgr_agent.commands import parser as parser_mod  # noqa: PLC0415
 
-    return parser_mod.build(commands.cli_commands(), configure=configure)
+    if named is None:
+        return parser_mod.build(commands.cli_commands(), configure=configure)
+    return parser_mod.build([commands.command(n) for n in named], configure=configure,
+                            names=commands.CLI_NAMES)
+
+
+def _named(words: list[str], names: tuple[str, ...]) -> list[str] | None:
+    """The commands a command line names (any word that is a command's name), or None
+    when the parser needs them all: no command is named, or a help option (``-h``,
+    ``-vh``, ``--he``…) comes before the first one, which prints every command's help."""
+    named = [w for w in words if w in names]
+    if not named:
+        return None
+    for word in words[:words.index(named[0])]:
+        if word.startswith("--h") or (word.startswith("-") and not word.startswith("--")
+                                      and "h" in word):
+            return None
+    return list(dict.fromkeys(named))
 
 
 class _Terminal:
@@ -80,8 +99,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from mgr_agent import commands  # noqa: PLC0415
 
-    args = _parser(configure=[w for w in words if w in commands.COMMANDS]).parse_args(words)
-    command = commands.COMMANDS[args.command]
+    named = _named(words, commands.CLI_NAMES)
+    args = _parser(configure=[w for w in words if w in commands.CLI_NAMES],
+                   named=named).parse_args(words)
+    command = commands.command(args.command)
     try:
         problem = _root_problem(args)
         if problem is not None and command.options == "root":  # the daemon: no result document
