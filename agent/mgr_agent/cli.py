@@ -129,21 +129,30 @@ def _context(args: argparse.Namespace, term: _Terminal) -> Context:
                    as_json=getattr(args, "json", False), verbose=getattr(args, "verbose", 0) or 0)
 
 
-def _run(command: Command, args: argparse.Namespace) -> int:
+def _logging(verbose: bool) -> None:
+    """Log records on stderr: warnings and errors, and with ``-v`` debug and tracebacks."""
     import logging  # noqa: PLC0415
 
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
+                        format="%(levelname)s %(message)s", stream=sys.stderr)
+
+
+def _run(command: Command, args: argparse.Namespace) -> int:
     from mgr_agent import commands, signals  # noqa: PLC0415
     from mgr_agent.commands.spec import Args  # noqa: PLC0415
 
     as_json: bool = getattr(args, "json", False)
+    verbose = bool(getattr(args, "verbose", 0))
     term = _Terminal(sys.stderr, enabled=not as_json)
+    ctx = _context(args, term)
     if command.options != "root":  # the daemon sets up its own logging and signals
-        logging.basicConfig(level=logging.DEBUG if getattr(args, "verbose", 0) else logging.WARNING,
-                            format="%(levelname)s %(message)s", stream=sys.stderr)
+        if command.light and not verbose:  # nothing logs before the engine, if it comes
+            ctx.before_engine = lambda: _logging(verbose)
+        else:
+            _logging(verbose)
         signals.install_handlers()
     values, sent = commands.values_of(command, args)
     given = Args(values)
-    ctx = _context(args, term)
     if command.stream is not None:
         ctx.show = _printer(as_json, sys.stdout)
         try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -72,6 +71,8 @@ def failure(exc: BaseException, command: str, *, name: str | None = None, panel:
     SIGINT becomes ``interrupted``; a non-root user denied the state (root:mgr-agent 0750)
     is told so; anything else is an ``internal-error`` whose traceback goes to the log
     (the journal in the daemon, ``-v`` in the CLI)."""
+    import logging  # noqa: PLC0415 - a quick read (``list``) starts without it
+
     log = logging.getLogger("mgr_agent.daemon" if in_daemon else "mgr_agent")
     if isinstance(exc, AgentError):
         log.debug("error", exc_info=exc)

@@ -85,7 +85,7 @@ def _list(ctx: Context, _args: Args) -> Result:
 
 LIST = Command("list", "list installed plugins", run=_list,
                render=_render_list, route="daemon-unless-root", json_data=True,
-               shape=ListRow, many=True)
+               shape=ListRow, many=True, light=True)
 
 
 # ------------------------------------------------------------------ info
@@ -227,7 +227,7 @@ HISTORY = Command(
           Arg("limit", f"the last N transactions (default {HISTORY_LIMIT})", ("-n", "--limit"),
               api=INT, type=positive, default=HISTORY_LIMIT, metavar="N")),
     run=_history, render=_render_history, route="daemon-unless-root", json_data=True,
-    shape=HistoryRow, many=True)
+    shape=HistoryRow, many=True, light=True)
 
 
 # ------------------------------------------------------------------ check

@@ -90,7 +90,7 @@ LOGS = Command(
               metavar="LEVEL"),
           Arg("since", "e.g. 15m, 2h, 10:00, 2026-11-21 10:00", ("--since",), api=STR,
               metavar="TIME")),
-    stream=_logs, render=render.failure_only, served=True)
+    stream=_logs, render=render.failure_only, served=True, light=True)
 
 
 def _call(ctx: Context, args: Args) -> int:
