@@ -178,9 +178,9 @@ def _run(command: Command, args: argparse.Namespace) -> int:
 def _printer(as_json: bool, out: TextIO) -> Callable[[Record], None]:
     """Records one a line, as JSON or text (coloured on a terminal), each flushed at once
     (``logs -f`` shows a record when it comes)."""
-    import json  # noqa: PLC0415
-
     colour = not as_json and out.isatty() and "NO_COLOR" not in os.environ
+    if as_json:
+        import json  # noqa: PLC0415
 
     def show(record: Record) -> None:
         out.write((json.dumps(record.to_json(), ensure_ascii=False) if as_json
