@@ -16,11 +16,28 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mgr_agent.errors import AgentError, PreflightFailed, StateCorrupt
+
+if TYPE_CHECKING:
+    from mgr_agent.staterows import Commit as Commit  # noqa: PLC0414
+    from mgr_agent.staterows import FileRow as FileRow  # noqa: PLC0414
+    from mgr_agent.staterows import Installed as Installed  # noqa: PLC0414
+    from mgr_agent.staterows import RetainedVersion as RetainedVersion  # noqa: PLC0414
+
+_ROWS = ("Commit", "FileRow", "Installed", "RetainedVersion")
+
+
+def __getattr__(name: str) -> object:
+    """The row types (``mgr_agent.staterows``) at their first use: ``list`` and ``history``
+    read rows as plain tuples and start without ``dataclasses``."""
+    if name in _ROWS:
+        from mgr_agent import staterows  # noqa: PLC0415
+
+        return getattr(staterows, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 SQLITE_CORRUPT, SQLITE_FULL, SQLITE_NOTADB = 11, 13, 26
 
@@ -58,76 +75,6 @@ _CURRENT = {(t, c) for t, cs in (
 ) for c in cs.split()}
 """Every table, column and index of ``SCHEMA`` (and its migrations): a database without
 one of them is opened the ordinary way, which adds it."""
-
-
-@dataclass(frozen=True)
-class Installed:
-    panel: str
-    name: str
-    version: str
-    release: str
-    content_hash: str
-    archive: str
-    installed_at: float
-    tx: str
-    meta: dict[str, Any]
-    archive_sha: str = ""
-
-    @property
-    def label(self) -> str:
-        return f"{self.version}-{self.release}" if self.release else self.version
-
-
-@dataclass(frozen=True)
-class FileRow:
-    """One file of a manifest.  ``crc32`` is the zip entry's CRC-32 (None from tar and
-    directory sources, and in rows written before it was kept); ``ino`` and ``mtime_ns``
-    are the on-disk file's as the agent left it (0: unknown), so that an unmodified file
-    is recognised without reading it."""
-
-    path: str
-    sha256: str
-    size: int
-    mode: int
-    kind: str
-    crc32: int | None = None
-    ino: int = 0
-    mtime_ns: int = 0
-
-
-@dataclass(frozen=True)
-class RetainedVersion:
-    """A row of the ``kept`` table: an earlier version available for rollback."""
-
-    panel: str
-    name: str
-    version: str
-    release: str
-    content_hash: str
-    archive: str
-    retained_at: float  # column kept_at
-    tx: str
-
-
-@dataclass
-class Commit:
-    """Everything a committed transaction writes, applied atomically."""
-
-    tx: str
-    panel: str
-    name: str
-    package: Installed | None
-    files: list[tuple[str, FileRow]]
-    dirs: list[str]
-    diversions_add: dict[str, str]
-    diversions_drop: list[str]
-    retain_previous: RetainedVersion | None
-    """The version being replaced, retained for rollback."""
-    drop_retained_hash: str | None
-    """A retained version with this content hash is dropped (it is the one installed now)."""
-    retain_versions: int
-    """How many retained versions to leave (``[state] keep_versions``)."""
-    history: dict[str, Any]
 
 
 class State:
@@ -241,6 +188,8 @@ class State:
         rows = self.db.execute("SELECT panel, name, version, release, content_hash, archive, "
                                "installed_at, tx, meta, archive_sha FROM packages "
                                "ORDER BY panel, name").fetchall()
+        from mgr_agent.staterows import Installed  # noqa: PLC0415
+
         return [Installed(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], json.loads(r[8]), r[9])
                 for r in rows]
 
@@ -270,6 +219,8 @@ class State:
             "SELECT path, sha256, size, mode, kind, crc32, ino, mtime_ns FROM files "
             "WHERE panel=? AND name=?", (panel, name)
         )
+        from mgr_agent.staterows import FileRow  # noqa: PLC0415
+
         return {r[0]: FileRow(*r) for r in rows}
 
     def owners(self, paths: list[str]) -> dict[str, tuple[str, str]]:
@@ -300,6 +251,8 @@ class State:
         rows = self.db.execute(
             "SELECT * FROM kept WHERE panel=? AND name=? ORDER BY kept_at DESC", (panel, name)
         )
+        from mgr_agent.staterows import RetainedVersion  # noqa: PLC0415
+
         return [RetainedVersion(*r) for r in rows]
 
     def referenced_archives(self) -> set[str]:
