@@ -9,13 +9,14 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from typing import TYPE_CHECKING, TextIO
 
 from mgr_agent import __version__
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing for ``--version``
 if TYPE_CHECKING:
     import argparse
     from collections.abc import Callable
+    from typing import TextIO
 
     from mgr_agent.commands.spec import Command, Context, Record
     from mgr_agent.errors import UsageError
