@@ -95,11 +95,16 @@ def build(commands: Collection[Command], *, configure: Collection[str] | None = 
                             help="run in this process even when the daemon answers (also: "
                                  "MGR_AGENT_NO_DAEMON=1)")
     common = [base, output, locking, in_process]
-    runtime = _part()
-    for arg in RUNTIME:
-        arg.add_to(runtime)
-    shared = Parents(common=argparse.ArgumentParser(add_help=False, parents=common,
-                                                    formatter_class=Formatter), runtime=runtime)
+    shared: list[Parents] = []   # made for the first command that configures its own
+
+    def parents_for_configure() -> Parents:
+        if not shared:
+            runtime = _part()
+            for arg in RUNTIME:
+                arg.add_to(runtime)
+            shared.append(Parents(common=argparse.ArgumentParser(
+                add_help=False, parents=common, formatter_class=Formatter), runtime=runtime))
+        return shared[0]
 
     parser = argparse.ArgumentParser(
         prog="mgr-agent", parents=common,
@@ -133,5 +138,5 @@ def build(commands: Collection[Command], *, configure: Collection[str] | None = 
             if arg.cli:
                 arg.add_to(p)
         if command.configure is not None and (configure is None or command.name in configure):
-            command.configure(p, shared)
+            command.configure(p, parents_for_configure())
     return parser
