@@ -16,11 +16,13 @@ import tarfile
 import threading
 import unicodedata
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from mgr_agent import zipread
 from mgr_agent.errors import InvalidPackage, NotFound, UnsafeArchive
 from mgr_agent.fsutil import CHUNK
 from mgr_agent.limits import Limits
@@ -275,7 +277,9 @@ class ZipSource:
                                 rule="zip-format") from exc
         try:
             self._names: dict[str, zipfile.ZipInfo] = {}
+            self._members: dict[str, zipread.Member] = {}  # stored or deflated: read directly
             self.entries = self._scan(limits)
+            self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except Exception:
             self._zf.close()
             raise
@@ -319,6 +323,8 @@ class ZipSource:
             mode = unix_mode & 0o7777 if unix_mode else 0o644
             col.add_file(name, info.file_size, mode, info.CRC)
             self._names[col.check(name)] = info
+            if info.compress_type in zipread.FAST_METHODS:
+                self._members[col.check(name)] = zipread.member(info)
             spans.append((info.header_offset, info.header_offset + 30 + len(info.orig_filename.encode(
                 "utf-8" if info.flag_bits & 0x800 else "cp437", "surrogateescape")) + info.compress_size,
                 name))
@@ -331,6 +337,13 @@ class ZipSource:
 
     def chunks(self, name: str) -> Iterator[bytes]:
         info = self._names[name]
+        fast = self._members.get(name)
+        if fast is not None:
+            try:
+                yield from _checked_chunks(name, zipread.chunks(self._fd, fast), info.file_size)
+            except (zipfile.BadZipFile, EOFError, OSError, zlib.error) as exc:
+                raise _corrupt(name, exc) from exc
+            return
         # zipfile stops at the declared size and, when the CRC was forged to match,
         # silently drops the rest of the data; read to the real end of the compressed
         # stream instead, so that _checked_chunks sees a larger real size.
@@ -353,6 +366,9 @@ class ZipSource:
 
     def close(self) -> None:
         self._zf.close()
+        if self._fd >= 0:  # closing twice must never close a descriptor reused meanwhile
+            os.close(self._fd)
+            self._fd = -1
 
 
 class TarSource:

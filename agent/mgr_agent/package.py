@@ -9,6 +9,7 @@ is the installed one: docs/transactions.md, "Change detection").
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from collections.abc import Callable, Iterator, Mapping
@@ -123,8 +124,10 @@ def _where(path: Path) -> tuple[str, str]:
 # 5,000-file / 60 MB install peaks at about 86 MiB RSS.
 KEEP_FILE = 256 * 1024
 MEMORY_BUDGET = 16 * 1024 * 1024
-# threads that inflate and hash entries (zlib and hashlib release the GIL on large buffers)
+# threads that inflate and hash the large entries (zlib and hashlib release the GIL on
+# large buffers); entries from this size on go to them
 WORKERS = min(4, max(2, os.cpu_count() or 2))
+PARALLEL_FROM = 256 * 1024
 
 
 def parallel_reads(source: Source) -> bool:
@@ -148,8 +151,13 @@ def _hash_one(source: Source, name: str, keep: bool) -> tuple[str, bytes | None]
 
 
 def _hash_entries(source: Source, names: list[str], inflated: dict[str, bytes]) -> dict[str, str]:
-    """sha256 of the entries ``names``, on a few threads; the smallest leave their inflated
-    bytes in ``inflated`` while the budget lasts (by size, then name: deterministic)."""
+    """sha256 of the entries ``names``; the smallest leave their inflated bytes in
+    ``inflated`` while the budget lasts (by size, then name: deterministic).
+
+    Entries of at least :data:`PARALLEL_FROM` bytes are hashed on a few threads (zlib and
+    hashlib release the GIL on large buffers) while this thread does the small ones: a
+    pool for small entries costs more in handing them over than it saves (measured in
+    docs/performance.md)."""
     budget = MEMORY_BUDGET - sum(len(v) for v in inflated.values())
     keep: set[str] = set()
     for size, name in sorted((source.entries[n].size, n) for n in names if n not in inflated):
@@ -157,13 +165,23 @@ def _hash_entries(source: Source, names: list[str], inflated: dict[str, bytes]) 
             break
         keep.add(name)
         budget -= size
+    large = [n for n in names if source.entries[n].size >= PARALLEL_FROM]
+    results: dict[str, tuple[str, bytes | None]] = {}
+    if WORKERS < 2 or len(large) < 2 or not parallel_reads(source):
+        large = []
+    with ThreadPoolExecutor(WORKERS, thread_name_prefix="mga-hash") if large else \
+            contextlib.nullcontext() as pool:
+        futures = [(n, pool.submit(_hash_one, source, n, n in keep)) for n in large] \
+            if pool is not None else []
+        skip = set(large)
+        for name in names:
+            if name not in skip:
+                results[name] = _hash_one(source, name, name in keep)
+        for name, future in futures:
+            results[name] = future.result()
     hashes: dict[str, str] = {}
-    if WORKERS < 2 or len(names) < 2 * WORKERS or not parallel_reads(source):
-        results = [_hash_one(source, n, n in keep) for n in names]
-    else:
-        with ThreadPoolExecutor(WORKERS, thread_name_prefix="mga-hash") as pool:
-            results = list(pool.map(lambda n: _hash_one(source, n, n in keep), names))
-    for name, (digest, data) in zip(names, results, strict=True):
+    for name in names:
+        digest, data = results[name]
         hashes[name] = digest
         if data is not None:
             inflated[name] = data

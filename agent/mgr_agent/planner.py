@@ -174,7 +174,7 @@ class Planner:
                 else:
                     self._mkdirs(plan, target, made)
                     op = self._op(plan, "add", target, spec.mode)
-                    plan.sources[op.i] = self._entry(pkg, spec)
+                    self._entry(plan, op, pkg, spec)
                     change.staged_rows[op.i] = len(change.files)
                 change.files.append((target, row))
                 continue
@@ -210,7 +210,7 @@ class Planner:
                 self._mkdirs(plan, target, made)
             op = self._op(plan, "replace" if exists else "add", target, spec.mode, divert,
                           owner=st, save=changed_here)
-            plan.sources[op.i] = self._entry(pkg, spec)
+            self._entry(plan, op, pkg, spec)
             if changed_here:
                 change.modified.append({"path": target, "then": "replaced"})
         for target, prev in sorted(old.items()):
@@ -226,8 +226,11 @@ class Planner:
                {p for p, r in old.items() if r.kind != "data"}, set(all_diverted))
         return change
 
-    def _entry(self, pkg: Package, spec: FileSpec):  # type: ignore[no-untyped-def]
-        return lambda: pkg.chunks(spec)
+    @staticmethod
+    def _entry(plan: Plan, op: Op, pkg: Package, spec: FileSpec) -> None:
+        """``op`` writes the package's entry ``spec``."""
+        plan.sources[op.i] = lambda: pkg.chunks(spec)
+        plan.sizes[op.i] = spec.size
 
     def _obsolete(self, plan: Plan, change: Change, target: str, mine: dict[str, str],
                   row: FileRow) -> None:

@@ -77,6 +77,7 @@ class Plan:
     mkdirs: list[str] = field(default_factory=list)
     prune: list[str] = field(default_factory=list)
     sources: dict[int, ChunkSource] = field(default_factory=dict, repr=False)
+    sizes: dict[int, int] = field(default_factory=dict, repr=False)  # of the sources, if known
     name: str = ""  # the package: saved copies go to saved/NAME/TX/
     dirs: list[DirOp] = field(default_factory=list)  # directories switched whole
 
@@ -120,8 +121,9 @@ def _describe(exc: OSError) -> str:
     return os.strerror(exc.errno) if exc.errno else str(exc)
 
 
-# threads that inflate and write staged files while the main thread walks the plan
+# threads that inflate and write the large staged files while the main thread walks the plan
 STAGE_WORKERS = min(4, max(2, os.cpu_count() or 2))
+PARALLEL_FROM = 256 * 1024  # bytes: a staged file this large is written on a staging thread
 
 
 class Transaction:
@@ -252,18 +254,30 @@ class Transaction:
 
     def _stage_files(self) -> None:
         """Copies aside (panel originals, the admin's edits) on this thread, in plan order;
-        new files written by a few threads (inflate and write release the GIL).  The
-        ``mid-stage`` point is reached once per file, in plan order, when that file is
-        written: ``mid-stage:N`` always means "after the N-th file of the plan"."""
-        writes = sum(1 for op in self.plan.ops if op.action != "remove")
+        new files written here too, but those of at least ``PARALLEL_FROM`` bytes by a few
+        threads (inflate and write release the GIL on large buffers; for small files a pool
+        costs more than it saves).  The ``mid-stage`` point is reached once per file, in plan
+        order, when that file is written: ``mid-stage:N`` always means "after the N-th file
+        of the plan"."""
+        sizes = self.plan.sizes
+        large = sum(1 for op in self.plan.ops if op.action != "remove"
+                    and sizes.get(op.i, 0) >= PARALLEL_FROM)
         pool = (ThreadPoolExecutor(self.workers, thread_name_prefix="mga-stage")
-                if self.workers > 1 and writes > 1 else None)
-        pending: deque[tuple[Op, Future[os.stat_result]]] = deque()
-        window = 4 * self.workers  # files in flight: bounds the memory of inflated chunks
+                if self.workers > 1 and large > 1 else None)
+        pending: deque[tuple[Op, Future[os.stat_result] | os.stat_result]] = deque()
+        window = 4 * self.workers  # large files in flight: bounds the memory of inflated chunks
 
-        def done(op: Op, result: os.stat_result) -> None:
-            self.written[op.i] = result
-            faults.point("mid-stage")
+        def settle(block: bool) -> None:
+            """Report written files in plan order: the first pending one, while it is done."""
+            while pending:
+                first, written = pending[0]
+                if isinstance(written, Future):
+                    if not (block or written.done()):
+                        return
+                    written = written.result()
+                pending.popleft()
+                self.written[first.i] = written
+                faults.point("mid-stage")
 
         try:
             for op in self.plan.ops:
@@ -273,16 +287,12 @@ class Transaction:
                     _copy_aside(self.target(op), self.saved(op), self.tx)
                 if op.action == "remove":
                     continue
-                if pool is None:
-                    done(op, self._write(op))
-                    continue
-                pending.append((op, pool.submit(self._write, op)))
-                while pending and (len(pending) >= window or pending[0][1].done()):
-                    first, future = pending.popleft()
-                    done(first, future.result())
-            while pending:
-                first, future = pending.popleft()
-                done(first, future.result())
+                if pool is not None and sizes.get(op.i, 0) >= PARALLEL_FROM:
+                    pending.append((op, pool.submit(self._write, op)))
+                else:
+                    pending.append((op, self._write(op)))
+                settle(block=len(pending) >= window)
+            settle(block=True)
         finally:
             if pool is not None:  # nothing may still be writing when the undo starts
                 pool.shutdown(wait=True, cancel_futures=True)
