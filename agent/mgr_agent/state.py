@@ -96,35 +96,6 @@ class State:
             raise StateCorrupt(f"{path}: the state database cannot be opened: {exc}") from exc
         self.path = path or Path(":memory:")
 
-    @classmethod
-    def read_only(cls, path: Path) -> State | None:
-        """The database at ``path`` opened read-only, for a read (``list``, ``history``):
-        no directory made, no schema run, no pragma.  None when it must be opened the
-        ordinary way: it is missing, it cannot be read as it is (a hot journal to roll
-        back, damage), or an earlier agent wrote it and it is due a migration."""
-        from urllib.parse import quote  # noqa: PLC0415 - loaded with pathlib anyway
-
-        if not path.is_file():
-            return None
-        try:
-            db = sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True, timeout=30,
-                                 isolation_level=None)
-        except sqlite3.Error:
-            return None
-        try:
-            columns = {(r[0], r[1]) for r in db.execute(
-                "SELECT m.name, p.name FROM sqlite_master AS m, pragma_table_info(m.name) AS p "
-                "WHERE m.type = 'table' UNION SELECT 'index', name FROM sqlite_master "
-                "WHERE type = 'index'")}
-        except sqlite3.Error:
-            columns = set()
-        if not columns >= _CURRENT:
-            db.close()
-            return None
-        state = cls.__new__(cls)
-        state.db, state.path = db, path
-        return state
-
     def _migrate(self) -> None:
         """Bring a database made by an earlier agent up to this schema."""
         columns = {r[1] for r in self.db.execute("PRAGMA table_info(packages)")}
@@ -347,3 +318,32 @@ class State:
             "DELETE FROM kept WHERE panel=? AND name=? AND rowid NOT IN ("
             "SELECT rowid FROM kept WHERE panel=? AND name=? ORDER BY kept_at DESC LIMIT ?)",
             (panel, name, panel, name, commit.retain_versions))
+
+
+def open_read_only(path: Path) -> State | None:
+    """The database at ``path`` opened read-only, for a read (``list``, ``history``): no
+    directory made, no schema run, no pragma.  None when it must be opened the ordinary
+    way (``State(path)``): it is missing, it cannot be read as it is (a hot journal to roll
+    back, damage), or an earlier agent wrote it and it is due a migration."""
+    from urllib.parse import quote  # noqa: PLC0415 - loaded with pathlib anyway
+
+    if not path.is_file():
+        return None
+    try:
+        db = sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True, timeout=30,
+                             isolation_level=None)
+    except sqlite3.Error:
+        return None
+    try:
+        columns = {(r[0], r[1]) for r in db.execute(
+            "SELECT m.name, p.name FROM sqlite_master AS m, pragma_table_info(m.name) AS p "
+            "WHERE m.type = 'table' UNION SELECT 'index', name FROM sqlite_master "
+            "WHERE type = 'index'")}
+    except sqlite3.Error:
+        columns = set()
+    if not columns >= _CURRENT:
+        db.close()
+        return None
+    state = State.__new__(State)
+    state.db, state.path = db, path
+    return state

@@ -29,7 +29,7 @@ def _read_only(ctx: Context) -> State | None:
     a journal is left (it recovers the transaction first), or the database is due a
     migration or cannot be read as it is.  agent.toml is read, and refused, as the
     engine would."""
-    from mgr_agent.state import State  # noqa: PLC0415
+    from mgr_agent.state import State, open_read_only  # noqa: PLC0415
 
     layout = ctx.layout
     if layout.journals_left():
@@ -40,7 +40,7 @@ def _read_only(ctx: Context) -> State | None:
         config.load(layout)
     if not layout.db_file.exists():
         return State(None)
-    return State.read_only(layout.db_file)
+    return open_read_only(layout.db_file)
 
 
 def _reading(ctx: Context, read: Callable[[State], Result],
