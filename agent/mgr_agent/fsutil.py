@@ -128,6 +128,18 @@ class AtomicWriter:
         for chunk in chunks:
             self.write(chunk)
 
+    def copy_from(self, src: int) -> None:
+        """Write the rest of the open file ``src``, copied by the kernel (``sendfile``, no
+        trip through this process's memory), or read and written where it cannot."""
+        try:
+            while os.sendfile(self._fd, src, None, CHUNK * 64):
+                pass
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+                raise OSError(exc.errno, exc.strerror, str(self.path)) from exc
+        self.writelines(iter(lambda: os.read(src, CHUNK), b""))
+
     def fileno(self) -> int:
         """The temp file's descriptor, for a writer that needs a real (seekable) file, e.g.
         ``open(out.fileno(), "wb", closefd=False)``; close that before the block ends."""

@@ -21,8 +21,6 @@ from mgr_agent.layout import Layout
 from mgr_agent.package import Package
 from mgr_agent.state import Installed, State
 
-COPY_CHUNK = 1024 * 1024
-
 
 def archive_name(pkg: Package) -> str:
     suffix = ".tar" if pkg.source.kind == "tar" else ".zip"
@@ -43,7 +41,7 @@ def store_archive(layout: Layout, pkg: Package) -> None:
     with AtomicWriter(dest, 0o644) as out:
         if pkg.source.kind != "dir":
             with open(pkg.source.path, "rb") as src:
-                out.writelines(iter(lambda: src.read(COPY_CHUNK), b""))
+                out.copy_from(src.fileno())
             return
         with open(out.fileno(), "wb", closefd=False) as fh, \
                 zipfile.ZipFile(fh, "w", zipfile.ZIP_DEFLATED) as zf:

@@ -23,6 +23,7 @@ import contextlib
 import errno
 import os
 import shutil
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -126,6 +127,33 @@ STAGE_WORKERS = min(4, max(2, os.cpu_count() or 2))
 PARALLEL_FROM = 256 * 1024  # bytes: a staged file this large is written on a staging thread
 
 
+class _Alongside:
+    """Steps run on a thread of their own; :meth:`join` waits for them and raises what
+    the first failing one raised."""
+
+    def __init__(self, steps: Iterable[Callable[[], None]]) -> None:
+        self.steps = list(steps)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="mga-alongside", daemon=True)
+        if self.steps:
+            self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            for step in self.steps:
+                step()
+        except BaseException as exc:  # handed to the staging thread by join()
+            self.error = exc
+
+    def join(self, *, quiet: bool = False) -> None:
+        """Wait for the steps; raise their error unless ``quiet`` (another is on its way)."""
+        if self.steps:
+            self.thread.join()
+        if self.error is not None and not quiet:
+            error, self.error = self.error, None
+            raise error
+
+
 class Transaction:
     """Applies a :class:`Plan` under a layout, journalled step by step."""
 
@@ -208,22 +236,29 @@ class Transaction:
         faults.point("after-begin")
 
     def stage(self, extra: Iterable[Callable[[], None]] = ()) -> None:
-        """Write every new file next to its target, durable on disk; nothing is visible yet."""
+        """Write every new file next to its target, durable on disk; nothing is visible yet.
+
+        The ``extra`` steps (the archive store) run on a thread alongside, so that their
+        I/O overlaps the staging's; both are complete before ``staged`` is journalled."""
+        side = _Alongside(extra)
         try:
-            for rel in self.plan.mkdirs:
-                if self.dirs.owns(rel):
-                    continue  # made inside the staged tree
-                path = self.layout.under(rel)
-                path.mkdir(mode=0o755)
-                if self.per_file_fsync:
-                    fsync_dir(path.parent)
-            self.dirs.prepare()
-            self._dir_cache = None
-            self._stage_files()
-            if self.durability == "writeback":
-                self._fsync_staged()
-            for step in extra:
-                step()
+            try:
+                for rel in self.plan.mkdirs:
+                    if self.dirs.owns(rel):
+                        continue  # made inside the staged tree
+                    path = self.layout.under(rel)
+                    path.mkdir(mode=0o755)
+                    if self.per_file_fsync:
+                        fsync_dir(path.parent)
+                self.dirs.prepare()
+                self._dir_cache = None
+                self._stage_files()
+                if self.durability == "writeback":
+                    self._fsync_staged()
+            except BaseException:
+                side.join(quiet=True)  # nothing may still be writing when the undo starts
+                raise
+            side.join()
             self.dirs.seal()
             self._sync(self._dirs())
         except OSError as exc:
@@ -240,8 +275,13 @@ class Transaction:
         filesystem's journal commits."""
         paths = [self.staged(op) for op in self.plan.ops if op.action != "remove"]
         if self.workers > 1 and len(paths) > 1:
+            def fsync_all(share: list[str]) -> None:
+                for path in share:
+                    fsync_file(path)
+
+            shares = [paths[k::self.workers] for k in range(self.workers)]  # a task per thread
             with ThreadPoolExecutor(self.workers, thread_name_prefix="mga-fsync") as pool:
-                for _ in pool.map(fsync_file, paths):
+                for _ in pool.map(fsync_all, shares):
                     pass
         else:
             for path in paths:

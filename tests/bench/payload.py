@@ -8,7 +8,10 @@ builds the same bytes):
 - about 5 % medium files, 30-200 KB (half minified JS, half PNG/font-like binaries),
 - about 0.2 % large binaries, 1-2 MB (at least one),
 
-which gives about 59 MB at 5,000 files, like TESTING.md's reference payload.
+which gives about 59 MB at 5,000 files, like TESTING.md's reference payload.  Payloads
+of fewer than 100 files have no large file, of fewer than 20 no medium one: the 1-file
+payload (one small text file, plus the sample's meta.xml and hooks) is the scaling row's
+fixed cost.
 
 Variants of one payload:
 
@@ -97,8 +100,8 @@ def _corpus(rng: random.Random, size: int = 1 << 20) -> bytes:
 def plan(n: int, seed: int = SEED) -> list[PayloadFile]:
     """The file list of an N-file payload: names, roles and sizes."""
     rng = random.Random(f"{seed}:{GENERATOR}:{n}:plan")
-    large = max(1, round(n * 0.002))
-    medium = max(1, round(n * 0.055))
+    large = max(1, round(n * 0.002)) if n >= 100 else 0
+    medium = max(1, round(n * 0.055)) if n >= 20 else 0
     kinds = ["large"] * large + ["medium"] * medium + ["small"] * (n - large - medium)
     rng.shuffle(kinds)
     per_dir = 25

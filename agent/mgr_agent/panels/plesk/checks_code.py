@@ -6,10 +6,12 @@ Rules from *Extension Structure*: /plib/scripts, Class Naming Conventions, /htdo
 from __future__ import annotations
 
 import re
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from mgr_agent.checks.base import Context, Files, find, line_of
 from mgr_agent.findings import Finding
+from mgr_agent.proc import Completed
 
 HOOKS = ("pre-install", "post-install", "pre-uninstall")
 LINT_TIMEOUT = 30.0
@@ -44,9 +46,16 @@ def check_hooks(files: Files, ctx: Context) -> list[Finding]:
         ctx.notes.append("php not found: hook syntax (php -l) not checked")
         return []
     out: list[Finding] = []
-    for rel in hooks:
-        done = ctx.runner.run([*ctx.php, "-n", "-l"], cwd=Path("/"), timeout=LINT_TIMEOUT,
-                              stdin=files.read(rel))
+    inputs = [files.read(rel) for rel in hooks]
+    php = ctx.php
+
+    def lint(data: bytes) -> Completed:
+        return ctx.runner.run([*php, "-n", "-l"], cwd=Path("/"), timeout=LINT_TIMEOUT,
+                              stdin=data)
+
+    with ThreadPoolExecutor(len(hooks), thread_name_prefix="mga-lint") as pool:
+        results = list(pool.map(lint, inputs))  # one php per hook, all at once
+    for rel, done in zip(hooks, results, strict=True):
         if done.returncode == 0:
             continue
         lines = [ln.strip() for ln in done.output.splitlines() if ln.strip() and "Errors parsing" not in ln]
