@@ -22,7 +22,7 @@ from pathlib import Path
 
 from tests.bench import payload as pl
 from tests.bench import trialfs
-from tests.bench.trials import Trials
+from tests.bench.trials import Trials, compile_agent
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -37,6 +37,7 @@ def measure(before: str, files: int, reps: int, work: Path,
     for label in ("before", "after"):
         versions[label] = Trials(trial_root / f"ab-{label}", sys.executable)
     versions["before"].env["PYTHONPATH"] = before
+    compile_agent(Path(before))
     base = Trials(trial_root / "ab-base", sys.executable)
     samples: dict[str, list[float]] = {}
 

@@ -10,6 +10,7 @@ whichever command came next.  They are deleted at the end of the run (see
 
 from __future__ import annotations
 
+import compileall
 import json
 import os
 import shutil
@@ -80,9 +81,20 @@ def dpkg_config(paths: tuple[Path, ...] = DPKG_CONFIG) -> dict[str, Any]:
 
 
 def env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MGR_AGENT_")}
+    """The commands' environment: no MGR_AGENT_ settings, and bytecode used as installed.
+
+    ``PYTHONDONTWRITEBYTECODE`` (set on some build machines) would make every start
+    compile the agent from source, which no installed agent does (pip compiles it);
+    :func:`compile_agent` compiles it once before the trials instead."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("MGR_AGENT_") and k != "PYTHONDONTWRITEBYTECODE"}
     env["LC_ALL"] = "C.UTF-8"
     return env
+
+
+def compile_agent(source: Path = REPO / "agent") -> None:
+    """Byte-compile the agent being measured, as ``pip install`` does."""
+    compileall.compile_dir(str(source), quiet=1)
 
 
 class Trials:
@@ -94,6 +106,7 @@ class Trials:
         self.python = python
         self.count = 0
         self.env = env()
+        compile_agent()
         self.last = Usage(0.0, 0, 0.0, 0.0)
         self.agent_maxrss_kib = 0  # the agent process alone, of the last agent(..., rss=True)
 
