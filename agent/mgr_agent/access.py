@@ -19,8 +19,7 @@ from mgr_agent.state import FileRow, State
 
 def interrupted_journals(layout: Layout) -> bool:
     """A journal is left: a transaction was interrupted (or is running right now)."""
-    directory = layout.journal_dir
-    return directory.is_dir() and any(directory.glob("*.log"))
+    return layout.journals_left()
 
 
 class StateAccess:

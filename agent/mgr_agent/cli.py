@@ -9,13 +9,14 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from typing import TYPE_CHECKING, TextIO
 
 from mgr_agent import __version__
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing for ``--version``
 if TYPE_CHECKING:
     import argparse
     from collections.abc import Callable
+    from typing import TextIO
 
     from mgr_agent.commands.spec import Command, Context, Record
     from mgr_agent.errors import UsageError
@@ -25,11 +26,30 @@ if TYPE_CHECKING:
 # (``--version``): every import here is paid by every start.
 
 
-def _parser(configure: list[str] | None = None) -> argparse.ArgumentParser:
+def _parser(configure: list[str] | None = None, named: list[str] | None = None
+            ) -> argparse.ArgumentParser:
+    """The parser; with ``named``, only those commands' declarations are loaded."""
     from mgr_agent import commands  # noqa: PLC0415
     from mgr_agent.commands import parser as parser_mod  # noqa: PLC0415
 
-    return parser_mod.build(commands.cli_commands(), configure=configure)
+    if named is None:
+        return parser_mod.build(commands.cli_commands(), configure=configure)
+    return parser_mod.build([commands.command(n) for n in named], configure=configure,
+                            names=commands.CLI_NAMES)
+
+
+def _named(words: list[str], names: tuple[str, ...]) -> list[str] | None:
+    """The commands a command line names (any word that is a command's name), or None
+    when the parser needs them all: no command is named, or a help option (``-h``,
+    ``-vh``, ``--he``…) comes before the first one, which prints every command's help."""
+    named = [w for w in words if w in names]
+    if not named:
+        return None
+    for word in words[:words.index(named[0])]:
+        if word.startswith("--h") or (word.startswith("-") and not word.startswith("--")
+                                      and "h" in word):
+            return None
+    return list(dict.fromkeys(named))
 
 
 class _Terminal:
@@ -80,8 +100,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from mgr_agent import commands  # noqa: PLC0415
 
-    args = _parser(configure=[w for w in words if w in commands.COMMANDS]).parse_args(words)
-    command = commands.COMMANDS[args.command]
+    named = _named(words, commands.CLI_NAMES)
+    args = _parser(configure=[w for w in words if w in commands.CLI_NAMES],
+                   named=named).parse_args(words)
+    command = commands.command(args.command)
     try:
         problem = _root_problem(args)
         if problem is not None and command.options == "root":  # the daemon: no result document
@@ -108,21 +130,30 @@ def _context(args: argparse.Namespace, term: _Terminal) -> Context:
                    as_json=getattr(args, "json", False), verbose=getattr(args, "verbose", 0) or 0)
 
 
-def _run(command: Command, args: argparse.Namespace) -> int:
+def _logging(verbose: bool) -> None:
+    """Log records on stderr: warnings and errors, and with ``-v`` debug and tracebacks."""
     import logging  # noqa: PLC0415
 
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
+                        format="%(levelname)s %(message)s", stream=sys.stderr)
+
+
+def _run(command: Command, args: argparse.Namespace) -> int:
     from mgr_agent import commands, signals  # noqa: PLC0415
     from mgr_agent.commands.spec import Args  # noqa: PLC0415
 
     as_json: bool = getattr(args, "json", False)
+    verbose = bool(getattr(args, "verbose", 0))
     term = _Terminal(sys.stderr, enabled=not as_json)
+    ctx = _context(args, term)
     if command.options != "root":  # the daemon sets up its own logging and signals
-        logging.basicConfig(level=logging.DEBUG if getattr(args, "verbose", 0) else logging.WARNING,
-                            format="%(levelname)s %(message)s", stream=sys.stderr)
+        if command.light and not verbose:  # nothing logs before the engine, if it comes
+            ctx.before_engine = lambda: _logging(verbose)
+        else:
+            _logging(verbose)
         signals.install_handlers()
     values, sent = commands.values_of(command, args)
     given = Args(values)
-    ctx = _context(args, term)
     if command.stream is not None:
         ctx.show = _printer(as_json, sys.stdout)
         try:
@@ -148,9 +179,9 @@ def _run(command: Command, args: argparse.Namespace) -> int:
 def _printer(as_json: bool, out: TextIO) -> Callable[[Record], None]:
     """Records one a line, as JSON or text (coloured on a terminal), each flushed at once
     (``logs -f`` shows a record when it comes)."""
-    import json  # noqa: PLC0415
-
     colour = not as_json and out.isatty() and "NO_COLOR" not in os.environ
+    if as_json:
+        import json  # noqa: PLC0415
 
     def show(record: Record) -> None:
         out.write((json.dumps(record.to_json(), ensure_ascii=False) if as_json
@@ -201,8 +232,8 @@ def _emit(command: Command, result: Result, args: argparse.Namespace,
         doc = result.to_json()
         if command.json_data and result.error is None:
             doc.setdefault("data", result.data)
-        json.dump(doc, sys.stdout, indent=None, sort_keys=False, default=str)
-        sys.stdout.write("\n")
+        # dumps, not dump: one call of the C encoder instead of a write per token
+        sys.stdout.write(json.dumps(doc, indent=None, sort_keys=False, default=str) + "\n")
     else:
         from mgr_agent import commands  # noqa: PLC0415
 

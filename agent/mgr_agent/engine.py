@@ -9,7 +9,6 @@ read-only commands.
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import time
 from collections.abc import Iterator
@@ -250,7 +249,7 @@ class Engine:
              stop: threading.Event | None = None) -> Iterator[LogRecord]:
         """``mgr-agent logs``: the panel log's records (``plugin``: only those naming it)."""
         if plugin:
-            query = dataclasses.replace(query, plugin_names=frozenset(self.plugin_log_names(plugin)))
+            query = query._replace(plugin_names=frozenset(self.plugin_log_names(plugin)))
         return serving(self.panels, "logs").log(query, stop=stop)
 
     def call(self, func: str, params: dict[str, str], *, user: str, lang: str,

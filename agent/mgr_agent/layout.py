@@ -5,18 +5,43 @@ A ``Layout`` is passed to whatever needs a path; there are no module-level paths
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 MGR_REL = "usr/local/mgr5"
 PSA_REL = "usr/local/psa"
 
 
-@dataclass(frozen=True)
 class Layout:
-    """Paths under ``root`` (``/`` on a server, a temp dir in tests and the demo)."""
+    """Paths under ``root`` (``/`` on a server, a temp dir in tests and the demo).
 
+    An immutable value, equal to any other ``Layout`` of the same root.  (A plain class:
+    as a ``dataclass`` it cost every command's start the import of ``dataclasses``.)"""
+
+    __slots__ = ("root",)
     root: Path
+
+    def __init__(self, root: Path) -> None:
+        object.__setattr__(self, "root", root)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"cannot assign to field {name!r}: a Layout does not change")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"cannot delete field {name!r}: a Layout does not change")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self.root == other.root
+
+    def __hash__(self) -> int:
+        return hash((self.root,))
+
+    def __repr__(self) -> str:
+        return f"Layout(root={self.root!r})"
+
+    def __reduce__(self) -> tuple[type[Layout], tuple[Path]]:
+        return (Layout, (self.root,))
 
     @classmethod
     def at(cls, root: str | Path) -> Layout:
@@ -46,6 +71,11 @@ class Layout:
     @property
     def journal_dir(self) -> Path:
         return self.state_dir / "journal"
+
+    def journals_left(self) -> bool:
+        """A transaction journal is left: one was interrupted (or is running right now)."""
+        directory = self.journal_dir
+        return directory.is_dir() and any(directory.glob("*.log"))
 
     @property
     def archives_dir(self) -> Path:

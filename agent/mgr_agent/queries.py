@@ -48,11 +48,7 @@ def same_archive(state: State, digest: str, panel: str | None) -> Result | None:
 
 
 def listing(state: State) -> Result:
-    counts = state.file_counts()
-    rows = [{"name": pkg.name, "panel": pkg.panel, "version": pkg.label,
-             "installed_at": pkg.installed_at,
-             "files": counts.get((pkg.panel, pkg.name), 0)} for pkg in state.packages()]
-    return Result(action="listed", data=rows)
+    return Result(action="listed", data=state.listing())
 
 
 def info(ctx: EngineContext, state: State, name: str, panel: str | None) -> Result:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from mgr_agent.errors import AgentError, Interrupted, NotAuthorised
@@ -18,23 +16,46 @@ shape (a TypedDict in ``mgr_agent/commands/``: ``Command.shape``); its renderer 
 shape and ``--json`` writes it."""
 
 
-@dataclass
-class Result:
-    """The outcome of one command; ``to_json`` is the ``--json`` document."""
+_FIELDS = ("action", "changed", "name", "panel", "version", "previous_version", "warnings",
+           "hooks", "tx", "plan", "notes", "data", "error")
 
-    action: str
-    changed: bool = False
-    name: str | None = None
-    panel: str | None = None
-    version: str | None = None
-    previous_version: str | None = None
-    warnings: list[str] = field(default_factory=list)
-    hooks: list[dict[str, Any]] = field(default_factory=list)
-    tx: str | None = None
-    plan: dict[str, Any] | None = None
-    notes: list[str] = field(default_factory=list)
-    data: Data | None = None
-    error: AgentError | None = None
+
+class Result:
+    """The outcome of one command; ``to_json`` is the ``--json`` document.  (A plain class
+    with a dataclass's constructor, equality and repr: ``list`` starts without importing
+    ``dataclasses``.)"""
+
+    __slots__ = _FIELDS
+
+    def __init__(self, action: str, changed: bool = False, name: str | None = None,
+                 panel: str | None = None, version: str | None = None,
+                 previous_version: str | None = None, warnings: list[str] | None = None,
+                 hooks: list[dict[str, Any]] | None = None, tx: str | None = None,
+                 plan: dict[str, Any] | None = None, notes: list[str] | None = None,
+                 data: Data | None = None, error: AgentError | None = None) -> None:
+        self.action = action
+        self.changed = changed
+        self.name = name
+        self.panel = panel
+        self.version = version
+        self.previous_version = previous_version
+        self.warnings: list[str] = [] if warnings is None else warnings
+        self.hooks: list[dict[str, Any]] = [] if hooks is None else hooks
+        self.tx = tx
+        self.plan = plan
+        self.notes: list[str] = [] if notes is None else notes
+        self.data = data
+        self.error = error
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return all(getattr(self, f) == getattr(other, f) for f in _FIELDS)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as the dataclass was
+
+    def __repr__(self) -> str:
+        return "Result(" + ", ".join(f"{f}={getattr(self, f)!r}" for f in _FIELDS) + ")"
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -72,6 +93,8 @@ def failure(exc: BaseException, command: str, *, name: str | None = None, panel:
     SIGINT becomes ``interrupted``; a non-root user denied the state (root:mgr-agent 0750)
     is told so; anything else is an ``internal-error`` whose traceback goes to the log
     (the journal in the daemon, ``-v`` in the CLI)."""
+    import logging  # noqa: PLC0415 - a quick read (``list``) starts without it
+
     log = logging.getLogger("mgr_agent.daemon" if in_daemon else "mgr_agent")
     if isinstance(exc, AgentError):
         log.debug("error", exc_info=exc)

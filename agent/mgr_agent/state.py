@@ -16,12 +16,28 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mgr_agent.errors import AgentError, PreflightFailed, StateCorrupt
-from mgr_agent.fsutil import makedirs_private
+
+if TYPE_CHECKING:
+    from mgr_agent.staterows import Commit as Commit  # noqa: PLC0414
+    from mgr_agent.staterows import FileRow as FileRow  # noqa: PLC0414
+    from mgr_agent.staterows import Installed as Installed  # noqa: PLC0414
+    from mgr_agent.staterows import RetainedVersion as RetainedVersion  # noqa: PLC0414
+
+_ROWS = ("Commit", "FileRow", "Installed", "RetainedVersion")
+
+
+def __getattr__(name: str) -> object:
+    """The row types (``mgr_agent.staterows``) at their first use: ``list`` and ``history``
+    read rows as plain tuples and start without ``dataclasses``."""
+    if name in _ROWS:
+        from mgr_agent import staterows  # noqa: PLC0415
+
+        return getattr(staterows, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 SQLITE_CORRUPT, SQLITE_FULL, SQLITE_NOTADB = 11, 13, 26
 
@@ -49,75 +65,16 @@ CREATE TABLE IF NOT EXISTS history (
     detail TEXT NOT NULL DEFAULT '{}');
 """
 
-
-@dataclass(frozen=True)
-class Installed:
-    panel: str
-    name: str
-    version: str
-    release: str
-    content_hash: str
-    archive: str
-    installed_at: float
-    tx: str
-    meta: dict[str, Any]
-    archive_sha: str = ""
-
-    @property
-    def label(self) -> str:
-        return f"{self.version}-{self.release}" if self.release else self.version
-
-
-@dataclass(frozen=True)
-class FileRow:
-    """One file of a manifest.  ``crc32`` is the zip entry's CRC-32 (None from tar and
-    directory sources, and in rows written before it was kept); ``ino`` and ``mtime_ns``
-    are the on-disk file's as the agent left it (0: unknown), so that an unmodified file
-    is recognised without reading it."""
-
-    path: str
-    sha256: str
-    size: int
-    mode: int
-    kind: str
-    crc32: int | None = None
-    ino: int = 0
-    mtime_ns: int = 0
-
-
-@dataclass(frozen=True)
-class RetainedVersion:
-    """A row of the ``kept`` table: an earlier version available for rollback."""
-
-    panel: str
-    name: str
-    version: str
-    release: str
-    content_hash: str
-    archive: str
-    retained_at: float  # column kept_at
-    tx: str
-
-
-@dataclass
-class Commit:
-    """Everything a committed transaction writes, applied atomically."""
-
-    tx: str
-    panel: str
-    name: str
-    package: Installed | None
-    files: list[tuple[str, FileRow]]
-    dirs: list[str]
-    diversions_add: dict[str, str]
-    diversions_drop: list[str]
-    retain_previous: RetainedVersion | None
-    """The version being replaced, retained for rollback."""
-    drop_retained_hash: str | None
-    """A retained version with this content hash is dropped (it is the one installed now)."""
-    retain_versions: int
-    """How many retained versions to leave (``[state] keep_versions``)."""
-    history: dict[str, Any]
+_CURRENT = {(t, c) for t, cs in (
+    ("packages", "panel name version release content_hash archive installed_at tx meta archive_sha"),
+    ("files", "path panel name sha256 size mode kind crc32 ino mtime_ns"),
+    ("dirs", "path panel name"), ("diversions", "path panel name stored"),
+    ("kept", "panel name version release content_hash archive kept_at tx"),
+    ("history", "tx op panel name from_version to_version started ended status action detail"),
+    ("index", "files_pkg"),
+) for c in cs.split()}
+"""Every table, column and index of ``SCHEMA`` (and its migrations): a database without
+one of them is opened the ordinary way, which adds it."""
 
 
 class State:
@@ -126,6 +83,8 @@ class State:
     def __init__(self, path: Path | None) -> None:
         """Open (creating) the database at ``path``; None gives an empty in-memory one."""
         if path is not None:
+            from mgr_agent.fsutil import makedirs_private  # noqa: PLC0415 - not for reads
+
             makedirs_private(path.parent)
         try:
             self.db = sqlite3.connect(path or ":memory:", timeout=30, isolation_level=None)
@@ -200,8 +159,20 @@ class State:
         rows = self.db.execute("SELECT panel, name, version, release, content_hash, archive, "
                                "installed_at, tx, meta, archive_sha FROM packages "
                                "ORDER BY panel, name").fetchall()
+        from mgr_agent.staterows import Installed  # noqa: PLC0415
+
         return [Installed(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], json.loads(r[8]), r[9])
                 for r in rows]
+
+    def listing(self) -> list[dict[str, Any]]:
+        """``list``'s rows: each installed package, its label and its number of files."""
+        counts = self.file_counts()
+        rows = self.db.execute("SELECT panel, name, version, release, installed_at FROM packages "
+                               "ORDER BY panel, name")
+        return [{"name": name, "panel": panel,
+                 "version": f"{version}-{release}" if release else version,
+                 "installed_at": installed_at, "files": counts.get((panel, name), 0)}
+                for panel, name, version, release, installed_at in rows]
 
     def by_archive(self, sha256: str) -> Installed | None:
         """The installed package that came from an archive with this sha256, if any."""
@@ -219,6 +190,8 @@ class State:
             "SELECT path, sha256, size, mode, kind, crc32, ino, mtime_ns FROM files "
             "WHERE panel=? AND name=?", (panel, name)
         )
+        from mgr_agent.staterows import FileRow  # noqa: PLC0415
+
         return {r[0]: FileRow(*r) for r in rows}
 
     def owners(self, paths: list[str]) -> dict[str, tuple[str, str]]:
@@ -249,6 +222,8 @@ class State:
         rows = self.db.execute(
             "SELECT * FROM kept WHERE panel=? AND name=? ORDER BY kept_at DESC", (panel, name)
         )
+        from mgr_agent.staterows import RetainedVersion  # noqa: PLC0415
+
         return [RetainedVersion(*r) for r in rows]
 
     def referenced_archives(self) -> set[str]:
@@ -343,3 +318,32 @@ class State:
             "DELETE FROM kept WHERE panel=? AND name=? AND rowid NOT IN ("
             "SELECT rowid FROM kept WHERE panel=? AND name=? ORDER BY kept_at DESC LIMIT ?)",
             (panel, name, panel, name, commit.retain_versions))
+
+
+def open_read_only(path: Path) -> State | None:
+    """The database at ``path`` opened read-only, for a read (``list``, ``history``): no
+    directory made, no schema run, no pragma.  None when it must be opened the ordinary
+    way (``State(path)``): it is missing, it cannot be read as it is (a hot journal to roll
+    back, damage), or an earlier agent wrote it and it is due a migration."""
+    from urllib.parse import quote  # noqa: PLC0415 - loaded with pathlib anyway
+
+    if not path.is_file():
+        return None
+    try:
+        db = sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True, timeout=30,
+                             isolation_level=None)
+    except sqlite3.Error:
+        return None
+    try:
+        columns = {(r[0], r[1]) for r in db.execute(
+            "SELECT m.name, p.name FROM sqlite_master AS m, pragma_table_info(m.name) AS p "
+            "WHERE m.type = 'table' UNION SELECT 'index', name FROM sqlite_master "
+            "WHERE type = 'index'")}
+    except sqlite3.Error:
+        columns = set()
+    if not columns >= _CURRENT:
+        db.close()
+        return None
+    state = State.__new__(State)
+    state.db, state.path = db, path
+    return state

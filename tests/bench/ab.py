@@ -7,6 +7,9 @@ with this checkout; both alternate within each repetition (the order rotated), b
 ``unzip`` and ``dpkg`` of the same payload.  Prints the ratios of the rows a transaction
 change affects (fresh install, upgrade, 1 % upgrade, automatic rollback, manual rollback,
 uninstall) as JSON.  Not a test: nothing fails on timing.
+
+As in ``make bench``, the trials run on a journaled ext4 image (``--fs image``, the
+default, as root; see ``tests.bench.trialfs``) and dpkg runs with ``--no-force-unsafe-io``.
 """
 
 from __future__ import annotations
@@ -18,20 +21,24 @@ import sys
 from pathlib import Path
 
 from tests.bench import payload as pl
-from tests.bench.trials import Trials
+from tests.bench import trialfs
+from tests.bench.trials import Trials, compile_agent
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def measure(before: str, files: int, reps: int, work: Path) -> dict[str, object]:
+def measure(before: str, files: int, reps: int, work: Path,
+            trial_root: Path | None = None) -> dict[str, object]:
     payloads = pl.Payloads(work / "payloads")
+    trial_root = trial_root or work
     zips = {v: payloads.zip("plesk", files, v) for v in pl.VARIANTS}
     debs = {v: payloads.deb("plesk", files, v) for v in ("v1", "v2")}
     versions: dict[str, Trials] = {}
     for label in ("before", "after"):
-        versions[label] = Trials(work / f"ab-{label}", sys.executable)
+        versions[label] = Trials(trial_root / f"ab-{label}", sys.executable)
     versions["before"].env["PYTHONPATH"] = before
-    base = Trials(work / "ab-base", sys.executable)
+    compile_agent(Path(before))
+    base = Trials(trial_root / "ab-base", sys.executable)
     samples: dict[str, list[float]] = {}
 
     def rec(key: str, value: float) -> None:
@@ -87,8 +94,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--files", type=int, default=5_000)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--work", type=Path, default=RESULTS / "work")
+    parser.add_argument("--fs", choices=("image", "here"), default="image",
+                        help="the trials on a journaled ext4 image in --work (as root), or in --work itself")
+    parser.add_argument("--fs-size", type=float, default=8.0, metavar="GIB")
     args = parser.parse_args(argv)
-    print(json.dumps(measure(args.before, args.files, args.reps, args.work), indent=1))
+    work = args.work.absolute()
+    with trialfs.TrialFilesystem(work, args.fs, int(args.fs_size * trialfs.GIB), name="ab-trialfs") as fs:
+        out = measure(args.before, args.files, args.reps, work, fs.root)
+        out["trial_filesystem"] = fs.info
+    print(json.dumps(out, indent=1))
     return 0
 
 

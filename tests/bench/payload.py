@@ -8,7 +8,10 @@ builds the same bytes):
 - about 5 % medium files, 30-200 KB (half minified JS, half PNG/font-like binaries),
 - about 0.2 % large binaries, 1-2 MB (at least one),
 
-which gives about 59 MB at 5,000 files, like TESTING.md's reference payload.
+which gives about 59 MB at 5,000 files, like TESTING.md's reference payload.  Payloads
+of fewer than 100 files have no large file, of fewer than 20 no medium one: the 1-file
+payload (one small text file, plus the sample's meta.xml and hooks) is the scaling row's
+fixed cost.
 
 Variants of one payload:
 
@@ -18,8 +21,10 @@ Variants of one payload:
 - ``v2fail``  version 2.0 with every file changed and a post-install hook that fails.
 
 The .deb holds exactly the files mgr-agent installs, at the same root-relative paths
-(the mapping is read from the agent itself, ``mgr_agent.package.load``), with no
-maintainer scripts.
+(the mapping is read from the agent itself, ``mgr_agent.package.load``), and runs the
+package's own hooks as its maintainer scripts (pre-install as ``preinst``, post-install
+as ``postinst``, pre-uninstall as ``prerm``; Plesk's PHP hooks under ``#!/usr/bin/php``),
+so that both installers run the same processes.
 """
 
 from __future__ import annotations
@@ -97,8 +102,8 @@ def _corpus(rng: random.Random, size: int = 1 << 20) -> bytes:
 def plan(n: int, seed: int = SEED) -> list[PayloadFile]:
     """The file list of an N-file payload: names, roles and sizes."""
     rng = random.Random(f"{seed}:{GENERATOR}:{n}:plan")
-    large = max(1, round(n * 0.002))
-    medium = max(1, round(n * 0.055))
+    large = max(1, round(n * 0.002)) if n >= 100 else 0
+    medium = max(1, round(n * 0.055)) if n >= 20 else 0
     kinds = ["large"] * large + ["medium"] * medium + ["small"] * (n - large - medium)
     rng.shuffle(kinds)
     per_dir = 25
@@ -225,6 +230,27 @@ def installed_paths(zip_path: Path) -> dict[str, tuple[str, int]]:
         pkg.close()
 
 
+DEB_GENERATION = 2  # bump when the .deb's make-up changes (2: the hooks as maintainer scripts)
+DEB_SCRIPTS = {"pre-install": "preinst", "post-install": "postinst", "pre-uninstall": "prerm"}
+
+
+def maintainer_scripts(panel: str, hooks: dict[str, bytes]) -> dict[str, bytes]:
+    """The package's hooks (entry name -> bytes) as dpkg maintainer scripts: Plesk's
+    ``plib/scripts/HOOK.php`` run by php (a ``#!`` line before ``<?php`` is allowed in
+    the CLI), ispmanager's ``scripts/HOOK`` as they are (shell, with their own ``#!``)."""
+    out: dict[str, bytes] = {}
+    for hook, script in DEB_SCRIPTS.items():
+        if panel == "plesk":
+            data = hooks.get(f"plib/scripts/{hook}.php")
+            if data is not None:
+                out[script] = b"#!/usr/bin/php -n\n" + data
+        else:
+            data = hooks.get(f"scripts/{hook}")
+            if data is not None:
+                out[script] = data
+    return out
+
+
 def deb_name(panel: str) -> str:
     return PLESK_EXT if panel == "plesk" else ISP_PLUGIN
 
@@ -241,6 +267,11 @@ def write_deb(zip_path: Path, panel: str, variant: str, dest: Path) -> Path:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(zf.read(entry))
             path.chmod(mode)
+    with zipfile.ZipFile(zip_path) as zf:
+        for script, data in maintainer_scripts(panel, {n: zf.read(n) for n in zf.namelist()
+                                                       if "/scripts/" in f"/{n}"}).items():
+            (stage / "DEBIAN" / script).write_bytes(data)
+            (stage / "DEBIAN" / script).chmod(0o755)
     version = _VERSIONS[variant] + "-1"
     (stage / "DEBIAN/control").write_text(
         f"Package: {deb_name(panel)}\nVersion: {version}\nArchitecture: all\n"
@@ -282,7 +313,7 @@ class Payloads:
 
     def deb(self, panel: str, n: int, variant: str) -> Path:
         path = self.cache / f"{panel}-{n}-{variant}.deb"
-        key = {"generator": GENERATOR, "seed": self.seed, "kind": "deb",
+        key = {"generator": GENERATOR, "seed": self.seed, "kind": "deb", "scripts": DEB_GENERATION,
                "base": base_digest(panel, variant)}
         if not self._stamp_ok(path, key):
             write_deb(self.zip(panel, n, variant), panel, variant, path)

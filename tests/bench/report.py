@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from tests.bench import trialfs
+
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATE = Path(__file__).with_name("performance_template.md")
 Samples = dict[str, list[float]]
@@ -101,53 +103,66 @@ def over_row(key: str, case: str, target_ms: float, samples: Samples, base: str,
 
 
 def rss_row(key: str, case: str, target_mb: float, samples: Samples, install: str, upgrade: str) -> Row:
-    """Peak RSS (``wait4``'s ``ru_maxrss``) of the install; the upgrade's in the note."""
+    """Peak RSS of the agent process alone during the install (``install``: its own
+    ``getrusage(RUSAGE_SELF)`` at exit, see ``tests.bench.agent_rss``), the largest of the
+    repetitions.  The note gives the upgrade's, and both as ``wait4`` sees the whole command
+    (``install-wait4``, ``upgrade-wait4``: the agent or a hook it waited for, the larger)."""
     row = Row(key, case, "—", f"≤ {target_mb:g} MB", unit="MB", target_value=target_mb)
-    row.samples = {"install": samples.get(install, []), "upgrade": samples.get(upgrade, [])}
-    row.value = max(samples.get(install) or [0.0]) if samples.get(install) else None
-    up = max(samples.get(upgrade) or [0.0]) if samples.get(upgrade) else None
-    row.note = ("the largest of the repetitions (the agent process or a hook it waited for); "
-                f"upgrade, every file changed: {_mb(up)}")
+
+    def peak(name: str) -> float | None:
+        return max(samples[name]) if samples.get(name) else None
+
+    row.samples = {"install": samples.get(install, []), "upgrade": samples.get(upgrade, []),
+                   "install-wait4": samples.get(install + "-wait4", []),
+                   "upgrade-wait4": samples.get(upgrade + "-wait4", [])}
+    row.value = peak(install)
+    row.note = ("the agent process alone, the largest of the repetitions; with the hooks it waited "
+                f"for (`wait4` of the command): {_mb(peak(install + '-wait4'))}; upgrade, every file "
+                f"changed: {_mb(peak(upgrade))} alone, {_mb(peak(upgrade + '-wait4'))} with its hooks")
     _judge(row)
     return row
 
 
-def fit(points: list[tuple[int, float]]) -> tuple[float, float] | None:
-    """Least squares ``time = fixed + per_file * files``; (fixed, per_file) in seconds."""
-    if len(points) < 2:
-        return None
-    xs, ys = [float(x) for x, _ in points], [y for _, y in points]
-    slope, intercept = statistics.linear_regression(xs, ys)
-    return intercept, slope
+def _point(values: list[float], files: int) -> dict[str, float]:
+    return {"files": files, "median": statistics.median(values), "min": min(values), "max": max(values),
+            "reps": len(values)}
 
 
-def scaling_series(samples: Samples, files: dict[int, int]) -> dict[str, Any]:
-    """Time per file at each payload size for the agent, unzip and dpkg, and the agent's fit."""
+def scaling_series(samples: Samples, files: dict[int, int], fixed: str | None = None,
+                   fixed_files: int | None = None) -> dict[str, Any]:
+    """Time per file at each payload size for the agent, unzip and dpkg; the agent's fixed
+    cost (the ``fixed`` measure: a fresh install of ``fixed_files`` files) and its time per
+    file without it, ``(median - fixed) / (files - fixed_files)``."""
     series: dict[str, dict[str, dict[str, float]]] = {}
     for tool, name in (("agent", "agent-install"), ("unzip", "unzip"), ("dpkg", "dpkg-install")):
         points: dict[str, dict[str, float]] = {}
         for n in sorted(files):
             values = samples.get(f"plesk-{n}/{name}")
             if values:
-                points[str(n)] = {"files": files[n], "median": statistics.median(values),
-                                  "min": min(values), "max": max(values), "reps": len(values)}
+                points[str(n)] = _point(values, files[n])
         if points:
             series[tool] = points
-    agent = series.get("agent", {})
-    line = fit([(int(p["files"]), p["median"]) for p in agent.values()])
-    return {"sizes": sorted(files), "series": series,
-            "fit": None if line is None else {"fixed": line[0], "per_file": line[1]}}
+    out: dict[str, Any] = {"sizes": sorted(files), "series": series, "fixed": None, "per_file": {}}
+    values = samples.get(fixed) if fixed else None
+    if values and fixed_files is not None:
+        out["fixed"] = _point(values, fixed_files)
+        out["per_file"] = {n: (p["median"] - out["fixed"]["median"]) / (p["files"] - fixed_files)
+                           for n, p in series.get("agent", {}).items() if p["files"] > fixed_files}
+    return out
 
 
-def scaling_row(samples: Samples, files: dict[int, int], measure: str, target: float = 1.5) -> Row:
+def scaling_row(samples: Samples, files: dict[int, int], measure: str, fixed: str, fixed_files: int,
+                target: float = 1.5) -> Row:
     """Time per file of fresh installs at each size, without the fixed cost.
 
-    The fixed cost (interpreter start, imports, hooks, lock, journal: what every install
-    pays once) comes from the least-squares line ``time = fixed + per_file * files``
-    through the medians; the row is max / min of ``(median - fixed) / files``, which
-    stays at 1.0 when the cost of a file does not depend on how many there are.  Two
-    sizes fit a line exactly, so the row needs three.  The note also gives the time per
-    file with the fixed cost in (``median ÷ files``) and its spread.
+    The fixed cost (interpreter start, imports, the two hooks, lock, journal: what every
+    install pays once, whatever its size) is measured directly: ``fixed`` is a fresh
+    install of the same kind of package with a single payload file (``fixed_files`` files
+    with its meta.xml and hooks), run in every repetition beside the sizes.  The time per
+    file at size N is ``(median(N) - median(fixed)) / (files(N) - fixed_files)``, the cost
+    of each file the bigger package adds; the row is max / min of those, which stays at 1.0
+    when the cost of a file does not depend on how many there are.  The note also gives the
+    time per file with the fixed cost in (``median ÷ files``) and its spread.
     """
     sizes = sorted(files)
     case = "time per file, " + " → ".join(f"{n:,}" for n in sizes) + " files (fresh install)"
@@ -156,28 +171,31 @@ def scaling_row(samples: Samples, files: dict[int, int], measure: str, target: f
     medians: dict[int, float] = {}
     for n in sizes:
         m = median(samples.get(measure.format(n=n)))
-        if m is not None:
+        if m is not None and files[n] > fixed_files:
             medians[n] = m
             row.samples[str(n)] = samples[measure.format(n=n)]
     raw = {n: m / files[n] for n, m in medians.items()}
-    row.note = "per file with the fixed cost: " + ", ".join(
+    with_fixed = "per file with the fixed cost: " + ", ".join(
         f"{n:,}: {v * 1000:.3f} ms" for n, v in raw.items())
     if len(raw) >= 2:
-        row.note += f" (spread {max(raw.values()) / min(raw.values()):.2f}×)"
-    line = fit([(files[n], m) for n, m in medians.items()])
-    if line is None:
+        with_fixed += f" (spread {max(raw.values()) / min(raw.values()):.2f}×)"
+    row.note = with_fixed
+    t_fixed = median(samples.get(fixed))
+    row.agent_median = t_fixed
+    if samples.get(fixed):
+        row.samples["fixed"] = samples[fixed]
+    if len(medians) < 2:
         row.status = "skipped: one size only"
         return row
-    fixed, per_file = line
-    adjusted = {n: (m - fixed) / files[n] for n, m in medians.items()}
-    row.agent_median = fixed
-    row.note = (f"fit: fixed cost {fixed * 1000:.0f} ms + {per_file * 1000:.3f} ms per file; "
-                "per file without the fixed cost: "
-                + ", ".join(f"{n:,}: {v * 1000:.3f} ms" for n, v in adjusted.items())
-                + "; " + row.note)
-    if len(medians) < 3:
-        row.status = "skipped: needs three sizes"
+    if t_fixed is None:
+        row.status = "skipped: no fixed-cost measurement"
         return row
+    adjusted = {n: (m - t_fixed) / (files[n] - fixed_files) for n, m in medians.items()}
+    row.note = (f"fixed cost {fmt_time(t_fixed)} (a fresh install of the same kind of package with "
+                f"one payload file: {fixed_files} files with its meta.xml and hooks); per file without "
+                "it, (median − fixed) ÷ the files added: "
+                + ", ".join(f"{n:,}: {v * 1000:.3f} ms" for n, v in adjusted.items())
+                + "; " + with_fixed)
     if min(adjusted.values()) <= 0:
         row.status = "missed"
         row.note += "; a size took no more than the fixed cost"
@@ -313,13 +331,14 @@ def plot(scaling: dict[str, Any], dest: Path) -> None:
         low = [m - p["min"] / p["files"] * 1000 for m, p in zip(med, points.values(), strict=True)]
         high = [p["max"] / p["files"] * 1000 - m for m, p in zip(med, points.values(), strict=True)]
         ax.errorbar(xs, med, yerr=[low, high], label=label, color=color, marker=marker, capsize=3)
-    line = scaling.get("fit")
-    agent = scaling.get("series", {}).get("agent")
-    if line and agent:
-        xs = [int(p["files"]) for p in agent.values()]
-        adjusted = [(p["median"] - line["fixed"]) / p["files"] * 1000 for p in agent.values()]
-        ax.plot(xs, adjusted, color="tab:blue", linestyle="--", marker="o", markerfacecolor="none",
-                label=f"mgr-agent without its fixed cost ({line['fixed'] * 1000:.0f} ms)")
+    fixed = scaling.get("fixed")
+    agent = scaling.get("series", {}).get("agent", {})
+    per_file = scaling.get("per_file", {})
+    if fixed and per_file:
+        xs = [int(agent[n]["files"]) for n in per_file]
+        ax.plot(xs, [v * 1000 for v in per_file.values()], color="tab:blue", linestyle="--", marker="o",
+                markerfacecolor="none",
+                label=f"mgr-agent without its fixed cost ({fmt_time(fixed['median'])}, measured)")
     ax.set_xscale("log")
     sizes = sorted({int(p["files"]) for points in scaling.get("series", {}).values()
                     for p in points.values()})
@@ -354,7 +373,8 @@ def _settings(doc: dict[str, Any]) -> str:
         + (f"; took {st['wall_seconds'] / 60:.1f} min" if st.get("wall_seconds") else ""),
         f"- machine: {m['platform']}, {m['cpus']} CPUs, {m.get('memory', '?')} RAM, load "
         f"{', '.join(f'{x:.1f}' for x in m.get('load_at_start', []))} at the start; "
-        f"filesystem {m['filesystem']}",
+        f"work directory's filesystem {m['filesystem']}",
+        *_trial_lines(m),
         f"- Python {m['python']}, {m['dpkg']}, {m['unzip']}",
         f"- mgr-agent {agent['version']}, default durability `{agent['durability_default']}`, "
         f"modes accepted: {', '.join(f'`{x}`' for x in agent.get('durability_modes', []))}",
@@ -363,6 +383,21 @@ def _settings(doc: dict[str, Any]) -> str:
         f"{dirty.get('dirty_expire_centisecs', '?')}",
         *(f"- note: {note}" for note in doc.get("notes", [])),
     ])
+
+
+def _trial_lines(m: dict[str, Any]) -> list[str]:
+    """Where the trials ran, and what dpkg's configuration forces and the bench overrides."""
+    lines = []
+    trial = m.get("trial_filesystem")
+    if trial:
+        lines.append(f"- trial roots on: {trialfs.summary(trial)}")
+    dpkg = m.get("dpkg_config")
+    if dpkg:
+        forces = "; ".join(f"`{', '.join(opts)}` in {path}" for path, opts in dpkg["config_forces"].items())
+        lines.append(f"- dpkg configuration forces: {forces or 'nothing'}; the bench passes "
+                     + ", ".join(f"`{flag}`" for flag in dpkg["bench_overrides"])
+                     + " (dpkg fsyncs every file before its rename, as a stock Debian server's does)")
+    return lines
 
 
 def _summary(rows: list[Row]) -> str:
@@ -379,15 +414,17 @@ def render(doc: dict[str, Any], plot_name: str, source: str, template: str | Non
     rows = [Row.from_dict(r) for r in doc["rows"]]
     durability = doc.get("durability", {})
     scaling = doc.get("scaling", {})
-    line = scaling.get("fit") or {}
+    fixed = scaling.get("fixed") or {}
+    per_file = scaling.get("per_file") or {}
     values = {
         "settings": _settings(doc),
         "summary": _summary(rows),
         "table": markdown(rows),
         "durability_table": durability_markdown(durability),
         "plot": f"![time per file against payload size]({plot_name})",
-        "fixed_cost": fmt_time(line.get("fixed")),
-        "per_file": f"{line['per_file'] * 1000:.3f} ms" if line else "—",
+        "fixed_cost": fmt_time(fixed.get("median")),
+        "fixed_files": f"{fixed['files']:,}" if fixed else "—",
+        "per_file": ", ".join(f"{v * 1000:.3f} ms at {int(n):,}" for n, v in per_file.items()) or "—",
         "writer_rate": f"{durability.get('writer_rate_mb', 0):g}",
         "backlog": f"{durability.get('backlog_seconds', 0):g}",
         "live_reps": f"{durability.get('reps', 0)} round{'s' if durability.get('reps') != 1 else ''}",

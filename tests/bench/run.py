@@ -1,10 +1,13 @@
 """``make bench``: mgr-agent against unzip and dpkg on the same payloads, side by side.
 
     python -m tests.bench.run [--sizes 500,5000,20000] [--reps 5] [--quick] [--json-out PATH]
+                              [--fs image|here]
 
-Each repetition runs every group of commands being compared one after the other, in an
-order rotated from one repetition to the next (A B, then B A), so that neither side
-always runs first.  Rows report medians and ratios against the targets of issue 13;
+The trials run on a journaled ext4 image made for the run (``tests.bench.trialfs``; as
+root), dpkg with ``--no-force-unsafe-io`` (``tests.bench.trials``).  Each repetition
+runs every group of commands being compared one after the other, in an order rotated
+from one repetition to the next (A B, then B A), so that neither side always runs
+first.  Rows report medians and ratios against the targets of issue 13;
 then the live-server phase installs in every durability mode, and with dpkg, while a
 background writer dirties the same filesystem.  Nothing here fails on timing: a missed
 target is reported, not raised.  ``python -m tests.bench.report`` turns the JSON into
@@ -20,6 +23,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -37,9 +41,9 @@ from mgr_agent.config import Config
 from mgr_agent.engine import Engine
 from mgr_agent.errors import UsageError
 from mgr_agent.layout import Layout
-from tests.bench import live, logs_bench, report
+from tests.bench import live, logs_bench, report, trialfs
 from tests.bench import payload as pl
-from tests.bench.trials import REPO, Trials
+from tests.bench.trials import REPO, Trials, dpkg_config
 
 RESULTS = REPO / "tests/bench/results"
 TINY_PLUGINS = 200
@@ -90,10 +94,13 @@ def _vm(name: str) -> str:
         return "?"
 
 
-def machine(work: Path) -> dict[str, Any]:
+def machine(work: Path, trial_fs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The machine, its work directory's filesystem, the trials' filesystem (see
+    :mod:`tests.bench.trialfs`) and dpkg's configured force options."""
     return {"platform": platform.platform(), "cpus": os.cpu_count(), "python": sys.version.split()[0],
             "dpkg": _version(["dpkg", "--version"]), "unzip": _version(["unzip", "-v"]),
-            "filesystem": _mount(work), "memory": _meminfo(),
+            "filesystem": _mount(work), "trial_filesystem": trial_fs or trialfs.describe(work),
+            "dpkg_config": dpkg_config(), "memory": _meminfo(),
             "dirty": {k: _vm(k) for k in ("dirty_ratio", "dirty_background_ratio",
                                           "dirty_expire_centisecs", "dirty_writeback_centisecs")},
             "load_at_start": list(os.getloadavg())}
@@ -127,16 +134,17 @@ def agent_info(modes: list[str]) -> dict[str, Any]:
 
 
 class Bench:
-    def __init__(self, sizes: list[int], reps: int, work: Path) -> None:
+    def __init__(self, sizes: list[int], reps: int, work: Path, trial_root: Path | None = None) -> None:
         self.sizes = sorted(sizes)
         self.reps = reps
         self.work = work
+        self.trial_root = trial_root or work   # the trials' filesystem (tests.bench.trialfs)
         self.headline = 5_000 if 5_000 in self.sizes else self.sizes[0]
         self.biggest = self.sizes[-1]
         self.big_reps = reps          # repetitions of the secondary groups (see --big-reps)
         self.samples: dict[str, list[float]] = defaultdict(list)
         self.payloads = pl.Payloads(work / "payloads")
-        self.trials = Trials(work, sys.executable)
+        self.trials = Trials(self.trial_root, sys.executable)
         self.have_dpkg = bool(shutil.which("dpkg") and shutil.which("dpkg-deb"))
         self.have_unzip = bool(shutil.which("unzip"))
         self.notes: list[str] = []
@@ -151,6 +159,7 @@ class Bench:
         self.ctx: dict[str, Path] = {}
         self.modes = durability_modes(work)
         self.default_mode = Config().durability
+        self.trial_fs: dict[str, Any] = {}
 
     # ------------------------------------------------------------ preparation
     def build(self) -> None:
@@ -159,6 +168,8 @@ class Bench:
         self.zips = {v: self.payloads.zip("plesk", h, v) for v in pl.VARIANTS}
         self.isp = {v: self.payloads.zip("ispmanager", h, v) for v in pl.VARIANTS}
         self.other = {n: self.payloads.zip("plesk", n, "v1") for n in self.sizes if n != h}
+        # the scaling row's fixed cost: a fresh install of the same kind of package with one file
+        self.fixed_zip = self.payloads.zip("plesk", 1, "v1")
         self.debs: dict[str, Path] = {}
         if self.have_dpkg:
             self.debs = {v: self.payloads.deb("plesk", h, v) for v in ("v1", "v2")}
@@ -172,6 +183,8 @@ class Bench:
             self.described[path.name] = pl.describe(path)
             self.files[n] = self.described[path.name]["files"]
         self.described[self.isp["v1"].name] = pl.describe(self.isp["v1"])
+        self.described[self.fixed_zip.name] = pl.describe(self.fixed_zip)
+        self.fixed_files = self.described[self.fixed_zip.name]["files"]
         log(f"setting up a root with {TINY_PLUGINS} installed plugins (untimed)")
         self.list_root = self.trials.agent_root("list")
         engine = Engine(Layout.at(self.list_root))
@@ -180,14 +193,17 @@ class Bench:
 
     # ------------------------------------------------------------ members
     def _rss(self, name: str) -> None:
-        """Peak RSS of the command that just ran (itself or its largest hook), in MB."""
-        self.samples[name].append(self.trials.last.maxrss_kib * 1024 / MB)
+        """Peak RSS of the agent command that just ran, in MB: the agent process alone
+        (``name``, from ``tests.bench.agent_rss``) and, as before, ``wait4``'s figure for the
+        whole command, the largest of the agent and the hooks it waited for (``name-wait4``)."""
+        self.samples[name].append(self.trials.agent_maxrss_kib * 1024 / MB)
+        self.samples[name + "-wait4"].append(self.trials.last.maxrss_kib * 1024 / MB)
 
     def _agent_fresh(self, zip_path: Path, key: str, durability: str | None = None,
                      rss: str | None = None) -> float:
         root = self.trials.agent_root("agent-fresh", durability=durability)
         self.ctx[key] = root
-        seconds = self.trials.install(root, zip_path)
+        seconds = self.trials.install(root, zip_path, rss=rss is not None)
         if rss:
             self._rss(rss)
         return seconds
@@ -200,7 +216,7 @@ class Bench:
     def _agent_upgrade(self, old: Path, new: Path, rss: str | None = None) -> float:
         root = self.trials.agent_root("agent-upgrade")
         self.trials.install(root, old, timed=False)
-        seconds = self.trials.install(root, new, "upgraded")
+        seconds = self.trials.install(root, new, "upgraded", rss=rss is not None)
         if rss:
             self._rss(rss)
         return seconds
@@ -256,7 +272,8 @@ class Bench:
         modes: list[Member] = [
             (p + f"agent-install-{mode}", lambda mode=mode: self._agent_fresh(z["v1"], mode, mode))
             for mode in self.modes if mode != self.default_mode and big]
-        scaling: list[Member] = []
+        scaling: list[Member] = [  # the fixed cost, measured beside the sizes it is taken from
+            ("scaling/agent-fixed", lambda: self._agent_fresh(self.fixed_zip, "scaling-fixed"))]
         for n, zip_path in self.other.items():
             if n == self.biggest and not big:
                 continue
@@ -316,7 +333,7 @@ class Bench:
     def run(self) -> None:
         self.build()
         for rep in range(self.reps):
-            free_before = shutil.disk_usage(self.work).free
+            free_before = _free(self.trial_root)
             for title, members in self.groups(rep):
                 if not members:
                     continue
@@ -325,9 +342,12 @@ class Bench:
                 log(f"rep {rep + 1}/{self.reps}: {title}: " + ", ".join(n for n, _ in order))
                 for name, fn in order:
                     self.record(name, fn())
-            free_after = shutil.disk_usage(self.work).free
-            if rep + 1 < self.reps and free_after < 2 * (free_before - free_after) + (2 << 30):
-                self.notes.append(f"low disk space: trial trees deleted after repetition {rep + 1}")
+            free_after = _free(self.trial_root)
+            if rep + 1 < self.reps and (
+                    free_after[0] < 2 * (free_before[0] - free_after[0]) + (2 << 30)
+                    or free_after[1] < 2 * (free_before[1] - free_after[1]) + 10_000):
+                self.notes.append(f"low disk space or inodes on the trials' filesystem: trial trees "
+                                  f"deleted after repetition {rep + 1}")
                 self.trials.cleanup()
                 os.sync()
         if self.live_reps == 0:
@@ -384,7 +404,7 @@ class Bench:
                 return t.dpkg(root, "-i", str(self.debs["v1"]), sync=False)
             members.append(("live/dpkg-install", dpkg))
         backlog = int(self.live_backlog * self.writer_rate * MB)
-        ring = self.work / "live/ring.bin"
+        ring = self.trial_root / "live/ring.bin"  # the same filesystem as the installs
         log(f"live server: a writer dirties {self.writer_rate:g} MB/s in {ring.parent}; "
             f"{self.live_backlog:g} s of backlog before each install ({h:,} files)")
         with live.Writer(ring, self.writer_rate, ring_mb=self.ring_mb) as writer:
@@ -444,7 +464,8 @@ class Bench:
                              s, p + "dpkg-remove", p + "agent-uninstall", skip=no_dpkg),
             report.wall_row("noop", f"reinstall of identical content (no-op), {n}", 0.150, s,
                             p + "agent-noop"),
-            report.scaling_row(s, self.files, "plesk-{n}/agent-install"),
+            report.scaling_row(s, self.files, "plesk-{n}/agent-install", "scaling/agent-fixed",
+                               self.fixed_files),
             report.over_row("logs-n100", f"`mgr-agent logs -n 100` on a "
                             f"{self.log_bytes / 2**30:.2g} GiB log", 40, s, pass_, "logs/agent",
                             note="`tail -n 100` of the same log: "
@@ -517,7 +538,8 @@ class Bench:
         measures = {name: {"median": report.median(v), "min": min(v), "max": max(v), "samples": v}
                     for name, v in sorted(self.samples.items())}
         durability = self.durability()
-        scaling = report.scaling_series(self.samples, self.files)
+        scaling = report.scaling_series(self.samples, self.files, "scaling/agent-fixed",
+                                        self.fixed_files)
         return {
             "schema": 2,
             "generated_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -526,7 +548,7 @@ class Bench:
                          "big_reps": min(self.big_reps, self.reps), "live_reps": self.live_reps,
                          "headline_size": self.headline, "seed": pl.SEED, "generator": pl.GENERATOR,
                          "idle_seconds": self.idle_seconds, "log_bytes": self.log_bytes},
-            "machine": machine(self.work),
+            "machine": machine(self.work, self.trial_fs or None),
             "agent": agent_info(self.modes),
             "payloads": self.described,
             "rows": [r.to_dict() for r in rows],
@@ -537,6 +559,12 @@ class Bench:
             "table": report.markdown(rows),
             "durability_table": report.durability_markdown(durability),
         }
+
+
+def _free(path: Path) -> tuple[int, int]:
+    """Free bytes and free inodes of the filesystem holding ``path``."""
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize, st.f_favail
 
 
 def _fmt(seconds: float | None) -> str:
@@ -565,8 +593,16 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                              "a 64 MiB log, 5 s idle rows, one short live round")
     parser.add_argument("--json-out", type=Path, default=RESULTS / "latest.json", metavar="PATH")
     parser.add_argument("--work", type=Path, default=RESULTS / "work", metavar="DIR",
-                        help="payload cache and trial roots (default %(default)s)")
-    parser.add_argument("--keep", action="store_true", help="keep the trial roots after the run")
+                        help="payload cache, and the trials' image (with --fs here: the trial "
+                             "roots themselves) (default %(default)s)")
+    parser.add_argument("--fs", choices=("image", "here"), default="image",
+                        help="image: the trials run on a journaled ext4 image made and loop-mounted "
+                             "in --work (as root; else as with `here`, with a note in the results); "
+                             "here: in --work itself (default %(default)s)")
+    parser.add_argument("--fs-size", type=float, default=None, metavar="GIB",
+                        help="the sparse image's size (default 24, 4 with --quick)")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the trial roots after the run (and the image mounted)")
     args = parser.parse_args(argv)
     args.size_list = sorted({int(x) for x in args.sizes.split(",") if x.strip()})
     if args.quick:
@@ -577,32 +613,47 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         args.live_reps = 1 if args.quick else 2
     if args.live_backlog is None:
         args.live_backlog = 1.0 if args.quick else 6.0
+    if args.fs_size is None:
+        args.fs_size = 4.0 if args.quick else 24.0
     if not args.size_list or args.reps < 1 or args.big_reps < 1 or args.live_reps < 0:
         parser.error("need at least one size and one repetition")
+    if args.fs_size <= 0:
+        parser.error("--fs-size must be positive")
     return args
+
+
+def _terminate(signum: int, frame: object) -> None:
+    """SIGTERM: unwind like Ctrl-C, so that the trial image is unmounted and deleted."""
+    raise SystemExit(128 + signum)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     work = args.work.absolute()
     started = time.monotonic()
-    bench = Bench(args.size_list, args.reps, work)
-    bench.big_reps = args.big_reps
-    bench.live_reps = args.live_reps
-    bench.live_backlog = args.live_backlog
-    bench.writer_rate = args.writer_rate
-    bench.log_bytes = (64 << 20) if args.quick else (1 << 30)
-    bench.idle_seconds = 5.0 if args.quick else 60.0
-    bench.ring_mb = 256 if args.quick else 2048
-    shutil.rmtree(bench.trials.trials, ignore_errors=True)  # left by an interrupted run
-    try:
-        bench.run()
-    finally:
-        if not args.keep:
-            log("deleting the trial roots")
-            bench.trials.cleanup()
-    rows = bench.rows()
-    doc = bench.document(rows, sys.argv[1:] if argv is None else argv, args.quick)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
+    with trialfs.TrialFilesystem(work, args.fs, int(args.fs_size * trialfs.GIB), keep=args.keep) as fs:
+        bench = Bench(args.size_list, args.reps, work, fs.root)
+        bench.trial_fs = fs.info
+        if fs.note:
+            bench.notes.append(fs.note)
+        bench.big_reps = args.big_reps
+        bench.live_reps = args.live_reps
+        bench.live_backlog = args.live_backlog
+        bench.writer_rate = args.writer_rate
+        bench.log_bytes = (64 << 20) if args.quick else (1 << 30)
+        bench.idle_seconds = 5.0 if args.quick else 60.0
+        bench.ring_mb = 256 if args.quick else 2048
+        shutil.rmtree(bench.trials.trials, ignore_errors=True)  # left by an interrupted run
+        try:
+            bench.run()
+        finally:
+            if not args.keep and not fs.mounted:  # an image goes as a whole
+                log("deleting the trial roots")
+                bench.trials.cleanup()
+        rows = bench.rows()
+        doc = bench.document(rows, sys.argv[1:] if argv is None else argv, args.quick)
     doc["settings"]["wall_seconds"] = round(time.monotonic() - started, 1)
     args.json_out.parent.mkdir(parents=True, exist_ok=True)
     args.json_out.write_text(json.dumps(doc, indent=1) + "\n")

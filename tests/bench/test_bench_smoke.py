@@ -1,6 +1,7 @@
 """The benchmark keeps working: ``--quick`` runs end to end at a tiny size, reports every
 row, writes its JSON, and ``tests.bench.report`` turns that JSON into the performance page
-and its plot.
+and its plot.  It runs on the journaled ext4 image as ``make bench`` does (a 4 GiB sparse
+one with ``--quick``: about a second to make and remove) where it can be mounted.
 
 Timing is never asserted: a missed target is a result, not a failure.
 """
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.bench import trialfs
 from tests.helpers import REPO
 
 ROWS = {
@@ -59,6 +61,26 @@ def test_quick_bench_reports_every_row_and_regenerates_the_page(tmp_path: Path) 
     assert rows["logs-n100"]["status"] in ("met", "missed")
     assert rows["peak-rss"]["status"] in ("met", "missed")
     assert 10 < rows["peak-rss"]["value"] < 10_000, "peak RSS in MB of a Python process"
+    rss = rows["peak-rss"]["samples"]
+    assert len(rss["install"]) == len(rss["install-wait4"]) == 1
+    assert rss["install"][0] <= rss["install-wait4"][0] * 1.01, "the agent alone ≤ the agent and its hooks"
+    assert "with the hooks it waited for" in rows["peak-rss"]["note"]
+    # the scaling row's fixed cost is measured even at one size: the 1-file package
+    assert len(doc["measures"]["scaling/agent-fixed"]["samples"]) == 1
+    assert doc["scaling"]["fixed"]["files"] == doc["payloads"]["plesk-1-v1.zip"]["files"] == 12
+
+    # where the trials ran, and dpkg's configuration
+    machine = doc["machine"]
+    trial = machine["trial_filesystem"]
+    if trialfs.TrialFilesystem(tmp_path).why_not() is None:
+        assert (trial["kind"], trial["type"], trial["journal"]) == ("image", "ext4", True), trial
+        assert trial["size_bytes"] == 4 << 30
+        assert not any("journaled" in note for note in doc["notes"])
+    else:
+        assert trial["kind"] == "here"
+        assert any("not on a journaled ext4 image" in note for note in doc["notes"])
+    assert machine["dpkg_config"]["bench_overrides"] == ["--no-force-unsafe-io"]
+    assert "--no-force-unsafe-io" in machine["dpkg_config"]["bench_flags"]
     assert rows["logs-follow-idle"]["status"] == "info"
     assert 0 <= rows["logs-follow-idle"]["value"] < 1.0, "logs -f must not busy-poll"
     assert rows["daemon-idle"]["status"] in ("met", "missed")
@@ -80,9 +102,11 @@ def test_quick_bench_reports_every_row_and_regenerates_the_page(tmp_path: Path) 
     assert len(table) == 1 + len(ROWS) + 1 + len(installers) + 1  # headers, rows, the writer alone
     assert doc["table"] in done.stdout
     assert doc["durability_table"] in done.stdout
-    # the trial roots and the writer's ring are gone, the payload cache stays
+    # the trial roots, the writer's ring and the image are gone, the payload cache stays
     assert not (tmp_path / "work/trials").exists()
-    assert not list((tmp_path / "work/live").iterdir())
+    assert not (tmp_path / "work" / trialfs.MOUNT).exists()
+    assert not (tmp_path / "work" / trialfs.IMAGE).exists()
+    assert not (tmp_path / "work/live").exists() or not list((tmp_path / "work/live").iterdir())
     assert (tmp_path / f"work/payloads/plesk-{SIZE}-v1.zip").is_file()
 
     # the page and its plot, regenerated from that JSON

@@ -10,6 +10,7 @@ whichever command came next.  They are deleted at the end of the run (see
 
 from __future__ import annotations
 
+import compileall
 import json
 import os
 import shutil
@@ -21,14 +22,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.bench.agent_rss import ENV as RSS_ENV
+
 REPO = Path(__file__).resolve().parents[2]
 PLESK_VERSION = "18.0.60 Debian 12.0 1800240311.09\n"
 # dpkg into a prefix: --root implies --instdir and --admindir under it.  Not root on
 # some machines: --force-not-root.  --force-bad-path: PATH checks for ldconfig etc.
 # --force-script-chrootless: maintainer scripts (none in our .deb) would not chroot.
-# --log=/dev/null: do not append to a dpkg.log.  No --force-unsafe-io: dpkg fsyncs
-# every file before renaming it into place, as on a server.
-DPKG_FLAGS = ("--force-not-root", "--force-bad-path", "--force-script-chrootless", "--log=/dev/null")
+# --log=/dev/null: do not append to a dpkg.log.  --no-force-unsafe-io: dpkg fsyncs
+# every file before renaming it into place, as a stock Debian server's dpkg does, even
+# where /etc/dpkg/dpkg.cfg.d/ forces unsafe-io (Docker images ship docker-apt-speedup,
+# which does: then a plain dpkg does no per-file fsync).  See dpkg_config().
+DPKG_NO_UNSAFE_IO = "--no-force-unsafe-io"
+DPKG_FLAGS = ("--force-not-root", "--force-bad-path", "--force-script-chrootless", "--log=/dev/null",
+              DPKG_NO_UNSAFE_IO)
+DPKG_CONFIG = (Path("/etc/dpkg/dpkg.cfg"), Path("/etc/dpkg/dpkg.cfg.d"))
 UNDO_MARK = "restoring the previous state"
 TIMEOUT = 1800.0  # seconds: any one command
 
@@ -47,10 +55,46 @@ class TrialFailed(RuntimeError):
     """A benchmarked command did not do what it should (exit code or outcome)."""
 
 
+def dpkg_config(paths: tuple[Path, ...] = DPKG_CONFIG) -> dict[str, Any]:
+    """The ``force-…`` options this machine's dpkg configuration sets (dpkg.cfg and every
+    file of dpkg.cfg.d), and the flags the bench passes to override them."""
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files += sorted(p for p in path.iterdir() if p.is_file())
+        elif path.is_file():
+            files.append(path)
+    found: dict[str, list[str]] = {}
+    for path in files:
+        try:
+            lines = path.read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        forced = [line.strip() for line in lines
+                  if line.strip().startswith(("force-", "no-force-", "refuse-"))]
+        if forced:
+            found[str(path)] = forced
+    unsafe = any(o.startswith("force-") and "unsafe-io" in o.removeprefix("force-").split(",")
+                 for opts in found.values() for o in opts)
+    return {"config_forces": found, "config_forces_unsafe_io": unsafe,
+            "bench_flags": list(DPKG_FLAGS), "bench_overrides": [DPKG_NO_UNSAFE_IO]}
+
+
 def env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MGR_AGENT_")}
+    """The commands' environment: no MGR_AGENT_ settings, and bytecode used as installed.
+
+    ``PYTHONDONTWRITEBYTECODE`` (set on some build machines) would make every start
+    compile the agent from source, which no installed agent does (pip compiles it);
+    :func:`compile_agent` compiles it once before the trials instead."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("MGR_AGENT_") and k != "PYTHONDONTWRITEBYTECODE"}
     env["LC_ALL"] = "C.UTF-8"
     return env
+
+
+def compile_agent(source: Path = REPO / "agent") -> None:
+    """Byte-compile the agent being measured, as ``pip install`` does."""
+    compileall.compile_dir(str(source), quiet=1)
 
 
 class Trials:
@@ -62,7 +106,9 @@ class Trials:
         self.python = python
         self.count = 0
         self.env = env()
+        compile_agent()
         self.last = Usage(0.0, 0, 0.0, 0.0)
+        self.agent_maxrss_kib = 0  # the agent process alone, of the last agent(..., rss=True)
 
     # ------------------------------------------------------------ roots
     def new_dir(self, label: str) -> Path:
@@ -98,7 +144,7 @@ class Trials:
 
     # ------------------------------------------------------------ running
     def run(self, argv: list[str], *, expect: int = 0, timed: bool = True,
-            sync: bool | None = None) -> tuple[float, str, str]:
+            sync: bool | None = None, extra_env: dict[str, str] | None = None) -> tuple[float, str, str]:
         """Run ``argv``; returns (seconds, stdout, stderr).  Raises on another exit code.
 
         ``sync`` (default: ``timed``) flushes the page cache's dirty data first.  The
@@ -107,10 +153,11 @@ class Trials:
         """
         if timed if sync is None else sync:
             os.sync()
+        environ = self.env if extra_env is None else {**self.env, **extra_env}
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
             start = time.perf_counter()
             proc = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
-                                    env=self.env, cwd=REPO)
+                                    env=environ, cwd=REPO)
             killer = threading.Timer(TIMEOUT, proc.kill)  # a hung command must not hang the bench
             killer.start()
             try:
@@ -130,10 +177,29 @@ class Trials:
         return seconds, stdout, stderr
 
     def agent(self, root: Path, *args: str, action: str | None = None, timed: bool = True,
-              expect: int = 0, sync: bool | None = None) -> tuple[float, dict[str, Any]]:
-        """``python -m mgr_agent --root ROOT ARGS --json``; checks ``action`` when given."""
-        argv = [self.python, "-m", "mgr_agent", "--root", str(root), *args, "--json"]
-        seconds, out, _ = self.run(argv, expect=expect, timed=timed, sync=sync)
+              expect: int = 0, sync: bool | None = None, rss: bool = False) -> tuple[float, dict[str, Any]]:
+        """``python -m mgr_agent --root ROOT ARGS --json``; checks ``action`` when given.
+
+        With ``rss`` the same CLI runs in-process under ``tests.bench.agent_rss``, which
+        reports the peak RSS of the agent process alone (without the hooks it waited for)
+        into :attr:`agent_maxrss_kib`.
+        """
+        module = "tests.bench.agent_rss" if rss else "mgr_agent"
+        argv = [self.python, "-m", module, "--root", str(root), *args, "--json"]
+        if not rss:
+            seconds, out, _ = self.run(argv, expect=expect, timed=timed, sync=sync)
+        else:
+            fd, name = tempfile.mkstemp(prefix="bench-rss-")
+            os.close(fd)
+            try:
+                seconds, out, _ = self.run(argv, expect=expect, timed=timed, sync=sync,
+                                           extra_env={RSS_ENV: name})
+                text = Path(name).read_text().strip()
+            finally:
+                os.unlink(name)
+            if not text.isdigit():
+                raise TrialFailed(f"{' '.join(argv)}: no peak RSS written to ${RSS_ENV} ({text!r})")
+            self.agent_maxrss_kib = int(text)
         doc: dict[str, Any] = json.loads(out)
         if action is not None and doc.get("action") != action:
             raise TrialFailed(f"{' '.join(argv)}: action {doc.get('action')!r}, expected {action!r}: "
@@ -150,8 +216,9 @@ class Trials:
 
     # ------------------------------------------------------------ mgr-agent
     def install(self, root: Path, zip_path: Path, action: str = "installed", *,
-                timed: bool = True, sync: bool | None = None) -> float:
-        return self.agent(root, "install", str(zip_path), action=action, timed=timed, sync=sync)[0]
+                timed: bool = True, sync: bool | None = None, rss: bool = False) -> float:
+        return self.agent(root, "install", str(zip_path), action=action, timed=timed, sync=sync,
+                          rss=rss)[0]
 
     def rollback(self, root: Path, name: str) -> float:
         """``mgr-agent rollback NAME``: back to the version kept from before the last upgrade."""

@@ -3,16 +3,17 @@ from it — the argparse parser, the values an in-process run gets, the daemon r
 CLI sends, the daemon API's argument check and dispatch, the text renderer.
 
 Adding a command: declare it in one of this package's modules (its arguments, route and
-renderer; see ``spec.Command``), list it in ``COMMANDS`` below, and write its operation.
+renderer; see ``spec.Command``), name that module in ``WHERE`` below, and write its
+operation.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mgr_agent.commands import aps, authoring, changes, reads, runtime, service
 from mgr_agent.commands.spec import Args, Command, Context, Paint, is_url
 
 if TYPE_CHECKING:
@@ -20,23 +21,56 @@ if TYPE_CHECKING:
 
     from mgr_agent.result import Result
 
-COMMANDS: dict[str, Command] = {c.name: c for c in (
-    changes.INSTALL, changes.UNINSTALL, changes.ROLLBACK,
-    reads.LIST, reads.INFO, reads.VERIFY, reads.HISTORY, reads.CHECK,
-    authoring.NEW, authoring.PACK,
-    changes.RECOVER,
-    runtime.LOGS, runtime.CALL, runtime.RESTART_CORE, runtime.DEBUG,
-    aps.APS, service.METRICS, service.DAEMON,
-    reads.PING,
-)}
+WHERE: dict[str, str] = {
+    "install": "changes", "uninstall": "changes", "rollback": "changes",
+    "list": "reads", "info": "reads", "verify": "reads", "history": "reads", "check": "reads",
+    "new": "authoring", "pack": "authoring",
+    "recover": "changes",
+    "logs": "runtime", "call": "runtime", "restart-core": "runtime", "debug": "runtime",
+    "aps": "aps", "metrics": "service", "daemon": "service",
+    "ping": "reads",
+}
+"""Every command, in the table's order, and the module of this package that declares it
+(as the upper-case name: ``restart-core`` is ``runtime.RESTART_CORE``).  A command line
+loads the module of the command it runs, not the whole table."""
+
+API_ONLY = ("ping",)
+"""The commands without a CLI form (``route="api-only"``), so that the parser can name
+every other command without loading its declaration."""
+
+CLI_NAMES = tuple(n for n in WHERE if n not in API_ONLY)
+
+COMMANDS: dict[str, Command]
+"""Every declaration by name, in ``WHERE``'s order; made at its first use (the daemon,
+the API, the program's own ``--help``)."""
+
+
+def command(name: str) -> Command:
+    """The declaration of ``name`` (KeyError: no such command), loading only its module."""
+    module = importlib.import_module(f"{__name__}.{WHERE[name]}")
+    declared: Command = getattr(module, name.upper().replace("-", "_"))
+    return declared
+
+
+def _table() -> dict[str, Command]:
+    table: dict[str, Command] | None = globals().get("COMMANDS")
+    if table is None:
+        table = globals()["COMMANDS"] = {n: command(n) for n in WHERE}
+    return table
+
+
+def __getattr__(name: str) -> object:
+    if name == "COMMANDS":
+        return _table()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def cli_commands(table: dict[str, Command] | None = None) -> list[Command]:
-    return [c for c in (table or COMMANDS).values() if c.route != "api-only"]
+    return [c for c in (table or _table()).values() if c.route != "api-only"]
 
 
 def api_commands(table: dict[str, Command] | None = None) -> list[Command]:
-    return [c for c in (table or COMMANDS).values() if c.in_api]
+    return [c for c in (table or _table()).values() if c.in_api]
 
 
 # ------------------------------------------------------------------ the CLI's side

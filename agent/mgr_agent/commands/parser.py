@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
+from typing import NoReturn
 
 from mgr_agent import __version__
 from mgr_agent.commands.shared import RUNTIME
@@ -60,10 +61,22 @@ def _part() -> argparse.ArgumentParser:
     return argparse.ArgumentParser(add_help=False, formatter_class=Formatter)
 
 
-def build(commands: Collection[Command], *, configure: Collection[str] | None = None
-          ) -> argparse.ArgumentParser:
+class _Unloaded(argparse.ArgumentParser):
+    """Stands for the commands a command line does not name (``build``'s ``names``)."""
+
+    def parse_known_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                         namespace: argparse.Namespace | None = None) -> NoReturn:
+        raise AssertionError("a command the command line names was not loaded")
+
+
+def build(commands: Collection[Command], *, configure: Collection[str] | None = None,
+          names: Sequence[str] | None = None) -> argparse.ArgumentParser:
     """The ``mgr-agent`` parser.  A command with sub-commands of its own (``aps``) builds
-    them only when named in ``configure`` (None: all), which keeps the start light."""
+    them only when named in ``configure`` (None: all), which keeps the start light.
+
+    ``names``: every command's name in the table's order, when ``commands`` holds only
+    those a command line names (the others are then known by name alone: enough to parse
+    it and to refuse an unknown command, not to print the program's own ``--help``)."""
     # Each command is offered only the options that apply to it; the program accepts
     # them all before the command (``mgr-agent --no-daemon --json list``).
     base = _part()
@@ -82,11 +95,16 @@ def build(commands: Collection[Command], *, configure: Collection[str] | None = 
                             help="run in this process even when the daemon answers (also: "
                                  "MGR_AGENT_NO_DAEMON=1)")
     common = [base, output, locking, in_process]
-    runtime = _part()
-    for arg in RUNTIME:
-        arg.add_to(runtime)
-    shared = Parents(common=argparse.ArgumentParser(add_help=False, parents=common,
-                                                    formatter_class=Formatter), runtime=runtime)
+    shared: list[Parents] = []   # made for the first command that configures its own
+
+    def parents_for_configure() -> Parents:
+        if not shared:
+            runtime = _part()
+            for arg in RUNTIME:
+                arg.add_to(runtime)
+            shared.append(Parents(common=argparse.ArgumentParser(
+                add_help=False, parents=common, formatter_class=Formatter), runtime=runtime))
+        return shared[0]
 
     parser = argparse.ArgumentParser(
         prog="mgr-agent", parents=common,
@@ -95,7 +113,14 @@ def build(commands: Collection[Command], *, configure: Collection[str] | None = 
         epilog=EXIT_CODES, formatter_class=RawDescriptionFormatter)
     parser.add_argument("--version", action="version", version=f"mgr-agent {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in commands:
+    loaded = {c.name: c for c in commands}
+    unloaded: _Unloaded | None = None
+    for name in loaded if names is None else names:
+        command = loaded.get(name)
+        if command is None:
+            unloaded = unloaded or _Unloaded(prog=name, add_help=False)
+            sub.choices[name] = unloaded
+            continue
         if command.route == "api-only":
             continue
         if command.options == "root":
@@ -113,5 +138,5 @@ def build(commands: Collection[Command], *, configure: Collection[str] | None = 
             if arg.cli:
                 arg.add_to(p)
         if command.configure is not None and (configure is None or command.name in configure):
-            command.configure(p, shared)
+            command.configure(p, parents_for_configure())
     return parser

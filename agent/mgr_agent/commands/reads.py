@@ -13,10 +13,47 @@ from mgr_agent.commands.shared import NAME, PANEL_DETECTED, PANEL_INSTALLED
 from mgr_agent.commands.spec import BOOL, INT, STR, Arg, Args, Command, Context, Paint, positive, sha256_hex
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from mgr_agent.findings import FindingDict
     from mgr_agent.result import Result
+    from mgr_agent.state import State
 
 HISTORY_LIMIT = 50   # `history` shows this many transactions unless -n says otherwise
+
+
+# ------------------------------------------------------------------ reading the state
+def _read_only(ctx: Context) -> State | None:
+    """The state for ``list`` and ``history`` without the engine's imports: opened
+    read-only (an empty one on a root without state).  None when the engine must open it:
+    a journal is left (it recovers the transaction first), or the database is due a
+    migration or cannot be read as it is.  agent.toml is read, and refused, as the
+    engine would."""
+    from mgr_agent.state import State, open_read_only  # noqa: PLC0415
+
+    layout = ctx.layout
+    if layout.journals_left():
+        return None
+    if layout.config_file.exists():
+        from mgr_agent import config  # noqa: PLC0415
+
+        config.load(layout)
+    if not layout.db_file.exists():
+        return State(None)
+    return open_read_only(layout.db_file)
+
+
+def _reading(ctx: Context, read: Callable[[State], Result],
+             through_engine: Callable[[], Result]) -> Result:
+    state = _read_only(ctx)
+    if state is None:
+        return through_engine()
+    try:
+        state.check()
+        with state.guard():
+            return read(state)
+    finally:
+        state.close()
 
 
 # ------------------------------------------------------------------ list
@@ -39,9 +76,16 @@ def _render_list(result: Result, paint: Paint) -> str:
                      for r in rows)
 
 
-LIST = Command("list", "list installed plugins", run=lambda ctx, args: ctx.engine().list(),
+def _list(ctx: Context, _args: Args) -> Result:
+    from mgr_agent.result import Result  # noqa: PLC0415
+
+    return _reading(ctx, lambda state: Result(action="listed", data=state.listing()),
+                    lambda: ctx.engine().list())
+
+
+LIST = Command("list", "list installed plugins", run=_list,
                render=_render_list, route="daemon-unless-root", json_data=True,
-               shape=ListRow, many=True)
+               shape=ListRow, many=True, light=True)
 
 
 # ------------------------------------------------------------------ info
@@ -168,8 +212,13 @@ def _render_history(result: Result, paint: Paint) -> str:
 
 
 def _history(ctx: Context, args: Args) -> Result:
-    limit = args.count("limit")
-    return ctx.engine().history(args.text("name"), HISTORY_LIMIT if limit is None else limit)
+    from mgr_agent.result import Result  # noqa: PLC0415
+
+    count = args.count("limit")
+    name, limit = args.text("name"), HISTORY_LIMIT if count is None else count
+    return _reading(ctx, lambda state: Result(action="history", name=name,
+                                              data=state.history(name, limit)),
+                    lambda: ctx.engine().history(name, limit))
 
 
 HISTORY = Command(
@@ -178,7 +227,7 @@ HISTORY = Command(
           Arg("limit", f"the last N transactions (default {HISTORY_LIMIT})", ("-n", "--limit"),
               api=INT, type=positive, default=HISTORY_LIMIT, metavar="N")),
     run=_history, render=_render_history, route="daemon-unless-root", json_data=True,
-    shape=HistoryRow, many=True)
+    shape=HistoryRow, many=True, light=True)
 
 
 # ------------------------------------------------------------------ check

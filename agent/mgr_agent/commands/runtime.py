@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -58,18 +57,19 @@ DEBUG = Command(
 def _logs(ctx: Context, args: Args) -> int:
     """The panel log's records, each handed to ``ctx.show`` as it comes (the CLI prints it,
     the daemon sends it as a ``record`` event); Ctrl-C ends a follow quietly."""
-    from mgr_agent.panels.base import LogQuery  # noqa: PLC0415
+    from mgr_agent import panels  # noqa: PLC0415
 
-    query = LogQuery(n=args.count("n"), follow=args.flag("follow"), level=args.text("level"),
-                     since=args.text("since"))
+    query = panels.LogQuery(n=args.count("n"), follow=args.flag("follow"),
+                            level=args.text("level"), since=args.text("since"))
     plugin = args.text("plugin")
     if plugin:  # the names the log uses for it come from the installed state
         records = ctx.engine().logs(query, plugin, stop=ctx.stop)
-    else:  # the panel alone, without the engine's imports: the log is read at start-up cost
-        from mgr_agent import config, panels  # noqa: PLC0415
+    else:  # the log alone, without the engine or the panels: read at start-up cost
+        if ctx.layout.config_file.exists():  # refused as the engine would refuse it
+            from mgr_agent import config  # noqa: PLC0415
 
-        serving = panels.serving(panels.all_panels(ctx.layout, config.load(ctx.layout)), "logs")
-        records = serving.log(query, stop=ctx.stop)
+            config.load(ctx.layout)
+        records = panels.read_log(ctx.layout, query, stop=ctx.stop)
     try:
         for record in records:
             ctx.show(record)
@@ -90,7 +90,7 @@ LOGS = Command(
               metavar="LEVEL"),
           Arg("since", "e.g. 15m, 2h, 10:00, 2026-11-21 10:00", ("--since",), api=STR,
               metavar="TIME")),
-    stream=_logs, render=render.failure_only, served=True)
+    stream=_logs, render=render.failure_only, served=True, light=True)
 
 
 def _call(ctx: Context, args: Args) -> int:
@@ -106,7 +106,12 @@ def _call(ctx: Context, args: Args) -> int:
     answer = ctx.engine().call(args.need("func"), params, user=args.text("user") or "root",
                                lang=args.text("lang") or "en", input_path=args.path("input"),
                                timeout=60.0 if timeout is None else timeout)
-    print(json.dumps(answer.to_json()) if ctx.as_json else answer.text(), file=ctx.out)
+    if ctx.as_json:
+        import json  # noqa: PLC0415
+
+        print(json.dumps(answer.to_json()), file=ctx.out)
+    else:
+        print(answer.text(), file=ctx.out)
     return answer.exit_code
 
 

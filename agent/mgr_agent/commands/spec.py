@@ -147,7 +147,10 @@ class Command(NamedTuple):
     anyone but root (the state is root:mgr-agent 0750); ``local`` runs in the calling
     process; ``api-only`` has no CLI form (``ping``).  ``served``: the daemon API offers
     it (always for ``daemon`` and ``daemon-unless-root``).  Exactly one of ``run`` (a
-    typed ``Result``) and ``stream`` (prints as it goes; an exit code) is given."""
+    typed ``Result``) and ``stream`` (prints as it goes; an exit code) is given.
+    ``light``: the operation imports nothing that logs (``logging``) unless it makes the
+    engine, so the CLI sets up logging only then (``Context.before_engine``): a start
+    without the ``logging`` package, for the quick reads (``list``, ``history``, ``logs``)."""
 
     name: str
     help: str
@@ -165,6 +168,7 @@ class Command(NamedTuple):
     configure: Configure | None = None   # sub-commands of their own (``aps``)
     shape: type | None = None            # the TypedDict of its result's ``data``
     many: bool = False                   # ``data`` is a list of ``shape``
+    light: bool = False                  # logs nothing unless through the engine (see below)
 
     @property
     def in_api(self) -> bool:
@@ -241,6 +245,10 @@ def _quiet(_: str) -> None:
     pass
 
 
+def _nothing() -> None:
+    pass
+
+
 class Record(Protocol):
     """One item a streaming command shows as it comes (a panel log's record): JSON for
     scripts and the daemon's ``record`` events, a line of text for people."""
@@ -273,10 +281,12 @@ class Context:
         self.show: Callable[[Record], None] = _nowhere   # where a streaming command's records go
         self.degraded = degraded                    # the daemon's own state, for ``ping``
         self._engine: Engine | None = None
+        self.before_engine: Callable[[], None] = _nothing   # the CLI's late set-up (``light``)
 
     def engine(self, args: Args | None = None) -> Engine:
         """The engine for this run (made once; imported only by commands that need it)."""
         if self._engine is None:
+            self.before_engine()
             from mgr_agent.engine import Engine  # noqa: PLC0415 - keeps the CLI's start light
 
             restart = True if args is None else args.values.get("restart") is not False

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from mgr_agent.config import Config
 from mgr_agent.errors import UsageError
 from mgr_agent.layout import Layout
+from mgr_agent.panels import LogQuery as LogQuery  # noqa: PLC0414 - re-exported: declared light, in __init__
 
 if TYPE_CHECKING:  # types only: the archive readers, checks and subprocess load when used
     from mgr_agent.archive import Source
@@ -58,19 +59,6 @@ class Skeleton:
 
     tree: Tree
     version: str
-
-
-@dataclass(frozen=True)
-class LogQuery:
-    """What ``mgr-agent logs`` asks of a panel's log: the last ``n`` records (or those since
-    ``since``), at ``level`` or above, naming one of ``plugin_names`` (None: any), then with
-    ``follow`` the new ones."""
-
-    n: int | None = None
-    follow: bool = False
-    level: str | None = None
-    since: str | None = None
-    plugin_names: frozenset[str] | None = None
 
 
 class LogRecord(Protocol):

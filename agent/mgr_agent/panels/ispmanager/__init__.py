@@ -6,6 +6,18 @@
 
 from __future__ import annotations
 
-from mgr_agent.panels.ispmanager.panel import IspManager
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mgr_agent.panels.ispmanager.panel import IspManager as IspManager
 
 __all__ = ["IspManager"]
+
+
+def __getattr__(name: str) -> object:
+    """``IspManager`` at its first use: the log modules here load without the panel."""
+    if name == "IspManager":
+        from mgr_agent.panels.ispmanager.panel import IspManager  # noqa: PLC0415
+
+        return IspManager
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

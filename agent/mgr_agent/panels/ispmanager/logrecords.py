@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -44,17 +43,37 @@ LEVELS: dict[str, int] = {
 _COLOURS = {0: "2", 1: "2", 4: "36", 5: "33", 6: "31", 7: "31;1"}
 
 
-@dataclass
 class Record:
-    """One log record; a line that could not be parsed has only ``message`` and ``raw``."""
+    """One log record; a line that could not be parsed has only ``message`` and ``raw``.
+    (A plain class, not a ``dataclass``: ``logs -n`` starts without that import.)"""
 
-    time: datetime | None = None
-    pid: int | None = None
-    thread: str | None = None
-    module: str | None = None
-    level: str | None = None
-    message: str = ""
-    raw: str = ""           # the line(s) as written, colour codes included
+    __slots__ = ("level", "message", "module", "pid", "raw", "thread", "time")
+    _FIELDS = ("time", "pid", "thread", "module", "level", "message", "raw")
+
+    def __init__(self, time: datetime | None = None, pid: int | None = None,
+                 thread: str | None = None, module: str | None = None, level: str | None = None,
+                 message: str = "", raw: str = "") -> None:
+        self.time = time
+        self.pid = pid
+        self.thread = thread
+        self.module = module
+        self.level = level
+        self.message = message
+        self.raw = raw          # the line(s) as written, colour codes included
+
+    def _values(self) -> tuple[object, ...]:
+        return tuple(getattr(self, name) for name in self._FIELDS)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._values() == other._values()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as the dataclass was
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._FIELDS)
+        return f"Record({fields})"
 
     def append(self, line: str) -> None:
         """Add a continuation line."""

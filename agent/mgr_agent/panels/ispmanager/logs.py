@@ -10,21 +10,28 @@ from __future__ import annotations
 
 import collections
 import os
-import threading
 from collections.abc import Iterable, Iterator
 from datetime import datetime
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mgr_agent.errors import NotFound
-from mgr_agent.panels.base import LogQuery
 from mgr_agent.panels.ispmanager.logreader import (
     last_records,
+    log_path,
     open_log,
     parse_since,
     since_records,
     whole_lines_end,
 )
 from mgr_agent.panels.ispmanager.logrecords import Filter, Record, make_filter
+
+if TYPE_CHECKING:
+    import threading
+    from pathlib import Path
+
+    from mgr_agent.panels import LogQuery
+
+__all__ = ["DEFAULT_N", "log_path", "records"]
 
 DEFAULT_N = 10
 

@@ -215,7 +215,9 @@ class IspManager(Panel):
     # ------------------------------------------------------------ runtime (step 7)
     @property
     def log_path(self) -> Path:
-        return self.layout.mgr / "var/ispmgr.log"
+        from mgr_agent.panels.ispmanager.logreader import log_path  # noqa: PLC0415
+
+        return log_path(self.layout)
 
     def core_processes(self) -> list[psutil.Process]:
         """The ``core`` processes of this MGR root only: never another program's ``core``."""

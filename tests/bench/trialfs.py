@@ -1,0 +1,212 @@
+"""The filesystem the trials run on: a journaled ext4 image, as on a server.
+
+A server's root filesystem is ext4 with its journal (``data=ordered``).  The VMs the
+bench runs on may not be: an ext4 without a journal has no journal commits at all (an
+fsync costs less than on a server), and allocates inodes slowly in block groups with
+many recently deleted ones (the kernel's ``recently_deleted`` scan runs only without a
+journal).  So, when it runs as root and loop mounts work, the bench makes a sparse
+image in its work directory, formats it with ``mkfs.ext4 -q`` (the defaults: journal,
+``data=ordered``), mounts it with ``mount -o loop`` and puts every trial root under it:
+agent roots, dpkg roots, unzip directories and the live-server writer's files.  At the
+end (also on an error or Ctrl-C) it unmounts it (``umount -l`` if busy) and deletes it.
+
+Where that is not possible (not root, no loop device, no ``mkfs.ext4``), or with
+``--fs here``, the trials run in the work directory, and :attr:`TrialFilesystem.note`
+says so for the results' notes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+IMAGE = "trialfs.img"
+MOUNT = "trialfs"
+GIB = 1 << 30
+TOOLS = ("mkfs.ext4", "mount", "umount", "losetup")
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def _mount_entry(path: Path) -> tuple[str, str, str, str] | None:
+    """(source, mount point, type, options) of the mount holding ``path``."""
+    best: tuple[str, str, str, str] | None = None
+    try:
+        lines = Path("/proc/self/mounts").read_text().splitlines()
+    except OSError:
+        return None
+    target = str(path.resolve())
+    for line in lines:
+        parts = line.split()
+        if len(parts) < 4:
+            continue
+        point = parts[1].replace("\\040", " ")
+        if (target == point or target.startswith(point.rstrip("/") + "/")) \
+                and (best is None or len(point) >= len(best[1])):
+            best = (parts[0], point, parts[2], parts[3])
+    return best
+
+
+def _is_mount_point(path: Path) -> bool:
+    entry = _mount_entry(path)
+    return entry is not None and entry[1] == str(path.resolve())
+
+
+def _journal(device: str, image: Path | None) -> tuple[bool | None, str]:
+    """Whether the ext4 filesystem on ``device`` has a journal, and where that was read."""
+    name = os.path.basename(device)
+    task = Path(f"/sys/fs/ext4/{name}/journal_task")
+    try:
+        value = task.read_text().strip()
+    except OSError:
+        value = ""
+    if value:
+        return value != "<none>", f"{task}: {value}"
+    dumpe2fs = shutil.which("dumpe2fs")
+    source = str(image) if image is not None else device
+    if dumpe2fs:
+        done = subprocess.run([dumpe2fs, "-h", source], capture_output=True, text=True, check=False)
+        for line in done.stdout.splitlines():
+            if line.startswith("Filesystem features:"):
+                return "has_journal" in line.split(), f"dumpe2fs -h {source}"
+    return None, "unknown"
+
+
+def describe(path: Path, image: Path | None = None) -> dict[str, Any]:
+    """Type, device, mount options (those of /proc/fs/ext4 too) and journal of ``path``'s filesystem."""
+    entry = _mount_entry(path)
+    if entry is None:
+        return {"type": "?", "mount": "?", "options": "?", "journal": None}
+    source, point, kind, options = entry
+    info: dict[str, Any] = {"type": kind, "device": source, "mount": point, "options": options}
+    if kind == "ext4":
+        ext4 = Path(f"/proc/fs/ext4/{os.path.basename(source)}/options")
+        try:
+            effective = ext4.read_text().split()
+        except OSError:
+            effective = []
+        data = [o for o in effective if o.startswith(("data=", "commit="))]
+        if data:
+            info["ext4_options"] = ",".join(data)
+        info["journal"], info["journal_source"] = _journal(source, image)
+    else:
+        info["journal"] = None
+    return info
+
+
+def summary(info: dict[str, Any]) -> str:
+    """One line for the page: ``ext4 (rw,relatime; data=ordered,commit=5), journal, on …``."""
+    journal = {True: "with a journal", False: "without a journal"}.get(info.get("journal"), "journal unknown")
+    opts = info.get("options", "?") + (f"; {info['ext4_options']}" if info.get("ext4_options") else "")
+    where = (f"a {info['size_bytes'] / GIB:g} GiB sparse image, `mkfs.ext4 -q`, `mount -o loop` "
+             f"({info.get('device', '?')})" if info.get("kind") == "image"
+             else f"{info.get('device', '?')} on {info.get('mount', '?')}")
+    return f"{info.get('type', '?')} {journal} ({opts}), {where}"
+
+
+class TrialFilesystem:
+    """Where the trial roots go (:attr:`root`); a context manager that unmounts at the end.
+
+    ``mode`` is ``"image"`` (a journaled ext4 image when possible, else the work directory)
+    or ``"here"`` (the work directory).  :attr:`info` describes the filesystem for the
+    results' ``machine``; :attr:`note`, when set, says why the trials did not run on an image.
+    """
+
+    def __init__(self, work: Path, mode: str = "image", size_bytes: int = 16 * GIB, *,
+                 keep: bool = False, name: str = MOUNT) -> None:
+        self.work = work
+        self.mode = mode
+        self.size = size_bytes
+        self.keep = keep
+        self.image = work / f"{name}.img"   # IMAGE by default
+        self.mount = work / name
+        self.root = work
+        self.mounted = False
+        self.note: str | None = None
+        self.info: dict[str, Any] = {}
+
+    # ------------------------------------------------------------ set-up
+    def why_not(self) -> str | None:
+        """Why no image can be mounted here, or None."""
+        if self.mode == "here":
+            return "--fs here"
+        if os.geteuid() != 0:
+            return "not running as root (a loop mount needs it)"
+        missing = [t for t in TOOLS if shutil.which(t) is None]
+        if missing:
+            return "not found: " + ", ".join(missing)
+        if not Path("/dev/loop-control").exists() and not any(Path("/dev").glob("loop[0-9]*")):
+            return "no loop devices (/dev/loop-control)"
+        return None
+
+    def __enter__(self) -> TrialFilesystem:
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.release()  # left mounted by an interrupted or --keep run
+        problem = self.why_not()
+        if problem is None:
+            problem = self._mount_image()
+        if problem is None:
+            self.root = self.mount
+            self.info = {"kind": "image", "image": str(self.image), "size_bytes": self.size,
+                         **describe(self.mount, self.image)}
+            log(f"trials on {summary(self.info)}")
+            return self
+        self.root = self.work
+        self.info = {"kind": "here", "why": problem, **describe(self.work)}
+        self.note = (f"trials ran in the work directory, not on a journaled ext4 image ({problem}): "
+                     f"{summary(self.info)}")
+        log(self.note)
+        return self
+
+    def _run(self, argv: list[str]) -> str | None:
+        """Run a set-up command; its error message, or None."""
+        done = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False)
+        if done.returncode != 0:
+            return f"`{' '.join(argv)}` exit {done.returncode}: {(done.stderr or done.stdout).strip()[-300:]}"
+        return None
+
+    def _mount_image(self) -> str | None:
+        log(f"making a {self.size / GIB:g} GiB sparse ext4 image for the trials: {self.image}")
+        with open(self.image, "wb") as f:
+            f.truncate(self.size)
+        self.mount.mkdir(exist_ok=True)
+        problem = self._run(["mkfs.ext4", "-q", "-F", str(self.image)]) \
+            or self._run(["mount", "-o", "loop", str(self.image), str(self.mount)])
+        if problem is not None:
+            self.release()
+            return problem
+        self.mounted = True
+        return None
+
+    # ------------------------------------------------------------ tear-down
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self.keep and self.mounted:
+            log(f"--keep: the trial image stays mounted on {self.mount} ({self.image}); "
+                "the next run unmounts and deletes it")
+            return
+        self.release()
+
+    def release(self) -> None:
+        """Unmount the image (lazily if busy) and delete it and its mount point."""
+        if self.mount.exists() and _is_mount_point(self.mount):
+            log(f"unmounting {self.mount}")
+            if self._run(["umount", str(self.mount)]) is not None:
+                problem = self._run(["umount", "-l", str(self.mount)])
+                log(f"umount failed (busy?): lazy unmount{' failed: ' + problem if problem else ''}")
+        self.mounted = False
+        self.image.unlink(missing_ok=True)
+        try:
+            self.mount.rmdir()
+        except FileNotFoundError:
+            pass
+        except OSError as error:  # still mounted, or files written there without the image
+            log(f"left {self.mount}: {error}")
