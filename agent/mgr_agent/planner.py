@@ -157,12 +157,8 @@ class Planner:
         under_anchor = str(anchor) + "/"
         for target, spec in sorted(pkg.files.items()):
             path = f"{root}/{target}"
-            check_no_symlink(anchor if path.startswith(under_anchor) else self.layout.root,
-                             path, self._verified)
-            try:
-                st: os.stat_result | None = os.lstat(path)
-            except FileNotFoundError:
-                st = None
+            st = check_no_symlink(anchor if path.startswith(under_anchor) else self.layout.root,
+                                  path, self._verified)  # and the lstat of the target
             exists = st is not None
             if st is not None and stat.S_ISDIR(st.st_mode):
                 raise Conflict(f"{target}: is a directory on disk, but the package installs a file there",
