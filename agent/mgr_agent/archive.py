@@ -244,7 +244,7 @@ def _check_zip_tail(path: Path, name: str) -> None:
 
 def _zip_name(info: zipfile.ZipInfo) -> str:
     # orig_filename: zipfile cuts ``filename`` at the first NUL byte, which would hide it
-    if info.flag_bits & 0x800:
+    if info.flag_bits & 0x800 or info.orig_filename.isascii():
         return info.orig_filename
     raw = info.orig_filename.encode("cp437")
     try:
@@ -323,11 +323,11 @@ class ZipSource:
             mode = unix_mode & 0o7777 if unix_mode else 0o644
             col.add_file(name, info.file_size, mode, info.CRC)
             self._names[col.check(name)] = info
+            raw = zipread.raw_name(info)
             if info.compress_type in zipread.FAST_METHODS:
-                self._members[col.check(name)] = zipread.member(info)
-            spans.append((info.header_offset, info.header_offset + 30 + len(info.orig_filename.encode(
-                "utf-8" if info.flag_bits & 0x800 else "cp437", "surrogateescape")) + info.compress_size,
-                name))
+                self._members[col.check(name)] = zipread.member(info, raw)
+            spans.append((info.header_offset, info.header_offset + 30 + len(raw) + info.compress_size,
+                          name))
         spans.sort()
         for (_, end, name), (start, _, other) in itertools.pairwise(spans):
             if start < end:

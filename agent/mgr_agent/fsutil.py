@@ -328,11 +328,13 @@ def lexists(path: Path) -> bool:
     return os.path.lexists(path)
 
 
-def check_no_symlink(anchor: Path, target: str | Path, verified: set[str] | None = None) -> None:
+def check_no_symlink(anchor: Path, target: str | Path,
+                     verified: set[str] | None = None) -> os.stat_result | None:
     """Refuse when ``target`` or any directory between ``anchor`` and it is a symlink.
 
     The agent must never follow a link planted in a panel tree out of that tree.
-    ``verified`` caches directories already found to be real, across calls.
+    ``verified`` caches directories already found to be real, across calls.  Returns the
+    ``lstat`` of ``target`` itself, None when it does not exist.
     """
     top, full = str(anchor).rstrip("/"), str(target)  # an anchor of "/" is top ""
     if not full.startswith(top + "/"):
@@ -348,7 +350,7 @@ def check_no_symlink(anchor: Path, target: str | Path, verified: set[str] | None
         try:
             st = os.lstat(current)
         except FileNotFoundError:
-            return
+            return None
         if stat.S_ISDIR(st.st_mode) and verified is not None:
             verified.add(current)
         if stat.S_ISLNK(st.st_mode):
@@ -362,6 +364,7 @@ def check_no_symlink(anchor: Path, target: str | Path, verified: set[str] | None
                 f"{current}: exists and is not a directory, but {target} needs it to be one",
                 path=str(current),
             )
+    return st
 
 
 def missing_dirs(path: Path, stop: Path) -> list[Path]:

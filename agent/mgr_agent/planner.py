@@ -274,10 +274,11 @@ class Planner:
         if parent in self._missing:
             return None
         if parent not in self._verified:
-            check_no_symlink(anchor, path, self._verified)
+            st = check_no_symlink(anchor, path, self._verified)  # and the lstat of the target
             if parent not in self._verified and parent != top:
                 self._missing.add(parent)  # the check stopped at a missing directory
                 return None
+            return st
         try:
             st = os.lstat(path)
         except FileNotFoundError:

@@ -31,10 +31,18 @@ Member = tuple[int, int, int, int, bytes]
 directory's record."""
 
 
-def member(info: zipfile.ZipInfo) -> Member:
-    raw = info.orig_filename.encode("utf-8" if info.flag_bits & 0x800 else "cp437",
-                                    "surrogateescape")
-    return info.header_offset, info.compress_size, info.compress_type, info.CRC, raw
+def raw_name(info: zipfile.ZipInfo) -> bytes:
+    """The name's bytes as the archive holds them (ASCII, the usual case, without the
+    slow cp437 codec)."""
+    name = info.orig_filename
+    if name.isascii():
+        return name.encode("ascii")
+    return name.encode("utf-8" if info.flag_bits & 0x800 else "cp437", "surrogateescape")
+
+
+def member(info: zipfile.ZipInfo, raw: bytes | None = None) -> Member:
+    return (info.header_offset, info.compress_size, info.compress_type, info.CRC,
+            raw_name(info) if raw is None else raw)
 
 
 def chunks(fd: int, m: Member) -> Iterator[bytes]:

@@ -284,3 +284,32 @@ def test_state_database_of_the_previous_agent_is_migrated(tmp_path: Path,
             assert (ino, mtime_ns) == (st.st_ino, st.st_mtime_ns), name
     assert cli(root, "uninstall", "bulk").rc == 0
     assert leftovers(root) == []
+
+
+@pytest.mark.skipif(shutil.which("php") is None, reason="needs php")
+def test_unchanged_hooks_are_not_linted_again(tmp_path: Path) -> None:
+    """``php -l`` runs on the hooks an upgrade changes; the others were linted when the
+    installed version was, so an upgrade that changes no hook starts no linting php."""
+    log = tmp_path / "php.log"
+    wrapper = tmp_path / "php"
+    wrapper.write_text(f'#!/bin/sh\necho "$*" >> {log}\nexec {shutil.which("php")} "$@"\n')
+    wrapper.chmod(0o755)
+    root = _root(tmp_path / "root")
+    (root / "etc/mgr-agent").mkdir(parents=True)
+    (root / "etc/mgr-agent/agent.toml").write_text(f'[hooks]\nphp = "{wrapper}"\n')
+
+    def lints() -> int:
+        return sum(1 for line in log.read_text().splitlines() if line.split()[-1:] == ["-l"])
+
+    v1 = samples.plesk_files("lint-ext", "1.0")
+    assert cli(root, "install", str(samples.write_zip(v1, tmp_path / "v1.zip"))).rc == 0
+    assert lints() == 3  # pre-install, post-install, pre-uninstall
+    v2 = {**v1, "htdocs/new.txt": (b"new\n", 0o644)}
+    v2["meta.xml"] = (v1["meta.xml"][0].replace(b"1.0", b"1.1"), v1["meta.xml"][1])
+    assert cli(root, "install", str(samples.write_zip(v2, tmp_path / "v2.zip"))).rc == 0
+    assert lints() == 3, log.read_text()
+    broken = {**v2, "plib/scripts/post-install.php": (b"<?php\nexit(0\n", 0o644)}
+    broken["meta.xml"] = (v1["meta.xml"][0].replace(b"1.0", b"1.2"), v1["meta.xml"][1])
+    done = cli(root, "install", str(samples.write_zip(broken, tmp_path / "v3.zip")))
+    assert done.rc == 3 and done.json["error"]["details"]["rule"] == "php-syntax", done.stdout
+    assert lints() == 4  # the changed post-install alone
