@@ -104,9 +104,9 @@ def over_row(key: str, case: str, target_ms: float, samples: Samples, base: str,
 
 def rss_row(key: str, case: str, target_mb: float, samples: Samples, install: str, upgrade: str) -> Row:
     """Peak RSS of the agent process alone during the install (``install``: its own
-    ``getrusage(RUSAGE_SELF)`` at exit, see ``tests.bench.agent_rss``), the largest of the
-    repetitions.  The note gives the upgrade's, and both as ``wait4`` sees the whole command
-    (``install-wait4``, ``upgrade-wait4``: the agent or a hook it waited for, the larger)."""
+    ``VmHWM`` at exit, see ``tests.bench.agent_rss``), the largest of the repetitions.  The
+    note gives the upgrade's, and both as ``wait4`` sees the whole command (``install-wait4``,
+    ``upgrade-wait4``: the agent, a hook it waited for, or the bench at the fork)."""
     row = Row(key, case, "—", f"≤ {target_mb:g} MB", unit="MB", target_value=target_mb)
 
     def peak(name: str) -> float | None:
@@ -116,8 +116,9 @@ def rss_row(key: str, case: str, target_mb: float, samples: Samples, install: st
                    "install-wait4": samples.get(install + "-wait4", []),
                    "upgrade-wait4": samples.get(upgrade + "-wait4", [])}
     row.value = peak(install)
-    row.note = ("the agent process alone, the largest of the repetitions; with the hooks it waited "
-                f"for (`wait4` of the command): {_mb(peak(install + '-wait4'))}; upgrade, every file "
+    row.note = ("the agent process alone (`VmHWM`), the largest of the repetitions; `wait4` of the "
+                f"command (the hooks and the bench's size at the fork included): "
+                f"{_mb(peak(install + '-wait4'))}; upgrade, every file "
                 f"changed: {_mb(peak(upgrade))} alone, {_mb(peak(upgrade + '-wait4'))} with its hooks")
     _judge(row)
     return row

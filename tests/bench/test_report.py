@@ -89,7 +89,7 @@ def test_rows_against_their_targets() -> None:
     row = report.rss_row("peak-rss", "rss", 100, samples, "rss", "rss-up")
     assert (row.value, row.status) == (120.0, "missed")        # the largest repetition counts
     assert "the agent process alone" in row.note
-    assert "with the hooks it waited for (`wait4` of the command): 121 MB" in row.note
+    assert "`wait4` of the command (the hooks and the bench's size at the fork included): 121 MB" in row.note
     assert "upgrade, every file changed: 90 MB alone, 95 MB with its hooks" in row.note
     assert row.samples["install-wait4"] == [81.0, 121.0]
     assert report.wall_row("noop", "noop", 0.150, {"n": [0.120]}, "n").status == "met"

@@ -77,8 +77,8 @@ def test_the_deb_runs_the_packages_hooks_as_its_maintainer_scripts(tmp_path: Pat
 
 def test_peak_rss_is_the_agent_alone_and_wait4_includes_the_hooks(tmp_path: Path) -> None:
     """A hook that holds 200 MB: ``wait4`` of the command sees it, the agent's own
-    ``getrusage(RUSAGE_SELF)`` (``tests.bench.agent_rss``) does not; the hook does not
-    inherit the wrapper's variable."""
+    peak (``VmHWM``, ``tests.bench.agent_rss``) does not; the hook does not inherit the
+    wrapper's variable."""
     seen = tmp_path / "hook-env.txt"
     hook = (f'echo "${{BENCH_AGENT_RSS:-unset}}" > {seen}\n'
             f'{sys.executable} -c "b = b\'x\' * (200 << 20)"\n')
@@ -97,6 +97,18 @@ def test_peak_rss_is_the_agent_alone_and_wait4_includes_the_hooks(tmp_path: Path
     before = trials.agent_maxrss_kib
     trials.agent(trials.agent_root("list"), "list", action="listed", timed=False)
     assert trials.agent_maxrss_kib == before
+
+
+def test_peak_rss_is_not_the_size_of_the_bench_that_started_the_agent(tmp_path: Path) -> None:
+    """Linux keeps the peak RSS of the image replaced by ``execve`` in ``ru_maxrss``: an
+    agent started by a bench process holding 200 MB must still be measured alone."""
+    ballast = b"x" * (200 << 20)  # this process's own pages, inherited by the fork
+    package = write_zip(ispmanager_files("small", "1.0"), tmp_path / "small.zip")
+    trials = Trials(tmp_path / "work", sys.executable)
+    trials.install(trials.agent_root("rss"), package, rss=True, timed=False)
+    assert 10e6 < trials.agent_maxrss_kib * 1024 < 150e6, trials.agent_maxrss_kib
+    assert trials.last.maxrss_kib * 1024 > 200e6  # wait4's figure carries the fork's size
+    assert len(ballast) == 200 << 20
 
 
 def test_agent_rss_writes_the_peak_even_when_the_command_fails(tmp_path: Path) -> None:
