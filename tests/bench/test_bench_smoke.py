@@ -64,7 +64,8 @@ def test_quick_bench_reports_every_row_and_regenerates_the_page(tmp_path: Path) 
     rss = rows["peak-rss"]["samples"]
     assert len(rss["install"]) == len(rss["install-wait4"]) == 1
     assert rss["install"][0] <= rss["install-wait4"][0] * 1.01, "the agent alone ≤ the agent and its hooks"
-    assert "with the hooks it waited for" in rows["peak-rss"]["note"]
+    assert "`wait4` of the command (the hooks and the bench's size at the fork included)" in \
+        rows["peak-rss"]["note"]
     # the scaling row's fixed cost is measured even at one size: the 1-file package
     assert len(doc["measures"]["scaling/agent-fixed"]["samples"]) == 1
     assert doc["scaling"]["fixed"]["files"] == doc["payloads"]["plesk-1-v1.zip"]["files"] == 12
