@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from mgr_agent.errors import AgentError, Interrupted, NotAuthorised
+from mgr_agent.values import Value
 
 SCHEMA = 1
 
@@ -16,15 +17,13 @@ shape (a TypedDict in ``mgr_agent/commands/``: ``Command.shape``); its renderer 
 shape and ``--json`` writes it."""
 
 
-_FIELDS = ("action", "changed", "name", "panel", "version", "previous_version", "warnings",
-           "hooks", "tx", "plan", "notes", "data", "error")
+class Result(Value):
+    """The outcome of one command; ``to_json`` is the ``--json`` document.  (A
+    :class:`~mgr_agent.values.Value` with a dataclass's constructor: ``list`` starts
+    without importing ``dataclasses``.)"""
 
-
-class Result:
-    """The outcome of one command; ``to_json`` is the ``--json`` document.  (A plain class
-    with a dataclass's constructor, equality and repr: ``list`` starts without importing
-    ``dataclasses``.)"""
-
+    _FIELDS = ("action", "changed", "name", "panel", "version", "previous_version", "warnings",
+               "hooks", "tx", "plan", "notes", "data", "error")
     __slots__ = _FIELDS
 
     def __init__(self, action: str, changed: bool = False, name: str | None = None,
@@ -46,16 +45,6 @@ class Result:
         self.notes: list[str] = [] if notes is None else notes
         self.data = data
         self.error = error
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        return all(getattr(self, f) == getattr(other, f) for f in _FIELDS)
-
-    __hash__ = None  # type: ignore[assignment]  # mutable, as the dataclass was
-
-    def __repr__(self) -> str:
-        return "Result(" + ", ".join(f"{f}={getattr(self, f)!r}" for f in _FIELDS) + ")"
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {

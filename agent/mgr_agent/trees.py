@@ -143,8 +143,9 @@ def _clear(fd: int) -> None:
                 os.unlink(name, dir_fd=fd)
 
 
-def _remove_at(parent: int, name: str) -> None:
-    """Delete the directory ``name`` of the directory open as ``parent``, with its content."""
+def _remove_at(parent: int | None, name: str) -> None:
+    """Delete the directory ``name`` of the directory open as ``parent`` (None: ``name``
+    is a path), with its content; nothing when it is not there."""
     try:
         fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
     except FileNotFoundError:
@@ -158,12 +159,4 @@ def _remove_at(parent: int, name: str) -> None:
 
 def rmtree(path: str) -> None:
     """Delete the tree at ``path``, if there is one (a link there is an error)."""
-    try:
-        fd = os.open(path, _DIR_FLAGS)
-    except FileNotFoundError:
-        return
-    try:
-        _clear(fd)
-    finally:
-        os.close(fd)
-    os.rmdir(path)
+    _remove_at(None, path)

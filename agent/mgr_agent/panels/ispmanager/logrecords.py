@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from mgr_agent.errors import UsageError
+from mgr_agent.values import Value
 
 Filter = Callable[["Record"], bool]
 
@@ -43,9 +44,10 @@ LEVELS: dict[str, int] = {
 _COLOURS = {0: "2", 1: "2", 4: "36", 5: "33", 6: "31", 7: "31;1"}
 
 
-class Record:
+class Record(Value):
     """One log record; a line that could not be parsed has only ``message`` and ``raw``.
-    (A plain class, not a ``dataclass``: ``logs -n`` starts without that import.)"""
+    (A :class:`~mgr_agent.values.Value`, not a ``dataclass``: ``logs -n`` starts without
+    that import.)"""
 
     __slots__ = ("level", "message", "module", "pid", "raw", "thread", "time")
     _FIELDS = ("time", "pid", "thread", "module", "level", "message", "raw")
@@ -60,20 +62,6 @@ class Record:
         self.level = level
         self.message = message
         self.raw = raw          # the line(s) as written, colour codes included
-
-    def _values(self) -> tuple[object, ...]:
-        return tuple(getattr(self, name) for name in self._FIELDS)
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        return self._values() == other._values()
-
-    __hash__ = None  # type: ignore[assignment]  # mutable, as the dataclass was
-
-    def __repr__(self) -> str:
-        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._FIELDS)
-        return f"Record({fields})"
 
     def append(self, line: str) -> None:
         """Add a continuation line."""
