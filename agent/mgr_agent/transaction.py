@@ -23,7 +23,6 @@ import contextlib
 import errno
 import os
 import shutil
-import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -127,33 +126,6 @@ STAGE_WORKERS = min(4, max(2, os.cpu_count() or 2))
 PARALLEL_FROM = 256 * 1024  # bytes: a staged file this large is written on a staging thread
 
 
-class _Alongside:
-    """Steps run on a thread of their own; :meth:`join` waits for them and raises what
-    the first failing one raised."""
-
-    def __init__(self, steps: Iterable[Callable[[], None]]) -> None:
-        self.steps = list(steps)
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, name="mga-alongside", daemon=True)
-        if self.steps:
-            self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            for step in self.steps:
-                step()
-        except BaseException as exc:  # handed to the staging thread by join()
-            self.error = exc
-
-    def join(self, *, quiet: bool = False) -> None:
-        """Wait for the steps; raise their error unless ``quiet`` (another is on its way)."""
-        if self.steps:
-            self.thread.join()
-        if self.error is not None and not quiet:
-            error, self.error = self.error, None
-            raise error
-
-
 class Transaction:
     """Applies a :class:`Plan` under a layout, journalled step by step."""
 
@@ -240,7 +212,14 @@ class Transaction:
 
         The ``extra`` steps (the archive store) run on a thread alongside, so that their
         I/O overlaps the staging's; both are complete before ``staged`` is journalled."""
-        side = _Alongside(extra)
+        steps = list(extra)
+
+        def run_steps() -> None:
+            for step in steps:
+                step()
+
+        side = ThreadPoolExecutor(1, thread_name_prefix="mga-alongside")
+        alongside = side.submit(run_steps) if steps else None
         try:
             try:
                 for rel in self.plan.mkdirs:
@@ -255,10 +234,10 @@ class Transaction:
                 self._stage_files()
                 if self.durability == "writeback":
                     self._fsync_staged()
-            except BaseException:
-                side.join(quiet=True)  # nothing may still be writing when the undo starts
-                raise
-            side.join()
+            finally:
+                side.shutdown(wait=True)  # nothing may still be writing when the undo starts
+            if alongside is not None:
+                alongside.result()  # its failure, once the staging's own succeeded
             self.dirs.seal()
             self._sync(self._dirs())
         except OSError as exc:
