@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from mgr_agent import faults
 from mgr_agent.dirplan import DirOp, mounts_in
 from mgr_agent.errors import SwitchFailed
-from mgr_agent.fsutil import UNSUPPORTED, fsync_dir, rename_exchange
+from mgr_agent.fsutil import UNSUPPORTED, fsync_all, fsync_dir, rename_exchange
 from mgr_agent.layout import Layout
 from mgr_agent.libc import RENAME_NOREPLACE, renameat2
 from mgr_agent.trees import PROBE, Carry, rmtree
@@ -212,17 +212,18 @@ class DirSwitch:
             os.chown(path, st.st_uid, st.st_gid)
 
     def seal(self) -> None:
-        """``fsync`` mode: every directory of the staged trees, deepest first, then their
-        parents (the files were fsynced as they were written)."""
+        """Every directory of the staged trees, then their parents, made durable before
+        ``staged`` is journalled (the files were fsynced already); order does not matter,
+        all are done before any switch."""
         if not self.per_file_fsync:
             return
+        dirs: list[str] = []
         for d in self.active:
             if d.how == "remove":
                 continue
-            walked = [w[0] for w in os.walk(self.staged_tree(d))]
-            for path in sorted(walked, key=lambda p: -p.count("/")):
-                fsync_dir(Path(path))
-            fsync_dir(Path(self.staged_tree(d)).parent)
+            dirs += [w[0] for w in os.walk(self.staged_tree(d))]
+            dirs.append(os.path.dirname(self.staged_tree(d)))
+        fsync_all(dirs)
 
     # switch
     def switch_in(self) -> None:

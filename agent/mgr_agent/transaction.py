@@ -36,9 +36,9 @@ from mgr_agent.dirplan import DirOp
 from mgr_agent.dirswitch import DirSwitch
 from mgr_agent.errors import StageFailed, SwitchFailed
 from mgr_agent.fsutil import (
+    fsync_all,
     fsync_dir,
     fsync_dirs,
-    fsync_file,
     rename_noreplace,
     rmdir_if_empty,
     sync_filesystems,
@@ -250,21 +250,8 @@ class Transaction:
 
     def _fsync_staged(self) -> None:
         """writeback mode's second pass: each staged file's own fsync (its write-back
-        started when it was written), on the staging threads: concurrent fsyncs share the
-        filesystem's journal commits."""
-        paths = [self.staged(op) for op in self.plan.ops if op.action != "remove"]
-        if self.workers > 1 and len(paths) > 1:
-            def fsync_all(share: list[str]) -> None:
-                for path in share:
-                    fsync_file(path)
-
-            shares = [paths[k::self.workers] for k in range(self.workers)]  # a task per thread
-            with ThreadPoolExecutor(self.workers, thread_name_prefix="mga-fsync") as pool:
-                for _ in pool.map(fsync_all, shares):
-                    pass
-        else:
-            for path in paths:
-                fsync_file(path)
+        started when it was written), many at once (:func:`fsync_all`)."""
+        fsync_all([self.staged(op) for op in self.plan.ops if op.action != "remove"])
 
     def _write(self, op: Op) -> os.stat_result:
         return write_new(self.staged(op), self.plan.sources[op.i](), op.mode,
