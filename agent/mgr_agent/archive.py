@@ -255,6 +255,15 @@ def _zip_name(info: zipfile.ZipInfo) -> str:
         ) from None
 
 
+def _member_chunks(fd: int, name: str, member: zipread.Member, size: int) -> Iterator[bytes]:
+    """A stored or deflated member read straight from the archive (:mod:`zipread`): its
+    declared ``size`` checked, damage reported as ``corrupt-data``."""
+    try:
+        yield from _checked_chunks(name, zipread.chunks(fd, member), size)
+    except (zipfile.BadZipFile, EOFError, OSError, zlib.error) as exc:
+        raise _corrupt(name, exc) from exc
+
+
 class ZipSource:
     """A zip archive, validated on open."""
 
@@ -339,10 +348,7 @@ class ZipSource:
         info = self._names[name]
         fast = self._members.get(name)
         if fast is not None:
-            try:
-                yield from _checked_chunks(name, zipread.chunks(self._fd, fast), info.file_size)
-            except (zipfile.BadZipFile, EOFError, OSError, zlib.error) as exc:
-                raise _corrupt(name, exc) from exc
+            yield from _member_chunks(self._fd, name, fast, info.file_size)
             return
         # zipfile stops at the declared size and, when the CRC was forged to match,
         # silently drops the rest of the data; read to the real end of the compressed
@@ -367,6 +373,33 @@ class ZipSource:
     def close(self) -> None:
         self._zf.close()
         if self._fd >= 0:  # closing twice must never close a descriptor reused meanwhile
+            os.close(self._fd)
+            self._fd = -1
+
+
+class ZipMembers:
+    """Chosen members of a zip whose central directory :func:`zipread.directory` read: the
+    agent's own stored copy of a package, checked by every rule when it was installed, so
+    not checked again (only what reading a member checks: its local header, size, CRC-32).
+    Only stored and deflated members (:data:`zipread.FAST_METHODS`)."""
+
+    kind = "zip"
+
+    def __init__(self, path: Path, listed: dict[str, zipread.Listed]) -> None:
+        self.path = path
+        self.skipped: list[str] = []
+        self._listed = listed
+        modes = {name: e.mode & 0o7777 if e.mode else 0o644 for name, e in listed.items()}
+        self.entries = {name: Entry(name, e.size, sanitize_mode(modes[name]), modes[name],
+                                    e.member[3]) for name, e in listed.items()}
+        self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+
+    def chunks(self, name: str) -> Iterator[bytes]:
+        listed = self._listed[name]
+        return _member_chunks(self._fd, name, listed.member, listed.size)
+
+    def close(self) -> None:
+        if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
 

@@ -41,6 +41,18 @@ def is_junk(name: str) -> bool:
     return last in JUNK_DIRS or last in JUNK_FILES or last.endswith(JUNK_SUFFIXES)
 
 
+_JUNK_WORDS = (*JUNK_DIRS, *JUNK_FILES, *JUNK_SUFFIXES)
+
+
+def without_junk(names: list[str]) -> list[str]:
+    """``names`` without the junk ones (:func:`is_junk`).  A junk name holds one of the
+    rule's words, so when none occurs anywhere in them, one search per word tells."""
+    joined = "\n".join(names)
+    if not any(word in joined for word in _JUNK_WORDS):
+        return names
+    return [n for n in names if not is_junk(n)]
+
+
 def junk_root(name: str) -> str:
     """The outermost junk path of an entry: ``repo/.git/objects/ab`` → ``repo/.git/``."""
     parts = name.rstrip("/").split("/")

@@ -10,21 +10,18 @@ from __future__ import annotations
 
 import os
 import shutil
-import struct
 import zipfile
 from pathlib import Path
 
-from mgr_agent import package
+from mgr_agent import package, zipread
+from mgr_agent.archive import ZipMembers
 from mgr_agent.context import EngineContext
 from mgr_agent.errors import AgentError
 from mgr_agent.fsutil import AtomicWriter, rmdir_if_empty
 from mgr_agent.layout import Layout
 from mgr_agent.package import Package
+from mgr_agent.shape import detect_layout, without_junk
 from mgr_agent.state import Installed, State
-
-# a zip's end of central directory record: signature, disk numbers, entry counts, the
-# directory's size and offset, comment length
-_EOCD = struct.Struct("<4s4H2LH")
 
 
 def archive_name(pkg: Package) -> str:
@@ -60,33 +57,38 @@ def store_archive(layout: Layout, pkg: Package) -> None:
                         member.write(chunk)
 
 
-def _names_may_hold(archive: Path, word: str) -> bool:
-    """False only when ``archive`` is a zip whose central directory (the entry names,
-    read without opening an entry) has ``word`` nowhere in it; True whenever it cannot
-    tell (a tar, zip64, anything unexpected): the caller then reads the package."""
-    if archive.suffix != ".zip":
-        return True
+def _hook_only(ctx: EngineContext, installed: Installed, archive: Path,
+               hook: str) -> tuple[bool, Package | None]:
+    """The stored zip opened for ``hook`` alone: its central directory read in one pass
+    (:func:`zipread.directory`), the package's folder found in its entry names as install
+    found it, and the hook's entry (:meth:`Panel.hook_entry`) read whole, so that damage to
+    it is told before anything changes.  Returns whether it could tell, and the package:
+    None when it has no such hook (nothing else read).  It cannot tell a zip that is not
+    plain, or a hook member only zipfile reads: the caller then opens the package in full."""
+    listing = zipread.directory(archive)
+    if listing is None:
+        return False, None
+    names = set(without_junk([n for n in listing.names if n not in listing.dirs]))
+    panel, prefix = detect_layout(names, ctx.panels, installed.panel,
+                                  where=f"the archive {archive.name}")
+    entry = prefix + panel.hook_entry(hook)
+    if entry not in names:
+        return True, None
+    listed = listing.listed(entry)
+    if listed is None or listed.member[2] not in zipread.FAST_METHODS or listed.flags & 0x1:
+        return False, None  # zip64 values, another compression, encrypted: zipfile's to read
+    source = ZipMembers(archive, {entry: listed})
     try:
-        with open(archive, "rb") as fh:
-            size = fh.seek(0, os.SEEK_END)
-            tail_len = min(size, _EOCD.size + 0xFFFF)  # the end record and its comment
-            fh.seek(size - tail_len)
-            tail = fh.read(tail_len)
-            at = tail.rfind(b"PK\x05\x06")
-            if at < 0 or at + _EOCD.size > len(tail):
-                return True
-            *_, cd_size, _, comment = _EOCD.unpack_from(tail, at)
-            end = size - tail_len + at  # the central directory ends where the end record starts
-            if (at + _EOCD.size + comment != len(tail) or cd_size in (0, 0xFFFFFFFF)
-                    or cd_size > end or (at >= 20 and tail[at - 20:at - 16] == b"PK\x06\x07")):
-                return True  # not a plain zip's end, empty, or zip64: not worth parsing here
-            fh.seek(end - cd_size)
-            directory = fh.read(cd_size)
-    except OSError:
-        return True
-    if not directory.startswith(b"PK\x01\x02"):
-        return True
-    return word.encode() in directory
+        for _ in source.chunks(entry):  # its local header, size and CRC-32
+            pass
+    except BaseException:
+        source.close()
+        raise
+    return True, Package(panel=panel.name, name=installed.name, version=installed.version,
+                         release=installed.release, source=source, prefix=prefix, files={},
+                         hooks={hook: entry}, meta=dict(installed.meta),
+                         content_hash=installed.content_hash,
+                         archive_sha256=installed.archive_sha)
 
 
 def open_stored(ctx: EngineContext, installed: Installed, warnings: list[str],
@@ -94,19 +96,23 @@ def open_stored(ctx: EngineContext, installed: Installed, warnings: list[str],
     """The installed version's package from the store, for its ``hook``; None when it
     has no such hook, or (with a warning) when it is missing, or unreadable under ``force``.
 
-    Every panel names a hook's entry after the hook (``scripts/pre-uninstall``,
-    ``plib/scripts/pre-uninstall.php``): a stored zip whose entry names do not hold the
-    hook's name has none, and is not opened at all."""
+    A stored zip is not read in full (:func:`_hook_only`): it was checked by every rule
+    when it was installed.  Whatever that cannot judge is opened like any package, without
+    hashing or checking it again.  Either way the hook's environment names the installed
+    version (a version made from the content hash is not in the archive)."""
     archive = ctx.layout.archives_dir / installed.archive
     if not archive.exists():
         warnings.append(f"{archive}: missing; the {hook} hook was not run")
         return None
-    if not _names_may_hold(archive, hook):
-        return None
-    try:  # verified when it was installed: neither hashed nor checked again
-        return package.load(archive, ctx.panels, panel_hint=installed.panel,
-                            limits=ctx.config.limits, verify=False,
-                            archive_sha256=installed.archive_sha or None)
+    try:
+        told, found = _hook_only(ctx, installed, archive, hook)
+        if told:
+            return found
+        pkg = package.load(archive, ctx.panels, panel_hint=installed.panel,
+                           limits=ctx.config.limits, verify=False,
+                           archive_sha256=installed.archive_sha or None)
+        pkg.version, pkg.release = installed.version, installed.release
+        return pkg
     except AgentError as exc:
         if not force:
             exc.hint = (exc.hint + "; " if exc.hint else "") + (

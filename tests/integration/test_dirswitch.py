@@ -204,33 +204,50 @@ def test_uninstall_carries_what_a_hook_made_out_of_a_folder_removed_whole(root: 
     assert cli(copy, "list").json["data"] == []
 
 
-def _damage_meta(root: Path) -> None:
-    """The stored archive's meta.xml can no longer be read (its local header is zeroed);
+def _damage(root: Path, entry: str = "meta.xml") -> None:
+    """The stored archive's ``entry`` can no longer be read (its local header is zeroed);
     the central directory is intact."""
     (stored,) = (root / "var/lib/mgr-agent/archives").iterdir()
     with zipfile.ZipFile(stored) as zf:
-        at = zf.getinfo("meta.xml").header_offset
+        at = zf.getinfo(entry).header_offset
     data = bytearray(stored.read_bytes())
     data[at:at + 4] = b"\0\0\0\0"
     stored.write_bytes(bytes(data))
 
 
-def test_uninstall_without_a_hook_does_not_read_the_stored_package(root: Path, pkgs: Path) -> None:
-    """Only the pre-uninstall hook needs the stored package: a plugin without one is
-    removed even when its stored archive can no longer be read."""
+def test_uninstall_reads_only_the_hook_from_the_stored_package(root: Path, pkgs: Path) -> None:
+    """Only the pre-uninstall hook needs the stored package, and of it only the hook's
+    entry is read: a plugin without one is removed even when its stored archive can no
+    longer be read, and so is one whose hook is intact; a damaged hook is refused before
+    anything changes, and --force removes the plugin without it."""
     tree = samples.plesk_files("demo-ext", "1.0")
     del tree["plib/scripts/pre-uninstall.php"]
     _ok(cli(root, "install", str(samples.write_zip(tree, pkgs / "e.zip"))))
-    _damage_meta(root)
+    _damage(root)
     run = cli(root, "uninstall", "demo-ext")
     _ok(run)
     assert run.json["hooks"] == [] and not (root / PLIB).exists()
     assert leftovers(root) == []
 
-    # with a hook, the same damage is reported (the hook cannot be run) and nothing changes
     _ok(cli(root, "install", str(_ext(pkgs, "1.0"))))
-    _damage_meta(root)
+    _damage(root)  # not the hook's entry: the hook runs
+    run = cli(root, "uninstall", "demo-ext")
+    _ok(run)
+    assert [h["hook"] for h in run.json["hooks"]] == ["pre-uninstall"]
+    assert not (root / PLIB).exists() and leftovers(root) == []
+
+    # the hook's own entry damaged: reported, and nothing changes
+    _ok(cli(root, "install", str(_ext(pkgs, "1.0"))))
+    _damage(root, "plib/scripts/pre-uninstall.php")
     before = snapshot(root)
     refused = cli(root, "uninstall", "demo-ext")
     assert refused.rc != 0 and "--force" in refused.json["error"]["hint"], refused.stdout
+    assert refused.json["error"]["message"].startswith(
+        "entry 'plib/scripts/pre-uninstall.php': cannot be read"), refused.stdout
     assert snapshot(root) == before
+    forced = cli(root, "uninstall", "demo-ext", "--force")
+    _ok(forced)
+    assert forced.json["hooks"] == []
+    assert any("cannot be read" in w and "hook was not run (--force)" in w
+               for w in forced.json["warnings"]), forced.stdout
+    assert not (root / PLIB).exists() and leftovers(root) == []

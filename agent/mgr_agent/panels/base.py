@@ -114,6 +114,12 @@ class Panel(ABC):
     def hook(self, pkg: Package, hook: str) -> HookSpec | None:
         """How to run ``hook`` for ``pkg``, or None when the package has none."""
 
+    @abstractmethod
+    def hook_entry(self, hook: str) -> str:
+        """The package entry (below any wrapping folder) that holds ``hook``, the one
+        :meth:`describe` takes for it; its name holds the hook's.  Uninstall finds the hook
+        of a stored package with it, from the zip's entry names alone."""
+
     def check_compatible(self, pkg: Package) -> list[str]:
         """Refuse packages this panel cannot take; return warnings."""
         return []

@@ -158,6 +158,9 @@ class IspManager(Panel):
             check_version(version or " ", "VERSION")
         return version
 
+    def hook_entry(self, hook: str) -> str:
+        return f"scripts/{hook}"  # as layout.hook_of reads it
+
     def hook(self, pkg: Package, hook: str) -> HookSpec | None:
         entry = pkg.hooks.get(hook)
         if entry is None:

@@ -15,7 +15,7 @@ from mgr_agent import xmlsafe
 from mgr_agent.config import Config
 from mgr_agent.errors import IncompatiblePanel, InvalidPackage, RegistrationFailed
 from mgr_agent.layout import PSA_REL, Layout
-from mgr_agent.panels.base import HookSpec, Panel, Skeleton
+from mgr_agent.panels.base import HOOKS, HookSpec, Panel, Skeleton
 from mgr_agent.versions import compare
 
 if TYPE_CHECKING:  # types only: every command builds the panel, few read a package
@@ -184,6 +184,7 @@ class Plesk(Panel):
         not_installed: list[str] = []
         mapping = {"htdocs/": self.htdocs(ext), "plib/": self.plib(ext), "sbin/": self.sbin(ext),
                    "var/": self.var(ext), "_meta/": self.share(ext) + "/_meta"}
+        hook_of = {self.hook_entry(hook): hook for hook in HOOKS}
         for full in sorted(source.entries):
             if not full.startswith(prefix):
                 continue
@@ -203,10 +204,8 @@ class Plesk(Panel):
                     mode = 0o755
                 elif top == "var":
                     kind = "data"
-                elif top == "plib" and rest.startswith("scripts/"):
-                    hook = rest[len("scripts/"):].removesuffix(".php")
-                    if rest.endswith(".php") and hook in ("pre-install", "post-install", "pre-uninstall"):
-                        hooks[hook] = full
+                elif rel in hook_of:
+                    hooks[hook_of[rel]] = full
             if target in files:
                 raise InvalidPackage(
                     f"{rel}: installs to {target}, which another entry of the package also uses",
@@ -257,6 +256,9 @@ class Plesk(Panel):
         import shutil  # noqa: PLC0415 - shutil loads bz2 and lzma: only when a hook runs
 
         return (shutil.which("php") or "php",)
+
+    def hook_entry(self, hook: str) -> str:
+        return f"plib/scripts/{hook}.php"
 
     def hook(self, pkg: Package, hook: str) -> HookSpec | None:
         entry = pkg.hooks.get(hook)
