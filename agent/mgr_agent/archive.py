@@ -12,7 +12,6 @@ import os
 import re
 import stat
 import struct
-import tarfile
 import threading
 import unicodedata
 import zipfile
@@ -20,13 +19,16 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from mgr_agent import zipread
 from mgr_agent.errors import InvalidPackage, NotFound, UnsafeArchive
 from mgr_agent.fsutil import CHUNK
 from mgr_agent.limits import Limits
 from mgr_agent.shape import is_junk
+
+if TYPE_CHECKING:
+    import tarfile
 
 
 @dataclass(frozen=True)
@@ -410,6 +412,8 @@ class TarSource:
     kind = "tar"
 
     def __init__(self, path: Path, limits: Limits) -> None:
+        import tarfile  # noqa: PLC0415 - tarfile only for a tar: uninstall reads a stored zip
+
         self.path = path
         try:
             self._tf = tarfile.open(path, "r:*")  # noqa: SIM115 - closed by close()
@@ -456,6 +460,8 @@ class TarSource:
         self.skipped = col.skipped
 
     def chunks(self, name: str) -> Iterator[bytes]:
+        import tarfile  # noqa: PLC0415
+
         member = self._members[name]
         try:
             fh = self._tf.extractfile(member)
@@ -531,6 +537,8 @@ def open_source(path: Path, limits: Limits | None = None) -> Source:
         magic = fh.read(4)
     if magic[:2] == b"PK" or zipfile.is_zipfile(path):
         return ZipSource(path, limits)
+    import tarfile  # noqa: PLC0415
+
     if tarfile.is_tarfile(path):
         return TarSource(path, limits)
     raise InvalidPackage(f"{path}: neither a zip nor a tar archive nor a directory", rule="format")
