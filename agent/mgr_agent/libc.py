@@ -7,8 +7,12 @@ Every wrapper here raises ``OSError(errno, strerror[, filename])`` on failure, l
 from __future__ import annotations
 
 import ctypes
+import errno
 import functools
 import os
+import struct
+import threading
+from typing import Any
 
 AT_FDCWD = -100
 
@@ -24,6 +28,14 @@ SYNC_FILE_RANGE_WAIT_AFTER = 4
 # prctl(2) option
 PR_SET_NAME = 15
 
+# statx(2): flags, and the inode attributes it reports (the same bits as FS_IOC_GETFLAGS)
+AT_SYMLINK_NOFOLLOW = 0x100
+STATX_TYPE = 0x1
+STATX_ATTR_IMMUTABLE = 0x10
+STATX_ATTR_APPEND = 0x20
+STATX_SIZE = 256  # struct statx
+_STATX_FIELDS = struct.Struct("<8xQ12xH26xQ")  # stx_attributes, stx_mode, stx_attributes_mask
+
 # inotify(7) flags for inotify_init1
 IN_NONBLOCK = os.O_NONBLOCK
 IN_CLOEXEC = os.O_CLOEXEC
@@ -36,6 +48,7 @@ _SIGNATURES: dict[str, tuple[list[type[ctypes._SimpleCData[int]] | type[ctypes.c
     "inotify_init1": ([_c_int], _c_int),
     "inotify_add_watch": ([_c_int, _c_char_p, ctypes.c_uint32], _c_int),
     "inotify_rm_watch": ([_c_int, _c_int], _c_int),
+    "statx": ([_c_int, _c_char_p, _c_int, _c_uint, _c_char_p], _c_int),  # the buffer: char[256]
 }
 
 
@@ -104,3 +117,28 @@ def inotify_add_watch(fd: int, path: str | bytes | os.PathLike[str], mask: int) 
 
 def inotify_rm_watch(fd: int, wd: int) -> None:
     _check(load().inotify_rm_watch(fd, wd))
+
+
+@functools.cache
+def _statx() -> tuple[Any, threading.local]:
+    """libc's ``statx``, and a buffer per thread to call it with."""
+    func = getattr(load(), "statx", None)
+    if func is None:
+        raise OSError(errno.ENOSYS, os.strerror(errno.ENOSYS))
+    return func, threading.local()
+
+
+def statx_attributes(path: str | bytes | os.PathLike[str]) -> tuple[int, int, int]:
+    """``statx(2)`` of ``path``, not following a final link, asking for its type: its mode,
+    its inode attributes (``STATX_ATTR_IMMUTABLE`` ...) and the attributes its filesystem
+    reports at all (``stx_attributes_mask``).  One call where ``FS_IOC_GETFLAGS`` needs an
+    open, an ioctl and a close; ENOSYS where libc has no ``statx``."""
+    func, local = _statx()
+    buf = getattr(local, "buf", None)
+    if buf is None:
+        buf = local.buf = ctypes.create_string_buffer(STATX_SIZE)
+    name = os.fsencode(path)
+    if func(AT_FDCWD, name, AT_SYMLINK_NOFOLLOW, STATX_TYPE, buf) < 0:
+        _check(-1, os.fsdecode(name))
+    attributes, mode, mask = _STATX_FIELDS.unpack_from(buf)
+    return mode, attributes, mask

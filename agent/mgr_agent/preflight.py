@@ -5,10 +5,11 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import stat
 import struct
 from pathlib import Path
 
-from mgr_agent import lateroots
+from mgr_agent import lateroots, libc
 from mgr_agent.errors import PreflightFailed
 from mgr_agent.layout import Layout
 from mgr_agent.transaction import Plan
@@ -16,6 +17,7 @@ from mgr_agent.transaction import Plan
 FS_IOC_GETFLAGS = 0x80086601
 FS_IMMUTABLE_FL = 0x10
 FS_APPEND_FL = 0x20
+LOCKED = FS_IMMUTABLE_FL | FS_APPEND_FL  # statx reports them as the same bits
 _ZERO = struct.pack("l", 0)
 
 
@@ -26,8 +28,24 @@ def _existing(path: Path) -> Path:
 
 
 def _flags(path: str | Path) -> int:
-    """Inode flags (chattr) of ``path``, 0 where the filesystem has none, where it is
-    missing, or where it is a link."""
+    """The immutable and append-only flags (chattr) of ``path``, 0 where the filesystem has
+    none, where it is missing, or where it is a link: from one ``statx`` when the
+    filesystem reports both (``stx_attributes_mask``), else from ``FS_IOC_GETFLAGS``."""
+    try:
+        mode, attributes, reported = libc.statx_attributes(path)
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            return 0
+    else:
+        if stat.S_ISLNK(mode):
+            return 0
+        if reported & LOCKED == LOCKED:
+            return attributes & LOCKED
+    return _ioctl_flags(path) & LOCKED
+
+
+def _ioctl_flags(path: str | Path) -> int:
+    """Inode flags of ``path`` by ``FS_IOC_GETFLAGS``, 0 where there are none."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
     except OSError:
@@ -48,7 +66,7 @@ def _check_dir(path: Path) -> None:
                                   "INVOCATION_ID") else "remount it read-write")
     if not os.access(path, os.W_OK):
         raise PreflightFailed(f"{path}: is not writable by this user", path=str(path))
-    if _flags(path) & (FS_IMMUTABLE_FL | FS_APPEND_FL):
+    if _flags(path):
         raise PreflightFailed(f"{path}: directory is immutable or append-only (lsattr)",
                               path=str(path), hint="chattr -i / -a it if the change is intended")
 
@@ -70,7 +88,7 @@ def check(layout: Layout, plan: Plan, sizes: dict[str, int], extra_state_bytes: 
             if parent not in devices:
                 _check_dir(parent)
                 devices[parent] = os.stat(parent).st_dev
-        if op.action != "add" and _flags(target) & (FS_IMMUTABLE_FL | FS_APPEND_FL):
+        if op.action != "add" and _flags(target):
             raise PreflightFailed(
                 f"{target}: is immutable or append-only (lsattr); it cannot be "
                 f"{'removed' if op.action == 'remove' else 'replaced'}",
