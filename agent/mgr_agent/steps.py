@@ -9,8 +9,8 @@ shape of a plan (``plan_json``, ``describe_edits``) lives here too.
 
 from __future__ import annotations
 
+import secrets
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +30,9 @@ from mgr_agent.wal import Journal
 
 
 def new_tx() -> str:
-    return time.strftime("%Y%m%d%H%M%S") + uuid.uuid4().hex[:6]
+    """A transaction id: the time, then six random hex digits (``secrets``, loaded already:
+    ``uuid`` would load ``platform`` for them)."""
+    return time.strftime("%Y%m%d%H%M%S") + secrets.token_hex(3)
 
 
 @dataclass
