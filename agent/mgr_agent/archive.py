@@ -51,7 +51,28 @@ class Source(Protocol):
 
     def chunks(self, name: str) -> Iterator[bytes]: ...
 
+    def head(self, name: str, size: int) -> bytes:
+        """At most the first ``size`` bytes of entry ``name``, reading no more than that."""
+        ...
+
     def close(self) -> None: ...
+
+
+def _head(chunks: Iterator[bytes], size: int) -> bytes:
+    """The first ``size`` bytes of a stream of chunks; the stream is closed after them."""
+    parts: list[bytes] = []
+    have = 0
+    try:
+        for chunk in chunks:
+            parts.append(chunk)
+            have += len(chunk)
+            if have >= size:
+                break
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
+    return b"".join(parts)[:size]
 
 
 def _reject(name: str, rule: str, why: str) -> UnsafeArchive:
@@ -364,6 +385,15 @@ class ZipSource:
                 raise _corrupt(name, exc) from exc
             raise
 
+    def head(self, name: str, size: int) -> bytes:
+        fast = self._members.get(name)
+        if fast is None:
+            return _head(self.chunks(name), size)
+        try:
+            return zipread.head(self._fd, fast, size)
+        except (zipfile.BadZipFile, EOFError, OSError, zlib.error) as exc:
+            raise _corrupt(name, exc) from exc
+
     def close(self) -> None:
         self._zf.close()
         if self._fd >= 0:  # closing twice must never close a descriptor reused meanwhile
@@ -432,6 +462,9 @@ class TarSource:
         except (tarfile.TarError, OSError, EOFError) as exc:
             raise _corrupt(name, exc) from exc
 
+    def head(self, name: str, size: int) -> bytes:
+        return _head(self.chunks(name), size)
+
     def close(self) -> None:
         self._tf.close()
 
@@ -479,6 +512,9 @@ class DirSource:
         declared = self.entries[name].size
         with open(self.path / name, "rb") as fh:
             yield from _checked_chunks(name, _read_stream(fh), declared)
+
+    def head(self, name: str, size: int) -> bytes:
+        return _head(self.chunks(name), size)
 
     def close(self) -> None:
         pass
