@@ -53,7 +53,28 @@ class Source(Protocol):
 
     def chunks(self, name: str) -> Iterator[bytes]: ...
 
+    def head(self, name: str, size: int) -> bytes:
+        """At most the first ``size`` bytes of entry ``name``, reading no more than that."""
+        ...
+
     def close(self) -> None: ...
+
+
+def _head(chunks: Iterator[bytes], size: int) -> bytes:
+    """The first ``size`` bytes of a stream of chunks; the stream is closed after them."""
+    parts: list[bytes] = []
+    have = 0
+    try:
+        for chunk in chunks:
+            parts.append(chunk)
+            have += len(chunk)
+            if have >= size:
+                break
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
+    return b"".join(parts)[:size]
 
 
 def _reject(name: str, rule: str, why: str) -> UnsafeArchive:
@@ -372,6 +393,15 @@ class ZipSource:
                 raise _corrupt(name, exc) from exc
             raise
 
+    def head(self, name: str, size: int) -> bytes:
+        fast = self._members.get(name)
+        if fast is None:
+            return _head(self.chunks(name), size)
+        try:
+            return zipread.head(self._fd, fast, size)
+        except (zipfile.BadZipFile, EOFError, OSError, zlib.error) as exc:
+            raise _corrupt(name, exc) from exc
+
     def close(self) -> None:
         self._zf.close()
         if self._fd >= 0:  # closing twice must never close a descriptor reused meanwhile
@@ -399,6 +429,9 @@ class ZipMembers:
     def chunks(self, name: str) -> Iterator[bytes]:
         listed = self._listed[name]
         return _member_chunks(self._fd, name, listed.member, listed.size)
+
+    def head(self, name: str, size: int) -> bytes:
+        return _head(self.chunks(name), size)
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -471,6 +504,9 @@ class TarSource:
         except (tarfile.TarError, OSError, EOFError) as exc:
             raise _corrupt(name, exc) from exc
 
+    def head(self, name: str, size: int) -> bytes:
+        return _head(self.chunks(name), size)
+
     def close(self) -> None:
         self._tf.close()
 
@@ -518,6 +554,9 @@ class DirSource:
         declared = self.entries[name].size
         with open(self.path / name, "rb") as fh:
             yield from _checked_chunks(name, _read_stream(fh), declared)
+
+    def head(self, name: str, size: int) -> bytes:
+        return _head(self.chunks(name), size)
 
     def close(self) -> None:
         pass

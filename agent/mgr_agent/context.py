@@ -51,13 +51,15 @@ class EngineContext:
 
     def load(self, path: Path, panel: str | None, sha256: str | None,
              digest: str | None = None, *,
-             installed: Callable[[str, str], Mapping[str, FileRow]] | None = None) -> Package:
+             installed: Callable[[str, str], Mapping[str, FileRow]] | None = None,
+             background: bool = False) -> Package:
         """Open and verify the package at ``path`` (``digest``: its sha256, if known);
         ``installed``: the installed version's manifest, whose entries are not read again
-        (an install: docs/transactions.md, "Change detection")."""
+        (an install: docs/transactions.md, "Change detection"); ``background``: see
+        :func:`mgr_agent.package.load`."""
         from mgr_agent import package  # noqa: PLC0415 - the archive readers, when a package is read
 
         self.progress(f"reading {path}")
         return package.load(path, self.panels, panel_hint=panel, sha256=sha256,
                             limits=self.config.limits, archive_sha256=digest,
-                            installed=installed)
+                            installed=installed, background=background)

@@ -102,7 +102,7 @@ class Engine:
                 same = queries.same_archive(state, digest, panel)
             if same is not None:
                 return same
-        pkg = self.ctx.load(path, panel, sha256, digest,
+        pkg = self.ctx.load(path, panel, sha256, digest, background=True,
                             installed=None if reinstall else self.access.manifest)
         try:
             return self._install(pkg, dry_run=dry_run, allow_downgrade=allow_downgrade,
@@ -139,6 +139,7 @@ class Engine:
         if op != "rollback":  # the retained archive was checked when it was installed
             _, pkg.warnings = checks.validate(pkg, target, queries.check_context(self.ctx),
                                               strict=strict)
+        pkg.hashed()  # the entries hashed alongside the checks
         result = Result(action="planned", name=pkg.name, panel=pkg.panel, version=pkg.label,
                         warnings=list(pkg.warnings), notes=package.skip_notes(pkg))
         result.warnings += compatible

@@ -4,7 +4,8 @@ Loading reads every entry once: it verifies sizes and checksums, hashes the cont
 and parses every XML file through :mod:`mgr_agent.xmlsafe`, so that an invalid
 package is refused before anything is written.  On an upgrade from a zip, entries whose
 CRC-32, size and mode equal the installed manifest's are not read at all (their content
-is the installed one: docs/transactions.md, "Change detection").
+is the installed one: docs/transactions.md, "Change detection").  ``install`` hashes the
+entries it does not keep in memory on a thread while its checks run (``background``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -71,6 +73,9 @@ class Package:
     same: frozenset[str] = frozenset()
     """Entries taken to hold the installed version's content (CRC-32, size and mode equal
     the manifest's): never read, their sha256 is the manifest's."""
+    pending: _Pending | None = field(default=None, repr=False)
+    """Hashes still being computed on a thread (``load(background=True)``): see
+    :meth:`hashed`."""
 
     @property
     def label(self) -> str:
@@ -86,8 +91,50 @@ class Package:
             return iter((data,))
         return self.source.chunks(spec.entry)
 
+    def hashed(self) -> None:
+        """Wait for the hashes ``load(background=True)`` left computing and fill in
+        ``FileSpec.sha256`` and ``content_hash``; raises what reading an entry raised (a
+        damaged entry: the package is refused).  Before it, neither is set."""
+        if self.pending is not None:
+            pending, self.pending = self.pending, None
+            _finish(self, pending.result())
+
     def close(self) -> None:
+        if self.pending is not None:  # nothing may still read the source once it is closed
+            self.pending.cancel()
+            self.pending = None
         self.source.close()
+
+
+class _Pending:
+    """The hashes of some entries, computed one after the other on a thread of their own
+    while the caller goes on (zlib and hashlib release the GIL on large buffers)."""
+
+    def __init__(self, source: Source, names: list[str], done: dict[str, str]) -> None:
+        self._stop = threading.Event()
+        self._done = done
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="mga-hash")
+        self._future = self._pool.submit(self._run, source, names)
+
+    def _run(self, source: Source, names: list[str]) -> dict[str, str]:
+        hashes: dict[str, str] = {}
+        for name in names:
+            if self._stop.is_set():
+                break
+            hashes[name] = _hash_one(source, name, False)[0]
+        return hashes
+
+    def result(self) -> dict[str, str]:
+        """Every hash: those computed before, and the thread's."""
+        try:
+            return self._done | self._future.result()
+        finally:
+            self._pool.shutdown()
+
+    def cancel(self) -> None:
+        """Stop after the entry being read, and wait for that."""
+        self._stop.set()
+        self._pool.shutdown(wait=True)
 
 
 def skip_notes(pkg: Package) -> list[str]:
@@ -151,6 +198,19 @@ def _hash_one(source: Source, name: str, keep: bool) -> tuple[str, bytes | None]
     return digest.hexdigest(), parts[0] if len(parts) == 1 else b"".join(parts)
 
 
+def _keep(source: Source, names: list[str], inflated: dict[str, bytes]) -> set[str]:
+    """The entries of ``names`` to hold in memory once inflated: the smallest first, while
+    the budget lasts (by size, then name: deterministic)."""
+    budget = MEMORY_BUDGET - sum(len(v) for v in inflated.values())
+    keep: set[str] = set()
+    for size, name in sorted((source.entries[n].size, n) for n in names if n not in inflated):
+        if size > KEEP_FILE or size > budget:
+            break
+        keep.add(name)
+        budget -= size
+    return keep
+
+
 def _hash_entries(source: Source, names: list[str], inflated: dict[str, bytes]) -> dict[str, str]:
     """sha256 of the entries ``names``; the smallest leave their inflated bytes in
     ``inflated`` while the budget lasts (by size, then name: deterministic).
@@ -159,13 +219,7 @@ def _hash_entries(source: Source, names: list[str], inflated: dict[str, bytes]) 
     hashlib release the GIL on large buffers) while this thread does the small ones: a
     pool for small entries costs more in handing them over than it saves (measured in
     docs/performance.md)."""
-    budget = MEMORY_BUDGET - sum(len(v) for v in inflated.values())
-    keep: set[str] = set()
-    for size, name in sorted((source.entries[n].size, n) for n in names if n not in inflated):
-        if size > KEEP_FILE or size > budget:
-            break
-        keep.add(name)
-        budget -= size
+    keep = _keep(source, names, inflated)
     large = [n for n in names if source.entries[n].size >= PARALLEL_FROM]
     results: dict[str, tuple[str, bytes | None]] = {}
     if WORKERS < 2 or len(large) < 2 or not parallel_reads(source):
@@ -222,6 +276,7 @@ def load(
     verify: bool = True,
     archive_sha256: str | None = None,
     installed: Callable[[str, str], Mapping[str, FileRow]] | None = None,
+    background: bool = False,
 ) -> Package:
     """Open, verify and describe the package at ``path``.
 
@@ -229,6 +284,10 @@ def load(
     of a package it verified when installing it (to run its uninstall hook).
     ``installed(panel, name)`` gives the manifest of the installed version, if any: entries
     it already holds (same CRC-32, size and mode) are not read (``Package.same``).
+    ``background``: the entries not held in memory are hashed on a thread while the caller
+    goes on (the checks); :meth:`Package.hashed` waits for them (a zip or a directory of a
+    package with a version: a tar is read in one stream, and a version made of the content
+    hash is needed at once).
     """
     archive_sha = ""
     if path.is_file():
@@ -260,15 +319,28 @@ def load(
         same = _installed_content(pkg, installed(panel.name, pkg.name) if installed else {})
         hashes |= same
         pkg.same = frozenset(same)
-        hashes |= _hash_entries(source, sorted(n for n in source.entries if n not in hashes),
-                                inflated)
-        for spec in pkg.files.values():
-            spec.sha256 = hashes[spec.entry]
-        pkg.content_hash = content_hash(panel.name, pkg.name, source, hashes)
+        rest = sorted(n for n in source.entries if n not in hashes)
         pkg.archive_sha256 = archive_sha
-        if not pkg.version:
-            pkg.version = "0+" + pkg.content_hash[:12]
+        if background and pkg.version and parallel_reads(source):
+            keep = _keep(source, rest, inflated)
+            hashes |= _hash_entries(source, [n for n in rest if n in keep], inflated)
+            later = [n for n in rest if n not in keep]
+            if later:
+                pkg.pending = _Pending(source, later, hashes)
+                return pkg
+        else:
+            hashes |= _hash_entries(source, rest, inflated)
+        _finish(pkg, hashes)
         return pkg
     except BaseException:
-        source.close()
+        source.close()  # (the thread of Package.pending starts last: nothing raises after it)
         raise
+
+
+def _finish(pkg: Package, hashes: dict[str, str]) -> None:
+    """Every entry's sha256 known: the files' and the package's content hash."""
+    for spec in pkg.files.values():
+        spec.sha256 = hashes[spec.entry]
+    pkg.content_hash = content_hash(pkg.panel, pkg.name, pkg.source, hashes)
+    if not pkg.version:
+        pkg.version = "0+" + pkg.content_hash[:12]

@@ -115,6 +115,8 @@ class _Run:
         transaction.begin({"op": job.op, "panel": panel.name, "name": result.name,
                            "from_version": self.from_version, "to_version": self.to_version,
                            "started": self.started, "actor": ctx.actor})
+        if pkg is not None:  # alongside the hooks and the staging: joined before `staged`
+            transaction.alongside(lambda: store_archive(ctx.layout, pkg))
         if job.pre_hook:
             self._run_hook(job.pre_hook, job.force)
         faults.point("after-pre-hook")
@@ -124,7 +126,7 @@ class _Run:
         staged = counts["add"] + counts["replace"]
         if staged:
             ctx.progress(f"staging {staged} file(s)")
-        transaction.stage([lambda: store_archive(ctx.layout, pkg)] if pkg else [])
+        transaction.stage()
         job.commit.files = job.change.stamp(transaction.written)
         ctx.progress("switching files into place" if staged else
                      f"removing {counts['remove']} file(s)")

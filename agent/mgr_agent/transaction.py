@@ -143,6 +143,8 @@ class Transaction:
         root = str(layout.root)
         self._targets = {op.i: os.path.join(root, op.path) for op in plan.ops}
         self._dir_cache: set[Path] | None = None
+        self._side: ThreadPoolExecutor | None = None
+        self._alongside: Future[None] | None = None
         self.dirs = DirSwitch(layout, tx, plan, journal, per_file_fsync=self.per_file_fsync)
 
     @property
@@ -207,19 +209,21 @@ class Transaction:
         self._log("begin", plan=self.plan.to_record(), **info)
         faults.point("after-begin")
 
-    def stage(self, extra: Iterable[Callable[[], None]] = ()) -> None:
-        """Write every new file next to its target, durable on disk; nothing is visible yet.
+    def alongside(self, step: Callable[[], None]) -> None:
+        """Start ``step`` (the archive store) on a thread of its own, so that its I/O
+        overlaps the hooks' and the staging's; it is complete before ``staged`` is
+        journalled (its failure fails the staging), and before any undo."""
+        self._side = ThreadPoolExecutor(1, thread_name_prefix="mga-alongside")
+        self._alongside = self._side.submit(step)
 
-        The ``extra`` steps (the archive store) run on a thread alongside, so that their
-        I/O overlaps the staging's; both are complete before ``staged`` is journalled."""
-        steps = list(extra)
+    def _quiesce(self) -> None:
+        """Wait for the step started by :meth:`alongside`: nothing may still be writing
+        when the staging ends or the undo starts."""
+        if self._side is not None:
+            self._side.shutdown(wait=True)
 
-        def run_steps() -> None:
-            for step in steps:
-                step()
-
-        side = ThreadPoolExecutor(1, thread_name_prefix="mga-alongside")
-        alongside = side.submit(run_steps) if steps else None
+    def stage(self) -> None:
+        """Write every new file next to its target, durable on disk; nothing is visible yet."""
         try:
             try:
                 for rel in self.plan.mkdirs:
@@ -235,9 +239,9 @@ class Transaction:
                 if self.durability == "writeback":
                     self._fsync_staged()
             finally:
-                side.shutdown(wait=True)  # nothing may still be writing when the undo starts
-            if alongside is not None:
-                alongside.result()  # its failure, once the staging's own succeeded
+                self._quiesce()
+            if self._alongside is not None:
+                self._alongside.result()  # its failure, once the staging's own succeeded
             self.dirs.seal()
             self._sync(self._dirs())
         except OSError as exc:
@@ -352,6 +356,7 @@ class Transaction:
         A backup B exists only once its op was switched, so it is always put back: a
         damaged last journal record, taken for a torn one, must never cost the old file.
         """
+        self._quiesce()
         staged_all = PHASES.index(phase) >= PHASES.index("staged") if phase else False
         covered = self.dirs.covered
         for op in reversed(self.plan.ops):

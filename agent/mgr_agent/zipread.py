@@ -66,9 +66,35 @@ def chunks(fd: int, m: Member) -> Iterator[bytes]:
 
     Raises :class:`zipfile.BadZipFile` (or :class:`EOFError`, :class:`zlib.error`) on a
     damaged member, like zipfile."""
-    offset, size, method, crc, raw = m
-    want = LOCAL_HEADER.size + len(raw) + EXTRA_GUESS + min(size, CHUNK)
-    head = os.pread(fd, want, offset)
+    _, size, method, crc, raw = m
+    pieces = _data(fd, m, min(size, CHUNK))
+    out = _inflated(pieces) if method == zipfile.ZIP_DEFLATED else pieces
+    yield from _crc_checked(out, crc, raw)
+
+
+def head(fd: int, m: Member, size: int) -> bytes:
+    """At most the member's first ``size`` inflated bytes, inflating no more than that
+    (unchecked: the CRC-32 needs the whole member, :func:`chunks` checks it)."""
+    method = m[2]
+    if size <= 0:
+        return b""  # (zlib's max_length 0 means no limit)
+    out: list[bytes] = []
+    have = 0
+    d = zlib.decompressobj(-15) if method == zipfile.ZIP_DEFLATED else None
+    for piece in _data(fd, m, min(m[1], size + EXTRA_GUESS)):
+        got = bytes(piece[:size - have]) if d is None else d.decompress(piece, size - have)
+        out.append(got)
+        have += len(got)
+        if have >= size or (d is not None and d.eof):
+            break
+    return b"".join(out)
+
+
+def _data(fd: int, m: Member, first: int) -> Iterator[bytes | memoryview]:
+    """The member's compressed bytes after its local header (checked against the central
+    directory's record), the first read bringing ``first`` of them along with the header."""
+    offset, size, _, _, raw = m
+    head = os.pread(fd, LOCAL_HEADER.size + len(raw) + EXTRA_GUESS + first, offset)
     if len(head) < LOCAL_HEADER.size or head[:4] != LOCAL_MAGIC:
         raise zipfile.BadZipFile("Bad magic number for file header")
     fields = LOCAL_HEADER.unpack_from(head)
@@ -76,9 +102,7 @@ def chunks(fd: int, m: Member) -> Iterator[bytes]:
     start = LOCAL_HEADER.size + name_len + extra_len
     if head[LOCAL_HEADER.size:LOCAL_HEADER.size + name_len] != raw:
         raise zipfile.BadZipFile(f"File name in directory {raw!r} and header differ.")
-    pieces = _compressed(fd, memoryview(head)[start:], offset + start, size)
-    out = _inflated(pieces) if method == zipfile.ZIP_DEFLATED else pieces
-    yield from _crc_checked(out, crc, raw)
+    return _compressed(fd, memoryview(head)[start:], offset + start, size)
 
 
 def _compressed(fd: int, first: memoryview, at: int, size: int) -> Iterator[bytes | memoryview]:

@@ -10,6 +10,7 @@ list exactly the codes the validators can emit, and each must be in this corpus.
 from __future__ import annotations
 
 import io
+import random
 import re
 import struct
 import tarfile
@@ -447,3 +448,21 @@ def test_flat_repository_layout_is_checked_like_the_tree(root: Path, tmp_path: P
     gone = check(root, write_dir(missing, tmp_path / "missing"))
     assert gone["exit_code"] == 3
     assert [f["code"] for f in findings(gone) if f["severity"] == "error"] == ["handler-missing"]
+
+
+@pytest.mark.parametrize("as_zip", [False, True])
+def test_secrets_scan_reads_text_and_skips_binary(as_zip: bool, root: Path, tmp_path: Path) -> None:
+    """Git's test for binary content (a NUL byte in the first 8,000 bytes): a token inside
+    an image is not reported; one in a text file is, however far into it, and so is one in
+    a text file whose first NUL comes later.  Sizes straddle the reader's 1 MiB chunks and
+    the in-memory budget's 256 KiB per file."""
+    token = b"AKIAIOSFODNN7EXAMPLE"
+    noise = random.Random(13).randbytes(2_000_000).replace(b"\0", b"\1")  # past the ratio rule
+    text = b"".join(b"var v%d = %d;\n" % (i, i * 7919 % 100_003) for i in range(120_000))
+    tree = plesk_good()
+    tree["htdocs/img/logo.png"] = (b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR" + noise + token, 0o644)
+    tree["htdocs/js/app.js"] = (text + token + b"\n", 0o644)
+    tree["htdocs/data.txt"] = (b"x" * 9_000 + b"\0" + token, 0o644)
+    path = write_zip(tree, tmp_path / "pkg.zip") if as_zip else write_dir(tree, tmp_path / "dir")
+    hits = {f["file"] for f in findings(check(root, path)) if f["code"] == "secret-token"}
+    assert hits == {"htdocs/js/app.js", "htdocs/data.txt"}

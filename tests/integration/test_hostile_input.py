@@ -12,6 +12,7 @@ import base64
 import io
 import json
 import os
+import random
 import shutil
 import stat
 import struct
@@ -116,8 +117,13 @@ def plesk_zip(extra: Extra) -> Callable[[Path], Path]:
 
 
 # ------------------------------------------------------------------ zip cases needing patches
-def size_lie(d: Path, delta: int, *, forge_crc: bool = False, method: int = zipfile.ZIP_DEFLATED) -> Path:
-    body = b"0123456789abcdef" * 64
+# a binary entry over the 256 KiB an install keeps in memory: hashed on a thread of its own
+# alongside the checks, which read only its first bytes (package.load's ``background``)
+LARGE_BINARY = random.Random(7).randbytes(400_000)
+
+
+def size_lie(d: Path, delta: int, *, forge_crc: bool = False, method: int = zipfile.ZIP_DEFLATED,
+             body: bytes = b"0123456789abcdef" * 64) -> Path:
     info = zinfo(f"{IMG}/lie.txt")
     info.compress_type = method
     path = make_zip(d / "hostile.zip", isp(), [(info, body)])
@@ -342,6 +348,11 @@ ARCHIVE_CASES = [
            f"{IMG}/lie.txt"),
     unsafe("size-smaller-stored-forged-crc",
            lambda d: size_lie(d, -10, forge_crc=True, method=zipfile.ZIP_STORED), "corrupt-data",
+           f"{IMG}/lie.txt"),
+    unsafe("size-declared-larger-large-binary", lambda d: size_lie(d, +10, body=LARGE_BINARY),
+           "size-mismatch", f"{IMG}/lie.txt"),
+    unsafe("size-smaller-forged-crc-large-binary",
+           lambda d: size_lie(d, -10, forge_crc=True, body=LARGE_BINARY), "corrupt-data",
            f"{IMG}/lie.txt"),
     unsafe("overlapping-entries", overlapping, "overlapping-entries", f"{IMG}/two.txt"),
     unsafe("bomb-ratio", bomb, "compression-ratio", f"{IMG}/bomb.bin"),

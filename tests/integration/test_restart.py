@@ -10,8 +10,11 @@ from pathlib import Path
 import psutil
 import pytest
 
+from mgr_agent.layout import Layout
+from mgr_agent.panels.ispmanager import core
 from mgr_agent.sandbox.samples import ispmanager_files, write_zip
 from tests.helpers import cli
+from tests.waits import wait_for
 
 MGR = "usr/local/mgr5"
 
@@ -116,3 +119,21 @@ def test_unrelated_or_minor_lines_do_not_roll_back(root: Path, pkgs: Path, messa
     assert rc == 0, doc
     assert doc["action"] == "upgraded"
     assert any(n.startswith("healthy for 1 s") for n in doc["notes"])
+
+
+def test_core_pids_from_proc_are_this_roots_live_cores(
+        root: Path, cores: dict[str, subprocess.Popen[bytes]], tmp_path: Path) -> None:
+    """``core.pids`` reads /proc without psutil: this root's live core only, neither the
+    decoys nor a zombie (a core of this root that exited and was not reaped yet)."""
+    path = root / MGR / "sbin/core"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(shutil.which("true") or "/bin/true", path)
+    zombie = subprocess.Popen([str(path)])
+    try:
+        wait_for(lambda: psutil.Process(zombie.pid).status() == psutil.STATUS_ZOMBIE or None,
+                 what="the unreaped core to become a zombie")
+        found = core.pids(Layout.at(root))
+        assert found == [cores["mine"].pid], (found, {k: p.pid for k, p in cores.items()})
+        assert [p.pid for p in core.processes(Layout.at(root))] == found
+    finally:
+        zombie.wait()

@@ -8,8 +8,11 @@ import random
 import zlib
 from pathlib import Path
 
+import pytest
+
 from mgr_agent import package
 from mgr_agent.config import Config
+from mgr_agent.errors import InvalidPackage
 from mgr_agent.layout import Layout
 from mgr_agent.panels import Panel, all_panels
 from mgr_agent.sandbox import samples
@@ -93,3 +96,45 @@ def test_entries_the_manifest_holds_are_taken_from_it(tmp_path: Path) -> None:
         assert plain.same == frozenset()
     finally:
         plain.close()
+
+
+def _background_tree() -> samples.Tree:
+    extra = {f"skins/common/img/bg/s{i:03d}.txt": (_text(i, 3000), 0o644) for i in range(40)}
+    extra |= {f"skins/common/img/bg/big{i}.bin": (random.Random(i).randbytes(400_000), 0o644)
+              for i in range(4)}  # over KEEP_FILE: hashed on the thread
+    return samples.ispmanager_files("bg", extra=extra)
+
+
+def test_background_hashing_gives_the_same_hashes(tmp_path: Path) -> None:
+    zip_path = samples.write_zip(_background_tree(), tmp_path / "bg.zip")
+    now = package.load(zip_path, _panels(tmp_path))
+    later = package.load(zip_path, _panels(tmp_path), background=True)
+    try:
+        assert later.pending is not None and later.content_hash == ""
+        later.hashed()
+        assert later.pending is None and later.content_hash == now.content_hash != ""
+        assert {n: s.sha256 for n, s in later.files.items()} == \
+            {n: s.sha256 for n, s in now.files.items()}
+    finally:
+        now.close()
+        later.close()
+
+
+def test_background_hashing_reports_a_damaged_entry_and_close_stops_it(tmp_path: Path) -> None:
+    tree = _background_tree()
+    zip_path = samples.write_zip(tree, tmp_path / "bg.zip")
+    data = bytearray(zip_path.read_bytes())
+    big = tree["skins/common/img/bg/big2.bin"][0]
+    at = data.find(big[1000:1064])  # stored: incompressible data is kept as is
+    assert at > 0
+    data[at + 10] ^= 0xFF
+    zip_path.write_bytes(bytes(data))
+    pkg = package.load(zip_path, _panels(tmp_path), background=True)
+    try:
+        with pytest.raises(InvalidPackage, match=r"big2\.bin"):
+            pkg.hashed()
+    finally:
+        pkg.close()
+    closing = package.load(zip_path, _panels(tmp_path), background=True)
+    closing.close()  # while the thread still reads: it stops, and nothing raises
+    assert closing.pending is None

@@ -67,6 +67,7 @@ def test_the_hook_is_found_as_a_full_load_finds_it(tmp_path: Path, panel: str, n
                 assert (pkg.name, pkg.version, pkg.prefix) == (name, "1.0", prefix)
                 entry = full.hooks[hook]
                 assert b"".join(pkg.source.chunks(entry)) == b"".join(full.source.chunks(entry))
+                assert pkg.source.head(entry, 7) == full.source.head(entry, 7)
                 assert list(pkg.source.entries) == [entry]  # nothing else is listed or read
             finally:
                 pkg.close()

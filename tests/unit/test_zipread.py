@@ -4,6 +4,7 @@ bytes for stored and deflated members of every size, and the same refusals for d
 from __future__ import annotations
 
 import os
+import random
 import struct
 import zipfile
 import zlib
@@ -141,3 +142,16 @@ def test_long_local_extra_field_is_read(tmp_path: Path) -> None:
     with zipfile.ZipFile(tmp_path / "a.zip", "w") as zf:
         zf.writestr(info, b"payload" * 50, compress_type=zipfile.ZIP_DEFLATED)
     assert _read(tmp_path / "a.zip", "addon/x.txt") == b"payload" * 50
+
+
+@pytest.mark.parametrize("method", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED])
+@pytest.mark.parametrize("size", [0, 1, 7_999, 8_000, 8_001, 3 * CHUNK + 5])
+def test_head_is_the_start_of_the_member(method: int, size: int, tmp_path: Path) -> None:
+    data = random.Random(size).randbytes(size // 2) + b"text " * (size // 10)
+    path = tmp_path / "h.zip"
+    with zipfile.ZipFile(path, "w", method) as zf:
+        zf.writestr("a/member.bin", data)
+    with zipfile.ZipFile(path) as zf, open(path, "rb") as fh:
+        m = zipread.member(zf.getinfo("a/member.bin"))
+        for want in (0, 1, 8_000, len(data) + 10):
+            assert zipread.head(fh.fileno(), m, want) == data[:want]

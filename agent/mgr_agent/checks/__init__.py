@@ -83,6 +83,9 @@ def inspect(path: Path, panels: list[Panel], ctx: Context, *, panel_hint: str | 
             return None, [from_error(exc)]
         try:
             found = run(Files(source, prefix, panel.check_names(source, prefix)), panel, ctx)
+            for name in source.entries:  # each read whole, as the installer's hashing reads it
+                for _ in source.chunks(name):
+                    pass
         except InvalidPackage as exc:  # an entry that cannot be read (size, corrupt data)
             return panel.name, [from_error(exc)]
         try:

@@ -63,6 +63,12 @@ class Files:
         data = self.inflated.get(full)
         return data if data is not None else b"".join(self.source.chunks(full))
 
+    def head(self, rel: str, size: int) -> bytes:
+        """The first ``size`` bytes of ``rel`` (fewer when it is shorter)."""
+        full = self.full[rel]
+        data = self.inflated.get(full)
+        return data[:size] if data is not None else self.source.head(full, size)
+
     def xml(self, rel: str) -> xmlsafe.Element | None:
         """The parsed document, or None when it is not safe, well-formed XML (the
         ``xml-*`` finding for it is reported once, by the common checks)."""

@@ -16,6 +16,9 @@ from mgr_agent.findings import Finding
 
 LARGE_FILE = 10 * 1024 * 1024        # bytes; a file this big in a plugin is usually a mistake
 SCAN_LIMIT = 4 * 1024 * 1024          # files over this are not scanned for secrets
+# a file with a NUL byte in its first 8,000 bytes is binary (git's and grep's test) and
+# not scanned for secrets: images, fonts and compressed data hold no readable token
+BINARY_PEEK = 8000
 DROPPED_BITS = 0o7022                 # setuid, setgid, sticky, group and other write
 
 PRIVATE_KEY = re.compile(rb"-----BEGIN ((?:RSA |DSA |EC |OPENSSH |ENCRYPTED |PGP )?PRIVATE KEY"
@@ -84,6 +87,8 @@ def secrets(files: Files, ctx: Context) -> list[Finding]:
                             "a credentials file (keys, .env, .netrc, .htpasswd ...) is in the package",
                             "remove it from the package and rotate what it holds", rel))
         if files.size(rel) > SCAN_LIMIT or not files.changed(rel):
+            continue
+        if b"\0" in files.head(rel, BINARY_PEEK):
             continue
         data = files.read(rel)
         match = PRIVATE_KEY.search(data) if b"PRIVATE KEY-----" in data else None

@@ -38,20 +38,51 @@ def _wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Proce
         time.sleep(0.05)
 
 
-def processes(layout: Layout) -> list[psutil.Process]:
-    """The ``core`` processes of this MGR root only: never another program's ``core``."""
-    import psutil  # noqa: PLC0415
-
+def pids(layout: Layout) -> list[int]:
+    """The PIDs of this MGR root's ``core`` processes, read from ``/proc`` as psutil reads
+    them (``comm``, the state in ``stat``, ``exe``, ``cmdline``) but without importing it:
+    looking takes about 2 ms, importing psutil 20 (paid by every ispmanager install)."""
     mgr = str(layout.mgr) + "/"
     found = []
-    for proc in psutil.process_iter(["name", "exe", "cmdline", "status"]):
-        info = proc.info
-        if info.get("name") != "core" or info.get("status") == psutil.STATUS_ZOMBIE:
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
             continue
-        paths = [info.get("exe") or "", *(info.get("cmdline") or [])]
-        if any(p.startswith(mgr) for p in paths):
-            found.append(proc)
+        base = f"/proc/{entry.name}"
+        try:
+            with open(f"{base}/comm", "rb") as fh:
+                if fh.read().rstrip(b"\n") != b"core":
+                    continue
+            with open(f"{base}/stat", "rb") as fh:
+                stat = fh.read()
+            if stat[stat.rfind(b")") + 2:][:1] == b"Z":
+                continue  # a zombie: gone already
+            try:
+                exe = os.readlink(f"{base}/exe")
+            except OSError:  # not ours to read: the command line still tells
+                exe = ""
+            with open(f"{base}/cmdline", "rb") as fh:
+                argv = [os.fsdecode(arg) for arg in fh.read().split(b"\0") if arg]
+        except OSError:  # it ended meanwhile
+            continue
+        if any(path.startswith(mgr) for path in (exe, *argv)):
+            found.append(int(entry.name))
     return found
+
+
+def processes(layout: Layout) -> list[psutil.Process]:
+    """The ``core`` processes of this MGR root only: never another program's ``core``."""
+    found = pids(layout)
+    if not found:
+        return []
+    import psutil  # noqa: PLC0415
+
+    procs = []
+    for pid in found:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc = psutil.Process(pid)  # (its start time guards every later signal)
+            if proc.name() == "core":  # still the same process
+                procs.append(proc)
+    return procs
 
 
 def mgrctl_path(layout: Layout) -> Path | None:

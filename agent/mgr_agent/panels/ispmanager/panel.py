@@ -233,7 +233,7 @@ class IspManager(Panel):
     def mark(self) -> Mark | None:
         from mgr_agent.panels.ispmanager import core  # noqa: PLC0415 - see core_processes
 
-        running = bool(self.core_processes())
+        running = bool(core.pids(self.layout))
         try:
             st = os.stat(self.log_path)
         except FileNotFoundError:
