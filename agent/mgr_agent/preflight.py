@@ -21,9 +21,10 @@ LOCKED = FS_IMMUTABLE_FL | FS_APPEND_FL  # statx reports them as the same bits
 _ZERO = struct.pack("l", 0)
 
 
-def _existing(path: Path) -> Path:
-    while not path.exists():
-        path = path.parent
+def _existing(path: str) -> str:
+    """``path``, or its nearest ancestor that exists."""
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
     return path
 
 
@@ -59,7 +60,7 @@ def _ioctl_flags(path: str | Path) -> int:
         os.close(fd)
 
 
-def _check_dir(path: Path) -> None:
+def _check_dir(path: str | Path) -> None:
     if os.statvfs(path).f_flag & os.ST_RDONLY:
         raise PreflightFailed(f"{path}: is on a read-only filesystem", path=str(path),
                               errno=errno.EROFS, hint=lateroots.HINT if os.environ.get(
@@ -75,16 +76,17 @@ def check(layout: Layout, plan: Plan, sizes: dict[str, int], extra_state_bytes: 
           margin: int) -> None:
     """Writability, immutability and free space of every target."""
     need: dict[int, int] = {}
-    where: dict[int, Path] = {}
-    devices: dict[Path, int] = {}
-    parents: dict[str, Path] = {}
-    root = str(layout.root).rstrip("/")  # plain strings: this runs once per file
+    where: dict[int, str] = {}
+    devices: dict[str, int] = {}
+    parents: dict[str, str] = {}
+    top = str(layout.root)
+    root = top.rstrip("/")  # plain strings: this runs once per file (and per directory)
     for op in plan.ops:
         target = f"{root}/{op.path}"
         rel_parent = op.path.rpartition("/")[0]
         parent = parents.get(rel_parent)
         if parent is None:
-            parent = parents[rel_parent] = _existing(layout.under(rel_parent))
+            parent = parents[rel_parent] = _existing(f"{root}/{rel_parent}" if rel_parent else top)
             if parent not in devices:
                 _check_dir(parent)
                 devices[parent] = os.stat(parent).st_dev
@@ -97,7 +99,7 @@ def check(layout: Layout, plan: Plan, sizes: dict[str, int], extra_state_bytes: 
             dev = devices[parent]
             need[dev] = need.get(dev, 0) + sizes.get(op.path, 0) + 4096
             where[dev] = parent
-    state = _existing(layout.state_dir)
+    state = _existing(str(layout.state_dir))
     dev = os.stat(state).st_dev
     need[dev] = need.get(dev, 0) + extra_state_bytes
     where.setdefault(dev, state)
