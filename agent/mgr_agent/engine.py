@@ -95,9 +95,9 @@ class Engine:
     ) -> Result:
         from mgr_agent.fsutil import sha256_file  # noqa: PLC0415 - see the note at the top
 
-        digest = sha256_file(path) if path.is_file() else None
-        if (digest is not None and not reinstall and self.layout.db_file.exists()
-                and (sha256 is None or digest == sha256.lower())):  # else load reports it
+        db = self.layout.db_file.exists()  # else nothing is installed: load hashes it alongside
+        digest = sha256_file(path) if path.is_file() and not reinstall and db else None
+        if digest is not None and (sha256 is None or digest == sha256.lower()):  # else load reports it
             with self.access.reading() as state:
                 same = queries.same_archive(state, digest, panel)
             if same is not None:

@@ -15,7 +15,7 @@ import hashlib
 import os
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -93,11 +93,14 @@ class Package:
 
     def hashed(self) -> None:
         """Wait for the hashes ``load(background=True)`` left computing and fill in
-        ``FileSpec.sha256`` and ``content_hash``; raises what reading an entry raised (a
-        damaged entry: the package is refused).  Before it, neither is set."""
+        ``FileSpec.sha256``, ``content_hash`` and ``archive_sha256``; raises what reading an
+        entry raised (a damaged entry: the package is refused).  Before it, none is set."""
         if self.pending is not None:
             pending, self.pending = self.pending, None
-            _finish(self, pending.result())
+            hashes, digest = pending.result()
+            if digest is not None:
+                self.archive_sha256 = digest
+            _finish(self, hashes)
 
     def close(self) -> None:
         if self.pending is not None:  # nothing may still read the source once it is closed
@@ -110,9 +113,12 @@ class _Pending:
     """The hashes of some entries, computed one after the other on a thread of their own
     while the caller goes on (zlib and hashlib release the GIL on large buffers)."""
 
-    def __init__(self, source: Source, names: list[str], done: dict[str, str]) -> None:
+    def __init__(self, source: Source, names: list[str], done: dict[str, str],
+                 digest: Future[str] | None = None) -> None:
+        """``digest``: the archive's sha256, being computed on a thread of its own."""
         self._stop = threading.Event()
         self._done = done
+        self._digest = digest
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="mga-hash")
         self._future = self._pool.submit(self._run, source, names)
 
@@ -124,12 +130,13 @@ class _Pending:
             hashes[name] = _hash_one(source, name, False)[0]
         return hashes
 
-    def result(self) -> dict[str, str]:
-        """Every hash: those computed before, and the thread's."""
+    def result(self) -> tuple[dict[str, str], str | None]:
+        """Every entry's hash (those computed before, and the thread's); the archive's."""
         try:
-            return self._done | self._future.result()
+            hashes = self._done | self._future.result()
         finally:
             self._pool.shutdown()
+        return hashes, self._digest.result() if self._digest is not None else None
 
     def cancel(self) -> None:
         """Stop after the entry being read, and wait for that."""
@@ -284,13 +291,19 @@ def load(
     of a package it verified when installing it (to run its uninstall hook).
     ``installed(panel, name)`` gives the manifest of the installed version, if any: entries
     it already holds (same CRC-32, size and mode) are not read (``Package.same``).
-    ``background``: the entries not held in memory are hashed on a thread while the caller
-    goes on (the checks); :meth:`Package.hashed` waits for them (a zip or a directory of a
-    package with a version: a tar is read in one stream, and a version made of the content
-    hash is needed at once).
+    ``background``: the archive's sha256 (unless given or checked against ``sha256``) and
+    the entries not held in memory are hashed on threads while the caller goes on (the
+    checks); :meth:`Package.hashed` waits for them (the entries of a zip or a directory of
+    a package with a version: a tar is read in one stream, and a version made of the
+    content hash is needed at once).
     """
     archive_sha = ""
-    if path.is_file():
+    digest: Future[str] | None = None  # the archive's sha256 on a thread (see background)
+    if path.is_file() and background and archive_sha256 is None and sha256 is None:
+        pool = ThreadPoolExecutor(1, thread_name_prefix="mga-digest")
+        digest = pool.submit(sha256_file, path)
+        pool.shutdown(wait=False)  # its thread ends when the hash is done; the future stays
+    elif path.is_file():
         archive_sha = archive_sha256 or sha256_file(path)
         if sha256 is not None and archive_sha != sha256.lower():
             raise ChecksumMismatch(
@@ -325,11 +338,13 @@ def load(
             keep = _keep(source, rest, inflated)
             hashes |= _hash_entries(source, [n for n in rest if n in keep], inflated)
             later = [n for n in rest if n not in keep]
-            if later:
-                pkg.pending = _Pending(source, later, hashes)
+            if later or digest is not None:
+                pkg.pending = _Pending(source, later, hashes, digest)
                 return pkg
         else:
             hashes |= _hash_entries(source, rest, inflated)
+        if digest is not None:
+            pkg.archive_sha256 = digest.result()
         _finish(pkg, hashes)
         return pkg
     except BaseException:

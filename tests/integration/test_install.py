@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -270,6 +271,9 @@ def test_rollback_to_kept_version(root: Path, pkgs: Path) -> None:
 def test_idempotent_reinstall_runs_no_hook(root: Path, pkgs: Path) -> None:
     path = ext(pkgs, "1.0")
     ok(cli(root, "install", str(path)))
+    with sqlite3.connect(root / "var/lib/mgr-agent/state.db") as db:  # hashed alongside
+        assert db.execute("SELECT archive_sha FROM packages").fetchall() == [
+            (hashlib.sha256(path.read_bytes()).hexdigest(),)]
     before = snapshot(root)
     doc = ok(cli(root, "install", str(path)))
     assert (doc["action"], doc["changed"], doc["hooks"]) == ("unchanged", False, [])
