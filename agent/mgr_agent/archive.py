@@ -1,4 +1,5 @@
-"""Safe reading of package sources: zip and tar archives, and directories.
+"""Safe reading of package sources: the archive rules, tar archives and directories (zip
+archives: :mod:`mgr_agent.zipsource`, on the rules and helpers here).
 
 Every rule of DESIGN §8 is checked when a source is opened, before anything is
 written.  Unsafe input is rejected, never "cleaned up".
@@ -6,22 +7,16 @@ written.  Unsafe input is rejected, never "cleaned up".
 
 from __future__ import annotations
 
-import copy
-import itertools
 import os
 import re
 import stat
-import struct
-import threading
 import unicodedata
 import zipfile
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from mgr_agent import zipread
 from mgr_agent.errors import InvalidPackage, NotFound, UnsafeArchive
 from mgr_agent.fsutil import CHUNK
 from mgr_agent.limits import Limits
@@ -60,7 +55,7 @@ class Source(Protocol):
     def close(self) -> None: ...
 
 
-def _head(chunks: Iterator[bytes], size: int) -> bytes:
+def head_of(chunks: Iterator[bytes], size: int) -> bytes:
     """The first ``size`` bytes of a stream of chunks; the stream is closed after them."""
     parts: list[bytes] = []
     have = 0
@@ -77,7 +72,7 @@ def _head(chunks: Iterator[bytes], size: int) -> bytes:
     return b"".join(parts)[:size]
 
 
-def _reject(name: str, rule: str, why: str) -> UnsafeArchive:
+def reject(name: str, rule: str, why: str) -> UnsafeArchive:
     return UnsafeArchive(f"entry {name!r}: {why} [rule: {rule}]", entry=name, rule=rule)
 
 
@@ -86,8 +81,13 @@ TRUNCATED_HINT = ("the file is incomplete (an interrupted download or copy?): fe
 DAMAGED_HINT = "the archive is damaged: build or fetch it again; nothing was written"
 
 
-def _corrupt(name: str, exc: BaseException) -> UnsafeArchive:
-    err = _reject(name, "corrupt-data", f"cannot be read: {exc}")
+def truncated(name: str, why: str) -> UnsafeArchive:
+    return UnsafeArchive(f"{name}: {why} [rule: truncated]", entry=name, rule="truncated",
+                         hint=TRUNCATED_HINT)
+
+
+def corrupt(name: str, exc: BaseException) -> UnsafeArchive:
+    err = reject(name, "corrupt-data", f"cannot be read: {exc}")
     err.hint = DAMAGED_HINT
     return err
 
@@ -103,32 +103,32 @@ _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 def check_name(name: str, limits: Limits) -> str:
     """Validate an archive member name and return it without a trailing slash."""
     if not name:
-        raise _reject(name, "empty-name", "empty name")
+        raise reject(name, "empty-name", "empty name")
     control = _CONTROL.search(name)  # one pass in C: this runs several times per entry
     if control is not None:
         code = ord(control.group())
-        raise _reject(name, "control-character", f"name holds control character U+{code:04X}")
+        raise reject(name, "control-character", f"name holds control character U+{code:04X}")
     if "\\" in name:
-        raise _reject(name, "backslash", "backslashes are not allowed in names")
+        raise reject(name, "backslash", "backslashes are not allowed in names")
     if name.startswith("/"):
-        raise _reject(name, "absolute-path", "absolute paths are not allowed")
+        raise reject(name, "absolute-path", "absolute paths are not allowed")
     if len(name) >= 2 and name[1] == ":" and name[0].isalpha():
-        raise _reject(name, "drive-letter", "drive-letter paths are not allowed")
+        raise reject(name, "drive-letter", "drive-letter paths are not allowed")
     trimmed = name[:-1] if name.endswith("/") else name
     encoded = trimmed.encode("utf-8", "surrogateescape")
     if len(encoded) > limits.max_path_bytes:
-        raise _reject(name, "path-too-long", f"path is {len(encoded)} bytes, over {limits.max_path_bytes}")
+        raise reject(name, "path-too-long", f"path is {len(encoded)} bytes, over {limits.max_path_bytes}")
     for part in trimmed.split("/"):
         if part == "..":
-            raise _reject(name, "path-traversal", "'..' components are not allowed")
+            raise reject(name, "path-traversal", "'..' components are not allowed")
         if part in ("", "."):
-            raise _reject(name, "empty-component", "empty or '.' path components are not allowed")
+            raise reject(name, "empty-component", "empty or '.' path components are not allowed")
         if len(part.encode("utf-8", "surrogateescape")) > limits.max_component_bytes:
-            raise _reject(name, "name-too-long", f"a component is over {limits.max_component_bytes} bytes")
+            raise reject(name, "name-too-long", f"a component is over {limits.max_component_bytes} bytes")
     return trimmed
 
 
-class _Collector:
+class Collector:
     """Accumulates entries and enforces the whole-archive rules."""
 
     def __init__(self, limits: Limits) -> None:
@@ -165,7 +165,7 @@ class _Collector:
         key = unicodedata.normalize("NFC", name).casefold()
         other = self.folded.get(key)
         if other is not None and other != name:
-            raise _reject(
+            raise reject(
                 name, "case-collision", f"differs from {other!r} only by case or Unicode normalisation"
             )
         self.folded[key] = name
@@ -174,7 +174,7 @@ class _Collector:
         name = self.check(raw)
         self._count(name)
         if name in self.entries:
-            raise _reject(name, "overlapping-entries", "is both a file and a directory")
+            raise reject(name, "overlapping-entries", "is both a file and a directory")
         self._fold(name)
         self.dirs.add(name)
 
@@ -182,23 +182,23 @@ class _Collector:
         name = self.check(raw)
         self._count(name)
         if raw.endswith("/"):
-            raise _reject(raw, "overlapping-entries", "a file entry cannot end with '/'")
+            raise reject(raw, "overlapping-entries", "a file entry cannot end with '/'")
         if name in self.entries:
-            raise _reject(name, "duplicate-name", "appears more than once")
+            raise reject(name, "duplicate-name", "appears more than once")
         if name in self.dirs:
-            raise _reject(name, "overlapping-entries", "is both a file and a directory")
+            raise reject(name, "overlapping-entries", "is both a file and a directory")
         if size > self.limits.max_entry_bytes:
-            raise _reject(name, "entry-too-large", f"{size} bytes is over {self.limits.max_entry_bytes}")
+            raise reject(name, "entry-too-large", f"{size} bytes is over {self.limits.max_entry_bytes}")
         self.total += size
         if self.total > self.limits.max_total_bytes:
-            raise _reject(name, "total-too-large", f"total size is over {self.limits.max_total_bytes} bytes")
+            raise reject(name, "total-too-large", f"total size is over {self.limits.max_total_bytes} bytes")
         self._fold(name)
         self.entries[name] = Entry(name, size, sanitize_mode(mode), mode & 0o7777, crc32)
 
     def _count(self, name: str) -> None:
         self.count += 1
         if self.count > self.limits.max_entries:
-            raise _reject(name, "too-many-entries", f"more than {self.limits.max_entries} entries")
+            raise reject(name, "too-many-entries", f"more than {self.limits.max_entries} entries")
 
     def finish(self) -> dict[str, Entry]:
         """Refuse a file used as a directory by another entry."""
@@ -206,237 +206,29 @@ class _Collector:
             parent = name.rpartition("/")[0]
             while parent:
                 if parent in self.entries:
-                    raise _reject(name, "overlapping-entries", f"lies under {parent!r}, which is a file")
+                    raise reject(name, "overlapping-entries", f"lies under {parent!r}, which is a file")
                 parent = parent.rpartition("/")[0]
         return self.entries
 
 
-def _checked_chunks(name: str, stream: Iterator[bytes], declared: int) -> Iterator[bytes]:
+def checked_chunks(name: str, stream: Iterator[bytes], declared: int) -> Iterator[bytes]:
     seen = 0
     for chunk in stream:
         seen += len(chunk)
         if seen > declared:
-            raise _reject(name, "size-mismatch", f"holds more than its declared {declared} bytes")
+            raise reject(name, "size-mismatch", f"holds more than its declared {declared} bytes")
         yield chunk
     if seen != declared:
-        raise _reject(name, "size-mismatch", f"holds {seen} bytes, but declares {declared}")
+        raise reject(name, "size-mismatch", f"holds {seen} bytes, but declares {declared}")
 
 
-def _read_stream(fh: object) -> Iterator[bytes]:
+def read_stream(fh: object) -> Iterator[bytes]:
     read = fh.read  # type: ignore[attr-defined]
     while True:
         chunk = read(CHUNK)
         if not chunk:
             return
         yield chunk
-
-
-_EOCD = b"PK\x05\x06"
-
-
-def _truncated(name: str, why: str) -> UnsafeArchive:
-    return UnsafeArchive(f"{name}: {why} [rule: truncated]", entry=name, rule="truncated",
-                         hint=TRUNCATED_HINT)
-
-
-def _check_zip_tail(path: Path, name: str) -> None:
-    """Refuse trailing bytes after the end-of-central-directory record."""
-    size = path.stat().st_size
-    with open(path, "rb") as fh:
-        back = min(size, 22 + 65535)
-        fh.seek(size - back)
-        tail = fh.read(back)
-    pos = tail.rfind(_EOCD)
-    if pos < 0:
-        raise _truncated(name, "the zip archive is truncated: its end (the central directory) "
-                               "is missing")
-    while pos >= 0:
-        if pos + 22 <= len(tail):
-            (comment_len,) = struct.unpack("<H", tail[pos + 20 : pos + 22])
-            if pos + 22 + comment_len == len(tail):
-                return
-        pos = tail.rfind(_EOCD, 0, pos)
-    raise UnsafeArchive(
-        f"{name}: data after the end of the zip archive (trailing garbage) [rule: zip-trailing-data]",
-        entry=name,
-        rule="zip-trailing-data",
-        hint="the archive has bytes after its end; build it again, or fetch it again if it was "
-             "damaged on the way; nothing was written",
-    )
-
-
-def _zip_name(info: zipfile.ZipInfo) -> str:
-    # orig_filename: zipfile cuts ``filename`` at the first NUL byte, which would hide it
-    if info.flag_bits & 0x800 or info.orig_filename.isascii():
-        return info.orig_filename
-    raw = info.orig_filename.encode("cp437")
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise _reject(
-            raw.decode("utf-8", "backslashreplace"), "name-not-utf8", "name is not valid UTF-8"
-        ) from None
-
-
-def _member_chunks(fd: int, name: str, member: zipread.Member, size: int) -> Iterator[bytes]:
-    """A stored or deflated member read straight from the archive (:mod:`zipread`): its
-    declared ``size`` checked, damage reported as ``corrupt-data``."""
-    try:
-        yield from _checked_chunks(name, zipread.chunks(fd, member), size)
-    except (zipfile.BadZipFile, EOFError, OSError, zlib.error) as exc:
-        raise _corrupt(name, exc) from exc
-
-
-class ZipSource:
-    """A zip archive, validated on open."""
-
-    kind = "zip"
-
-    def __init__(self, path: Path, limits: Limits) -> None:
-        self.path = path
-        _check_zip_tail(path, path.name)
-        # zipfile counts open members without a lock: opening and closing them from several
-        # staging threads at once is serialised here (reading and inflating are not)
-        self._open_lock = threading.Lock()
-        try:
-            self._zf = zipfile.ZipFile(path)
-        except UnicodeDecodeError as exc:  # a name flagged UTF-8 that is not
-            raw = exc.object if isinstance(exc.object, bytes) else b""
-            raise _reject(raw.decode("utf-8", "backslashreplace"), "name-not-utf8",
-                          "name is flagged UTF-8 but is not valid UTF-8") from exc
-        except (zipfile.BadZipFile, OSError, ValueError) as exc:
-            raise UnsafeArchive(f"{path.name}: not a readable zip archive: {exc} [rule: zip-format]",
-                                rule="zip-format") from exc
-        try:
-            self._names: dict[str, zipfile.ZipInfo] = {}
-            self._members: dict[str, zipread.Member] = {}  # stored or deflated: read directly
-            self.entries = self._scan(limits)
-            self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except Exception:
-            self._zf.close()
-            raise
-
-    def _scan(self, limits: Limits) -> dict[str, Entry]:
-        infos = self._zf.infolist()
-        if len(infos) > limits.max_entries:
-            raise UnsafeArchive(
-                f"{self.path.name}: {len(infos)} entries, over the limit of {limits.max_entries} "
-                "[rule: too-many-entries]",
-                rule="too-many-entries",
-            )
-        col = _Collector(limits)
-        spans: list[tuple[int, int, str]] = []
-        for info in infos:
-            name = _zip_name(info)
-            col.check(name)  # before is_dir(), which fails on an empty name
-            if col.junk(name, is_dir=info.is_dir()):
-                continue
-            if info.flag_bits & 0x1:
-                raise _reject(name, "encrypted-entry", "encrypted entries are not supported")
-            unix_mode = info.external_attr >> 16 if info.create_system == 3 else 0
-            kind = stat.S_IFMT(unix_mode)
-            if info.is_dir() or kind == stat.S_IFDIR:
-                col.add_dir(name)
-                continue
-            if kind not in (0, stat.S_IFREG):
-                what = "symbolic link" if kind == stat.S_IFLNK else "device or special file"
-                raise _reject(name, "special-file", f"is a {what}; only regular files are allowed")
-            if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED,
-                                          zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA):
-                raise _reject(name, "compression", f"unsupported compression method {info.compress_type}")
-            if (
-                info.file_size > limits.ratio_min_bytes
-                and info.file_size > limits.max_ratio * max(info.compress_size, 1)
-            ):
-                raise _reject(
-                    name, "compression-ratio",
-                    f"expands {info.file_size // max(info.compress_size, 1)}:1, over {limits.max_ratio}:1",
-                )
-            mode = unix_mode & 0o7777 if unix_mode else 0o644
-            col.add_file(name, info.file_size, mode, info.CRC)
-            self._names[col.check(name)] = info
-            raw = zipread.raw_name(info)
-            if info.compress_type in zipread.FAST_METHODS:
-                self._members[col.check(name)] = zipread.member(info, raw)
-            spans.append((info.header_offset, info.header_offset + 30 + len(raw) + info.compress_size,
-                          name))
-        spans.sort()
-        for (_, end, name), (start, _, other) in itertools.pairwise(spans):
-            if start < end:
-                raise _reject(other, "overlapping-entries", f"its data overlaps that of {name!r}")
-        self.skipped = col.skipped
-        return col.finish()
-
-    def chunks(self, name: str) -> Iterator[bytes]:
-        info = self._names[name]
-        fast = self._members.get(name)
-        if fast is not None:
-            yield from _member_chunks(self._fd, name, fast, info.file_size)
-            return
-        # zipfile stops at the declared size and, when the CRC was forged to match,
-        # silently drops the rest of the data; read to the real end of the compressed
-        # stream instead, so that _checked_chunks sees a larger real size.
-        unbounded = copy.copy(info)
-        unbounded.file_size = 1 << 62
-        try:
-            with self._open_lock:
-                fh = self._zf.open(unbounded)
-            try:
-                yield from _checked_chunks(name, _read_stream(fh), info.file_size)
-            finally:
-                with self._open_lock:
-                    fh.close()
-        except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:  # lzma/zlib errors
-            raise _corrupt(name, exc) from exc
-        except Exception as exc:
-            if type(exc).__module__ in ("zlib", "lzma", "_lzma", "bz2", "_bz2"):
-                raise _corrupt(name, exc) from exc
-            raise
-
-    def head(self, name: str, size: int) -> bytes:
-        fast = self._members.get(name)
-        if fast is None:
-            return _head(self.chunks(name), size)
-        try:
-            return zipread.head(self._fd, fast, size)
-        except (zipfile.BadZipFile, EOFError, OSError, zlib.error) as exc:
-            raise _corrupt(name, exc) from exc
-
-    def close(self) -> None:
-        self._zf.close()
-        if self._fd >= 0:  # closing twice must never close a descriptor reused meanwhile
-            os.close(self._fd)
-            self._fd = -1
-
-
-class ZipMembers:
-    """Chosen members of a zip whose central directory :func:`zipread.directory` read: the
-    agent's own stored copy of a package, checked by every rule when it was installed, so
-    not checked again (only what reading a member checks: its local header, size, CRC-32).
-    Only stored and deflated members (:data:`zipread.FAST_METHODS`)."""
-
-    kind = "zip"
-
-    def __init__(self, path: Path, listed: dict[str, zipread.Listed]) -> None:
-        self.path = path
-        self.skipped: list[str] = []
-        self._listed = listed
-        modes = {name: e.mode & 0o7777 if e.mode else 0o644 for name, e in listed.items()}
-        self.entries = {name: Entry(name, e.size, sanitize_mode(modes[name]), modes[name],
-                                    e.member[3]) for name, e in listed.items()}
-        self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-
-    def chunks(self, name: str) -> Iterator[bytes]:
-        listed = self._listed[name]
-        return _member_chunks(self._fd, name, listed.member, listed.size)
-
-    def head(self, name: str, size: int) -> bytes:
-        return _head(self.chunks(name), size)
-
-    def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
 
 
 class TarSource:
@@ -462,11 +254,11 @@ class TarSource:
             if isinstance(exc, EOFError) or any(
                     k in str(exc) for k in ("empty header", "truncated header", "ended before",
                                             "unexpected end")):
-                raise _truncated(path.name, f"the tar archive is truncated: it ends inside an "
+                raise truncated(path.name, f"the tar archive is truncated: it ends inside an "
                                             f"entry ({exc})") from exc
             raise UnsafeArchive(f"{path.name}: not a readable tar archive: {exc} [rule: tar-format]",
                                 rule="tar-format", hint=DAMAGED_HINT) from exc
-        col = _Collector(limits)
+        col = Collector(limits)
         self._members: dict[str, tarfile.TarInfo] = {}
         for member in members:
             raw = member.name
@@ -477,7 +269,7 @@ class TarSource:
                 raw = raw[2:]
                 member.name = raw
             if any(0xDC80 <= ord(c) <= 0xDCFF for c in raw):
-                raise _reject(raw.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"),
+                raise reject(raw.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"),
                               "name-not-utf8", "name is not valid UTF-8")
             if col.junk(raw, is_dir=member.isdir()):
                 continue
@@ -488,7 +280,7 @@ class TarSource:
                 self._members[col.check(raw)] = member
             else:
                 what = "link" if member.issym() or member.islnk() else "device or special file"
-                raise _reject(raw, "special-file", f"is a {what}; only regular files are allowed")
+                raise reject(raw, "special-file", f"is a {what}; only regular files are allowed")
         self.entries = col.finish()
         self.skipped = col.skipped
 
@@ -499,13 +291,13 @@ class TarSource:
         try:
             fh = self._tf.extractfile(member)
             if fh is None:
-                raise _reject(name, "special-file", "is not a regular file")
-            yield from _checked_chunks(name, _read_stream(fh), member.size)
+                raise reject(name, "special-file", "is not a regular file")
+            yield from checked_chunks(name, read_stream(fh), member.size)
         except (tarfile.TarError, OSError, EOFError) as exc:
-            raise _corrupt(name, exc) from exc
+            raise corrupt(name, exc) from exc
 
     def head(self, name: str, size: int) -> bytes:
-        return _head(self.chunks(name), size)
+        return head_of(self.chunks(name), size)
 
     def close(self) -> None:
         self._tf.close()
@@ -529,7 +321,7 @@ class DirSource:
 
     def __init__(self, path: Path, limits: Limits) -> None:
         self.path = path
-        col = _Collector(limits)
+        col = Collector(limits)
         for dirpath, dirnames, filenames in os.walk(path):
             base = Path(dirpath)
             for entry in sorted(dirnames) + sorted(filenames):
@@ -545,7 +337,7 @@ class DirSource:
                     col.add_file(rel, st.st_size, stat.S_IMODE(st.st_mode))
                 else:
                     what = "symbolic link" if stat.S_ISLNK(st.st_mode) else "device or special file"
-                    raise _reject(rel, "special-file", f"is a {what}; only regular files are allowed")
+                    raise reject(rel, "special-file", f"is a {what}; only regular files are allowed")
             dirnames[:] = [d for d in dirnames if not is_junk(d)]
         self.entries = col.finish()
         self.skipped = col.skipped
@@ -553,10 +345,10 @@ class DirSource:
     def chunks(self, name: str) -> Iterator[bytes]:
         declared = self.entries[name].size
         with open(self.path / name, "rb") as fh:
-            yield from _checked_chunks(name, _read_stream(fh), declared)
+            yield from checked_chunks(name, read_stream(fh), declared)
 
     def head(self, name: str, size: int) -> bytes:
-        return _head(self.chunks(name), size)
+        return head_of(self.chunks(name), size)
 
     def close(self) -> None:
         pass
@@ -575,6 +367,8 @@ def open_source(path: Path, limits: Limits | None = None) -> Source:
     with open(path, "rb") as fh:
         magic = fh.read(4)
     if magic[:2] == b"PK" or zipfile.is_zipfile(path):
+        from mgr_agent.zipsource import ZipSource  # noqa: PLC0415 - it builds on this module
+
         return ZipSource(path, limits)
     import tarfile  # noqa: PLC0415
 

@@ -14,7 +14,6 @@ import zipfile
 from pathlib import Path
 
 from mgr_agent import package, zipread
-from mgr_agent.archive import ZipMembers
 from mgr_agent.context import EngineContext
 from mgr_agent.errors import AgentError
 from mgr_agent.fsutil import AtomicWriter, rmdir_if_empty
@@ -22,6 +21,7 @@ from mgr_agent.layout import Layout
 from mgr_agent.package import Package
 from mgr_agent.shape import detect_layout, without_junk
 from mgr_agent.state import Installed, State
+from mgr_agent.zipsource import ZipMembers
 
 
 def archive_name(pkg: Package) -> str:
