@@ -40,6 +40,7 @@ from mgr_agent.trees import PROBE, Carry, rmtree
 from mgr_agent.wal import SWITCH_DIR, Journal, replay
 
 if TYPE_CHECKING:
+    from mgr_agent.retained import Retention
     from mgr_agent.transaction import Op, Plan
 
 FORCE_PER_FILE = "MGR_AGENT_NO_EXCHANGE"  # tests: act as if no filesystem had RENAME_EXCHANGE
@@ -81,8 +82,10 @@ class DirSwitch:
     """The whole-directory part of one transaction's stage, switch, undo and finish."""
 
     def __init__(self, layout: Layout, tx: str, plan: Plan, journal: Journal | None,
-                 *, per_file_fsync: bool) -> None:
+                 *, per_file_fsync: bool, retention: Retention | None = None) -> None:
         self.layout = layout
+        self.retention = retention
+        self.prestaged: dict[int, os.stat_result] = {}  # op i -> its file in a taken tree
         self.tx = tx
         self.plan = plan
         self.journal = journal
@@ -169,6 +172,8 @@ class DirSwitch:
                         if self.per_file_fsync:
                             fsync_dir(self.layout.under(rel).parent)
                 continue
+            if self.retention is not None and self.retention.offers(d) and self._take(d, tree):
+                continue
             if d.how == "exchange":
                 self._like(tree, live)
             new = self._files(d, ("add", "replace"))
@@ -191,6 +196,26 @@ class DirSwitch:
                         with open(dst, "rb") as fh:
                             os.fsync(fh.fileno())
             faults.point("dir-staged")
+
+    def _take(self, d: DirOp, tree: str) -> bool:
+        """Stage ``d`` by renaming a retained tree of the new version (its files already
+        durable) to ``tree``, if there is one that fits (:meth:`Retention.take`)."""
+        assert self.retention is not None
+        cut = len(d.path) + 1
+        ops = {op.path[cut:]: op for op in self.plan.ops
+               if op.action != "remove" and op.path.startswith(d.path + "/")}
+        owners: dict[str, tuple[int, int] | None] = {
+            rel: op.owner or (os.geteuid(), os.getegid()) for rel, op in ops.items()}
+        owners.update(dict.fromkeys(d.links))
+        os.rmdir(tree)
+        found = self.retention.take(d, tree, owners)
+        if found is None:
+            os.mkdir(tree, 0o755)
+            return False
+        for rel, op in ops.items():
+            self.prestaged[op.i] = found[rel]
+        faults.point("dir-staged")
+        return True
 
     def staged_record(self) -> dict[str, Any]:
         """For the journal's staged record: the inode of each staged tree, by number; undo
@@ -218,10 +243,12 @@ class DirSwitch:
         if not self.per_file_fsync:
             return
         dirs: list[str] = []
+        taken = self.retention.taken if self.retention is not None else set()
         for d in self.active:
             if d.how == "remove":
                 continue
-            dirs += [w[0] for w in os.walk(self.staged_tree(d))]
+            if self.staged_tree(d) not in taken:  # a retained tree's are durable already
+                dirs += [w[0] for w in os.walk(self.staged_tree(d))]
             dirs.append(os.path.dirname(self.staged_tree(d)))
         fsync_all(dirs)
 
@@ -331,7 +358,12 @@ class DirSwitch:
             old = self.staged_tree(d) if d.how == "exchange" else self.backup_tree(d)
             if os.path.lexists(old):
                 faults.point("before-drop-dir")
+                if d.how == "exchange" and self.retention is not None and \
+                        self.retention.keep(d, old):
+                    continue
                 carry = Carry(self._files(d, ("replace", "remove")),
                                self.layout.saved_dir / self.plan.name / self.tx / d.path)
                 carry.drop(old, self.live(d))
                 self.changed |= carry.changed
+        if self.retention is not None:
+            self.retention.write_index()

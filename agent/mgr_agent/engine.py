@@ -93,17 +93,17 @@ class Engine:
         dry_run: bool = False, allow_downgrade: bool = False, reinstall: bool = False,
         op: str = "install", strict: bool = False,
     ) -> Result:
-        from mgr_agent.fsutil import sha256_file  # noqa: PLC0415 - see the note at the top
+        from mgr_agent.retained import Manifest, with_trees  # noqa: PLC0415 - see the top
 
-        db = self.layout.db_file.exists()  # else nothing is installed: load hashes it alongside
-        digest = sha256_file(path) if path.is_file() and not reinstall and db else None
-        if digest is not None and (sha256 is None or digest == sha256.lower()):  # else load reports it
-            with self.access.reading() as state:
-                same = queries.same_archive(state, digest, panel)
+        digest = None  # (a rollback's archive is a retained one, never the installed one)
+        if path.is_file() and self.layout.db_file.exists() and op == "install" and not reinstall:
+            digest, same = _same_archive(self.access, path, sha256, panel)
             if same is not None:
                 return same
-        pkg = self.ctx.load(path, panel, sha256, digest, background=True,
-                            installed=None if reinstall else self.access.manifest)
+        known: Manifest | None = None if reinstall else self.access.manifest
+        if op == "rollback":  # the files kept in its retained trees are not read either
+            known = with_trees(self.layout, path.name.partition(".")[0], self.access.manifest)
+        pkg = self.ctx.load(path, panel, sha256, digest, background=True, installed=known)
         try:
             return self._install(pkg, dry_run=dry_run, allow_downgrade=allow_downgrade,
                                  reinstall=reinstall, op=op, strict=strict)
@@ -300,6 +300,19 @@ class Engine:
     def history(self, name: str | None, limit: int) -> Result:
         with self.access.reading() as state:
             return queries.history(state, name, limit)
+
+
+def _same_archive(access: StateAccess, path: Path, sha256: str | None,
+                  panel: str | None) -> tuple[str, Result | None]:
+    """The archive's sha256, and ``unchanged`` if that very archive is installed (with
+    nothing installed, ``load`` hashes it alongside the checks instead)."""
+    from mgr_agent.fsutil import sha256_file  # noqa: PLC0415 - see the note at the top
+
+    digest = sha256_file(path)
+    if sha256 is not None and digest != sha256.lower():
+        return digest, None  # load reports the mismatch
+    with access.reading() as state:
+        return digest, queries.same_archive(state, digest, panel)
 
 
 def _refuse_downgrade(pkg: Package, installed: Installed) -> None:

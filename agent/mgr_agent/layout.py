@@ -91,6 +91,11 @@ class Layout:
         return self.state_dir / "saved"
 
     @property
+    def trees_dir(self) -> Path:
+        """Old trees of switched directories, retained for rollback (retained.py)."""
+        return self.state_dir / "trees"
+
+    @property
     def tmp_dir(self) -> Path:
         return self.state_dir / "tmp"
 

@@ -35,6 +35,7 @@ class Change:
     modified: list[dict[str, str]] = field(default_factory=list)
     left: list[str] = field(default_factory=list)  # files no version shipped, left in place
     staged_rows: dict[int, int] = field(default_factory=dict)  # op i -> its row in ``files``
+    previous: dict[str, FileRow] = field(default_factory=dict)  # the installed version's rows
 
     def stamp(self, written: dict[int, os.stat_result]) -> list[tuple[str, FileRow]]:
         """The manifest rows with the inode and mtime of each file as staging wrote it
@@ -167,7 +168,7 @@ class Planner:
         mine = self.state.diversions(*key)
         anchor = self._anchor(pkg.name)
         plan = Plan(name=pkg.name)
-        change = Change(plan=plan)
+        change = Change(plan=plan, previous=old)
         made: set[str] = set()
         root = str(self.layout.root).rstrip("/")
         under_anchor = str(anchor) + "/"

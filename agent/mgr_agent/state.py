@@ -226,6 +226,9 @@ class State:
 
         return [RetainedVersion(*r) for r in rows]
 
+    def retained_hashes(self) -> set[str]:
+        return {r[0] for r in self.db.execute("SELECT content_hash FROM kept")}
+
     def referenced_archives(self) -> set[str]:
         rows = self.db.execute("SELECT archive FROM packages UNION SELECT archive FROM kept")
         return {r[0] for r in rows}

@@ -23,6 +23,7 @@ from mgr_agent.package import Package
 from mgr_agent.panels import Panel
 from mgr_agent.planner import Change
 from mgr_agent.result import Result
+from mgr_agent.retained import Retention
 from mgr_agent.state import Commit, Installed, State
 from mgr_agent.store import collect_garbage, store_archive
 from mgr_agent.transaction import Plan, Transaction
@@ -63,6 +64,17 @@ class Job:
     """A failing pre-uninstall hook becomes a warning."""
 
 
+def _retention(layout: Layout, job: Job) -> Retention | None:
+    """The retained trees the job may stage from (its package's) and keep after its commit
+    (the replaced version's, when that is retained): :mod:`mgr_agent.retained`."""
+    if not job.change.plan.dirs or job.pkg is None:
+        return None
+    previous = job.commit.retain_previous if job.commit.retain_versions > 0 else None
+    return Retention(layout, take_hash=job.pkg.content_hash, new_rows=dict(job.change.files),
+                     keep_hash=previous.content_hash if previous else None,
+                     old_rows=job.change.previous)
+
+
 def hook_env(pkg: Package, action: str, old: Installed | None) -> dict[str, str]:
     return {"MGR_AGENT_PLUGIN": pkg.name, "MGR_AGENT_VERSION": pkg.version,
             "MGR_AGENT_RELEASE": pkg.release, "MGR_AGENT_ACTION": action,
@@ -84,7 +96,8 @@ class _Run:
         self.journal = Journal(ctx.layout.journal_dir, job.tx)
         self.transaction = Transaction(
             ctx.layout, job.tx, job.change.plan, self.journal, durability=ctx.config.durability,
-            workers=None if job.pkg is None or package.parallel_reads(job.pkg.source) else 1)
+            workers=None if job.pkg is None or package.parallel_reads(job.pkg.source) else 1,
+            retention=_retention(ctx.layout, job))
         self.hooks: list[HookRun] = []
         self.env = hook_env(job.hook_pkg, job.op, job.installed) if job.hook_pkg else {}
         self.from_version = job.installed.label if job.installed else None

@@ -13,7 +13,7 @@ import shutil
 import zipfile
 from pathlib import Path
 
-from mgr_agent import package, zipread
+from mgr_agent import package, retained, zipread
 from mgr_agent.context import EngineContext
 from mgr_agent.errors import AgentError
 from mgr_agent.fsutil import AtomicWriter, rmdir_if_empty
@@ -129,6 +129,7 @@ def collect_garbage(layout: Layout, state: State) -> None:
     if layout.tmp_dir.is_dir():
         for child in layout.tmp_dir.iterdir():
             shutil.rmtree(child, ignore_errors=True)
+    retained.collect(layout, state.retained_hashes())
     referenced = state.referenced_archives()
     if layout.archives_dir.is_dir():
         for child in layout.archives_dir.iterdir():

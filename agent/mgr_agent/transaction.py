@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from mgr_agent import faults
 from mgr_agent.config import DEFAULT_DURABILITY, DURABILITY_MODES
@@ -47,6 +47,9 @@ from mgr_agent.fsutil import (
 )
 from mgr_agent.layout import Layout
 from mgr_agent.wal import PHASES, REGISTER, Journal
+
+if TYPE_CHECKING:
+    from mgr_agent.retained import Retention
 
 Action = Literal["add", "replace", "remove"]
 ChunkSource = Callable[[], Iterator[bytes]]
@@ -130,7 +133,8 @@ class Transaction:
     """Applies a :class:`Plan` under a layout, journalled step by step."""
 
     def __init__(self, layout: Layout, tx: str, plan: Plan, journal: Journal | None = None,
-                 *, durability: str = DEFAULT_DURABILITY, workers: int | None = None) -> None:
+                 *, durability: str = DEFAULT_DURABILITY, workers: int | None = None,
+                 retention: Retention | None = None) -> None:
         if durability not in DURABILITY_MODES:
             raise ValueError(f"unknown durability mode {durability!r}")
         self.layout = layout
@@ -145,7 +149,8 @@ class Transaction:
         self._dir_cache: set[Path] | None = None
         self._side: ThreadPoolExecutor | None = None
         self._alongside: Future[None] | None = None
-        self.dirs = DirSwitch(layout, tx, plan, journal, per_file_fsync=self.per_file_fsync)
+        self.dirs = DirSwitch(layout, tx, plan, journal, per_file_fsync=self.per_file_fsync,
+                              retention=retention)
 
     @property
     def per_file_fsync(self) -> bool:
@@ -255,7 +260,9 @@ class Transaction:
     def _fsync_staged(self) -> None:
         """writeback mode's second pass: each staged file's own fsync (its write-back
         started when it was written), many at once (:func:`fsync_all`)."""
-        fsync_all([self.staged(op) for op in self.plan.ops if op.action != "remove"])
+        prestaged = self.dirs.prestaged
+        fsync_all([self.staged(op) for op in self.plan.ops
+                   if op.action != "remove" and op.i not in prestaged])
 
     def _write(self, op: Op) -> os.stat_result:
         return write_new(self.staged(op), self.plan.sources[op.i](), op.mode,
@@ -271,11 +278,12 @@ class Transaction:
         of the plan"."""
         sizes = self.plan.sizes
         large = sum(1 for op in self.plan.ops if op.action != "remove"
-                    and sizes.get(op.i, 0) >= PARALLEL_FROM)
+                    and sizes.get(op.i, 0) >= PARALLEL_FROM and op.i not in self.dirs.prestaged)
         pool = (ThreadPoolExecutor(self.workers, thread_name_prefix="mga-stage")
                 if self.workers > 1 and large > 1 else None)
         pending: deque[tuple[Op, Future[os.stat_result] | os.stat_result]] = deque()
         window = 4 * self.workers  # large files in flight: bounds the memory of inflated chunks
+        prestaged = self.dirs.prestaged  # in a retained tree taken whole: already there
 
         def settle(block: bool) -> None:
             """Report written files in plan order: the first pending one, while it is done."""
@@ -297,7 +305,9 @@ class Transaction:
                     _copy_aside(self.target(op), self.saved(op), self.tx)
                 if op.action == "remove":
                     continue
-                if pool is not None and sizes.get(op.i, 0) >= PARALLEL_FROM:
+                if op.i in prestaged:
+                    pending.append((op, prestaged[op.i]))
+                elif pool is not None and sizes.get(op.i, 0) >= PARALLEL_FROM:
                     pending.append((op, pool.submit(self._write, op)))
                 else:
                     pending.append((op, self._write(op)))

@@ -270,7 +270,9 @@ def _renamed_from(trace: Trace, path: str) -> Call:
     or the link of a link + unlink fallback; for a file in a staged tree, the renameat2
     (RENAME_EXCHANGE or RENAME_NOREPLACE) of the tree."""
     path = _tree(trace, path) or path
-    found = [c for c in trace.calls if _source(c) == path]
+    # (an old tree moved to the retained trees after the commit is no switch: retained.py)
+    found = [c for c in trace.calls if _source(c) == path
+             and "/var/lib/mgr-agent/trees/" not in _ends(c)[1]]
     assert len(found) == 1, f"{path}: renamed or linked {len(found)} times"
     return found[0]
 

@@ -1,0 +1,209 @@
+"""Old trees kept for rollback (docs/transactions.md#retained-trees).
+
+After an upgrade commits, the old tree of a directory switched whole (see
+:mod:`mgr_agent.dirswitch`) holds the previous version's files under that directory.  When
+that version is retained for rollback (table ``kept``) and the tree holds exactly its files,
+each one unmodified, the tree is moved to ``var/lib/mgr-agent/trees/HASH/`` (HASH: the
+version's content hash) instead of being deleted, and ``index.json`` there records each
+file's sha256, CRC-32, mode, size, inode, mtime and owner.  Installing that version again
+(``rollback``) renames the tree back as its staged tree: no entry is inflated, written or
+fsynced again.
+
+The index is a cache, never the reference: a tree is used only while every file has the
+inode, mtime, size, mode and owner recorded and the tree holds nothing else; otherwise the
+version is staged from its retained archive as before.  Trees of versions no longer
+retained are deleted with the archives (:func:`collect`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import stat
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from mgr_agent.dirplan import DirOp
+from mgr_agent.layout import Layout
+from mgr_agent.staterows import FileRow
+from mgr_agent.trees import rmtree
+
+INDEX = "index.json"
+# one file of the index: sha256, crc32, st_mode, size, inode, mtime_ns, uid, gid, kind
+Record = list[Any]
+Manifest = Callable[[str, str], Mapping[str, FileRow]]
+
+
+def _tree_name(path: str) -> str:
+    return "t-" + hashlib.sha256(path.encode()).hexdigest()[:16]
+
+
+def _wanted_dirs(files: Mapping[str, object]) -> set[str]:
+    return {rel.rsplit("/", i)[0] for rel in files for i in range(1, rel.count("/") + 1)}
+
+
+def _walk(top: str, files: Mapping[str, object]) -> dict[str, os.stat_result] | None:
+    """The lstat of every file under ``top`` if it holds exactly ``files`` (relative paths)
+    as regular files and only their directories; None at the first other entry."""
+    wanted = _wanted_dirs(files)
+    found: dict[str, os.stat_result] = {}
+    stack = [""]
+    while stack:
+        prefix = stack.pop()
+        with os.scandir(f"{top}/{prefix}" if prefix else top) as it:
+            for entry in it:
+                rel = prefix + entry.name
+                if entry.is_dir(follow_symlinks=False):
+                    if rel not in wanted:
+                        return None
+                    stack.append(rel + "/")
+                    continue
+                st = entry.stat(follow_symlinks=False)
+                if rel not in files or not stat.S_ISREG(st.st_mode):
+                    return None
+                found[rel] = st
+    return found if len(found) == len(files) else None
+
+
+def _index(top: str, key: str) -> dict[str, Any]:
+    """The ``dirs`` of the index of version ``key``: directory -> its tree and files."""
+    try:
+        with open(f"{top}/{key}/{INDEX}", encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return {}
+    dirs = data.get("dirs") if isinstance(data, dict) else None
+    return dirs if isinstance(dirs, dict) else {}
+
+
+def with_trees(layout: Layout, key: str, manifest: Manifest) -> Manifest:
+    """``manifest`` (the installed version's rows) with, over it, the rows of the files in
+    the retained trees of version ``key``, by root-relative path: what
+    :func:`mgr_agent.package.load` may take an entry's sha256 from when its CRC-32, size
+    and mode match (that version's own manifest, as it was installed)."""
+    def rows(panel: str, name: str) -> Mapping[str, FileRow]:
+        out = dict(manifest(panel, name))
+        for path, entry in _index(str(layout.trees_dir), key).items():
+            files = entry.get("files") if isinstance(entry, dict) else None
+            for rel, rec in (files if isinstance(files, dict) else {}).items():
+                if isinstance(rec, list) and len(rec) == 9:
+                    out[f"{path}/{rel}"] = FileRow(f"{path}/{rel}", rec[0], rec[3],
+                                                   stat.S_IMODE(rec[2]), rec[8], rec[1])
+        return out
+    return rows
+
+
+class Retention:
+    """The retained trees of one transaction: the one it may take for its staging
+    (``take_hash``), the ones it keeps after its commit (``keep_hash``)."""
+
+    def __init__(self, layout: Layout, *, take_hash: str | None, new_rows: Mapping[str, FileRow],
+                 keep_hash: str | None, old_rows: Mapping[str, FileRow]) -> None:
+        self.top = str(layout.trees_dir)
+        self.take_hash, self.new_rows = take_hash, new_rows
+        self.keep_hash, self.old_rows = keep_hash, old_rows
+        self._kept: dict[str, dict[str, Any]] = {}
+        self._taking: dict[str, Any] | None = None  # the index of take_hash, read once
+        self.taken: set[str] = set()  # the staged trees that are retained trees
+
+    def offers(self, d: DirOp) -> bool:
+        """Whether the index of ``take_hash`` names a tree for ``d`` (read once)."""
+        if self.take_hash is None:
+            return False
+        if self._taking is None:
+            self._taking = _index(self.top, self.take_hash)
+        return d.path in self._taking
+
+    def take(self, d: DirOp, dest: str, owners: Mapping[str, tuple[int, int] | None]
+             ) -> dict[str, os.stat_result] | None:
+        """Rename the retained tree of ``d`` to ``dest`` if it holds exactly the files
+        ``owners`` names (relative to ``d``; each with the owner it needs, None: any), with
+        the sha256 and mode of the new manifest, each as the index recorded it; their lstat
+        (what the manifest stamps), or None (nothing moved: stage as usual)."""
+        if not self.offers(d):
+            return None
+        entry = self._taking.get(d.path) if self._taking else None
+        if not isinstance(entry, dict) or not isinstance(entry.get("files"), dict):
+            return None
+        records: dict[str, Record] = entry["files"]
+        if records.keys() != owners.keys():
+            return None
+        for rel, rec in records.items():
+            row = self.new_rows.get(f"{d.path}/{rel}")
+            if (row is None or not isinstance(rec, list) or len(rec) != 9 or rec[0] != row.sha256
+                    or stat.S_IMODE(rec[2]) != row.mode or rec[8] != row.kind):
+                return None
+        tree = f"{self.top}/{self.take_hash}/{entry.get('tree')}"
+        try:
+            if os.lstat(tree).st_dev != os.lstat(os.path.dirname(dest)).st_dev:
+                return None
+            found = _walk(tree, records)
+        except OSError:
+            return None
+        if found is None:
+            return None
+        for rel, st in found.items():
+            rec, owner = records[rel], owners[rel]
+            if [st.st_mode, st.st_size, st.st_ino, st.st_mtime_ns, st.st_uid, st.st_gid] != rec[2:8]:
+                return None
+            if owner is not None and (st.st_uid, st.st_gid) != owner:
+                return None
+        os.rename(tree, dest)
+        self.taken.add(dest)
+        return found
+
+    def keep(self, d: DirOp, old: str) -> bool:
+        """After the commit: move ``old``, the old tree of ``d``, under the retained
+        version's folder if it holds exactly that version's files under ``d``, each
+        unmodified since the agent wrote it; whether it was moved (else it is deleted)."""
+        if self.keep_hash is None:
+            return False
+        prefix = d.path + "/"
+        rows = {p[len(prefix):]: r for p, r in self.old_rows.items()
+                if p.startswith(prefix) and r.kind != "data"}
+        folder = f"{self.top}/{self.keep_hash}"
+        try:
+            found = _walk(old, rows)
+            if found is None:
+                return False
+            for rel, st in found.items():
+                row = rows[rel]
+                if (row.ino == 0 or (st.st_ino, st.st_mtime_ns, st.st_size) !=
+                        (row.ino, row.mtime_ns, row.size) or stat.S_IMODE(st.st_mode) != row.mode):
+                    return False
+            os.makedirs(folder, mode=0o700, exist_ok=True)
+            if os.lstat(folder).st_dev != os.lstat(old).st_dev:
+                return False
+        except OSError:
+            return False
+        name = _tree_name(d.path)
+        rmtree(f"{folder}/{name}")  # a stale one of the same version
+        os.rename(old, f"{folder}/{name}")
+        self._kept[d.path] = {"tree": name, "files": {
+            rel: [rows[rel].sha256, rows[rel].crc32, st.st_mode, st.st_size, st.st_ino,
+                  st.st_mtime_ns, st.st_uid, st.st_gid, rows[rel].kind] for rel, st in sorted(found.items())}}
+        return True
+
+    def write_index(self) -> None:
+        """Record the trees :meth:`keep` moved (merged with the version's earlier ones)."""
+        if self.keep_hash is None or not self._kept:
+            return
+        dirs = {**_index(self.top, self.keep_hash), **self._kept}
+        path = f"{self.top}/{self.keep_hash}/{INDEX}"
+        with open(path + ".tmp", "w", encoding="utf-8") as fh:
+            fh.write(json.dumps({"dirs": dirs}, separators=(",", ":")))  # dumps: the C encoder
+        os.replace(path + ".tmp", path)
+
+def collect(layout: Layout, wanted: set[str]) -> None:
+    """Delete the trees of versions not in ``wanted`` (content hashes still retained)."""
+    top = layout.trees_dir
+    if not top.is_dir():
+        return
+    for child in top.iterdir():
+        if child.name not in wanted:
+            with contextlib.suppress(NotADirectoryError):
+                rmtree(str(child))
+            if os.path.lexists(child) and not child.is_dir():
+                child.unlink()

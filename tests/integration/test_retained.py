@@ -1,0 +1,168 @@
+"""Old trees retained for rollback (docs/transactions.md#retained-trees): after an upgrade
+the old tree of each directory switched whole is kept under var/lib/mgr-agent/trees/
+instead of deleted, and ``rollback`` renames it back as its staged tree, where it still
+holds exactly that version's files, each untouched since."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from mgr_agent.sandbox import samples
+from tests.helpers import cli, leftovers, snapshot
+
+PSA = "usr/local/psa"
+HTDOCS = f"{PSA}/admin/htdocs/modules/demo-ext"
+TREES = "var/lib/mgr-agent/trees"
+LOGO = (b"\x89PNG logo, the same in both versions\n", 0o644)
+
+
+def _ext(pkgs: Path, version: str) -> Path:
+    extra = {"htdocs/img/logo.png": LOGO,
+             f"htdocs/js/app-{version}.js": (f"// {version}\n".encode(), 0o644),
+             "htdocs/css/site.css": (f"/* {version} */\n".encode(), 0o644)}
+    return samples.write_zip(samples.plesk_files("demo-ext", version, extra=extra),
+                             pkgs / f"ext-{version}.zip")
+
+
+def _ok(root: Path, *argv: str, env: dict[str, str] | None = None) -> dict[str, object]:
+    run = cli(root, *argv, env=env)
+    assert run.rc == 0, run.stdout + run.stderr
+    assert leftovers(root) == []
+    return run.json
+
+
+def _index(root: Path) -> dict[str, dict[str, object]]:
+    """Retained version (content hash) -> its directories (root-relative) kept."""
+    top = root / TREES
+    out = {}
+    for child in top.iterdir() if top.is_dir() else []:
+        out[child.name] = json.loads((child / "index.json").read_text())["dirs"]
+    return out
+
+
+def _inodes(root: Path) -> dict[str, int]:
+    top = root / HTDOCS
+    return {p.relative_to(top).as_posix(): p.stat().st_ino for p in top.rglob("*") if p.is_file()}
+
+
+def _upgraded(root: Path, pkgs: Path) -> tuple[dict[str, int], dict[str, int]]:
+    """Install 1.0 then 2.0; the inodes of the extension's htdocs files after each."""
+    _ok(root, "install", str(_ext(pkgs, "1.0")))
+    first = _inodes(root)
+    _ok(root, "install", str(_ext(pkgs, "2.0")))
+    return first, _inodes(root)
+
+
+def test_rollback_takes_the_retained_tree_back(root: Path, pkgs: Path) -> None:
+    v1, v2 = _upgraded(root, pkgs)
+    (kept,) = _index(root).values()
+    assert HTDOCS in kept, "the old htdocs tree is retained"
+    assert _ok(root, "rollback", "demo-ext")["version"] == "1.0-1"
+    # the very files 1.0 had: renamed back whole, not written again
+    assert _inodes(root) == v1
+    assert (root / HTDOCS / "js/app-1.0.js").read_bytes() == b"// 1.0\n"
+    assert _ok(root, "verify")["data"]["files"] == []  # type: ignore[index]
+    # now 2.0's tree is the retained one, and a second rollback takes it back
+    (kept,) = _index(root).values()
+    assert HTDOCS in kept
+    assert _ok(root, "rollback", "demo-ext")["version"] == "2.0-1"
+    assert _inodes(root) == v2
+    assert _ok(root, "verify")["data"]["files"] == []  # type: ignore[index]
+
+
+def test_an_edited_old_file_is_not_retained(root: Path, pkgs: Path) -> None:
+    """The old tree holds the admin's edit (saved by the upgrade): it is deleted, not kept,
+    and the rollback stages 1.0 from its archive."""
+    _ok(root, "install", str(_ext(pkgs, "1.0")))
+    (root / HTDOCS / "css/site.css").write_bytes(b"/* the admin's */\n")
+    _ok(root, "install", str(_ext(pkgs, "2.0")))
+    assert all(HTDOCS not in dirs for dirs in _index(root).values())
+    _ok(root, "rollback", "demo-ext")
+    assert (root / HTDOCS / "css/site.css").read_bytes() == b"/* 1.0 */\n"
+    assert _ok(root, "verify")["data"]["files"] == []  # type: ignore[index]
+
+
+@pytest.mark.parametrize("change", ["content", "mode", "extra file", "file gone"])
+def test_a_retained_tree_changed_since_is_not_used(root: Path, pkgs: Path, change: str) -> None:
+    v1, _ = _upgraded(root, pkgs)
+    ((key, dirs),) = _index(root).items()
+    tree = root / TREES / key / str(dirs[HTDOCS]["tree"])  # type: ignore[index]
+    target = tree / "js/app-1.0.js"
+    if change == "content":
+        target.write_bytes(b"// tampered\n")
+    elif change == "mode":
+        target.chmod(0o755)
+    elif change == "extra file":
+        (tree / "js/planted.js").write_bytes(b"// not 1.0's\n")
+    else:
+        target.unlink()
+    _ok(root, "rollback", "demo-ext")
+    assert (root / HTDOCS / "js/app-1.0.js").read_bytes() == b"// 1.0\n"
+    assert not (root / HTDOCS / "js/planted.js").exists()
+    assert _inodes(root)["js/app-1.0.js"] != v1["js/app-1.0.js"], "staged from the archive"
+    assert _ok(root, "verify")["data"]["files"] == []  # type: ignore[index]
+
+
+def test_no_tree_is_kept_without_retained_versions(root: Path, pkgs: Path) -> None:
+    (root / "etc/mgr-agent").mkdir(parents=True)
+    (root / "etc/mgr-agent/agent.toml").write_text("[state]\nkeep_versions = 0\n")
+    _upgraded(root, pkgs)
+    assert _index(root) == {}
+
+
+def test_uninstall_deletes_the_retained_trees(root: Path, pkgs: Path) -> None:
+    _upgraded(root, pkgs)
+    assert _index(root) != {}
+    _ok(root, "uninstall", "demo-ext")
+    assert _index(root) == {}
+    assert not list((root / TREES).iterdir())
+
+
+ROLLBACK_POINTS = ("dir-staged:1", "before-staged", "after-staged", "before-switch-dir:1",
+                   "mid-switch:1", "after-switched", "before-commit", "after-commit",
+                   "before-drop-dir:1")
+
+
+@pytest.mark.parametrize("fault", ROLLBACK_POINTS)
+def test_kill_during_a_rollback_that_takes_a_tree(tmp_path: Path, pkgs: Path, fault: str) -> None:
+    """SIGKILL at each step of a rollback staged from a retained tree, then ``recover``:
+    the 2.0 tree before the commit, the 1.0 tree after it, byte for byte, and the next
+    rollback still works."""
+    roots = {}
+    for name in ("reference", "killed"):
+        root = roots[name] = tmp_path / name
+        (root / PSA).mkdir(parents=True)
+        (root / PSA / "version").write_text("18.0.60 Debian 12.0 1800240311.09\n")
+        (root / "var/lib").mkdir(parents=True)
+        _upgraded(root, pkgs)
+    ref, killed = roots["reference"], roots["killed"]
+    upgraded = snapshot(ref)
+    _ok(ref, "rollback", "demo-ext")
+    rolled_back = snapshot(ref)
+    run = cli(killed, "rollback", "demo-ext", env={"MGR_AGENT_FAULT": fault})
+    assert run.rc == -signal.SIGKILL, run.stdout + run.stderr
+    _ok(killed, "recover")
+    committed = fault in ("after-commit", "before-drop-dir:1")
+    assert snapshot(killed) == (rolled_back if committed else upgraded)
+    assert _ok(killed, "verify")["data"]["files"] == []  # type: ignore[index]
+    _ok(killed, "rollback", "demo-ext")
+    assert snapshot(killed) == (upgraded if committed else rolled_back)
+    assert _ok(killed, "verify")["data"]["files"] == []  # type: ignore[index]
+
+
+def test_kill_before_the_old_tree_is_kept(root: Path, pkgs: Path) -> None:
+    """Killed after the upgrade's commit, before its old tree was moved: recovery deletes
+    it (nothing is retained) and the rollback stages 1.0 from its archive."""
+    _ok(root, "install", str(_ext(pkgs, "1.0")))
+    run = cli(root, "install", str(_ext(pkgs, "2.0")), env={"MGR_AGENT_FAULT": "before-drop-dir:1"})
+    assert run.rc == -signal.SIGKILL
+    _ok(root, "recover")
+    _ok(root, "rollback", "demo-ext")
+    assert (root / HTDOCS / "js/app-1.0.js").read_bytes() == b"// 1.0\n"
+    assert not os.path.exists(root / HTDOCS / "js/app-2.0.js")
+    assert _ok(root, "verify")["data"]["files"] == []  # type: ignore[index]
