@@ -92,4 +92,5 @@ class StateAccess:
         if not self.ctx.layout.db_file.exists():
             return {}
         with self.reading() as state:
-            return state.files(panel, name)
+            found = state.find(name, panel)
+            return state.files(panel, name, found[0].tx) if found else {}

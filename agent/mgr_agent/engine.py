@@ -93,16 +93,16 @@ class Engine:
         dry_run: bool = False, allow_downgrade: bool = False, reinstall: bool = False,
         op: str = "install", strict: bool = False,
     ) -> Result:
-        from mgr_agent.retained import Manifest, with_trees  # noqa: PLC0415 - see the top
+        from mgr_agent.retained import Manifest, for_rollback  # noqa: PLC0415 - see the top
 
-        digest = None  # (a rollback's archive is a retained one, never the installed one)
+        digest: str | None = None  # (a rollback's archive is a retained one, not installed)
         if path.is_file() and self.layout.db_file.exists() and op == "install" and not reinstall:
             digest, same = _same_archive(self.access, path, sha256, panel)
             if same is not None:
                 return same
         known: Manifest | None = None if reinstall else self.access.manifest
         if op == "rollback":  # the files kept in its retained trees are not read either
-            known = with_trees(self.layout, path.name.partition(".")[0], self.access.manifest)
+            known, digest = for_rollback(self.layout, path.stem, self.access.manifest)
         pkg = self.ctx.load(path, panel, sha256, digest, background=True, installed=known)
         try:
             return self._install(pkg, dry_run=dry_run, allow_downgrade=allow_downgrade,

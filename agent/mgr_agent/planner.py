@@ -161,7 +161,7 @@ class Planner:
 
     def install(self, pkg: Package, installed: Installed | None, *, reinstall: bool) -> Change:
         key = (pkg.panel, pkg.name)
-        old = self.state.files(*key) if installed else {}
+        old = self.state.files(*key, installed.tx) if installed else {}
         old_dirs = set(self.state.dirs(*key)) if installed else set()
         owners = self.state.owners(list(pkg.files))
         all_diverted = self.state.diversions()

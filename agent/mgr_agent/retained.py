@@ -3,14 +3,15 @@
 After an upgrade commits, the old tree of a directory switched whole (see
 :mod:`mgr_agent.dirswitch`) holds the previous version's files under that directory.  When
 that version is retained for rollback (table ``kept``) and the tree holds exactly its files,
-each one unmodified, the tree is moved to ``var/lib/mgr-agent/trees/HASH/`` (HASH: the
-version's content hash) instead of being deleted, and ``index.json`` there records each
-file's sha256, CRC-32, mode, size, inode, mtime and owner.  Installing that version again
+each one as its manifest row says, the tree is moved to ``var/lib/mgr-agent/trees/HASH/``
+(HASH: the version's content hash) instead of being deleted, and ``index.json`` there
+records each file's row: sha256, CRC-32, mode, size, inode and mtime.  Installing that version again
 (``rollback``) renames the tree back as its staged tree: no entry is inflated, written or
 fsynced again.
 
 The index is a cache, never the reference: a tree is used only while every file has the
-inode, mtime, size, mode and owner recorded and the tree holds nothing else; otherwise the
+inode, mtime, size and mode recorded (and the owner the plan gives it) and the tree holds
+nothing else; otherwise the
 version is staged from its retained archive as before.  Trees of versions no longer
 retained are deleted with the archives (:func:`collect`).
 """
@@ -31,8 +32,9 @@ from mgr_agent.staterows import FileRow
 from mgr_agent.trees import rmtree
 
 INDEX = "index.json"
-# one file of the index: sha256, crc32, st_mode, size, inode, mtime_ns, uid, gid, kind
+# one file of the index: sha256, crc32, mode, size, inode, mtime_ns, kind (its manifest row)
 Record = list[Any]
+RECORD = 7
 Manifest = Callable[[str, str], Mapping[str, FileRow]]
 
 
@@ -44,11 +46,13 @@ def _wanted_dirs(files: Mapping[str, object]) -> set[str]:
     return {rel.rsplit("/", i)[0] for rel in files for i in range(1, rel.count("/") + 1)}
 
 
-def _walk(top: str, files: Mapping[str, object]) -> dict[str, os.stat_result] | None:
-    """The lstat of every file under ``top`` if it holds exactly ``files`` (relative paths)
-    as regular files and only their directories; None at the first other entry."""
+def _walk(top: str, files: Mapping[str, object], *, stats: bool
+          ) -> dict[str, os.stat_result | None] | None:
+    """Every file under ``top`` (with its lstat if ``stats``, else from the directory
+    entries' types alone) if it holds exactly ``files`` (relative paths) as regular files
+    and only their directories; None at the first other entry."""
     wanted = _wanted_dirs(files)
-    found: dict[str, os.stat_result] = {}
+    found: dict[str, os.stat_result | None] = {}
     stack = [""]
     while stack:
         prefix = stack.pop()
@@ -60,39 +64,60 @@ def _walk(top: str, files: Mapping[str, object]) -> dict[str, os.stat_result] | 
                         return None
                     stack.append(rel + "/")
                     continue
-                st = entry.stat(follow_symlinks=False)
-                if rel not in files or not stat.S_ISREG(st.st_mode):
+                if rel not in files or not entry.is_file(follow_symlinks=False):
                     return None
-                found[rel] = st
+                found[rel] = entry.stat(follow_symlinks=False) if stats else None
     return found if len(found) == len(files) else None
 
 
-def _index(top: str, key: str) -> dict[str, Any]:
-    """The ``dirs`` of the index of version ``key``: directory -> its tree and files."""
+_read: dict[str, tuple[tuple[int, int, int], dict[str, Any]]] = {}  # index path -> (its stat, data)
+
+
+def _load(top: str, key: str) -> dict[str, Any]:
+    """The index of version ``key`` (``archive_sha256``, ``dirs``: directory -> its tree
+    and files); {} if there is none or it cannot be read.  Read once per process."""
+    path = f"{top}/{key}/{INDEX}"
     try:
-        with open(f"{top}/{key}/{INDEX}", encoding="utf-8") as fh:
+        st = os.stat(path)
+        sig = (st.st_ino, st.st_size, st.st_mtime_ns)
+        if path in _read and _read[path][0] == sig:
+            return _read[path][1]
+        with open(path, encoding="utf-8") as fh:
             data = json.load(fh)
     except (OSError, ValueError):
         return {}
-    dirs = data.get("dirs") if isinstance(data, dict) else None
-    return dirs if isinstance(dirs, dict) else {}
+    if not isinstance(data, dict) or not isinstance(data.get("dirs"), dict):
+        return {}
+    _read[path] = (sig, data)
+    return data
 
 
-def with_trees(layout: Layout, key: str, manifest: Manifest) -> Manifest:
-    """``manifest`` (the installed version's rows) with, over it, the rows of the files in
-    the retained trees of version ``key``, by root-relative path: what
-    :func:`mgr_agent.package.load` may take an entry's sha256 from when its CRC-32, size
-    and mode match (that version's own manifest, as it was installed)."""
+def _index(top: str, key: str) -> dict[str, Any]:
+    """The ``dirs`` of the index of version ``key``."""
+    dirs: dict[str, Any] = _load(top, key).get("dirs", {})
+    return dirs
+
+
+def for_rollback(layout: Layout, key: str, manifest: Manifest) -> tuple[Manifest, str | None]:
+    """For installing retained version ``key`` again: ``manifest`` (the installed version's
+    rows) with, over it, the rows of the files in that version's retained trees, by
+    root-relative path, which :func:`mgr_agent.package.load` may take an entry's sha256
+    from when its CRC-32, size and mode match (that version's own manifest, as it was
+    installed); and the sha256 of the archive it was installed from, if recorded."""
+    top = str(layout.trees_dir)
+
     def rows(panel: str, name: str) -> Mapping[str, FileRow]:
         out = dict(manifest(panel, name))
-        for path, entry in _index(str(layout.trees_dir), key).items():
+        for path, entry in _index(top, key).items():
             files = entry.get("files") if isinstance(entry, dict) else None
             for rel, rec in (files if isinstance(files, dict) else {}).items():
-                if isinstance(rec, list) and len(rec) == 9:
-                    out[f"{path}/{rel}"] = FileRow(f"{path}/{rel}", rec[0], rec[3],
-                                                   stat.S_IMODE(rec[2]), rec[8], rec[1])
+                if isinstance(rec, list) and len(rec) == RECORD:
+                    out[f"{path}/{rel}"] = FileRow(f"{path}/{rel}", rec[0], rec[3], rec[2],
+                                                   rec[6], rec[1])
         return out
-    return rows
+
+    digest = _load(top, key).get("archive_sha256")
+    return rows, digest if isinstance(digest, str) and digest else None
 
 
 class Retention:
@@ -100,10 +125,12 @@ class Retention:
     (``take_hash``), the ones it keeps after its commit (``keep_hash``)."""
 
     def __init__(self, layout: Layout, *, take_hash: str | None, new_rows: Mapping[str, FileRow],
-                 keep_hash: str | None, old_rows: Mapping[str, FileRow]) -> None:
+                 keep_hash: str | None, old_rows: Mapping[str, FileRow],
+                 keep_archive: str = "") -> None:
         self.top = str(layout.trees_dir)
         self.take_hash, self.new_rows = take_hash, new_rows
         self.keep_hash, self.old_rows = keep_hash, old_rows
+        self.keep_archive = keep_archive  # the sha256 of the archive it was installed from
         self._kept: dict[str, dict[str, Any]] = {}
         self._taking: dict[str, Any] | None = None  # the index of take_hash, read once
         self.taken: set[str] = set()  # the staged trees that are retained trees
@@ -132,24 +159,27 @@ class Retention:
             return None
         for rel, rec in records.items():
             row = self.new_rows.get(f"{d.path}/{rel}")
-            if (row is None or not isinstance(rec, list) or len(rec) != 9 or rec[0] != row.sha256
-                    or stat.S_IMODE(rec[2]) != row.mode or rec[8] != row.kind):
+            if (row is None or not isinstance(rec, list) or len(rec) != RECORD
+                    or (rec[0], rec[2], rec[6]) != (row.sha256, row.mode, row.kind)):
                 return None
         tree = f"{self.top}/{self.take_hash}/{entry.get('tree')}"
         try:
             if os.lstat(tree).st_dev != os.lstat(os.path.dirname(dest)).st_dev:
                 return None
-            found = _walk(tree, records)
+            walked = _walk(tree, records, stats=True)
         except OSError:
             return None
-        if found is None:
+        if walked is None:
             return None
-        for rel, st in found.items():
+        found: dict[str, os.stat_result] = {}
+        for rel, st in walked.items():
             rec, owner = records[rel], owners[rel]
-            if [st.st_mode, st.st_size, st.st_ino, st.st_mtime_ns, st.st_uid, st.st_gid] != rec[2:8]:
+            if st is None or [stat.S_IMODE(st.st_mode), st.st_size, st.st_ino,
+                              st.st_mtime_ns] != rec[2:6]:
                 return None
             if owner is not None and (st.st_uid, st.st_gid) != owner:
                 return None
+            found[rel] = st
         os.rename(tree, dest)
         self.taken.add(dest)
         return found
@@ -163,16 +193,14 @@ class Retention:
         prefix = d.path + "/"
         rows = {p[len(prefix):]: r for p, r in self.old_rows.items()
                 if p.startswith(prefix) and r.kind != "data"}
+        if any(row.ino == 0 for row in rows.values()):
+            return False  # a file never recorded as written: its tree could not be checked
         folder = f"{self.top}/{self.keep_hash}"
         try:
-            found = _walk(old, rows)
-            if found is None:
+            # names and types only: each file's inode, mtime, size and mode are checked
+            # against its manifest row when the tree is taken (an edit since shows there)
+            if _walk(old, rows, stats=False) is None:
                 return False
-            for rel, st in found.items():
-                row = rows[rel]
-                if (row.ino == 0 or (st.st_ino, st.st_mtime_ns, st.st_size) !=
-                        (row.ino, row.mtime_ns, row.size) or stat.S_IMODE(st.st_mode) != row.mode):
-                    return False
             os.makedirs(folder, mode=0o700, exist_ok=True)
             if os.lstat(folder).st_dev != os.lstat(old).st_dev:
                 return False
@@ -182,8 +210,8 @@ class Retention:
         rmtree(f"{folder}/{name}")  # a stale one of the same version
         os.rename(old, f"{folder}/{name}")
         self._kept[d.path] = {"tree": name, "files": {
-            rel: [rows[rel].sha256, rows[rel].crc32, st.st_mode, st.st_size, st.st_ino,
-                  st.st_mtime_ns, st.st_uid, st.st_gid, rows[rel].kind] for rel, st in sorted(found.items())}}
+            rel: [r.sha256, r.crc32, r.mode, r.size, r.ino, r.mtime_ns, r.kind]
+            for rel, r in sorted(rows.items())}}
         return True
 
     def write_index(self) -> None:
@@ -192,8 +220,9 @@ class Retention:
             return
         dirs = {**_index(self.top, self.keep_hash), **self._kept}
         path = f"{self.top}/{self.keep_hash}/{INDEX}"
+        data = {"archive_sha256": self.keep_archive, "dirs": dirs}
         with open(path + ".tmp", "w", encoding="utf-8") as fh:
-            fh.write(json.dumps({"dirs": dirs}, separators=(",", ":")))  # dumps: the C encoder
+            fh.write(json.dumps(data, separators=(",", ":")))  # dumps: the C encoder
         os.replace(path + ".tmp", path)
 
 def collect(layout: Layout, wanted: set[str]) -> None:

@@ -28,6 +28,9 @@ if TYPE_CHECKING:
     from mgr_agent.staterows import RetainedVersion as RetainedVersion  # noqa: PLC0414
 
 _ROWS = ("Commit", "FileRow", "Installed", "RetainedVersion")
+# the manifest read last with a tx (State.files), by (database, panel, name, tx): one
+# entry at most; not to be changed by its readers
+_last_files: dict[tuple[str, str, str, str], dict[str, FileRow]] = {}
 
 
 def __getattr__(name: str) -> object:
@@ -185,14 +188,24 @@ class State:
     def find(self, name: str, panel: str | None = None) -> list[Installed]:
         return [p for p in self.packages() if p.name == name and (panel is None or p.panel == panel)]
 
-    def files(self, panel: str, name: str) -> dict[str, FileRow]:
+    def files(self, panel: str, name: str, tx: str | None = None) -> dict[str, FileRow]:
+        """The manifest of an installed package; with ``tx`` (the transaction that
+        installed it: only a commit writes its rows, along with a new ``tx``), the rows
+        read last for it in this process are given again if that is still its ``tx``."""
+        key = (str(self.path), panel, name, tx or "")
+        if tx is not None and key in _last_files:
+            return _last_files[key]
         rows = self.db.execute(
             "SELECT path, sha256, size, mode, kind, crc32, ino, mtime_ns FROM files "
             "WHERE panel=? AND name=?", (panel, name)
         )
         from mgr_agent.staterows import FileRow  # noqa: PLC0415
 
-        return {r[0]: FileRow(*r) for r in rows}
+        out = {r[0]: FileRow(*r) for r in rows}
+        if tx is not None:
+            _last_files.clear()
+            _last_files[key] = out
+        return out
 
     def owners(self, paths: list[str]) -> dict[str, tuple[str, str]]:
         """Owner (panel, name) of each of ``paths`` that some package owns."""

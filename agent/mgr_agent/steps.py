@@ -72,7 +72,8 @@ def _retention(layout: Layout, job: Job) -> Retention | None:
     previous = job.commit.retain_previous if job.commit.retain_versions > 0 else None
     return Retention(layout, take_hash=job.pkg.content_hash, new_rows=dict(job.change.files),
                      keep_hash=previous.content_hash if previous else None,
-                     old_rows=job.change.previous)
+                     old_rows=job.change.previous,
+                     keep_archive=job.installed.archive_sha if job.installed else "")
 
 
 def hook_env(pkg: Package, action: str, old: Installed | None) -> dict[str, str]:

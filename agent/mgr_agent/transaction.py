@@ -55,7 +55,7 @@ Action = Literal["add", "replace", "remove"]
 ChunkSource = Callable[[], Iterator[bytes]]
 
 
-@dataclass
+@dataclass(slots=True)
 class Op:
     """One file change; ``divert`` keeps a copy of the replaced original for restoring;
     ``owner`` (uid, gid) is given to the new file (the replaced file's owner); ``save``

@@ -56,6 +56,14 @@ def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
+def agent_command() -> list[str]:
+    """The installed ``mgr-agent`` command beside this interpreter (what an admin runs; the
+    start-up and ``logs`` rows time it), else ``python -m mgr_agent`` (which also imports
+    runpy's machinery)."""
+    script = Path(sys.executable).with_name("mgr-agent")
+    return [str(script)] if os.access(script, os.X_OK) else [sys.executable, "-m", "mgr_agent"]
+
+
 def _version(argv: list[str]) -> str:
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
@@ -284,10 +292,10 @@ class Bench:
             if self.have_dpkg:
                 scaling.append((f"plesk-{n}/dpkg-install",
                                 lambda n=n: self._dpkg_fresh(d[f"plesk-{n}"], "scaling-dpkg")))
-        py = sys.executable
+        py, cmd = sys.executable, agent_command()
         startup: list[Member] = [
             ("startup/python-pass", lambda: t.run([py, "-c", "pass"])[0]),
-            ("startup/agent-version", lambda: t.run([py, "-m", "mgr_agent", "--version"])[0]),
+            ("startup/agent-version", lambda: t.run([*cmd, "--version"])[0]),
             ("startup/agent-list", lambda: t.agent(self.list_root, "list", action="listed")[0]),
         ]
         return [
@@ -316,7 +324,7 @@ class Bench:
             *[("startup", startup)] * 3,
             ("logs -n 100", [
                 ("logs/tail", lambda: t.run(["tail", "-n", "100", str(self.log)])[0]),
-                ("logs/agent", lambda: t.run([py, "-m", "mgr_agent", "--root", str(self.log_root),
+                ("logs/agent", lambda: t.run([*cmd, "--root", str(self.log_root),
                                               "logs", "-n", "100"])[0])]),
             ("uninstall", uninstall),  # last: deletions slow down the creations after them
         ]

@@ -58,6 +58,23 @@ def _upgraded(root: Path, pkgs: Path) -> tuple[dict[str, int], dict[str, int]]:
     return first, _inodes(root)
 
 
+def test_a_foreign_file_is_carried_not_retained(root: Path, pkgs: Path) -> None:
+    """A file no version shipped, made in the live tree during the upgrade (by its
+    pre-install hook here), is carried into the new tree; the old one is not kept."""
+    _ok(root, "install", str(_ext(pkgs, "1.0")))
+    hook = f"file_put_contents('{root / HTDOCS}/cache.tmp', 'run-time data');"
+    extra = {"htdocs/img/logo.png": LOGO, "htdocs/js/app-2.0.js": (b"// 2.0\n", 0o644),
+             "htdocs/css/site.css": (b"/* 2.0 */\n", 0o644)}
+    v2 = samples.write_zip(samples.plesk_files("demo-ext", "2.0", extra=extra, pre_install=hook),
+                           pkgs / "ext-2.0-hook.zip")
+    _ok(root, "install", str(v2))
+    assert (root / HTDOCS / "cache.tmp").read_bytes() == b"run-time data"
+    assert all(HTDOCS not in dirs for dirs in _index(root).values())
+    _ok(root, "rollback", "demo-ext")
+    assert (root / HTDOCS / "js/app-1.0.js").read_bytes() == b"// 1.0\n"
+    assert (root / HTDOCS / "cache.tmp").read_bytes() == b"run-time data"
+
+
 def test_rollback_takes_the_retained_tree_back(root: Path, pkgs: Path) -> None:
     v1, v2 = _upgraded(root, pkgs)
     (kept,) = _index(root).values()
@@ -75,15 +92,16 @@ def test_rollback_takes_the_retained_tree_back(root: Path, pkgs: Path) -> None:
     assert _ok(root, "verify")["data"]["files"] == []  # type: ignore[index]
 
 
-def test_an_edited_old_file_is_not_retained(root: Path, pkgs: Path) -> None:
-    """The old tree holds the admin's edit (saved by the upgrade): it is deleted, not kept,
-    and the rollback stages 1.0 from its archive."""
+def test_an_edited_old_file_is_not_taken_back(root: Path, pkgs: Path) -> None:
+    """The old tree holds the admin's edit (saved by the upgrade): its mtime is not the
+    manifest's, so the rollback stages 1.0 from its archive."""
     _ok(root, "install", str(_ext(pkgs, "1.0")))
+    v1 = _inodes(root)
     (root / HTDOCS / "css/site.css").write_bytes(b"/* the admin's */\n")
     _ok(root, "install", str(_ext(pkgs, "2.0")))
-    assert all(HTDOCS not in dirs for dirs in _index(root).values())
     _ok(root, "rollback", "demo-ext")
     assert (root / HTDOCS / "css/site.css").read_bytes() == b"/* 1.0 */\n"
+    assert _inodes(root)["js/app-1.0.js"] != v1["js/app-1.0.js"], "staged from the archive"
     assert _ok(root, "verify")["data"]["files"] == []  # type: ignore[index]
 
 
