@@ -303,16 +303,29 @@ class Engine:
 
 
 def _same_archive(access: StateAccess, path: Path, sha256: str | None,
-                  panel: str | None) -> tuple[str, Result | None]:
-    """The archive's sha256, and ``unchanged`` if that very archive is installed (with
-    nothing installed, ``load`` hashes it alongside the checks instead)."""
+                  panel: str | None) -> tuple[str | None, Result | None]:
+    """The archive's sha256, and ``unchanged`` if that very archive is installed.  Not
+    computed here when no installed version's stored archive (a byte copy of the one it
+    came from) has this one's size: ``load`` then hashes it alongside the checks."""
     from mgr_agent.fsutil import sha256_file  # noqa: PLC0415 - see the note at the top
 
+    size, top = path.stat().st_size, access.ctx.layout.archives_dir
+    with access.reading() as state:
+        stored = [top / p.archive for p in state.packages() if p.archive_sha]
+    if not any(_size(s) in (size, None) for s in stored):
+        return None, None
     digest = sha256_file(path)
     if sha256 is not None and digest != sha256.lower():
         return digest, None  # load reports the mismatch
     with access.reading() as state:
         return digest, queries.same_archive(state, digest, panel)
+
+
+def _size(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return None  # (unknown: the archive is hashed)
 
 
 def _refuse_downgrade(pkg: Package, installed: Installed) -> None:
@@ -365,7 +378,7 @@ def _install_commit(pkg: Package, change: Change, installed: Installed | None, t
     return Commit(
         tx=tx, panel=pkg.panel, name=pkg.name,
         package=Installed(pkg.panel, pkg.name, pkg.version, pkg.release, pkg.content_hash,
-                          archive_name(pkg), now, tx, pkg.meta, pkg.archive_sha256),
+                          archive_name(pkg), now, tx, pkg.meta),  # archive_sha: at the commit
         files=change.files, dirs=change.dirs, diversions_add=change.divert_add,
         diversions_drop=change.divert_drop, retain_previous=previous,
         drop_retained_hash=pkg.content_hash, retain_versions=retain_versions, history={})

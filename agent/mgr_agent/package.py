@@ -76,6 +76,8 @@ class Package:
     pending: _Pending | None = field(default=None, repr=False)
     """Hashes still being computed on a thread (``load(background=True)``): see
     :meth:`hashed`."""
+    digest: Future[str] | None = field(default=None, repr=False)
+    """The archive's sha256 being computed on a thread: see :meth:`archive_digest`."""
 
     @property
     def label(self) -> str:
@@ -92,15 +94,20 @@ class Package:
         return self.source.chunks(spec.entry)
 
     def hashed(self) -> None:
-        """Wait for the hashes ``load(background=True)`` left computing and fill in
-        ``FileSpec.sha256``, ``content_hash`` and ``archive_sha256``; raises what reading an
-        entry raised (a damaged entry: the package is refused).  Before it, none is set."""
+        """Wait for the entries' hashes ``load(background=True)`` left computing and fill
+        in ``FileSpec.sha256`` and ``content_hash``; raises what reading an entry raised (a
+        damaged entry: the package is refused).  Before it, neither is set."""
         if self.pending is not None:
             pending, self.pending = self.pending, None
-            hashes, digest = pending.result()
-            if digest is not None:
-                self.archive_sha256 = digest
-            _finish(self, hashes)
+            _finish(self, pending.result())
+
+    def archive_digest(self) -> str:
+        """The archive's sha256 (``archive_sha256``), waiting for its thread if it runs:
+        only the commit needs it, so a transaction does not wait for it before then."""
+        if self.digest is not None:
+            digest, self.digest = self.digest, None
+            self.archive_sha256 = digest.result()
+        return self.archive_sha256
 
     def close(self) -> None:
         if self.pending is not None:  # nothing may still read the source once it is closed
@@ -113,12 +120,9 @@ class _Pending:
     """The hashes of some entries, computed one after the other on a thread of their own
     while the caller goes on (zlib and hashlib release the GIL on large buffers)."""
 
-    def __init__(self, source: Source, names: list[str], done: dict[str, str],
-                 digest: Future[str] | None = None) -> None:
-        """``digest``: the archive's sha256, being computed on a thread of its own."""
+    def __init__(self, source: Source, names: list[str], done: dict[str, str]) -> None:
         self._stop = threading.Event()
         self._done = done
-        self._digest = digest
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="mga-hash")
         self._future = self._pool.submit(self._run, source, names)
 
@@ -130,13 +134,12 @@ class _Pending:
             hashes[name] = _hash_one(source, name, False)[0]
         return hashes
 
-    def result(self) -> tuple[dict[str, str], str | None]:
-        """Every entry's hash (those computed before, and the thread's); the archive's."""
+    def result(self) -> dict[str, str]:
+        """Every entry's hash (those computed before, and the thread's)."""
         try:
-            hashes = self._done | self._future.result()
+            return self._done | self._future.result()
         finally:
             self._pool.shutdown()
-        return hashes, self._digest.result() if self._digest is not None else None
 
     def cancel(self) -> None:
         """Stop after the entry being read, and wait for that."""
@@ -333,18 +336,16 @@ def load(
         hashes |= same
         pkg.same = frozenset(same)
         rest = sorted(n for n in source.entries if n not in hashes)
-        pkg.archive_sha256 = archive_sha
+        pkg.archive_sha256, pkg.digest = archive_sha, digest
         if background and pkg.version and parallel_reads(source):
             keep = _keep(source, rest, inflated)
             hashes |= _hash_entries(source, [n for n in rest if n in keep], inflated)
             later = [n for n in rest if n not in keep]
-            if later or digest is not None:
-                pkg.pending = _Pending(source, later, hashes, digest)
+            if later:
+                pkg.pending = _Pending(source, later, hashes)
                 return pkg
         else:
             hashes |= _hash_entries(source, rest, inflated)
-        if digest is not None:
-            pkg.archive_sha256 = digest.result()
         _finish(pkg, hashes)
         return pkg
     except BaseException:

@@ -142,7 +142,7 @@ def check(ctx: EngineContext, path: Path, panel: str | None, sha256: str | None,
                       data={"files": len(pkg.files), "hooks": hooks,
                             "skipped": package.skipped_json(pkg),
                             "content_hash": pkg.content_hash,
-                            "archive_sha256": pkg.archive_sha256 or None, "meta": pkg.meta,
+                            "archive_sha256": pkg.archive_digest() or None, "meta": pkg.meta,
                             "findings": [f.to_dict() for f in found], "notes": check_ctx.notes})
     finally:
         pkg.close()

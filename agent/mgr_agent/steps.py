@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from mgr_agent import faults, package, signals
@@ -173,6 +173,9 @@ class _Run:
             "hooks": [h.to_dict() for h in self.hooks], "warnings": result.warnings,
             "plan": job.change.plan.summary(), "actor": ctx.actor}}
         try:
+            if job.pkg is not None and job.commit.package is not None:  # hashed alongside
+                job.commit.package = replace(job.commit.package,
+                                             archive_sha=job.pkg.archive_digest())
             self.state.commit(job.commit)
         except BaseException as exc:
             return self._undo(exc)

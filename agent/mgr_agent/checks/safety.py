@@ -19,6 +19,7 @@ SCAN_LIMIT = 4 * 1024 * 1024          # files over this are not scanned for secr
 # a file with a NUL byte in its first 8,000 bytes is binary (git's and grep's test) and
 # not scanned for secrets: images, fonts and compressed data hold no readable token
 BINARY_PEEK = 8000
+WHOLE = 64 * 1024  # bytes: a file up to this size is read whole before the binary test
 DROPPED_BITS = 0o7022                 # setuid, setgid, sticky, group and other write
 
 PRIVATE_KEY = re.compile(rb"-----BEGIN ((?:RSA |DSA |EC |OPENSSH |ENCRYPTED |PGP )?PRIVATE KEY"
@@ -88,9 +89,13 @@ def secrets(files: Files, ctx: Context) -> list[Finding]:
                             "remove it from the package and rotate what it holds", rel))
         if files.size(rel) > SCAN_LIMIT or not files.changed(rel):
             continue
-        if b"\0" in files.head(rel, BINARY_PEEK):
+        # a small file is read whole at once (a text file would be, next), a large one
+        # only its head first: one inflate of each text file, at most WHOLE of a binary one
+        data = files.read(rel) if files.size(rel) <= WHOLE else None
+        if b"\0" in (files.head(rel, BINARY_PEEK) if data is None else data[:BINARY_PEEK]):
             continue
-        data = files.read(rel)
+        if data is None:
+            data = files.read(rel)
         match = PRIVATE_KEY.search(data) if b"PRIVATE KEY-----" in data else None
         if match is not None:
             out.append(find("secret-private-key", "warning",
