@@ -52,14 +52,17 @@ class EngineContext:
     def load(self, path: Path, panel: str | None, sha256: str | None,
              digest: str | None = None, *,
              installed: Callable[[str, str], Mapping[str, FileRow]] | None = None,
-             background: bool = False) -> Package:
+             background: bool = False, scan: bool = False) -> Package:
         """Open and verify the package at ``path`` (``digest``: its sha256, if known);
         ``installed``: the installed version's manifest, whose entries are not read again
         (an install: docs/transactions.md, "Change detection"); ``background``: see
-        :func:`mgr_agent.package.load`."""
+        :func:`mgr_agent.package.load`; ``scan``: the entries hashed on its thread are
+        scanned for secrets there (the checks will run)."""
         from mgr_agent import package  # noqa: PLC0415 - the archive readers, when a package is read
+        from mgr_agent.checks import safety  # noqa: PLC0415
 
         self.progress(f"reading {path}")
         return package.load(path, self.panels, panel_hint=panel, sha256=sha256,
                             limits=self.config.limits, archive_sha256=digest,
-                            installed=installed, background=background)
+                            installed=installed, background=background,
+                            scan=package.Scan(safety.secret_hits, safety.SCAN_LIMIT) if scan else None)

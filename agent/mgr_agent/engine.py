@@ -95,15 +95,15 @@ class Engine:
     ) -> Result:
         from mgr_agent.retained import Manifest, for_rollback  # noqa: PLC0415 - see the top
 
-        digest: str | None = None  # (a rollback's archive is a retained one, not installed)
-        if path.is_file() and self.layout.db_file.exists() and op == "install" and not reinstall:
-            digest, same = _same_archive(self.access, path, sha256, panel)
-            if same is not None:
-                return same
+        # (a rollback's archive is a retained one, never the installed one)
+        digest, same = _same_archive(self.access, path, sha256, panel, op == "install" and not reinstall)
+        if same is not None:
+            return same
         known: Manifest | None = None if reinstall else self.access.manifest
         if op == "rollback":  # the files kept in its retained trees are not read either
             known, digest = for_rollback(self.layout, path.stem, self.access.manifest)
-        pkg = self.ctx.load(path, panel, sha256, digest, background=True, installed=known)
+        pkg = self.ctx.load(path, panel, sha256, digest, background=True, installed=known,
+                            scan=op != "rollback")  # (a rollback is not checked again)
         try:
             return self._install(pkg, dry_run=dry_run, allow_downgrade=allow_downgrade,
                                  reinstall=reinstall, op=op, strict=strict)
@@ -302,23 +302,25 @@ class Engine:
             return queries.history(state, name, limit)
 
 
-def _same_archive(access: StateAccess, path: Path, sha256: str | None,
-                  panel: str | None) -> tuple[str | None, Result | None]:
-    """The archive's sha256, and ``unchanged`` if that very archive is installed.  Not
-    computed here when no installed version's stored archive (a byte copy of the one it
-    came from) has this one's size: ``load`` then hashes it alongside the checks."""
+def _same_archive(access: StateAccess, path: Path, sha256: str | None, panel: str | None,
+                  wanted: bool) -> tuple[str | None, Result | None]:
+    """The archive's sha256, and ``unchanged`` if that very archive is installed (if
+    ``wanted``).  Not computed here when nothing is installed or no installed version's
+    stored archive (a byte copy of the one it came from) has this one's size: ``load``
+    then hashes it alongside the checks."""
     from mgr_agent.fsutil import sha256_file  # noqa: PLC0415 - see the note at the top
 
+    if not wanted or not path.is_file() or not access.ctx.layout.db_file.exists():
+        return None, None
     size, top = path.stat().st_size, access.ctx.layout.archives_dir
     with access.reading() as state:
-        stored = [top / p.archive for p in state.packages() if p.archive_sha]
-    if not any(_size(s) in (size, None) for s in stored):
+        packages = state.packages()
+    if not any(_size(top / p.archive) in (size, None) for p in packages if p.archive_sha):
         return None, None
     digest = sha256_file(path)
     if sha256 is not None and digest != sha256.lower():
         return digest, None  # load reports the mismatch
-    with access.reading() as state:
-        return digest, queries.same_archive(state, digest, panel)
+    return digest, queries.same_archive(packages, digest, panel)
 
 
 def _size(path: Path) -> int | None:

@@ -116,28 +116,60 @@ class Package:
         self.source.close()
 
 
-class _Pending:
-    """The hashes of some entries, computed one after the other on a thread of their own
-    while the caller goes on (zlib and hashlib release the GIL on large buffers)."""
+@dataclass(frozen=True)
+class Scan:
+    """What to run on the bytes of each entry of up to ``limit`` bytes as it is hashed."""
 
-    def __init__(self, source: Source, names: list[str], done: dict[str, str]) -> None:
+    run: Callable[[bytes], object]
+    limit: int
+
+
+class _Pending:
+    """The hashes of some entries, computed on two threads of their own while the caller
+    goes on (zlib and hashlib release the GIL on large buffers)."""
+
+    def __init__(self, source: Source, names: list[str], done: dict[str, str],
+                 scan: Scan | None = None) -> None:
+        """``scan``: run on the bytes of every entry of up to ``scan.limit`` bytes as it is
+        hashed (the secrets scan: those entries need no second read); see :meth:`results`."""
         self._stop = threading.Event()
         self._done = done
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="mga-hash")
-        self._future = self._pool.submit(self._run, source, names)
+        self._scan = scan
+        self.names = frozenset(n for n in names if source.entries[n].size <= scan.limit) \
+            if scan is not None else frozenset()
+        self._results: dict[str, object] = {}
+        # two threads: the caller mostly waits for them once its own checks are done
+        ways = 2 if len(names) > 1 else 1
+        self._pool = ThreadPoolExecutor(ways, thread_name_prefix="mga-hash")
+        self._futures = [self._pool.submit(self._run, source, names[i::ways])
+                         for i in range(ways)]
 
     def _run(self, source: Source, names: list[str]) -> dict[str, str]:
         hashes: dict[str, str] = {}
         for name in names:
             if self._stop.is_set():
                 break
-            hashes[name] = _hash_one(source, name, False)[0]
+            scanned = self._scan is not None and name in self.names
+            digest, data = _hash_one(source, name, scanned)
+            hashes[name] = digest
+            if self._scan is not None and data is not None:
+                self._results[name] = self._scan.run(data)
         return hashes
 
+    def results(self) -> dict[str, object]:
+        """The scan's result for each entry of :attr:`names`, once the threads are done
+        (raises what reading an entry raised)."""
+        for future in self._futures:
+            future.result()
+        return self._results
+
     def result(self) -> dict[str, str]:
-        """Every entry's hash (those computed before, and the thread's)."""
+        """Every entry's hash (those computed before, and the threads')."""
         try:
-            return self._done | self._future.result()
+            hashes = dict(self._done)
+            for future in self._futures:
+                hashes |= future.result()
+            return hashes
         finally:
             self._pool.shutdown()
 
@@ -287,6 +319,7 @@ def load(
     archive_sha256: str | None = None,
     installed: Callable[[str, str], Mapping[str, FileRow]] | None = None,
     background: bool = False,
+    scan: Scan | None = None,
 ) -> Package:
     """Open, verify and describe the package at ``path``.
 
@@ -298,7 +331,8 @@ def load(
     the entries not held in memory are hashed on threads while the caller goes on (the
     checks); :meth:`Package.hashed` waits for them (the entries of a zip or a directory of
     a package with a version: a tar is read in one stream, and a version made of the
-    content hash is needed at once).
+    content hash is needed at once).  ``scan`` runs on those entries' bytes on that thread
+    (``Package.pending.results()``): the secrets scan, which then does not read them again.
     """
     archive_sha = ""
     digest: Future[str] | None = None  # the archive's sha256 on a thread (see background)
@@ -342,7 +376,7 @@ def load(
             hashes |= _hash_entries(source, [n for n in rest if n in keep], inflated)
             later = [n for n in rest if n not in keep]
             if later:
-                pkg.pending = _Pending(source, later, hashes)
+                pkg.pending = _Pending(source, later, hashes, scan)
                 return pkg
         else:
             hashes |= _hash_entries(source, rest, inflated)

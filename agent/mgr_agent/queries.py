@@ -37,10 +37,10 @@ def installed(state: State, name: str, panel: str | None) -> Installed:
     return found[0]
 
 
-def same_archive(state: State, digest: str, panel: str | None) -> Result | None:
+def same_archive(packages: list[Installed], digest: str, panel: str | None) -> Result | None:
     """``unchanged`` without reading the package when the archive with sha256 ``digest``
-    is what is installed (on ``panel``, if given)."""
-    found = state.by_archive(digest)
+    is what an installed package (``packages``) came from (on ``panel``, if given)."""
+    found = next((p for p in packages if digest and p.archive_sha == digest), None)
     if found is None or (panel is not None and found.panel != panel):
         return None
     return Result(action="unchanged", name=found.name, panel=found.panel, version=found.label,

@@ -70,12 +70,14 @@ def _walk(top: str, files: Mapping[str, object], *, stats: bool
     return found if len(found) == len(files) else None
 
 
-_read: dict[str, tuple[tuple[int, int, int], dict[str, Any]]] = {}  # index path -> (its stat, data)
+# the index read last (a rollback reads it twice): path -> (its stat, data); one at most,
+# so that a long-running daemon does not keep every index it ever read
+_read: dict[str, tuple[tuple[int, int, int], dict[str, Any]]] = {}
 
 
 def _load(top: str, key: str) -> dict[str, Any]:
     """The index of version ``key`` (``archive_sha256``, ``dirs``: directory -> its tree
-    and files); {} if there is none or it cannot be read.  Read once per process."""
+    and files); {} if there is none or it cannot be read.  Read again only once changed."""
     path = f"{top}/{key}/{INDEX}"
     try:
         st = os.stat(path)
@@ -88,6 +90,7 @@ def _load(top: str, key: str) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict) or not isinstance(data.get("dirs"), dict):
         return {}
+    _read.clear()
     _read[path] = (sig, data)
     return data
 

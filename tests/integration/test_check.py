@@ -466,3 +466,8 @@ def test_secrets_scan_reads_text_and_skips_binary(as_zip: bool, root: Path, tmp_
     path = write_zip(tree, tmp_path / "pkg.zip") if as_zip else write_dir(tree, tmp_path / "dir")
     hits = {f["file"] for f in findings(check(root, path)) if f["code"] == "secret-token"}
     assert hits == {"htdocs/js/app.js", "htdocs/data.txt"}
+    if as_zip:  # an install: the entries over 256 KiB are scanned on the hashing thread
+        done = cli(root, "install", "--no-restart", str(path))
+        assert done.rc == 0, done.stdout
+        warned = sorted(w.split(":")[0] for w in done.json["warnings"] if "[secret-token]" in w)
+        assert warned == ["[secret-token] htdocs/data.txt", "[secret-token] htdocs/js/app.js"]

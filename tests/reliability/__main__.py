@@ -8,8 +8,9 @@
    ``--tx-trials`` (default 100, 10 with ``--quick``) with the delay uniform over the time
    from taking the lock to exiting, so that most land inside the transaction.
 2. The pytest suites, in one pytest run with a JUnit report: kill at every fault point
-   (test_crash; test_retained for a rollback taking a retained tree), hostile inputs (test_hostile_input), real faults and fuzzing (test_faults,
-   test_fuzz, when present), concurrency, durability order, torn state.  Without
+   (test_crash; test_retained for a rollback taking a retained tree), hostile inputs
+   (test_hostile_input), real faults and fuzzing (test_faults, test_fuzz, when present),
+   concurrency, durability order, torn state.  Without
    ``--quick`` they run with ``RELIABILITY_FULL=1`` (more cases where a suite has a
    reduced default for ``make test``).
 

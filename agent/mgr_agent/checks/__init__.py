@@ -43,7 +43,7 @@ def context(layout: Layout, config: Config, runner: Runner) -> Context:
 
 def files_of(pkg: Package, panel: Panel) -> Files:
     return Files(pkg.source, pkg.prefix, panel.check_names(pkg.source, pkg.prefix), pkg.inflated,
-                 pkg.same)
+                 pkg.same, pkg.pending)
 
 
 def run(files: Files, panel: Panel, ctx: Context) -> list[Finding]:

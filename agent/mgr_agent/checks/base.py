@@ -7,9 +7,10 @@ trusts what it reads: sizes, modes and PNG headers are checked from the bytes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 from mgr_agent import xmlsafe
 from mgr_agent.archive import Source
@@ -18,20 +19,30 @@ from mgr_agent.findings import Finding, Severity
 from mgr_agent.proc import Runner
 
 
+class Scans(Protocol):
+    """Entries scanned on another thread (``package._Pending``): which, and the results."""
+
+    names: frozenset[str]
+
+    def results(self) -> Mapping[str, Any]: ...
+
+
 class Files:
     """A package's files under their package-relative names (wrapping folder removed)."""
 
     def __init__(self, source: Source, prefix: str, names: dict[str, str],
                  inflated: dict[str, bytes] | None = None,
-                 same: frozenset[str] = frozenset()) -> None:
+                 same: frozenset[str] = frozenset(), scans: Scans | None = None) -> None:
         """``names``: package-relative name -> source entry; ``prefix``: the folder the
         package lies under in ``source``; ``inflated``: entries already in memory;
         ``same``: entries that hold the installed version's content (an upgrade: they were
-        scanned when it was installed)."""
+        scanned when it was installed); ``scans``: the entries the package's hashing thread
+        scans for secrets as it reads them, and their results (waited for)."""
         self.source = source
         self.prefix = prefix
         self.inflated = inflated if inflated is not None else {}
         self.same = same
+        self.scans = scans
         self.full = dict(sorted(names.items()))
         self._xml: dict[str, xmlsafe.Element | None] = {}
         self.xml_errors: dict[str, InvalidXML] = {}
@@ -57,6 +68,15 @@ class Files:
         """Whether the content scans (secrets, PHP class names) need to read ``rel``: not
         when it is the installed version's content, unread on an upgrade."""
         return self.full[rel] not in self.same
+
+    def scanning(self, rel: str) -> bool:
+        """Whether ``rel`` is scanned for secrets on the package's hashing thread."""
+        return self.scans is not None and self.full[rel] in self.scans.names
+
+    def scanned(self, rel: str) -> Any:
+        """That scan's result for ``rel`` (``safety.secret_hits``), once the thread is done."""
+        assert self.scans is not None
+        return self.scans.results()[self.full[rel]]
 
     def read(self, rel: str) -> bytes:
         full = self.full[rel]

@@ -79,9 +79,32 @@ def sizes(files: Files, ctx: Context) -> list[Finding]:
     return out
 
 
+Hit = tuple[str, str, int]  # a secret found: its code, what it is, its line
+
+
+def secret_hits(data: bytes) -> list[Hit] | None:
+    """The secrets in a file's bytes; None for a binary file (not scanned).  Run by the
+    secrets validator, or on the thread that hashes the entries a package does not keep
+    in memory as it reads them (``package.load(scan=...)``), which then need no second
+    read."""
+    if b"\0" in data[:BINARY_PEEK]:
+        return None
+    hits: list[Hit] = []
+    match = PRIVATE_KEY.search(data) if b"PRIVATE KEY-----" in data else None
+    if match is not None:
+        hits.append(("secret-private-key", match.group(1).decode().lower(),
+                     line_of(data, match.start())))
+    for pattern, what in TOKENS:
+        token = pattern.search(data)
+        if token is not None:
+            hits.append(("secret-token", what, line_of(data, token.start())))
+    return hits
+
+
 def secrets(files: Files, ctx: Context) -> list[Finding]:
     """Private keys, tokens and credential files committed by mistake."""
     out: list[Finding] = []
+    later: list[str] = []  # scanned as they were hashed: their hits are waited for last
     for rel in files:
         if SECRET_NAMES.search(rel) and not SECRET_NAME_EXCEPTIONS.search(rel):
             out.append(find("secret-file", "warning",
@@ -89,25 +112,31 @@ def secrets(files: Files, ctx: Context) -> list[Finding]:
                             "remove it from the package and rotate what it holds", rel))
         if files.size(rel) > SCAN_LIMIT or not files.changed(rel):
             continue
+        if files.scanning(rel):
+            later.append(rel)
+            continue
         # a small file is read whole at once (a text file would be, next), a large one
         # only its head first: one inflate of each text file, at most WHOLE of a binary one
         data = files.read(rel) if files.size(rel) <= WHOLE else None
-        if b"\0" in (files.head(rel, BINARY_PEEK) if data is None else data[:BINARY_PEEK]):
+        if data is None and b"\0" in files.head(rel, BINARY_PEEK):
             continue
-        if data is None:
-            data = files.read(rel)
-        match = PRIVATE_KEY.search(data) if b"PRIVATE KEY-----" in data else None
-        if match is not None:
-            out.append(find("secret-private-key", "warning",
-                            f"holds a {match.group(1).decode().lower()}",
-                            "remove the key from the package, rotate it, and create keys on the server "
-                            "at install time", rel, line_of(data, match.start())))
-        for pattern, what in TOKENS:
-            token = pattern.search(data)
-            if token is not None:
-                out.append(find("secret-token", "warning", f"holds what looks like {what}",
-                                "remove it, revoke it, and read tokens from the server's "
-                                "configuration instead", rel, line_of(data, token.start())))
+        out += _findings(rel, secret_hits(data if data is not None else files.read(rel)))
+    for rel in later:
+        out += _findings(rel, files.scanned(rel))
+    return out
+
+
+def _findings(rel: str, hits: list[Hit] | None) -> list[Finding]:
+    out = []
+    for code, what, line in hits or []:
+        if code == "secret-private-key":
+            out.append(find(code, "warning", f"holds a {what}",
+                            "remove the key from the package, rotate it, and create keys on the "
+                            "server at install time", rel, line))
+        else:
+            out.append(find(code, "warning", f"holds what looks like {what}",
+                            "remove it, revoke it, and read tokens from the server's "
+                            "configuration instead", rel, line))
     return out
 
 
