@@ -3,22 +3,19 @@
 After an upgrade commits, the old tree of a directory switched whole (see
 :mod:`mgr_agent.dirswitch`) holds the previous version's files under that directory.  When
 that version is retained for rollback (table ``kept``) and the tree holds exactly its files,
-each one as its manifest row says, the tree is moved to ``var/lib/mgr-agent/trees/HASH/``
-(HASH: the version's content hash) instead of being deleted, and ``index.json`` there
-records each file's row: sha256, CRC-32, mode, size, inode and mtime.  Installing that version again
-(``rollback``) renames the tree back as its staged tree: no entry is inflated, written or
-fsynced again.
+the tree is moved to ``var/lib/mgr-agent/trees/HASH/`` (HASH: the version's content hash)
+instead of being deleted, and ``index.json`` there records each file's manifest row:
+sha256, CRC-32, mode, size, inode and mtime.  Installing that version again (``rollback``)
+renames the tree back as its staged tree: no entry is inflated, written or fsynced again.
 
-The index is a cache, never the reference: a tree is used only while every file has the
+The index is a cache, never the reference: a tree is taken only while every file has the
 inode, mtime, size and mode recorded (and the owner the plan gives it) and the tree holds
-nothing else; otherwise the
-version is staged from its retained archive as before.  Trees of versions no longer
-retained are deleted with the archives (:func:`collect`).
+nothing else; otherwise the version is staged from its retained archive as before.  Trees
+of versions no longer retained are deleted with the archives (:func:`collect`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -183,14 +180,18 @@ class Retention:
             if owner is not None and (st.st_uid, st.st_gid) != owner:
                 return None
             found[rel] = st
-        os.rename(tree, dest)
+        try:
+            os.rename(tree, dest)
+        except OSError:
+            return None  # (staged from the archive instead)
         self.taken.add(dest)
         return found
 
     def keep(self, d: DirOp, old: str) -> bool:
         """After the commit: move ``old``, the old tree of ``d``, under the retained
-        version's folder if it holds exactly that version's files under ``d``, each
-        unmodified since the agent wrote it; whether it was moved (else it is deleted)."""
+        version's folder if it holds exactly that version's files under ``d`` (by name and
+        type: each one's row is checked when the tree is taken); whether it was moved
+        (else it is deleted, files no version shipped carried out of it first)."""
         if self.keep_hash is None:
             return False
         prefix = d.path + "/"
@@ -228,14 +229,16 @@ class Retention:
             fh.write(json.dumps(data, separators=(",", ":")))  # dumps: the C encoder
         os.replace(path + ".tmp", path)
 
+
 def collect(layout: Layout, wanted: set[str]) -> None:
     """Delete the trees of versions not in ``wanted`` (content hashes still retained)."""
     top = layout.trees_dir
     if not top.is_dir():
         return
     for child in top.iterdir():
-        if child.name not in wanted:
-            with contextlib.suppress(NotADirectoryError):
-                rmtree(str(child))
-            if os.path.lexists(child) and not child.is_dir():
-                child.unlink()
+        if child.name in wanted:
+            continue
+        if child.is_symlink() or not child.is_dir():
+            child.unlink(missing_ok=True)
+        else:
+            rmtree(str(child))
