@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import re
 import stat
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -57,7 +57,7 @@ def mounts_in(path: str) -> list[str]:
     return found
 
 
-def _known_tree(top: str, prefix: str, known: set[str]) -> int | None:
+def known_tree(top: str, prefix: str, known: Collection[str]) -> int | None:
     """How many files of the old version the live directory ``top`` (root-relative
     ``prefix``) holds, or None when it holds anything else: a file no version shipped, a
     link, a directory with none of them below it."""
@@ -67,7 +67,7 @@ def _known_tree(top: str, prefix: str, known: set[str]) -> int | None:
     for entry in entries:
         rel = prefix + entry.name
         if entry.is_dir(follow_symlinks=False):
-            below = _known_tree(entry.path, rel + "/", known)
+            below = known_tree(entry.path, rel + "/", known)
             if not below:
                 return None
             count += below
@@ -112,6 +112,6 @@ def choose(layout: Layout, plan: Plan, candidates: Iterable[str], known: set[str
         whole = 2 * len(links) + count["replace"] + count["remove"] + 1
         if whole > per_file:
             continue  # decided before walking the live tree: a small upgrade stays cheap
-        if _known_tree(str(live), prefix, known) is None or mounts_in(str(live)):
+        if known_tree(str(live), prefix, known) is None or mounts_in(str(live)):
             continue
         plan.dirs.append(DirOp(len(plan.dirs), top, how, sorted(links) if how == "exchange" else []))

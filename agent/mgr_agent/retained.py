@@ -23,7 +23,7 @@ import stat
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from mgr_agent.dirplan import DirOp
+from mgr_agent.dirplan import DirOp, known_tree
 from mgr_agent.layout import Layout
 from mgr_agent.staterows import FileRow
 from mgr_agent.trees import rmtree
@@ -43,13 +43,11 @@ def _wanted_dirs(files: Mapping[str, object]) -> set[str]:
     return {rel.rsplit("/", i)[0] for rel in files for i in range(1, rel.count("/") + 1)}
 
 
-def _walk(top: str, files: Mapping[str, object], *, stats: bool
-          ) -> dict[str, os.stat_result | None] | None:
-    """Every file under ``top`` (with its lstat if ``stats``, else from the directory
-    entries' types alone) if it holds exactly ``files`` (relative paths) as regular files
-    and only their directories; None at the first other entry."""
+def _walk(top: str, files: Mapping[str, object]) -> dict[str, os.stat_result] | None:
+    """The lstat of every file under ``top`` if it holds exactly ``files`` (relative
+    paths) as regular files and only their directories; None at the first other entry."""
     wanted = _wanted_dirs(files)
-    found: dict[str, os.stat_result | None] = {}
+    found: dict[str, os.stat_result] = {}
     stack = [""]
     while stack:
         prefix = stack.pop()
@@ -63,7 +61,7 @@ def _walk(top: str, files: Mapping[str, object], *, stats: bool
                     continue
                 if rel not in files or not entry.is_file(follow_symlinks=False):
                     return None
-                found[rel] = entry.stat(follow_symlinks=False) if stats else None
+                found[rel] = entry.stat(follow_symlinks=False)
     return found if len(found) == len(files) else None
 
 
@@ -166,20 +164,17 @@ class Retention:
         try:
             if os.lstat(tree).st_dev != os.lstat(os.path.dirname(dest)).st_dev:
                 return None
-            walked = _walk(tree, records, stats=True)
+            found = _walk(tree, records)
         except OSError:
             return None
-        if walked is None:
+        if found is None:
             return None
-        found: dict[str, os.stat_result] = {}
-        for rel, st in walked.items():
+        for rel, st in found.items():
             rec, owner = records[rel], owners[rel]
-            if st is None or [stat.S_IMODE(st.st_mode), st.st_size, st.st_ino,
-                              st.st_mtime_ns] != rec[2:6]:
+            if [stat.S_IMODE(st.st_mode), st.st_size, st.st_ino, st.st_mtime_ns] != rec[2:6]:
                 return None
             if owner is not None and (st.st_uid, st.st_gid) != owner:
                 return None
-            found[rel] = st
         try:
             os.rename(tree, dest)
         except OSError:
@@ -201,9 +196,9 @@ class Retention:
             return False  # a file never recorded as written: its tree could not be checked
         folder = f"{self.top}/{self.keep_hash}"
         try:
-            # names and types only: each file's inode, mtime, size and mode are checked
-            # against its manifest row when the tree is taken (an edit since shows there)
-            if _walk(old, rows, stats=False) is None:
+            # names and types only (the rule that chose the directory): each file's inode,
+            # mtime, size and mode are checked against its row when the tree is taken
+            if known_tree(old, "", rows.keys()) != len(rows):
                 return False
             os.makedirs(folder, mode=0o700, exist_ok=True)
             if os.lstat(folder).st_dev != os.lstat(old).st_dev:
