@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from mgr_agent.layout import Layout
 
 if TYPE_CHECKING:
-    from mgr_agent.transaction import Plan
+    from mgr_agent.plan import Plan
 
 How = Literal["exchange", "create", "remove"]
 

@@ -40,8 +40,8 @@ from mgr_agent.trees import PROBE, Carry, rmtree
 from mgr_agent.wal import SWITCH_DIR, Journal, replay
 
 if TYPE_CHECKING:
+    from mgr_agent.plan import Op, Plan
     from mgr_agent.retained import Retention
-    from mgr_agent.transaction import Op, Plan
 
 FORCE_PER_FILE = "MGR_AGENT_NO_EXCHANGE"  # tests: act as if no filesystem had RENAME_EXCHANGE
 _probed: dict[int, bool] = {}  # st_dev -> RENAME_EXCHANGE works there

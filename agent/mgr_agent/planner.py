@@ -15,8 +15,8 @@ from mgr_agent.fsutil import CHUNK, check_no_symlink, sha256_file
 from mgr_agent.layout import Layout
 from mgr_agent.package import FileSpec, Package
 from mgr_agent.panels.base import Panel
+from mgr_agent.plan import Op, Plan
 from mgr_agent.state import FileRow, Installed, State
-from mgr_agent.transaction import Op, Plan
 
 
 @dataclass

@@ -12,7 +12,7 @@ from pathlib import Path
 from mgr_agent import lateroots, libc
 from mgr_agent.errors import PreflightFailed
 from mgr_agent.layout import Layout
-from mgr_agent.transaction import Plan
+from mgr_agent.plan import Plan
 
 FS_IOC_GETFLAGS = 0x80086601
 FS_IMMUTABLE_FL = 0x10

@@ -16,10 +16,11 @@ from typing import Any
 from mgr_agent.context import EngineContext
 from mgr_agent.errors import AgentError, RecoveryError
 from mgr_agent.fsutil import fsync_dir
+from mgr_agent.plan import Plan
 from mgr_agent.state import State
 from mgr_agent.steps import restart_quietly
 from mgr_agent.store import collect_garbage
-from mgr_agent.transaction import Plan, Transaction
+from mgr_agent.transaction import Transaction
 from mgr_agent.wal import replay
 
 

@@ -21,12 +21,13 @@ from mgr_agent.hooks import HookRun, run_hook
 from mgr_agent.layout import Layout
 from mgr_agent.package import Package
 from mgr_agent.panels import Panel
+from mgr_agent.plan import Plan
 from mgr_agent.planner import Change
 from mgr_agent.result import Result
 from mgr_agent.retained import Retention
 from mgr_agent.state import Commit, Installed, State
 from mgr_agent.store import collect_garbage, store_archive
-from mgr_agent.transaction import Plan, Transaction
+from mgr_agent.transaction import Transaction
 from mgr_agent.wal import Journal
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from mgr_agent.dirplan import choose
 from mgr_agent.layout import Layout
-from mgr_agent.transaction import Op, Plan
+from mgr_agent.plan import Op, Plan
 
 D = "usr/local/psa/admin/htdocs/modules/ext"
 

@@ -11,7 +11,8 @@ import pytest
 from mgr_agent import faults
 from mgr_agent.errors import SwitchFailed
 from mgr_agent.layout import Layout
-from mgr_agent.transaction import Op, Plan, Transaction
+from mgr_agent.plan import Op, Plan
+from mgr_agent.transaction import Transaction
 from mgr_agent.wal import Journal
 from tests.helpers import snapshot
 
