@@ -36,7 +36,7 @@ from mgr_agent.errors import SwitchFailed
 from mgr_agent.fsutil import UNSUPPORTED, fsync_all, fsync_dir, rename_exchange
 from mgr_agent.layout import Layout
 from mgr_agent.libc import RENAME_NOREPLACE, renameat2
-from mgr_agent.trees import PROBE, Carry, rmtree
+from mgr_agent.trees import PROBE, Carry, parents, rmtree
 from mgr_agent.wal import SWITCH_DIR, Journal, replay
 
 if TYPE_CHECKING:
@@ -177,8 +177,7 @@ class DirSwitch:
             if d.how == "exchange":
                 self._like(tree, live)
             new = self._files(d, ("add", "replace"))
-            dirs = sorted({rel.rsplit("/", i)[0] for rel in new
-                           for i in range(1, rel.count("/") + 1)}, key=lambda r: (r.count("/"), r))
+            dirs = sorted(parents(new), key=lambda r: (r.count("/"), r))
             for rel in dirs:
                 path = f"{tree}/{rel}"
                 os.mkdir(path, 0o755)

@@ -26,7 +26,7 @@ from typing import Any
 from mgr_agent.dirplan import DirOp, known_tree
 from mgr_agent.layout import Layout
 from mgr_agent.staterows import FileRow
-from mgr_agent.trees import rmtree
+from mgr_agent.trees import parents, rmtree
 
 INDEX = "index.json"
 # one file of the index: sha256, crc32, mode, size, inode, mtime_ns, kind (its manifest row)
@@ -39,14 +39,10 @@ def _tree_name(path: str) -> str:
     return "t-" + hashlib.sha256(path.encode()).hexdigest()[:16]
 
 
-def _wanted_dirs(files: Mapping[str, object]) -> set[str]:
-    return {rel.rsplit("/", i)[0] for rel in files for i in range(1, rel.count("/") + 1)}
-
-
 def _walk(top: str, files: Mapping[str, object]) -> dict[str, os.stat_result] | None:
     """The lstat of every file under ``top`` if it holds exactly ``files`` (relative
     paths) as regular files and only their directories; None at the first other entry."""
-    wanted = _wanted_dirs(files)
+    wanted = parents(files)
     found: dict[str, os.stat_result] = {}
     stack = [""]
     while stack:

@@ -14,12 +14,18 @@ import errno
 import os
 import shutil
 import stat
+from collections.abc import Iterable
 from pathlib import Path
 
 from mgr_agent.fsutil import UNSUPPORTED
 from mgr_agent.libc import RENAME_NOREPLACE, renameat2
 
 PROBE = ".mga-probe-"  # the two directories of the probe, made at the top of a staged tree
+
+
+def parents(rels: Iterable[str]) -> set[str]:
+    """Every directory above the relative paths ``rels`` (``a/b/c`` gives ``a`` and ``a/b``)."""
+    return {rel.rsplit("/", i)[0] for rel in rels for i in range(1, rel.count("/") + 1)}
 
 
 def _mkdir_like(dst: str, src: str) -> None:
@@ -53,7 +59,7 @@ class Carry:
 
     def __init__(self, expected: set[str], rescue: Path) -> None:
         self.expected = expected
-        self.wanted = {rel.rsplit("/", i)[0] for rel in expected for i in range(1, rel.count("/") + 1)}
+        self.wanted = parents(expected)
         self.rescue = rescue  # where an entry goes when the tree that stays has its name
         self.changed: set[str] = set()
 
