@@ -33,11 +33,12 @@ from typing import TYPE_CHECKING, Any
 from mgr_agent import faults
 from mgr_agent.dirplan import DirOp, mounts_in
 from mgr_agent.errors import SwitchFailed
-from mgr_agent.fsutil import UNSUPPORTED, fsync_all, fsync_dir, rename_exchange
+from mgr_agent.fsutil import UNSUPPORTED, fsync_dir, rename_exchange
 from mgr_agent.layout import Layout
 from mgr_agent.libc import RENAME_NOREPLACE, renameat2
 from mgr_agent.trees import PROBE, Carry, parents, rmtree
 from mgr_agent.wal import SWITCH_DIR, Journal, replay
+from mgr_agent.writeback import fsync_all
 
 if TYPE_CHECKING:
     from mgr_agent.plan import Op, Plan

@@ -12,21 +12,18 @@ import hashlib
 import os
 import secrets
 import stat
-from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from mgr_agent import libc
 from mgr_agent.errors import Conflict
 
+if TYPE_CHECKING:
+    from mgr_agent.writeback import Closer
+
 CHUNK = 1 << 20
-# fsyncs in flight at once: an fsync mostly waits for the disk, and concurrent ones share
-# the filesystem's journal commits (5,000 staged files on ext4: 0.60 s on one thread,
-# 0.29-0.42 s on two, 0.14 s on eight, 0.20 s on 32; docs/performance.md)
-FSYNC_THREADS = 8
-FSYNC_POOL_FROM = 32  # paths: fewer are fsynced on the calling thread
 
 
 def fsync_dir(path: Path) -> None:
@@ -63,30 +60,6 @@ def makedirs_private(path: Path) -> None:
         path.mkdir(mode=0o750)
         os.chmod(path, 0o750)  # noqa: S103 - whatever the umask; group mgr-agent may read
         fsync_dir(path.parent)
-
-
-def fsync_dirs(paths: Iterable[Path]) -> None:
-    """fsync each of ``paths`` that is a directory."""
-    fsync_all([p for p in set(paths) if p.is_dir()])
-
-
-def fsync_all(paths: Sequence[str | Path]) -> None:
-    """fsync every file or directory of ``paths`` (never through a symlink), on
-    :data:`FSYNC_THREADS` threads when there are many; all are done when it returns, the
-    first failure raised."""
-    if len(paths) < FSYNC_POOL_FROM:
-        for path in paths:
-            fsync_file(path)
-        return
-
-    def fsync_share(share: Sequence[str | Path]) -> None:
-        for path in share:
-            fsync_file(path)
-
-    shares = [paths[k::FSYNC_THREADS] for k in range(FSYNC_THREADS)]  # one task per thread
-    with ThreadPoolExecutor(FSYNC_THREADS, thread_name_prefix="mga-fsync") as pool:
-        for _ in pool.map(fsync_share, shares):
-            pass
 
 
 def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
@@ -220,13 +193,14 @@ def write_atomic(path: str | Path, chunks: Iterable[bytes], mode: int = 0o644, *
 
 
 def write_new(path: str | Path, chunks: Iterable[bytes], mode: int, *, sync: bool = True,
-              owner: tuple[int, int] | None = None, writeback: bool = False) -> os.stat_result:
+              owner: tuple[int, int] | None = None,
+              closer: Closer | None = None) -> os.stat_result:
     """Create ``path`` (must not exist, never through a symlink), write, fsync if ``sync``;
     returns the new file's stat.
 
     Without ``sync`` the caller makes the data durable later with :func:`sync_filesystems`,
-    or, with ``writeback`` (the kernel starts writing the data out at once), with
-    :func:`fsync_file`.
+    or, handing the file to a ``closer`` (which starts its write-back and closes it), with
+    :func:`mgr_agent.writeback.fsync_all`.
     """
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
@@ -244,29 +218,15 @@ def write_new(path: str | Path, chunks: Iterable[bytes], mode: int, *, sync: boo
         os.fchmod(fd, mode)
         if sync:
             os.fsync(fd)
-        elif writeback:
-            start_writeback(fd)
-        return os.fstat(fd)
-    finally:
+        st = os.fstat(fd)
+    except BaseException:
         os.close(fd)
-
-
-def fsync_file(path: str | Path) -> None:
-    """fsync a file or directory written earlier (never through a symlink)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    try:
-        os.fsync(fd)
-    finally:
+        raise
+    if closer is None:
         os.close(fd)
-
-
-def start_writeback(fd: int) -> None:
-    """``sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE)``: start writing the file's dirty
-    pages out without waiting, as dpkg does while it unpacks, so that the fsync that
-    follows finds little left to write.  Only a hint: a failure (a filesystem without it)
-    is ignored, the fsync is what makes the data durable."""
-    with contextlib.suppress(OSError):
-        libc.sync_file_range(fd)
+    else:
+        closer.take(fd, path)
+    return st
 
 
 def rename_noreplace(src: str, dst: str) -> None:

@@ -34,9 +34,7 @@ from mgr_agent.config import DEFAULT_DURABILITY, DURABILITY_MODES
 from mgr_agent.dirswitch import DirSwitch
 from mgr_agent.errors import StageFailed, SwitchFailed
 from mgr_agent.fsutil import (
-    fsync_all,
     fsync_dir,
-    fsync_dirs,
     rename_noreplace,
     rmdir_if_empty,
     sync_filesystems,
@@ -46,6 +44,7 @@ from mgr_agent.fsutil import (
 from mgr_agent.layout import Layout
 from mgr_agent.plan import Op, Plan
 from mgr_agent.wal import PHASES, REGISTER, Journal
+from mgr_agent.writeback import Closer, fsync_all, fsync_dirs
 
 if TYPE_CHECKING:
     from mgr_agent.retained import Retention
@@ -207,10 +206,9 @@ class Transaction:
         fsync_all([self.staged(op) for op in self.plan.ops
                    if op.action != "remove" and op.i not in prestaged])
 
-    def _write(self, op: Op) -> os.stat_result:
+    def _write(self, op: Op, closer: Closer | None) -> os.stat_result:
         return write_new(self.staged(op), self.plan.sources[op.i](), op.mode,
-                         sync=self.durability == "fsync", owner=op.owner,
-                         writeback=self.durability == "writeback")
+                         sync=self.durability == "fsync", owner=op.owner, closer=closer)
 
     def _stage_files(self) -> None:
         """Copies aside (panel originals, the admin's edits) on this thread, in plan order;
@@ -225,6 +223,7 @@ class Transaction:
         pool = (ThreadPoolExecutor(self.workers, thread_name_prefix="mga-stage")
                 if self.workers > 1 and large > 1 else None)
         pending: deque[tuple[Op, Future[os.stat_result] | os.stat_result]] = deque()
+        closer = Closer() if self.durability == "writeback" else None  # write-back, close
         window = 4 * self.workers  # large files in flight: bounds the memory of inflated chunks
         prestaged = self.dirs.prestaged  # in a retained tree taken whole: already there
 
@@ -251,14 +250,18 @@ class Transaction:
                 if op.i in prestaged:
                     pending.append((op, prestaged[op.i]))
                 elif pool is not None and sizes.get(op.i, 0) >= PARALLEL_FROM:
-                    pending.append((op, pool.submit(self._write, op)))
+                    pending.append((op, pool.submit(self._write, op, closer)))
                 else:
-                    pending.append((op, self._write(op)))
+                    pending.append((op, self._write(op, closer)))
                 settle(block=len(pending) >= window)
             settle(block=True)
-        finally:
-            if pool is not None:  # nothing may still be writing when the undo starts
+            if closer is not None:
+                closer.finish()
+        finally:  # nothing may still be writing when the undo starts
+            if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
+            if closer is not None:
+                closer.abandon()
 
     def switch(self) -> None:
         """Put the new files in place and remove obsolete ones; raises on the first failure."""

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from mgr_agent import libc
-from mgr_agent.fsutil import AtomicWriter, atomic_write, rename_noreplace, write_atomic
+from mgr_agent.fsutil import AtomicWriter, atomic_write, rename_noreplace, write_atomic, write_new
+from mgr_agent.writeback import Closer, fsync_all
 
 
 def _entries(directory: Path) -> list[str]:
@@ -213,3 +214,55 @@ def test_inotify_reports_a_created_file(tmp_path: Path) -> None:
         assert missing.value.filename == str(tmp_path / "absent")
     finally:
         os.close(fd)
+
+
+def _open_under(directory: Path) -> list[str]:
+    """This process's open files under ``directory``."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except FileNotFoundError:  # the listing's own descriptor
+            continue
+        if target.startswith(f"{directory}/"):
+            found.append(target)
+    return found
+
+
+def test_closer_closes_every_file_handed_over_and_the_bytes_are_there(tmp_path: Path) -> None:
+    closer = Closer()
+    stats = [write_new(tmp_path / f"f{i}", (b"x" * i,), 0o640, sync=False, closer=closer)
+             for i in range(200)]
+    closer.finish()
+    assert [st.st_size for st in stats] == list(range(200))
+    assert (tmp_path / "f199").read_bytes() == b"x" * 199
+    assert (tmp_path / "f7").stat().st_mode & 0o777 == 0o640
+    fsync_all(sorted(tmp_path.iterdir()))  # the second pass of the writeback mode
+    assert not _open_under(tmp_path)
+
+
+def test_closer_names_the_file_it_failed_to_close_and_abandon_swallows(tmp_path: Path) -> None:
+    fd = os.open(tmp_path, os.O_RDONLY)
+    os.close(fd)  # already closed: closing it again fails with EBADF
+    closer = Closer()
+    closer.take(fd, tmp_path / "gone")
+    with pytest.raises(OSError) as caught:
+        closer.finish()
+    assert caught.value.errno == errno.EBADF and caught.value.filename == str(tmp_path / "gone")
+    closer.finish()  # reported once; nothing left running
+    again = Closer()
+    again.take(fd, tmp_path / "gone")
+    again.abandon()
+
+
+def test_write_new_closes_its_file_itself_when_the_write_fails(tmp_path: Path) -> None:
+    closer = Closer()
+
+    def chunks() -> Iterator[bytes]:
+        yield b"part"
+        raise RuntimeError("the source broke")
+
+    with pytest.raises(RuntimeError):
+        write_new(tmp_path / "f", chunks(), 0o644, sync=False, closer=closer)
+    closer.finish()
+    assert not _open_under(tmp_path)
