@@ -78,6 +78,14 @@ def full_snapshot(root: Path) -> dict[str, tuple[str, int, str]]:
     return snapshot(root, skip_state=False)
 
 
+def ok(root: Path, *argv: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """``cli`` that must succeed and leave nothing of the transaction behind; its JSON."""
+    run = cli(root, *argv, env=env)
+    assert run.rc == 0, run.stdout + run.stderr
+    assert leftovers(root) == []
+    return run.json
+
+
 def leftovers(root: Path) -> list[str]:
     """Staging/backup files and scratch dirs the agent must never leave behind."""
     found = [p.relative_to(root).as_posix() for p in root.rglob(".mga-*")]

@@ -196,10 +196,13 @@ def _via_daemon(command: Command, args: argparse.Namespace, values: dict[str, ob
     """Run the command in the daemon when its socket answers; None: do it here."""
     if getattr(args, "no_daemon", False) or os.environ.get("MGR_AGENT_NO_DAEMON") == "1":
         return None
-    from mgr_agent import client, commands  # noqa: PLC0415
     from mgr_agent.layout import Layout  # noqa: PLC0415
 
     layout = Layout.at(getattr(args, "root", "/"))
+    if not os.path.exists(layout.socket_path):  # no daemon: not even the socket module
+        return None
+    from mgr_agent import client, commands  # noqa: PLC0415
+
     fd = commands.open_sent(sent)
     try:
         return client.Client(layout.socket_path).call(command.name, commands.request_of(command, values),

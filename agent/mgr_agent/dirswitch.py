@@ -36,6 +36,7 @@ from mgr_agent.errors import SwitchFailed
 from mgr_agent.fsutil import UNSUPPORTED, fsync_dir, rename_exchange
 from mgr_agent.layout import Layout
 from mgr_agent.libc import RENAME_NOREPLACE, renameat2
+from mgr_agent.reclaim import hand_over
 from mgr_agent.trees import PROBE, Carry, parents, rmtree
 from mgr_agent.wal import SWITCH_DIR, Journal, replay
 from mgr_agent.writeback import fsync_all
@@ -345,9 +346,10 @@ class DirSwitch:
                 self._carry(d, tree, self._files(d, ("add", "replace")))
                 rmtree(tree)
 
-    def finish(self) -> None:
+    def finish(self, *, reclaim: bool = False) -> None:
         """After the commit: delete the old trees, carrying over what no version shipped
-        (one walk of each: :meth:`Carry.drop`)."""
+        (one walk of each: :meth:`Carry.drop`); with ``reclaim``, a tree that holds
+        nothing to carry is handed over whole instead (:func:`mgr_agent.reclaim.hand_over`)."""
         for d in self.plan.dirs:
             record = self.records.get(d.k)
             if record is not None and record.get("how") == "per-file":
@@ -363,6 +365,9 @@ class DirSwitch:
                     continue
                 carry = Carry(self._files(d, ("replace", "remove")),
                                self.layout.saved_dir / self.plan.name / self.tx / d.path)
+                if reclaim and carry.nothing_to_carry(old) and \
+                        hand_over(self.layout, old, f"{self.tx}-{d.k}"):
+                    continue
                 carry.drop(old, self.live(d))
                 self.changed |= carry.changed
         if self.retention is not None:

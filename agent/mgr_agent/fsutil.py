@@ -10,7 +10,6 @@ import contextlib
 import errno
 import hashlib
 import os
-import secrets
 import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -100,7 +99,7 @@ class AtomicWriter:
         self._dir_fd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             while True:
-                self.tmp_name = f".{self.path.name}.{secrets.token_hex(4)}.tmp"
+                self.tmp_name = f".{self.path.name}.{os.urandom(4).hex()}.tmp"
                 try:
                     self._fd = os.open(self.tmp_name, _CREATE_NEW, 0o600, dir_fd=self._dir_fd)
                     break

@@ -96,6 +96,11 @@ class Layout:
         return self.state_dir / "trees"
 
     @property
+    def reclaim_dir(self) -> Path:
+        """Trees nothing refers to any more, deleted by a detached process (reclaim.py)."""
+        return self.state_dir / "reclaim"
+
+    @property
     def tmp_dir(self) -> Path:
         return self.state_dir / "tmp"
 

@@ -25,6 +25,7 @@ from typing import Any
 
 from mgr_agent.dirplan import DirOp, known_tree
 from mgr_agent.layout import Layout
+from mgr_agent.reclaim import hand_over
 from mgr_agent.staterows import FileRow
 from mgr_agent.trees import parents, rmtree
 
@@ -221,8 +222,9 @@ class Retention:
         os.replace(path + ".tmp", path)
 
 
-def collect(layout: Layout, wanted: set[str]) -> None:
-    """Delete the trees of versions not in ``wanted`` (content hashes still retained)."""
+def collect(layout: Layout, wanted: set[str], *, later: bool = False) -> None:
+    """Delete the trees of versions not in ``wanted`` (content hashes still retained); with
+    ``later``, hand them over to be deleted after the command (:mod:`mgr_agent.reclaim`)."""
     top = layout.trees_dir
     if not top.is_dir():
         return
@@ -231,5 +233,6 @@ def collect(layout: Layout, wanted: set[str]) -> None:
             continue
         if child.is_symlink() or not child.is_dir():
             child.unlink(missing_ok=True)
-        else:
+        elif not (later and hand_over(layout, str(child),
+                                      f"trees-{child.name}-{os.urandom(4).hex()}")):
             rmtree(str(child))

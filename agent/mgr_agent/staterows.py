@@ -7,7 +7,7 @@ Their own module so that ``list`` and ``history``, which read plain tuples, star
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 
 @dataclass(frozen=True)
@@ -28,12 +28,13 @@ class Installed:
         return f"{self.version}-{self.release}" if self.release else self.version
 
 
-@dataclass(frozen=True)
-class FileRow:
+class FileRow(NamedTuple):
     """One file of a manifest.  ``crc32`` is the zip entry's CRC-32 (None from tar and
     directory sources, and in rows written before it was kept); ``ino`` and ``mtime_ns``
     are the on-disk file's as the agent left it (0: unknown), so that an unmodified file
-    is recognised without reading it."""
+    is recognised without reading it.  A named tuple: a manifest of thousands is read
+    at every upgrade and uninstall, and a tuple is made four times faster than a frozen
+    dataclass."""
 
     path: str
     sha256: str

@@ -9,12 +9,12 @@ shape of a plan (``plan_json``, ``describe_edits``) lives here too.
 
 from __future__ import annotations
 
-import secrets
+import os
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from mgr_agent import faults, package, signals
+from mgr_agent import faults, package, reclaim, signals
 from mgr_agent.context import EngineContext
 from mgr_agent.errors import AgentError, Interrupted, RecoveryError, RolledBack
 from mgr_agent.hooks import HookRun, run_hook
@@ -32,9 +32,9 @@ from mgr_agent.wal import Journal
 
 
 def new_tx() -> str:
-    """A transaction id: the time, then six random hex digits (``secrets``, loaded already:
-    ``uuid`` would load ``platform`` for them)."""
-    return time.strftime("%Y%m%d%H%M%S") + secrets.token_hex(3)
+    """A transaction id: the time, then six random hex digits (``os.urandom``, as
+    ``secrets.token_hex`` does, without loading ``random``; ``uuid`` would load ``platform``)."""
+    return time.strftime("%Y%m%d%H%M%S") + os.urandom(3).hex()
 
 
 @dataclass
@@ -185,9 +185,10 @@ class _Run:
             result.notes.append(job.panel.loads_note)
         ctx.progress("committed; cleaning up")
         try:
-            self.transaction.finish()
+            self.transaction.finish(reclaim=True)
             self.journal.remove()
-            collect_garbage(ctx.layout, self.state)
+            collect_garbage(ctx.layout, self.state, later=True)
+            reclaim.start(ctx.runner, ctx.layout)
         except OSError as exc:
             self.journal.close()
             result.warnings.append(f"committed, but cleaning up failed ({exc}); the next "

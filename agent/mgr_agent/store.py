@@ -13,7 +13,7 @@ import shutil
 import zipfile
 from pathlib import Path
 
-from mgr_agent import package, retained, zipread
+from mgr_agent import package, reclaim, retained, zipread
 from mgr_agent.context import EngineContext
 from mgr_agent.errors import AgentError
 from mgr_agent.fsutil import AtomicWriter, rmdir_if_empty
@@ -124,12 +124,17 @@ def open_stored(ctx: EngineContext, installed: Installed, warnings: list[str],
         return None
 
 
-def collect_garbage(layout: Layout, state: State) -> None:
-    """Remove what no committed state refers to: scratch dirs, archives, diverted copies."""
+def collect_garbage(layout: Layout, state: State, *, later: bool = False) -> None:
+    """Remove what no committed state refers to: scratch dirs, retained trees, archives,
+    diverted copies.  Trees go to be deleted after the command with ``later`` (after a
+    commit), else now, with whatever a reclaimer did not finish (in recovery):
+    :mod:`mgr_agent.reclaim`."""
     if layout.tmp_dir.is_dir():
         for child in layout.tmp_dir.iterdir():
             shutil.rmtree(child, ignore_errors=True)
-    retained.collect(layout, state.retained_hashes())
+    retained.collect(layout, state.retained_hashes(), later=later)
+    if not later:
+        reclaim.drain(layout)
     referenced = state.referenced_archives()
     if layout.archives_dir.is_dir():
         for child in layout.archives_dir.iterdir():

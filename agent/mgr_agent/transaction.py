@@ -357,13 +357,15 @@ class Transaction:
                 fsync_dir(parent.parent)
                 parent = parent.parent
 
-    def finish(self) -> None:
-        """After commit: drop backups and leftovers, prune emptied directories."""
+    def finish(self, *, reclaim: bool = False) -> None:
+        """After commit: drop backups and leftovers, prune emptied directories.  With
+        ``reclaim``, an old tree holding only what the version shipped is handed over to be
+        deleted after the command (:mod:`mgr_agent.reclaim`) instead of deleted here."""
         covered = self.dirs.covered
         for op in self.plan.ops:
             if op.action != "add" and op.i not in covered:  # after a complete switch only backups are left
                 unlink_if_exists(self.backup(op))
-        self.dirs.finish()
+        self.dirs.finish(reclaim=reclaim)
         for rel in self.plan.prune:
             rmdir_if_empty(self.layout.under(rel))
         self._sync(self._dirs())

@@ -36,14 +36,14 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: python tests/bench/run.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from mgr_agent import __version__, config, transaction
+from mgr_agent import __version__, config, reclaim, transaction
 from mgr_agent.config import Config
 from mgr_agent.engine import Engine
 from mgr_agent.errors import UsageError
 from mgr_agent.layout import Layout
 from tests.bench import live, logs_bench, report, trialfs
 from tests.bench import payload as pl
-from tests.bench.trials import REPO, Trials, dpkg_config
+from tests.bench.trials import REPO, TIMEOUT, TrialFailed, Trials, dpkg_config
 
 RESULTS = REPO / "tests/bench/results"
 TINY_PLUGINS = 200
@@ -246,6 +246,16 @@ class Bench:
         self.trials.install(root, zips["v2"], "upgraded", timed=False)
         return self.trials.rollback(root, name)
 
+    def _uninstall(self, key: str, name: str) -> dict[str, float]:
+        """The timed uninstall, then (untimed) the wait until the detached reclaimer has
+        deleted the old trees: how long after the command's exit they were all gone."""
+        root = self.ctx[key]
+        seconds = self.trials.agent(root, "uninstall", name, action="removed")[0]
+        start = time.perf_counter()
+        if not reclaim.wait(Layout.at(root), timeout=TIMEOUT):
+            raise TrialFailed(f"{root}: var/lib/mgr-agent/reclaim/ not emptied")
+        return {"agent-uninstall": seconds, "agent-reclaimed": time.perf_counter() - start}
+
     def groups(self, rep: int) -> list[tuple[str, list[Member]]]:
         """What repetition ``rep`` runs, in order; members of a group are compared."""
         h, t, z, d, isp = self.headline, self.trials, self.zips, self.debs, self.isp
@@ -258,12 +268,9 @@ class Bench:
         isp_upgrade: list[Member] = [(q + "agent-upgrade", lambda: self._agent_upgrade(isp["v1"], isp["v2"]))]
         big = rep < self.big_reps  # the secondary groups run fewer repetitions
         uninstall: list[Member] = [
-            (p + "agent-uninstall",
-             lambda: t.agent(self.ctx["agent"], "uninstall", pl.PLESK_EXT, action="removed")[0])]
+            (p + "agent-uninstall", lambda: self._uninstall("agent", pl.PLESK_EXT))]
         if big:
-            uninstall.append((q + "agent-uninstall",
-                              lambda: t.agent(self.ctx["isp"], "uninstall", pl.ISP_PLUGIN,
-                                              action="removed")[0]))
+            uninstall.append((q + "agent-uninstall", lambda: self._uninstall("isp", pl.ISP_PLUGIN)))
         if self.have_unzip:
             fresh.append((p + "unzip", lambda: t.unzip(z["v1"])))
             isp_fresh.append((q + "unzip", lambda: t.unzip(isp["v1"])))
@@ -469,7 +476,8 @@ class Bench:
                              note="`mgr-agent rollback` after the upgrade 1.0 → 2.0 (every file changed): "
                                   "back to 1.0, the whole command"),
             report.ratio_row("uninstall-vs-dpkg", f"uninstall, {n}", "`dpkg -r`", 1.0,
-                             s, p + "dpkg-remove", p + "agent-uninstall", skip=no_dpkg),
+                             s, p + "dpkg-remove", p + "agent-uninstall", skip=no_dpkg,
+                             note=_reclaimed(s, p)),
             report.wall_row("noop", f"reinstall of identical content (no-op), {n}", 0.150, s,
                             p + "agent-noop"),
             report.scaling_row(s, self.files, "plesk-{n}/agent-install", "scaling/agent-fixed",
@@ -508,7 +516,8 @@ class Bench:
                              "(ispmanager plugin)", "mgr-agent fresh install", 0.5, s, isp_fresh,
                              q + "agent-manual-rollback"),
             report.ratio_row("isp-uninstall-vs-dpkg", f"uninstall, {n} (ispmanager plugin)", "`dpkg -r`",
-                             1.0, s, q + "dpkg-remove", q + "agent-uninstall", skip=no_dpkg),
+                             1.0, s, q + "dpkg-remove", q + "agent-uninstall", skip=no_dpkg,
+                             note=_reclaimed(s, q)),
             report.wall_row("isp-noop", f"reinstall of identical content (no-op), {n} (ispmanager plugin)",
                             0.150, s, q + "agent-noop"),
         ]
@@ -573,6 +582,14 @@ def _free(path: Path) -> tuple[int, int]:
     """Free bytes and free inodes of the filesystem holding ``path``."""
     st = os.statvfs(path)
     return st.f_bavail * st.f_frsize, st.f_favail
+
+
+def _reclaimed(samples: dict[str, list[float]], prefix: str) -> str:
+    """The uninstall rows' note: when the trees handed over were deleted."""
+    after = report.median(samples.get(prefix + "agent-reclaimed"))
+    return ("the command returns once the plugin is out of the panel and committed; its old "
+            "trees are deleted by a detached process (docs/transactions.md#reclaimed-trees), "
+            f"all gone {'—' if after is None else f'{after * 1000:.0f} ms'} after the exit (median)")
 
 
 def _fmt(seconds: float | None) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from mgr_agent.sandbox import samples
-from tests.helpers import cli, leftovers, snapshot
+from tests.helpers import cli, ok, snapshot
 
 PSA = "usr/local/psa"
 HTDOCS = f"{PSA}/admin/htdocs/modules/demo-ext"
@@ -27,13 +27,6 @@ def _ext(pkgs: Path, version: str) -> Path:
              "htdocs/css/site.css": (f"/* {version} */\n".encode(), 0o644)}
     return samples.write_zip(samples.plesk_files("demo-ext", version, extra=extra),
                              pkgs / f"ext-{version}.zip")
-
-
-def _ok(root: Path, *argv: str, env: dict[str, str] | None = None) -> dict[str, object]:
-    run = cli(root, *argv, env=env)
-    assert run.rc == 0, run.stdout + run.stderr
-    assert leftovers(root) == []
-    return run.json
 
 
 def _index(root: Path) -> dict[str, dict[str, object]]:
@@ -52,25 +45,25 @@ def _inodes(root: Path) -> dict[str, int]:
 
 def _upgraded(root: Path, pkgs: Path) -> tuple[dict[str, int], dict[str, int]]:
     """Install 1.0 then 2.0; the inodes of the extension's htdocs files after each."""
-    _ok(root, "install", str(_ext(pkgs, "1.0")))
+    ok(root, "install", str(_ext(pkgs, "1.0")))
     first = _inodes(root)
-    _ok(root, "install", str(_ext(pkgs, "2.0")))
+    ok(root, "install", str(_ext(pkgs, "2.0")))
     return first, _inodes(root)
 
 
 def test_a_foreign_file_is_carried_not_retained(root: Path, pkgs: Path) -> None:
     """A file no version shipped, made in the live tree during the upgrade (by its
     pre-install hook here), is carried into the new tree; the old one is not kept."""
-    _ok(root, "install", str(_ext(pkgs, "1.0")))
+    ok(root, "install", str(_ext(pkgs, "1.0")))
     hook = f"file_put_contents('{root / HTDOCS}/cache.tmp', 'run-time data');"
     extra = {"htdocs/img/logo.png": LOGO, "htdocs/js/app-2.0.js": (b"// 2.0\n", 0o644),
              "htdocs/css/site.css": (b"/* 2.0 */\n", 0o644)}
     v2 = samples.write_zip(samples.plesk_files("demo-ext", "2.0", extra=extra, pre_install=hook),
                            pkgs / "ext-2.0-hook.zip")
-    _ok(root, "install", str(v2))
+    ok(root, "install", str(v2))
     assert (root / HTDOCS / "cache.tmp").read_bytes() == b"run-time data"
     assert all(HTDOCS not in dirs for dirs in _index(root).values())
-    _ok(root, "rollback", "demo-ext")
+    ok(root, "rollback", "demo-ext")
     assert (root / HTDOCS / "js/app-1.0.js").read_bytes() == b"// 1.0\n"
     assert (root / HTDOCS / "cache.tmp").read_bytes() == b"run-time data"
 
@@ -79,30 +72,30 @@ def test_rollback_takes_the_retained_tree_back(root: Path, pkgs: Path) -> None:
     v1, v2 = _upgraded(root, pkgs)
     (kept,) = _index(root).values()
     assert HTDOCS in kept, "the old htdocs tree is retained"
-    assert _ok(root, "rollback", "demo-ext")["version"] == "1.0-1"
+    assert ok(root, "rollback", "demo-ext")["version"] == "1.0-1"
     # the very files 1.0 had: renamed back whole, not written again
     assert _inodes(root) == v1
     assert (root / HTDOCS / "js/app-1.0.js").read_bytes() == b"// 1.0\n"
-    assert _ok(root, "verify")["data"]["files"] == []  # type: ignore[index]
+    assert ok(root, "verify")["data"]["files"] == []  # type: ignore[index]
     # now 2.0's tree is the retained one, and a second rollback takes it back
     (kept,) = _index(root).values()
     assert HTDOCS in kept
-    assert _ok(root, "rollback", "demo-ext")["version"] == "2.0-1"
+    assert ok(root, "rollback", "demo-ext")["version"] == "2.0-1"
     assert _inodes(root) == v2
-    assert _ok(root, "verify")["data"]["files"] == []  # type: ignore[index]
+    assert ok(root, "verify")["data"]["files"] == []  # type: ignore[index]
 
 
 def test_an_edited_old_file_is_not_taken_back(root: Path, pkgs: Path) -> None:
     """The old tree holds the admin's edit (saved by the upgrade): its mtime is not the
     manifest's, so the rollback stages 1.0 from its archive."""
-    _ok(root, "install", str(_ext(pkgs, "1.0")))
+    ok(root, "install", str(_ext(pkgs, "1.0")))
     v1 = _inodes(root)
     (root / HTDOCS / "css/site.css").write_bytes(b"/* the admin's */\n")
-    _ok(root, "install", str(_ext(pkgs, "2.0")))
-    _ok(root, "rollback", "demo-ext")
+    ok(root, "install", str(_ext(pkgs, "2.0")))
+    ok(root, "rollback", "demo-ext")
     assert (root / HTDOCS / "css/site.css").read_bytes() == b"/* 1.0 */\n"
     assert _inodes(root)["js/app-1.0.js"] != v1["js/app-1.0.js"], "staged from the archive"
-    assert _ok(root, "verify")["data"]["files"] == []  # type: ignore[index]
+    assert ok(root, "verify")["data"]["files"] == []  # type: ignore[index]
 
 
 @pytest.mark.parametrize("change", ["content", "mode", "extra file", "file gone"])
@@ -119,11 +112,11 @@ def test_a_retained_tree_changed_since_is_not_used(root: Path, pkgs: Path, chang
         (tree / "js/planted.js").write_bytes(b"// not 1.0's\n")
     else:
         target.unlink()
-    _ok(root, "rollback", "demo-ext")
+    ok(root, "rollback", "demo-ext")
     assert (root / HTDOCS / "js/app-1.0.js").read_bytes() == b"// 1.0\n"
     assert not (root / HTDOCS / "js/planted.js").exists()
     assert _inodes(root)["js/app-1.0.js"] != v1["js/app-1.0.js"], "staged from the archive"
-    assert _ok(root, "verify")["data"]["files"] == []  # type: ignore[index]
+    assert ok(root, "verify")["data"]["files"] == []  # type: ignore[index]
 
 
 def test_no_tree_is_kept_without_retained_versions(root: Path, pkgs: Path) -> None:
@@ -136,7 +129,7 @@ def test_no_tree_is_kept_without_retained_versions(root: Path, pkgs: Path) -> No
 def test_uninstall_deletes_the_retained_trees(root: Path, pkgs: Path) -> None:
     _upgraded(root, pkgs)
     assert _index(root) != {}
-    _ok(root, "uninstall", "demo-ext")
+    ok(root, "uninstall", "demo-ext")
     assert _index(root) == {}
     assert not list((root / TREES).iterdir())
 
@@ -160,27 +153,27 @@ def test_kill_during_a_rollback_that_takes_a_tree(tmp_path: Path, pkgs: Path, fa
         _upgraded(root, pkgs)
     ref, killed = roots["reference"], roots["killed"]
     upgraded = snapshot(ref)
-    _ok(ref, "rollback", "demo-ext")
+    ok(ref, "rollback", "demo-ext")
     rolled_back = snapshot(ref)
     run = cli(killed, "rollback", "demo-ext", env={"MGR_AGENT_FAULT": fault})
     assert run.rc == -signal.SIGKILL, run.stdout + run.stderr
-    _ok(killed, "recover")
+    ok(killed, "recover")
     committed = fault in ("after-commit", "before-drop-dir:1")
     assert snapshot(killed) == (rolled_back if committed else upgraded)
-    assert _ok(killed, "verify")["data"]["files"] == []  # type: ignore[index]
-    _ok(killed, "rollback", "demo-ext")
+    assert ok(killed, "verify")["data"]["files"] == []  # type: ignore[index]
+    ok(killed, "rollback", "demo-ext")
     assert snapshot(killed) == (upgraded if committed else rolled_back)
-    assert _ok(killed, "verify")["data"]["files"] == []  # type: ignore[index]
+    assert ok(killed, "verify")["data"]["files"] == []  # type: ignore[index]
 
 
 def test_kill_before_the_old_tree_is_kept(root: Path, pkgs: Path) -> None:
     """Killed after the upgrade's commit, before its old tree was moved: recovery deletes
     it (nothing is retained) and the rollback stages 1.0 from its archive."""
-    _ok(root, "install", str(_ext(pkgs, "1.0")))
+    ok(root, "install", str(_ext(pkgs, "1.0")))
     run = cli(root, "install", str(_ext(pkgs, "2.0")), env={"MGR_AGENT_FAULT": "before-drop-dir:1"})
     assert run.rc == -signal.SIGKILL
-    _ok(root, "recover")
-    _ok(root, "rollback", "demo-ext")
+    ok(root, "recover")
+    ok(root, "rollback", "demo-ext")
     assert (root / HTDOCS / "js/app-1.0.js").read_bytes() == b"// 1.0\n"
     assert not os.path.exists(root / HTDOCS / "js/app-2.0.js")
-    assert _ok(root, "verify")["data"]["files"] == []  # type: ignore[index]
+    assert ok(root, "verify")["data"]["files"] == []  # type: ignore[index]

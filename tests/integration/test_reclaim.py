@@ -1,0 +1,116 @@
+"""Trees deleted after the command (docs/transactions.md#reclaimed-trees): an uninstall
+renames the plugin's old directories into var/lib/mgr-agent/reclaim/ and a detached
+process deletes them; recovery deletes what a crash left there."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import threading
+from pathlib import Path
+
+from mgr_agent import reclaim
+from mgr_agent.layout import Layout
+from mgr_agent.sandbox import samples
+from tests.helpers import cli, ok, snapshot
+
+PSA = "usr/local/psa"
+HTDOCS = f"{PSA}/admin/htdocs/modules/demo-ext"
+RECLAIM = "var/lib/mgr-agent/reclaim"
+
+
+def _ext(pkgs: Path, version: str = "1.0", files: int = 40) -> Path:
+    extra = {f"htdocs/js/m{i:03d}.js": (f"// {version} {i}\n".encode(), 0o644) for i in range(files)}
+    return samples.write_zip(samples.plesk_files("demo-ext", version, extra=extra),
+                             pkgs / f"ext-{version}.zip")
+
+
+def test_uninstall_hands_the_trees_over_and_a_detached_process_deletes_them(
+        root: Path, pkgs: Path) -> None:
+    before = snapshot(root)
+    ok(root, "install", str(_ext(pkgs)))
+    ok(root, "uninstall", "demo-ext", "--purge")
+    assert not (root / HTDOCS).exists()  # gone from the panel when the command returns
+    assert snapshot(root) == before
+    assert reclaim.wait(Layout.at(root), timeout=60)
+    assert list((root / RECLAIM).iterdir()) == []
+
+
+def test_a_tree_with_a_file_no_version_shipped_is_not_handed_over(
+        root: Path, pkgs: Path) -> None:
+    """The pre-uninstall hook leaves a file in the extension's htdocs: the tree is walked
+    and dropped here, the file carried (kept) as before; nothing goes to reclaim/."""
+    hook = f"<?php file_put_contents('{root / HTDOCS}/made.txt', 'x');\n".encode()
+    files = samples.plesk_files("demo-ext", "1.0", extra={
+        f"htdocs/js/m{i}.js": (b"//\n", 0o644) for i in range(5)})
+    files["plib/scripts/pre-uninstall.php"] = (hook, 0o644)
+    ok(root, "install", str(samples.write_zip(files, pkgs / "ext.zip")))
+    done = ok(root, "uninstall", "demo-ext")
+    assert (root / HTDOCS / "made.txt").read_bytes() == b"x", done
+    assert reclaim.wait(Layout.at(root), timeout=60)  # the other two trees
+
+
+def test_recovery_deletes_what_a_crash_left_in_reclaim(root: Path, pkgs: Path) -> None:
+    """Killed right after the commit, before the trees were dropped: the next command
+    finishes the transaction and deletes everything itself, before it returns."""
+    ok(root, "install", str(_ext(pkgs)))
+    run = cli(root, "uninstall", "demo-ext",
+              env={"MGR_AGENT_FAULT": "before-drop-dir:2"})
+    assert run.rc == -signal.SIGKILL, run.stdout + run.stderr
+    assert len(list((root / RECLAIM).iterdir())) == 1  # the first tree, handed over
+    ok(root, "list")
+    assert list((root / RECLAIM).iterdir()) == []
+    assert not (root / HTDOCS).exists()
+
+
+def test_a_reclaimer_that_finds_the_lock_held_leaves_and_the_holder_finishes(
+        tmp_path: Path) -> None:
+    top = tmp_path / "reclaim"
+    top.mkdir()
+    (top / "a" / "b").mkdir(parents=True)
+    (top / "a" / "b" / "f").write_bytes(b"x")
+    holder = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(holder, fcntl.LOCK_EX)
+        runner = threading.Thread(target=reclaim.reclaim, args=(str(top),))
+        runner.start()
+        runner.join(timeout=30)
+        assert not runner.is_alive()
+        assert (top / "a" / "b" / "f").exists()  # left to the holder
+    finally:
+        os.close(holder)
+    reclaim.reclaim(str(top))  # a later one: everything, links not followed
+    assert list(top.iterdir()) == []
+
+
+def test_a_link_in_reclaim_is_removed_not_followed(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep").write_bytes(b"keep")
+    top = tmp_path / "reclaim"
+    top.mkdir()
+    (top / "link").symlink_to(outside)
+    reclaim.reclaim(str(top))
+    assert list(top.iterdir()) == [] and (outside / "keep").read_bytes() == b"keep"
+
+
+def test_wait_times_out_while_something_is_left(tmp_path: Path) -> None:
+    layout = Layout.at(tmp_path)
+    assert reclaim.wait(layout, timeout=0.1)  # no reclaim/ at all
+    (layout.reclaim_dir / "x").mkdir(parents=True)
+    assert not reclaim.wait(layout, timeout=0.1)
+
+
+
+def test_a_retained_tree_pushed_out_is_reclaimed(root: Path, pkgs: Path) -> None:
+    """keep_versions = 1: the third version pushes the first one's retained tree out."""
+    (root / "etc/mgr-agent").mkdir(parents=True)
+    (root / "etc/mgr-agent/agent.toml").write_text("[state]\nkeep_versions = 1\n")
+    for version in ("1.0", "2.0", "3.0"):
+        ok(root, "install", str(_ext(pkgs, version)))
+    assert reclaim.wait(Layout.at(root), timeout=60)
+    trees = root / "var/lib/mgr-agent/trees"
+    assert len(list(trees.iterdir())) == 1  # 2.0's, the one retained version
+    ok(root, "rollback", "demo-ext")
+    assert (root / HTDOCS / "js/m000.js").read_bytes() == b"// 2.0 0\n"
