@@ -1,5 +1,5 @@
 """``python -m mgr_agent``."""
 
-from mgr_agent.cli import main
+from mgr_agent.cli import console
 
-raise SystemExit(main())
+console()

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from mgr_agent.errors import StateCorrupt
+from mgr_agent.plan import Op, Plan
 from mgr_agent.state import State
 from mgr_agent.wal import Journal, replay
 
@@ -67,3 +68,21 @@ def test_state_from_an_earlier_schema_is_migrated(tmp_path: Path) -> None:
     state = State(db)
     assert state.packages() == [] and state.by_archive("x") is None
     state.close()
+
+
+def test_the_plan_round_trips_through_the_journal_and_old_records_still_read(tmp_path: Path) -> None:
+    plan = Plan(ops=[Op(0, "add", "opt/a", 0o600, True, (7, 8), True), Op(1, "remove", "opt/b")],
+                mkdirs=["opt"], prune=["opt/old"], name="demo")
+    j = Journal(tmp_path, "tx9")
+    j.write({"type": "begin", "tx": "tx9", "plan": plan.to_record()})
+    j.close()
+    begin = replay(tmp_path / "tx9.log").begin
+    assert begin is not None
+    assert Plan.from_record(begin["plan"]).ops == plan.ops
+    # a journal an agent before 2026-11-28 left: each op an object with named keys
+    earlier = {"ops": [{"i": 0, "action": "add", "path": "opt/a", "mode": 0o600, "divert": True,
+                        "owner": [7, 8], "save": True},
+                       {"i": 1, "action": "remove", "path": "opt/b", "mode": 0o644,
+                        "divert": False, "owner": None}],
+               "mkdirs": ["opt"], "prune": ["opt/old"], "name": "demo"}
+    assert Plan.from_record(earlier).ops == plan.ops
