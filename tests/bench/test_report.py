@@ -80,7 +80,13 @@ def test_rows_against_their_targets() -> None:
                "rss-wait4": [81.0, 121.0], "rss-up-wait4": [95.0]}
     row = report.ratio_row("fresh-vs-dpkg", "fresh", "`dpkg -i`", 1.0, samples, "dpkg", "agent")
     assert (row.status, row.target) == ("met", "≤ 1.0× dpkg")
-    assert row.value == pytest.approx(0.95 / 1.1)
+    assert row.value == pytest.approx(0.95 / 1.1)  # 0.9/1.0, 1.0/1.2, 0.95/1.1: the middle one
+    assert row.ratio_of_medians == pytest.approx(0.95 / 1.1) and "medians" not in row.note
+    drifting = {"dpkg": [1.0, 1.6, 1.05], "agent": [0.95, 1.5, 1.1]}  # a slow repetition between
+    row = report.ratio_row("fresh-vs-dpkg", "fresh", "`dpkg -i`", 1.0, drifting, "dpkg", "agent")
+    assert row.value == pytest.approx(0.95) and row.status == "met"
+    assert row.ratio_of_medians == pytest.approx(1.1 / 1.05)
+    assert "the ratio of the medians, 1.05×, would have missed the target" in row.note
     row = report.ratio_row("x", "x", "mgr-agent fresh install", 0.2, samples, "dpkg", "agent")
     assert (row.status, row.target) == ("missed", "≤ 0.2× install")
     row = report.over_row("startup-version", "v", 30, samples, "pass", "version")
