@@ -188,6 +188,7 @@ class _Run:
             self.transaction.finish(reclaim=True)
             self.journal.remove()
             collect_garbage(ctx.layout, self.state, later=True)
+            faults.point("before-reclaimer")
             reclaim.start(ctx.runner, ctx.layout)
         except OSError as exc:
             self.journal.close()

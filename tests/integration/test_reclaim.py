@@ -10,6 +10,8 @@ import signal
 import threading
 from pathlib import Path
 
+import pytest
+
 from mgr_agent import reclaim
 from mgr_agent.layout import Layout
 from mgr_agent.sandbox import samples
@@ -51,17 +53,33 @@ def test_a_tree_with_a_file_no_version_shipped_is_not_handed_over(
     assert reclaim.wait(Layout.at(root), timeout=60)  # the other two trees
 
 
-def test_recovery_deletes_what_a_crash_left_in_reclaim(root: Path, pkgs: Path) -> None:
-    """Killed right after the commit, before the trees were dropped: the next command
-    finishes the transaction and deletes everything itself, before it returns."""
+def _reclaim(root: Path) -> list[Path]:
+    top = root / RECLAIM
+    return list(top.iterdir()) if top.exists() else []
+
+
+# after the commit: before any tree goes, between them, once all are handed over
+KILL_POINTS = ("after-commit", "before-drop-dir:1", "before-drop-dir:2", "before-drop-dir:3",
+               "before-reclaimer")
+
+
+@pytest.mark.parametrize("fault", KILL_POINTS)
+def test_a_kill_after_the_commit_leaves_nothing_once_recovered(
+        root: Path, pkgs: Path, fault: str) -> None:
+    """Killed after the commit, before or while the trees are handed over, or before the
+    reclaimer is started: the next mutating command (``recover`` here) finishes the
+    transaction and deletes what is in reclaim/ itself, before it returns; the tree is as
+    if uninstalled."""
+    before = snapshot(root)
     ok(root, "install", str(_ext(pkgs)))
-    run = cli(root, "uninstall", "demo-ext",
-              env={"MGR_AGENT_FAULT": "before-drop-dir:2"})
+    run = cli(root, "uninstall", "demo-ext", "--purge", env={"MGR_AGENT_FAULT": fault})
     assert run.rc == -signal.SIGKILL, run.stdout + run.stderr
-    assert len(list((root / RECLAIM).iterdir())) == 1  # the first tree, handed over
-    ok(root, "list")
-    assert list((root / RECLAIM).iterdir()) == []
-    assert not (root / HTDOCS).exists()
+    handed = {"after-commit": 0, "before-drop-dir:1": 0, "before-drop-dir:2": 1,
+              "before-drop-dir:3": 2, "before-reclaimer": 3}[fault]
+    assert len(_reclaim(root)) == handed
+    ok(root, "recover")
+    assert _reclaim(root) == []
+    assert snapshot(root) == before
 
 
 def test_a_reclaimer_that_finds_the_lock_held_leaves_and_the_holder_finishes(

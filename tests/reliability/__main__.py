@@ -8,7 +8,8 @@
    ``--tx-trials`` (default 100, 10 with ``--quick``) with the delay uniform over the time
    from taking the lock to exiting, so that most land inside the transaction.
 2. The pytest suites, in one pytest run with a JUnit report: kill at every fault point
-   (test_crash; test_retained for a rollback taking a retained tree), hostile inputs
+   (test_crash; test_retained for a rollback taking a retained tree; test_reclaim after an
+   uninstall's commit), hostile inputs
    (test_hostile_input), real faults and fuzzing (test_faults, test_fuzz, when present),
    concurrency, durability order, torn state.  Without
    ``--quick`` they run with ``RELIABILITY_FULL=1`` (more cases where a suite has a
@@ -42,6 +43,7 @@ RESULTS = REPO / "tests/reliability/results"
 SUITES = (
     ("kill at every step", "tests/integration/test_crash.py"),
     ("retained trees", "tests/integration/test_retained.py"),
+    ("reclaimed trees", "tests/integration/test_reclaim.py"),
     ("hostile input", "tests/integration/test_hostile_input.py"),
     ("real faults", "tests/integration/test_faults.py"),
     ("fuzzing", "tests/integration/test_fuzz.py"),
