@@ -16,6 +16,8 @@ of versions no longer retained are deleted with the archives (:func:`collect`).
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -204,7 +206,16 @@ class Retention:
             return False
         name = _tree_name(d.path)
         rmtree(f"{folder}/{name}")  # a stale one of the same version
-        os.rename(old, f"{folder}/{name}")
+        try:
+            os.rename(old, f"{folder}/{name}")
+        except OSError as exc:
+            # one filesystem, two mounts: the daemon's unit bind-mounts the panel's and the
+            # state's directories apart (ProtectSystem=strict, ReadWritePaths)
+            if exc.errno != errno.EXDEV:
+                raise
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)  # made above, empty unless the version kept other trees
+            return False
         self._kept[d.path] = {"tree": name, "files": {
             rel: [r.sha256, r.crc32, r.mode, r.size, r.ino, r.mtime_ns, r.kind]
             for rel, r in sorted(rows.items())}}

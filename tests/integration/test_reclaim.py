@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shlex
 import signal
 import threading
 from pathlib import Path
@@ -15,7 +16,8 @@ import pytest
 from mgr_agent import reclaim
 from mgr_agent.layout import Layout
 from mgr_agent.sandbox import samples
-from tests.helpers import cli, ok, snapshot
+from tests.helpers import cli, leftovers, ok, snapshot
+from tests.integration.test_faults import open_namespace
 
 PSA = "usr/local/psa"
 HTDOCS = f"{PSA}/admin/htdocs/modules/demo-ext"
@@ -132,3 +134,32 @@ def test_a_retained_tree_pushed_out_is_reclaimed(root: Path, pkgs: Path) -> None
     assert len(list(trees.iterdir())) == 1  # 2.0's, the one retained version
     ok(root, "rollback", "demo-ext")
     assert (root / HTDOCS / "js/m000.js").read_bytes() == b"// 2.0 0\n"
+
+
+def test_under_the_daemons_mounts_trees_are_dropped_in_place(tmp_path: Path, pkgs: Path) -> None:
+    """The daemon's unit (ProtectSystem=strict, ReadWritePaths) bind-mounts the panel's and
+    the state's directories apart: one filesystem, but a rename between them fails with
+    EXDEV.  Old trees are then neither retained nor reclaimed but deleted in place, and
+    every command ends clean: no warning, no journal, nothing left."""
+    ns = open_namespace(tmp_path / "mount-probe")
+    try:
+        root = tmp_path / "root"
+        for rel in (PSA, "usr/local/mgr5/etc", "var/lib/mgr-agent"):
+            (root / rel).mkdir(parents=True, exist_ok=True)
+        (root / PSA / "version").write_text("18.0.60 Debian 12.0 1800240311.09\n")
+        for rel in (PSA, "var/lib/mgr-agent"):
+            at = shlex.quote(str(root / rel))
+            ns.sh(f"mount --bind {at} {at}")
+        steps = [("install", str(_ext(pkgs, "1.0"))), ("install", str(_ext(pkgs, "2.0"))),
+                 ("rollback", "demo-ext"), ("uninstall", "demo-ext", "--purge")]
+        for argv in steps:
+            run = ns.cli(root, *argv)
+            assert run.rc == 0, run.stdout + run.stderr
+            assert not [w for w in run.json["warnings"] if "cleaning up failed" in w], run.json
+            assert leftovers(root) == []
+            assert _reclaim(root) == []
+            trees = root / "var/lib/mgr-agent/trees"
+            assert not trees.exists() or not any(trees.rglob("t-*"))
+        assert not (root / HTDOCS).exists()
+    finally:
+        ns.close()
