@@ -6,10 +6,12 @@ Every wrapper here raises ``OSError(errno, strerror[, filename])`` on failure, l
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import functools
 import os
+import select
 import struct
 import threading
 from typing import Any
@@ -117,6 +119,38 @@ def inotify_add_watch(fd: int, path: str | bytes | os.PathLike[str], mask: int) 
 
 def inotify_rm_watch(fd: int, wd: int) -> None:
     _check(load().inotify_rm_watch(fd, wd))
+
+
+class Inotify:
+    """An inotify descriptor and a poller on it: only used to sleep until something changes
+    (following a log, waiting for a directory to empty)."""
+
+    MODIFY, ATTRIB, MOVED_FROM, MOVED_TO, CREATE, DELETE = 0x2, 0x4, 0x40, 0x80, 0x100, 0x200
+    DELETE_SELF, MOVE_SELF = 0x400, 0x800
+    DIR_MASK = CREATE | MOVED_TO | MOVED_FROM | DELETE
+    FILE_MASK = MODIFY | ATTRIB | DELETE_SELF | MOVE_SELF
+
+    def __init__(self) -> None:
+        fd = inotify_init1()       # non-blocking, close-on-exec
+        self.fd = fd
+        self.poller = select.poll()
+        self.poller.register(fd, select.POLLIN)
+
+    def add(self, path: str | os.PathLike[str], mask: int) -> int:
+        return inotify_add_watch(self.fd, path, mask)
+
+    def remove(self, wd: int) -> None:
+        with contextlib.suppress(OSError):      # fails harmlessly if the inode is gone
+            inotify_rm_watch(self.fd, wd)
+
+    def wait(self, timeout: float) -> None:
+        if self.poller.poll(max(0, int(timeout * 1000))):
+            with contextlib.suppress(BlockingIOError):
+                while os.read(self.fd, 65536):
+                    pass
+
+    def close(self) -> None:
+        os.close(self.fd)
 
 
 @functools.cache

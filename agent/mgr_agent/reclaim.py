@@ -24,19 +24,14 @@ import contextlib
 import errno
 import fcntl
 import os
-import select
 import sys
 import time
 from pathlib import Path
 
-from mgr_agent import libc
 from mgr_agent.layout import Layout
+from mgr_agent.libc import Inotify
 from mgr_agent.proc import Runner
 from mgr_agent.trees import rmtree
-
-IN_DELETE = 0x200
-IN_MOVED_FROM = 0x40
-IN_DELETE_SELF = 0x400
 
 
 def hand_over(layout: Layout, tree: str, name: str) -> bool:
@@ -123,26 +118,21 @@ def reclaim(top: str) -> None:
 
 def wait(layout: Layout, timeout: float) -> bool:
     """Wait until ``reclaim/`` is empty (or missing), woken by inotify; False on timeout."""
-    top = layout.reclaim_dir
     deadline = time.monotonic() + timeout
-    ino = libc.inotify_init1()
+    watch = Inotify()
     try:
         try:
-            libc.inotify_add_watch(ino, top, IN_DELETE | IN_MOVED_FROM | IN_DELETE_SELF)
+            watch.add(layout.reclaim_dir, Inotify.DELETE | Inotify.MOVED_FROM | Inotify.DELETE_SELF)
         except FileNotFoundError:
             return True
-        poller = select.poll()
-        poller.register(ino, select.POLLIN)
         while pending(layout):
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
-            if poller.poll(left * 1000):
-                with contextlib.suppress(BlockingIOError):
-                    os.read(ino, 65536)
+            watch.wait(left)
         return True
     finally:
-        os.close(ino)
+        watch.close()
 
 
 def main(argv: list[str]) -> int:

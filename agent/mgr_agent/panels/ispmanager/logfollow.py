@@ -8,13 +8,12 @@ import collections
 import contextlib
 import lzma
 import os
-import select
 import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from mgr_agent import libc
+from mgr_agent.libc import Inotify
 from mgr_agent.panels.ispmanager.logreader import (
     SCAN_BLOCK,
     open_any,
@@ -25,38 +24,6 @@ from mgr_agent.panels.ispmanager.logrecords import Assembler, Filter, Record, ma
 
 FINGERPRINT = 1024              # bytes before the read offset that identify the followed content
 TICK = 0.25                     # with inotify: wake this often anyway (stop flag, safety stat)
-
-
-class _Inotify:
-    """inotify through libc (:mod:`mgr_agent.libc`, no dependency): only used to sleep until
-    something changes."""
-
-    MODIFY, ATTRIB, MOVED_FROM, MOVED_TO, CREATE, DELETE = 0x2, 0x4, 0x40, 0x80, 0x100, 0x200
-    DELETE_SELF, MOVE_SELF = 0x400, 0x800
-    DIR_MASK = CREATE | MOVED_TO | MOVED_FROM | DELETE
-    FILE_MASK = MODIFY | ATTRIB | DELETE_SELF | MOVE_SELF
-
-    def __init__(self) -> None:
-        fd = libc.inotify_init1()       # non-blocking, close-on-exec
-        self.fd = fd
-        self.poller = select.poll()
-        self.poller.register(fd, select.POLLIN)
-
-    def add(self, path: Path, mask: int) -> int:
-        return libc.inotify_add_watch(self.fd, path, mask)
-
-    def remove(self, wd: int) -> None:
-        with contextlib.suppress(OSError):      # fails harmlessly if the inode is gone
-            libc.inotify_rm_watch(self.fd, wd)
-
-    def wait(self, timeout: float) -> None:
-        if self.poller.poll(max(0, int(timeout * 1000))):
-            with contextlib.suppress(BlockingIOError):
-                while os.read(self.fd, 65536):
-                    pass
-
-    def close(self) -> None:
-        os.close(self.fd)
 
 
 class Follower:
@@ -79,13 +46,13 @@ class Follower:
         self.out: collections.deque[Record] = collections.deque()
         self.last_data = time.monotonic()
         self.read_at = time.time()
-        self.watch: _Inotify | None = None
+        self.watch: Inotify | None = None
         self.wd: int | None = None
         self.poll_interval = poll_interval
         if use_inotify:
             try:
-                self.watch = _Inotify()
-                self.watch.add(path.parent, _Inotify.DIR_MASK)
+                self.watch = Inotify()
+                self.watch.add(path.parent, Inotify.DIR_MASK)
             except (OSError, AttributeError):
                 if self.watch is not None:
                     self.watch.close()
@@ -178,7 +145,7 @@ class Follower:
         if self.watch is not None:
             old, self.wd = self.wd, None
             with contextlib.suppress(OSError):
-                self.wd = self.watch.add(self.path, _Inotify.FILE_MASK)
+                self.wd = self.watch.add(self.path, Inotify.FILE_MASK)
             if old is not None and old != self.wd:
                 self.watch.remove(old)
         return True
