@@ -228,6 +228,19 @@ def write_new(path: str | Path, chunks: Iterable[bytes], mode: int, *, sync: boo
     return st
 
 
+def rename_within_mount(src: str | Path, dst: str | Path) -> bool:
+    """Rename ``src`` to ``dst``; False, with nothing changed, where they are on different
+    mounts (``EXDEV``: another filesystem, or one filesystem bind-mounted apart, as the
+    daemon's unit does with the panels' and the state's directories)."""
+    try:
+        os.rename(src, dst)
+    except OSError as exc:
+        if exc.errno == errno.EXDEV:
+            return False
+        raise
+    return True
+
+
 def rename_noreplace(src: str, dst: str) -> None:
     """Rename ``src`` to ``dst`` atomically, failing with EEXIST if ``dst`` exists.
 

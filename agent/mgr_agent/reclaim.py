@@ -28,6 +28,7 @@ import sys
 import time
 from pathlib import Path
 
+from mgr_agent.fsutil import rename_within_mount
 from mgr_agent.layout import Layout
 from mgr_agent.libc import Inotify
 from mgr_agent.proc import Runner
@@ -36,18 +37,12 @@ from mgr_agent.trees import rmtree
 
 def hand_over(layout: Layout, tree: str, name: str) -> bool:
     """Rename ``tree`` to ``reclaim/name`` (``name`` unique, e.g. the transaction's id and
-    the directory's index); False when it cannot go there (another filesystem): the caller
-    deletes it itself.  Not made durable: after a crash the tree is found where it was
+    the directory's index); False when it cannot go there (another filesystem or mount):
+    the caller deletes it itself.  Not made durable: after a crash the tree is found where it was
     (and recovery drops it) or in ``reclaim/`` (and recovery deletes it)."""
     top = layout.reclaim_dir
     top.mkdir(mode=0o700, exist_ok=True)
-    try:
-        os.rename(tree, top / name)
-    except OSError as exc:
-        if exc.errno == errno.EXDEV:
-            return False
-        raise
-    return True
+    return rename_within_mount(tree, top / name)
 
 
 def pending(layout: Layout) -> bool:

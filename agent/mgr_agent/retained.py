@@ -17,7 +17,6 @@ of versions no longer retained are deleted with the archives (:func:`collect`).
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import json
 import os
@@ -26,6 +25,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from mgr_agent.dirplan import DirOp, known_tree
+from mgr_agent.fsutil import rename_within_mount
 from mgr_agent.layout import Layout
 from mgr_agent.reclaim import hand_over
 from mgr_agent.staterows import FileRow
@@ -206,13 +206,7 @@ class Retention:
             return False
         name = _tree_name(d.path)
         rmtree(f"{folder}/{name}")  # a stale one of the same version
-        try:
-            os.rename(old, f"{folder}/{name}")
-        except OSError as exc:
-            # one filesystem, two mounts: the daemon's unit bind-mounts the panel's and the
-            # state's directories apart (ProtectSystem=strict, ReadWritePaths)
-            if exc.errno != errno.EXDEV:
-                raise
+        if not rename_within_mount(old, f"{folder}/{name}"):  # e.g. under the daemon's unit
             with contextlib.suppress(OSError):
                 os.rmdir(folder)  # made above, empty unless the version kept other trees
             return False
