@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mgr_agent import faults
-from mgr_agent.dirplan import DirOp, mounts_in
+from mgr_agent.dirplan import DirOp, known_tree, mounts_in
 from mgr_agent.errors import SwitchFailed
 from mgr_agent.fsutil import UNSUPPORTED, fsync_dir, rename_exchange
 from mgr_agent.layout import Layout
@@ -365,7 +365,7 @@ class DirSwitch:
                     continue
                 carry = Carry(self._files(d, ("replace", "remove")),
                                self.layout.saved_dir / self.plan.name / self.tx / d.path)
-                if reclaim and carry.nothing_to_carry(old) and \
+                if reclaim and known_tree(old, "", carry.expected) is not None and \
                         hand_over(self.layout, old, f"{self.tx}-{d.k}"):
                     continue
                 carry.drop(old, self.live(d))

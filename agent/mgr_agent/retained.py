@@ -200,13 +200,11 @@ class Retention:
             if known_tree(old, "", rows.keys()) != len(rows):
                 return False
             os.makedirs(folder, mode=0o700, exist_ok=True)
-            if os.lstat(folder).st_dev != os.lstat(old).st_dev:
-                return False
         except OSError:
             return False
         name = _tree_name(d.path)
         rmtree(f"{folder}/{name}")  # a stale one of the same version
-        if not rename_within_mount(old, f"{folder}/{name}"):  # e.g. under the daemon's unit
+        if not rename_within_mount(old, f"{folder}/{name}"):  # another filesystem or mount
             with contextlib.suppress(OSError):
                 os.rmdir(folder)  # made above, empty unless the version kept other trees
             return False

@@ -98,25 +98,6 @@ class Carry:
         self.changed.add(dst)
         return False
 
-    def nothing_to_carry(self, src: str) -> bool:
-        """Whether the tree ``src`` holds only the expected files and their directories (and
-        the probe's): then it may be deleted whole, without :meth:`drop`'s walk."""
-
-        def only_expected(path: str, prefix: str) -> bool:
-            with os.scandir(path) as it:
-                for entry in it:
-                    rel = prefix + entry.name
-                    if entry.is_dir(follow_symlinks=False):
-                        if not prefix and entry.name.startswith(PROBE):
-                            continue
-                        if rel not in self.wanted or not only_expected(entry.path, rel + "/"):
-                            return False
-                    elif rel not in self.expected:
-                        return False
-            return True
-
-        return only_expected(src, "")
-
     def drop(self, src: str, dst: str) -> None:
         """What :meth:`run` does, deleting the expected files and their directories on
         the way, then ``src`` itself: one walk of a tree that goes.  Idempotent: a walk cut
