@@ -14,7 +14,7 @@ import os
 import select
 import struct
 import threading
-from typing import Any
+from typing import Any, NamedTuple
 
 AT_FDCWD = -100
 
@@ -36,7 +36,11 @@ STATX_TYPE = 0x1
 STATX_ATTR_IMMUTABLE = 0x10
 STATX_ATTR_APPEND = 0x20
 STATX_SIZE = 256  # struct statx
+STATX_BASIC_STATS = 0x7FF
 _STATX_FIELDS = struct.Struct("<8xQ12xH26xQ")  # stx_attributes, stx_mode, stx_attributes_mask
+# stx_mask, stx_attributes, stx_uid, stx_gid, stx_mode, stx_ino, stx_size,
+# stx_attributes_mask, stx_mtime (seconds, nanoseconds)
+_STATX_STAT = struct.Struct("<I4xQ4xIIH2xQQ8xQ48xqI")
 
 # inotify(7) flags for inotify_init1
 IN_NONBLOCK = os.O_NONBLOCK
@@ -160,6 +164,40 @@ def _statx() -> tuple[Any, threading.local]:
     if func is None:
         raise OSError(errno.ENOSYS, os.strerror(errno.ENOSYS))
     return func, threading.local()
+
+
+class Lstat(NamedTuple):
+    """A file's ``statx``: the fields of ``os.stat_result`` the planner reads, named as
+    there, with the inode attributes (``stx_attributes``) and those the filesystem reports
+    at all (``stx_attributes_mask``)."""
+
+    st_mode: int
+    st_ino: int
+    st_size: int
+    st_mtime_ns: int
+    st_uid: int
+    st_gid: int
+    attributes: int
+    reported: int
+
+
+def lstat(path: str) -> Lstat | os.stat_result:
+    """``lstat`` of ``path`` with its inode attributes, in one ``statx`` (ENOENT raises
+    ``FileNotFoundError``).  ``os.lstat``'s result where libc has no ``statx`` or the
+    filesystem did not fill in every basic field."""
+    try:
+        func, local = _statx()
+    except OSError:
+        return os.lstat(path)
+    buf = getattr(local, "stat_buf", None)
+    if buf is None:
+        buf = local.stat_buf = ctypes.create_string_buffer(STATX_SIZE)
+    if func(AT_FDCWD, os.fsencode(path), AT_SYMLINK_NOFOLLOW, STATX_BASIC_STATS, buf) < 0:
+        _check(-1, path)
+    got, attributes, uid, gid, mode, ino, size, reported, sec, nsec = _STATX_STAT.unpack_from(buf)
+    if got & STATX_BASIC_STATS != STATX_BASIC_STATS:
+        return os.lstat(path)
+    return Lstat(mode, ino, size, sec * 1_000_000_000 + nsec, uid, gid, attributes, reported)
 
 
 def statx_attributes(path: str | bytes | os.PathLike[str]) -> tuple[int, int, int]:

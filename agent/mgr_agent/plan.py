@@ -51,6 +51,9 @@ class Plan:
     sizes: dict[int, int] = field(default_factory=dict, repr=False)  # of the sources, if known
     name: str = ""  # the package: saved copies go to saved/NAME/TX/
     dirs: list[DirOp] = field(default_factory=list)  # directories switched whole
+    flags_clear: set[str] = field(default_factory=set, repr=False)
+    """Targets (full paths) whose lstat showed them neither immutable nor append-only:
+    preflight does not read their flags a second time (not journalled)."""
 
     def to_record(self) -> dict[str, Any]:
         """The journal's form: each op a list in :data:`OP_FIELDS` order (a 5,000-file plan

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mgr_agent import libc
 from mgr_agent.dirplan import choose
 from mgr_agent.errors import Conflict
 from mgr_agent.fsutil import CHUNK, check_no_symlink, sha256_file
@@ -16,7 +17,12 @@ from mgr_agent.layout import Layout
 from mgr_agent.package import FileSpec, Package
 from mgr_agent.panels.base import Panel
 from mgr_agent.plan import Op, Plan
+from mgr_agent.preflight import LOCKED
 from mgr_agent.state import FileRow, Installed, State
+
+Stat = os.stat_result | libc.Lstat
+"""A file's lstat as the planner takes it: :func:`mgr_agent.libc.lstat`'s, which also
+carries its inode flags, or ``os.lstat``'s."""
 
 
 @dataclass
@@ -49,28 +55,28 @@ class Change:
         return rows
 
 
-def _stamped(row: FileRow, st: os.stat_result) -> FileRow:
+def _stamped(row: FileRow, st: Stat) -> FileRow:
     """``row`` with the inode and mtime of the file (its stat ``st``); per file, so
     without ``dataclasses.replace``."""
     return FileRow(path=row.path, sha256=row.sha256, size=row.size, mode=row.mode,
                    kind=row.kind, crc32=row.crc32, ino=st.st_ino, mtime_ns=st.st_mtime_ns)
 
 
-def _matches(st: os.stat_result | None, spec: FileSpec) -> bool:
+def _matches(st: Stat | None, spec: FileSpec) -> bool:
     """Whether the file on disk (its lstat) still looks like the installed one."""
     if st is None:
         return False
     return stat.S_ISREG(st.st_mode) and st.st_size == spec.size and stat.S_IMODE(st.st_mode) == spec.mode
 
 
-def unmodified(st: os.stat_result, row: FileRow) -> bool:
+def unmodified(st: Stat, row: FileRow) -> bool:
     """Whether the file (its lstat) is still the one the agent left: same size, inode and
     mtime as recorded when it was installed.  False when nothing was recorded."""
     return (row.ino != 0 and st.st_ino == row.ino and st.st_mtime_ns == row.mtime_ns
             and st.st_size == row.size)
 
 
-def edited(path: str | Path, st: os.stat_result | None, row: FileRow, *,
+def edited(path: str | Path, st: Stat | None, row: FileRow, *,
            trust_stat: bool = True) -> bool:
     """Whether the regular file at ``path`` (its lstat ``st``) differs in content from
     what the manifest ``row`` says the agent put there; a missing file is not edited.
@@ -110,11 +116,17 @@ def _read_file(path: Path) -> Iterator[bytes]:
             yield chunk
 
 
-def _lstat(path: str) -> os.stat_result | None:
+def _lstat(path: str, clear: set[str]) -> Stat | None:
+    """lstat of ``path``, None when missing; ``path`` joins ``clear`` when its inode flags
+    were read and it is neither immutable nor append-only (see :attr:`Plan.flags_clear`)."""
     try:
-        return os.lstat(path)
+        st = libc.lstat(path)
     except FileNotFoundError:
         return None
+    if isinstance(st, libc.Lstat) and st.reported & LOCKED == LOCKED \
+            and not st.attributes & LOCKED:
+        clear.add(path)
+    return st
 
 
 def _depth_first(dirs: set[str]) -> list[str]:
@@ -129,10 +141,11 @@ class Planner:
         self._present: set[str] = set()
         self._verified: set[str] = set()
         self._missing: set[str] = set()  # directories found missing: their files are too
+        self._clear: set[str] = set()  # paths found without the immutable and append flags
         self._root = str(layout.root).rstrip("/")  # paths as plain strings: per file, hot
 
     def _op(self, plan: Plan, action: str, path: str, mode: int = 0o644, divert: bool = False,
-            owner: os.stat_result | None = None, save: bool = False) -> Op:
+            owner: Stat | None = None, save: bool = False) -> Op:
         """Append an op; the new file gets the owner of the file ``owner`` describes, if any."""
         op = Op(i=len(plan.ops), action=action, path=path, mode=mode, divert=divert,  # type: ignore[arg-type]
                 owner=(owner.st_uid, owner.st_gid) if owner is not None else None, save=save)
@@ -229,7 +242,7 @@ class Planner:
         for target, prev in sorted(old.items()):
             if target in pkg.files or prev.kind == "data":
                 continue
-            self._obsolete(plan, change, target, mine, prev, _lstat(f"{root}/{target}"))
+            self._obsolete(plan, change, target, mine, prev, _lstat(f"{root}/{target}", self._clear))
         change.dirs = sorted(old_dirs | made)
         plan.prune = _depth_first(old_dirs | made)
         for target in mine:
@@ -237,6 +250,7 @@ class Planner:
                 change.divert_add[target] = mine[target]
         choose(self.layout, plan, self.panel.whole_dirs(pkg.name, old_dirs | made),
                {p for p, r in old.items() if r.kind != "data"}, set(all_diverted))
+        plan.flags_clear = self._clear
         return change
 
     @staticmethod
@@ -246,7 +260,7 @@ class Planner:
         plan.sizes[op.i] = spec.size
 
     def _obsolete(self, plan: Plan, change: Change, target: str, mine: dict[str, str],
-                  row: FileRow, st: os.stat_result | None) -> None:
+                  row: FileRow, st: Stat | None) -> None:
         """A file the package no longer ships (its lstat ``st``; None: missing): removed, or
         the panel's original put back.  An admin's edit of it is saved first."""
         path = f"{self._root}/{target}"
@@ -264,7 +278,7 @@ class Planner:
         elif st is not None:
             self._op(plan, "remove", target, save=save)
 
-    def _checked_lstat(self, anchor: Path, path: str) -> os.stat_result | None:
+    def _checked_lstat(self, anchor: Path, path: str) -> Stat | None:
         """lstat of ``path`` (None when missing) after refusing a link on the way to it
         from ``anchor``, or at it (:func:`check_no_symlink`).  The full check runs once
         per directory: those found real are cached (``_verified``), and so are those found
@@ -275,16 +289,13 @@ class Planner:
         if parent in self._missing:
             return None
         if parent not in self._verified:
-            st = check_no_symlink(anchor, path, self._verified)  # and the lstat of the target
+            first = check_no_symlink(anchor, path, self._verified)  # and the target's lstat
             if parent not in self._verified and parent != top:
                 self._missing.add(parent)  # the check stopped at a missing directory
                 return None
-            return st
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            return None
-        if stat.S_ISLNK(st.st_mode):
+            return first
+        st = _lstat(path, self._clear)
+        if st is not None and stat.S_ISLNK(st.st_mode):
             check_no_symlink(anchor, path, self._verified)  # raises: the link, named
         return st
 
@@ -334,6 +345,7 @@ class Planner:
         # a directory removed whole holds only files being removed (``choose`` walked it)
         gone = {d.path for d in plan.dirs if d.how == "remove"}
         self._leftovers(change, installed.name, owned_dirs, removing, gone)
+        plan.flags_clear = self._clear
         return change
 
     def _leftovers(self, change: Change, name: str, owned: set[str], removing: set[str],

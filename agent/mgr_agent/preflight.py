@@ -90,7 +90,7 @@ def check(layout: Layout, plan: Plan, sizes: dict[str, int], extra_state_bytes: 
             if parent not in devices:
                 _check_dir(parent)
                 devices[parent] = os.stat(parent).st_dev
-        if op.action != "add" and _flags(target):
+        if op.action != "add" and target not in plan.flags_clear and _flags(target):
             raise PreflightFailed(
                 f"{target}: is immutable or append-only (lsattr); it cannot be "
                 f"{'removed' if op.action == 'remove' else 'replaced'}",

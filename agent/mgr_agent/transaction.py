@@ -86,8 +86,8 @@ class Transaction:
         self.durability = durability
         self.workers = STAGE_WORKERS if workers is None else workers
         self.written: dict[int, os.stat_result] = {}  # op i -> its staged file, as written
-        root = str(layout.root)
-        self._targets = {op.i: os.path.join(root, op.path) for op in plan.ops}
+        root = str(layout.root).rstrip("/")  # an f-string per op: posixpath.join costs 3x
+        self._targets = {op.i: f"{root}/{op.path}" for op in plan.ops}
         self._dir_cache: set[Path] | None = None
         self._side: ThreadPoolExecutor | None = None
         self._alongside: Future[None] | None = None
@@ -366,6 +366,9 @@ class Transaction:
             if op.action != "add" and op.i not in covered:  # after a complete switch only backups are left
                 unlink_if_exists(self.backup(op))
         self.dirs.finish(reclaim=reclaim)
+        # below a directory removed whole nothing is left to prune: it was moved away
+        inside = tuple(d.path + "/" for d in self.plan.dirs if d.how == "remove")
         for rel in self.plan.prune:
-            rmdir_if_empty(self.layout.under(rel))
+            if not (inside and rel.startswith(inside)):
+                rmdir_if_empty(self.layout.under(rel))
         self._sync(self._dirs())

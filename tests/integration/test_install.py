@@ -254,6 +254,26 @@ def test_immutable_file_during_upgrade_is_rolled_back(root: Path, pkgs: Path) ->
         subprocess.run(["chattr", "-i", str(target)], check=False)
 
 
+@pytest.mark.root
+def test_immutable_file_in_a_directory_removed_whole_is_named(root: Path, pkgs: Path) -> None:
+    """The plan reads each file's flags with its lstat (``libc.lstat``); preflight trusts
+    that only for files it found clear.  index.php is not the first file the plan meets in
+    its directory, so its flags come from the plan's own statx."""
+    ok(cli(root, "install", str(ext(pkgs, "1.0"))))
+    target = root / PSA / "admin/htdocs/modules/demo-ext/index.php"
+    subprocess.run(["chattr", "+i", str(target)], check=True)
+    try:
+        before = snapshot(root)
+        run = cli(root, "uninstall", "demo-ext")
+        assert run.rc == 10, run.stdout
+        assert str(target) in run.json["error"]["message"]
+        assert "immutable" in run.json["error"]["message"]
+        assert snapshot(root) == before and leftovers(root) == []
+    finally:
+        subprocess.run(["chattr", "-i", str(target)], check=False)
+    ok(cli(root, "uninstall", "demo-ext"))
+
+
 def test_rollback_to_kept_version(root: Path, pkgs: Path) -> None:
     ok(cli(root, "install", str(ext(pkgs, "1.0"))))
     v1 = snapshot(root)

@@ -64,3 +64,37 @@ def test_set_flags_are_read_as_the_ioctl_reads_them(tmp_path: Path, flags: int) 
         _set(target, 0)
         _set(folder, 0)
     assert preflight._flags(target) == preflight._flags(folder) == 0
+
+
+def test_lstat_is_os_lstat_with_the_flags(tmp_path: Path) -> None:
+    """``libc.lstat`` (one statx: the planner's lstat) gives what ``os.lstat`` gives of
+    every field the planner reads, of a file, a directory and a link (not followed)."""
+    plain = tmp_path / "plain"
+    plain.write_bytes(b"x" * 1234)
+    os.chmod(plain, 0o640)
+    (tmp_path / "link").symlink_to(plain)
+    for path in (plain, tmp_path, tmp_path / "link"):
+        mine, theirs = libc.lstat(str(path)), os.lstat(path)
+        for name in ("st_mode", "st_ino", "st_size", "st_mtime_ns", "st_uid", "st_gid"):
+            assert getattr(mine, name) == getattr(theirs, name), (path, name)
+        if isinstance(mine, libc.Lstat) and mine.reported & preflight.LOCKED == preflight.LOCKED:
+            assert mine.attributes & preflight.LOCKED == 0
+    with pytest.raises(FileNotFoundError):
+        libc.lstat(str(tmp_path / "missing"))
+    with pytest.raises(NotADirectoryError):
+        libc.lstat(str(plain / "below"))
+
+
+@pytest.mark.root
+def test_lstat_reports_the_flags_statx_reads(tmp_path: Path) -> None:
+    target = tmp_path / "file"
+    target.write_text("x")
+    if not _set(target, preflight.FS_IMMUTABLE_FL):
+        pytest.skip("this filesystem has no inode flags")
+    try:
+        st = libc.lstat(str(target))
+        if not isinstance(st, libc.Lstat) or st.reported & preflight.LOCKED != preflight.LOCKED:
+            pytest.skip("statx does not report the flags here")
+        assert st.attributes & preflight.LOCKED == preflight.FS_IMMUTABLE_FL
+    finally:
+        _set(target, 0)
