@@ -192,7 +192,8 @@ def lstat(path: str) -> Lstat | os.stat_result:
     buf = getattr(local, "stat_buf", None)
     if buf is None:
         buf = local.stat_buf = ctypes.create_string_buffer(STATX_SIZE)
-    if func(AT_FDCWD, os.fsencode(path), AT_SYMLINK_NOFOLLOW, STATX_BASIC_STATS, buf) < 0:
+    if func(AT_FDCWD, path.encode("utf-8", "surrogateescape"), AT_SYMLINK_NOFOLLOW,
+            STATX_BASIC_STATS, buf) < 0:  # (os.fsencode's own call costs more than the encode)
         _check(-1, path)
     got, attributes, uid, gid, mode, ino, size, reported, sec, nsec = _STATX_STAT.unpack_from(buf)
     if got & STATX_BASIC_STATS != STATX_BASIC_STATS:

@@ -43,7 +43,7 @@ from mgr_agent.errors import UsageError
 from mgr_agent.layout import Layout
 from tests.bench import live, logs_bench, report, trialfs
 from tests.bench import payload as pl
-from tests.bench.trials import REPO, TIMEOUT, TrialFailed, Trials, dpkg_config
+from tests.bench.trials import REPO, TIMEOUT, TrialFailed, Trials, agent_command, dpkg_config
 
 RESULTS = REPO / "tests/bench/results"
 TINY_PLUGINS = 200
@@ -54,14 +54,6 @@ MB = 1e6
 
 def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def agent_command() -> list[str]:
-    """The installed ``mgr-agent`` command beside this interpreter (what an admin runs; the
-    start-up and ``logs`` rows time it), else ``python -m mgr_agent`` (which also imports
-    runpy's machinery)."""
-    script = Path(sys.executable).with_name("mgr-agent")
-    return [str(script)] if os.access(script, os.X_OK) else [sys.executable, "-m", "mgr_agent"]
 
 
 def _version(argv: list[str]) -> str:
@@ -299,7 +291,7 @@ class Bench:
             if self.have_dpkg:
                 scaling.append((f"plesk-{n}/dpkg-install",
                                 lambda n=n: self._dpkg_fresh(d[f"plesk-{n}"], "scaling-dpkg")))
-        py, cmd = sys.executable, agent_command()
+        py, cmd = sys.executable, agent_command(sys.executable)
         startup: list[Member] = [
             ("startup/python-pass", lambda: t.run([py, "-c", "pass"])[0]),
             ("startup/agent-version", lambda: t.run([*cmd, "--version"])[0]),

@@ -97,6 +97,13 @@ def compile_agent(source: Path = REPO / "agent") -> None:
     compileall.compile_dir(str(source), quiet=1)
 
 
+def agent_command(python: str) -> list[str]:
+    """The installed ``mgr-agent`` command beside the interpreter ``python`` (what an admin
+    runs), else ``python -m mgr_agent`` (which also imports runpy's machinery)."""
+    script = Path(python).with_name("mgr-agent")
+    return [str(script)] if os.access(script, os.X_OK) else [python, "-m", "mgr_agent"]
+
+
 class Trials:
     """Creates trial roots under ``work`` and runs the commands being compared."""
 
@@ -178,14 +185,16 @@ class Trials:
 
     def agent(self, root: Path, *args: str, action: str | None = None, timed: bool = True,
               expect: int = 0, sync: bool | None = None, rss: bool = False) -> tuple[float, dict[str, Any]]:
-        """``python -m mgr_agent --root ROOT ARGS --json``; checks ``action`` when given.
+        """``mgr-agent --root ROOT ARGS --json`` (:func:`agent_command`); checks ``action``
+        when given.
 
         With ``rss`` the same CLI runs in-process under ``tests.bench.agent_rss``, which
         reports the peak RSS of the agent process alone (without the hooks it waited for)
         into :attr:`agent_maxrss_kib`.
         """
-        module = "tests.bench.agent_rss" if rss else "mgr_agent"
-        argv = [self.python, "-m", module, "--root", str(root), *args, "--json"]
+        command = [self.python, "-m", "tests.bench.agent_rss"] if rss else \
+            agent_command(self.python)
+        argv = [*command, "--root", str(root), *args, "--json"]
         if not rss:
             seconds, out, _ = self.run(argv, expect=expect, timed=timed, sync=sync)
         else:
@@ -230,7 +239,7 @@ class Trials:
         Runs without ``--json`` to see the progress line that starts the undo: the
         rollback is timed from that line to the end of the process.
         """
-        argv = [self.python, "-m", "mgr_agent", "--root", str(root), "install", str(zip_path)]
+        argv = [*agent_command(self.python), "--root", str(root), "install", str(zip_path)]
         os.sync()
         start = time.perf_counter()
         mark: float | None = None
