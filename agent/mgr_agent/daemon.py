@@ -1,9 +1,10 @@
 """``mgr-agent daemon``: boot-time recovery, readiness, watchdog and the local API.
 
 Start: recover any interrupted transaction under the lock, then ``READY=1``.  The main
-thread runs the mutating operations one at a time (so that SIGTERM, delivered to it,
-interrupts a transaction the same way it does in the CLI: the engine undoes or finishes
-it); connections are served each in its own thread, read-only operations run there.  A
+thread runs the mutating operations one at a time (:mod:`mgr_agent.jobs`: SIGTERM,
+delivered to it, interrupts a transaction the same way it does in the CLI, the engine
+undoes or finishes it); connections are served each in its own thread, read-only
+operations run there.  A
 separate thread pings the watchdog at half ``WATCHDOG_USEC`` only while the main loop's
 heartbeat is fresh (or an operation is within its time budget), so a stuck daemon is
 killed and restarted by systemd.  SIGHUP re-reads agent.toml.
@@ -15,52 +16,29 @@ import contextlib
 import grp
 import logging
 import os
-import queue
 import signal
 import socket
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
 from mgr_agent import __version__, api, client, commands, download, faults, journald, metrics
 from mgr_agent import config as config_mod
 from mgr_agent.api import Channel, PeerCred, Request
-from mgr_agent.commands.spec import Args, Context, Record
-from mgr_agent.errors import AgentError, DaemonBusy, Interrupted, LockBusy, UsageError
+from mgr_agent.commands.spec import Context, Record
+from mgr_agent.errors import AgentError, DaemonBusy, Interrupted, UsageError
+from mgr_agent.jobs import Job, Jobs, request_args
 from mgr_agent.lateroots import LateRoots
 from mgr_agent.layout import Layout
-from mgr_agent.lock import Lock
 from mgr_agent.notify import Notifier, listen_fds
-from mgr_agent.result import Result, failure
+from mgr_agent.result import Result
 
 log = logging.getLogger("mgr_agent.daemon")
 
 GROUP = "mgr-agent"
 MAX_CONNECTIONS = 128
 STOP_GRACE = 2.0   # seconds given to connections to send their last answer at shutdown
-
-
-@dataclass
-class Job:
-    """A mutating request waiting for (or being run by) the main thread."""
-
-    request: Request
-    channel: Channel
-    path: Path | None
-    deadline: float
-    queued: float = field(default_factory=time.monotonic)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    started: bool = False
-    cancelled: bool = False
-    done: threading.Event = field(default_factory=threading.Event)
-    result: Result | None = None
-
-    def finish(self, result: Result) -> None:
-        self.result = result
-        self.done.set()
 
 
 def resolve_group(spec: str) -> int | None:
@@ -83,12 +61,8 @@ class Daemon:
         self.notifier = notifier or Notifier()
         self.stop = threading.Event()
         self.reload = threading.Event()
-        self.jobs: queue.Queue[Job] = queue.Queue()
         self.config = config_mod.Config()
-        self.heartbeat = time.monotonic()
-        self.busy_since: float | None = None
-        self.busy_budget = 0.0
-        self.interruptible = False
+        self.jobs = Jobs(layout, self.stop, lambda: self.config)
         self.degraded = ""
         self.last = ""
         self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
@@ -145,8 +119,8 @@ class Daemon:
             self.reload.set()
             return
         self.stop.set()
-        if self.interruptible:  # a transaction is running in this (the main) thread
-            self.interruptible = False
+        if self.jobs.interruptible:  # a transaction is running in this (the main) thread
+            self.jobs.interruptible = False
             raise Interrupted(f"interrupted by {signal.Signals(signum).name}")
 
     def _load_config(self) -> bool:
@@ -191,7 +165,7 @@ class Daemon:
     def _recover_at_start(self) -> None:
         self.notifier.status("recovering interrupted transactions")
         download.clean(self.layout, older_than=0)
-        result = self._interruptibly("recover", {}, None, log.info, self.config.lock_wait)
+        result = self.jobs.run("recover", {}, None, log.info, self.config.lock_wait)
         if result.error is not None:
             self.degraded = f"recovery failed ({result.error.code}): {result.error.message}"
             log.error(f"recovery at start failed: {result.error.message}",
@@ -204,7 +178,7 @@ class Daemon:
 
     def _main_loop(self) -> None:
         while not self.stop.is_set():
-            self.heartbeat = time.monotonic()
+            self.jobs.heartbeat = time.monotonic()
             faults.point("daemon-hang")
             if self.reload.is_set():
                 self.reload.clear()
@@ -213,9 +187,8 @@ class Daemon:
                 text = "reloaded agent.toml" if self._load_config() else "agent.toml has errors; not reloaded"
                 log.info(text)
                 self.notifier.notify("READY=1", f"STATUS={self._status(text)}")
-            try:
-                job = self.jobs.get(timeout=self.tick)
-            except queue.Empty:
+            job = self.jobs.next(self.tick)
+            if job is None:
                 self.late_roots.poll()  # idle: a panel installed since our start?
                 continue
             self._run_job(job)
@@ -225,13 +198,7 @@ class Daemon:
         self.notifier.stopping()
         if self.listener is not None:
             self.listener.close()
-        while True:
-            try:
-                job = self.jobs.get_nowait()
-            except queue.Empty:
-                break
-            self._cancel(job, Interrupted("mgr-agent daemon is stopping; nothing was done",
-                                          hint="run the command again"))
+        self.jobs.drain()
         deadline = time.monotonic() + STOP_GRACE
         while time.monotonic() < deadline and self._active_connections():
             time.sleep(0.05)
@@ -246,11 +213,7 @@ class Daemon:
     # ---------------------------------------------------------------- watchdog
     def healthy(self) -> bool:
         """The main loop turned recently, or the operation it runs is within its budget."""
-        now = time.monotonic()
-        if self.busy_since is not None:
-            return now - self.busy_since < self.busy_budget
-        stale_after = max(0.75 * (self.watchdog_interval or 0), 3 * self.tick)
-        return now - self.heartbeat < stale_after
+        return self.jobs.healthy(max(0.75 * (self.watchdog_interval or 0), 3 * self.tick))
 
     def _watchdog(self) -> None:
         period = (self.watchdog_interval or 0) / 2
@@ -262,10 +225,6 @@ class Daemon:
             elif not warned:
                 log.error("the main loop is stuck; not pinging the watchdog (systemd will restart us)")
                 warned = True
-
-    def _budget(self, wait: float) -> float:
-        c = self.config
-        return wait + 2 * c.hook_timeout + 3 * c.core_timeout + c.health_window + 120
 
     # ---------------------------------------------------------------- connections
     def _accept_loop(self) -> None:
@@ -311,19 +270,12 @@ class Daemon:
             log.warning(refusal.message)
         return refusal
 
-    def _args(self, request: Request) -> Args:
-        """The request's arguments with their defaults; a package path the daemon can read."""
-        args = commands.args_of_request(commands.COMMANDS[request.op], request.args)
-        if request.args.get("path"):
-            args.values["path"] = str(api.package_path(request))
-        return args
-
     def run_reading(self, request: Request, channel: Channel) -> Result:
         command = commands.COMMANDS[request.op]
         ctx = Context(self.layout, progress=channel.progress, actor=journald.actor(request.peer),
                       as_json=True, degraded=self.degraded)
         if command.stream is None:
-            return commands.execute(command, ctx, self._args(request), in_daemon=True)
+            return commands.execute(command, ctx, request_args(request), in_daemon=True)
         # a streaming command (``logs``): each record is an event; a client hanging up ends it
         stop = ctx.stop = threading.Event()
 
@@ -336,110 +288,29 @@ class Daemon:
         threading.Thread(target=api.watch_hangup, args=(channel.conn, stop, self.stop),
                          daemon=True).start()
         try:
-            return commands.execute(command, ctx, self._args(request), in_daemon=True)
+            return commands.execute(command, ctx, request_args(request), in_daemon=True)
         finally:
             stop.set()
 
     def run_mutating(self, request: Request, channel: Channel) -> Result:
-        try:
-            path = self._args(request).path("path")
-            wait = self.config.lock_wait if request.args.get("wait") is None else float(request.args["wait"])
-            job = Job(request, channel, path, deadline=time.monotonic() + wait)
-            self.jobs.put(job)
-            return self._await(job, wait)
-        except AgentError as exc:
-            return failure(exc, request.op, name=request.args.get("name"), panel=request.args.get("panel"),
-                           in_daemon=True)
-
-    def _await(self, job: Job, wait: float) -> Result:
-        """Pump the job's progress to its client until it is done; give up like the lock
-        would (LockBusy) when another operation holds the daemon past the deadline."""
-        told = False
-        while not job.done.is_set():
-            job.channel.pump(0.05)
-            if job.started:
-                continue
-            now = time.monotonic()
-            other_running = self.busy_since is not None
-            if not told and other_running and now - job.queued > 0.1:
-                job.channel.progress(f"waiting for the lock held by {self._holder()}")
-                told = True
-            if self.stop.is_set():
-                self._cancel(job, Interrupted("mgr-agent daemon is stopping; nothing was done",
-                                              hint="run the command again"))
-            elif now >= job.deadline and other_running:
-                self._cancel(job, None, wait)
-        job.channel.pump(0)
-        assert job.result is not None
-        return job.result
-
-    def _holder(self) -> str:
-        return Lock(self.layout.lock_file, "").holder()
-
-    def _cancel(self, job: Job, error: AgentError | None, wait: float = 0.0) -> None:
-        with job.lock:
-            if job.started or job.cancelled:
-                return
-            job.cancelled = True
-        args = job.request.args
-        if error is not None:
-            job.finish(Result(action="failed", name=args.get("name"), panel=args.get("panel"), error=error))
-            return
-        name, panel = args.get("name"), args.get("panel")
-        if job.request.op == "install" and job.path is not None:
-            # as in-process: a bad package is reported before the lock is waited for
-            check = commands.COMMANDS["check"]
-            checked = commands.execute(check, Context(self.layout), commands.args_of_request(
-                check, {"path": str(job.path), "panel": panel, "sha256": args.get("sha256")}),
-                in_daemon=True)
-            if checked.error is not None:
-                job.finish(checked)
-                return
-            name, panel = checked.name, checked.panel
-        holder = self._holder()
-        job.finish(Result(action="failed", name=name, panel=panel, error=LockBusy(
-            f"{self.layout.lock_file}: held by {holder}; gave up after {wait:g} s", holder=holder)))
+        return self.jobs.submit(request, channel)
 
     def _run_job(self, job: Job) -> None:
-        with job.lock:
-            if job.cancelled:
-                return
-            job.started = True
+        """Run a started job in this (the main) thread and report it: the job's client,
+        the journal, the metrics, systemd's status line."""
         op, args = job.request.op, job.request.args
         self.late_roots.poll()  # a panel installed since our start: the restart comes next
         left = max(0.0, job.deadline - time.monotonic())
         subject = args.get("name") or args.get("url") or args.get("path") or ""
         self.notifier.status(self._status(f"running {op} {subject}".strip()))
-        result = self._interruptibly(op, args, job.path, job.channel.progress, left,
-                                     actor=journald.actor(job.request.peer))
+        result = self.jobs.run(op, args, job.path, job.channel.progress, left,
+                               actor=journald.actor(job.request.peer))
         job.finish(result)
         journald.log_result(log, result, op, peer=job.request.peer)
         if result.tx is not None:
             metrics.after_transaction(self.layout, self.config)
         self.last = journald.describe(result, op)
         self.notifier.status(self._status(f"idle; last: {self.last}"))
-
-    def _interruptibly(self, op: str, given: dict[str, object], path: Path | None,
-                       progress: Callable[[str], None], wait: float, *, actor: str = "daemon") -> Result:
-        """Run one operation in the main thread; SIGTERM/SIGINT interrupt it (undo)."""
-        self.busy_since, self.busy_budget = time.monotonic(), self._budget(wait)
-        command = commands.COMMANDS[op]
-        args = commands.args_of_request(command, given)
-        if path is not None:
-            args.values["path"] = str(path)
-        result: Result | None = None
-        try:
-            self.interruptible = not self.stop.is_set()
-            ctx = Context(self.layout, progress=progress, lock_wait=wait, actor=actor)
-            result = commands.execute(command, ctx, args, in_daemon=True)
-            self.interruptible = False
-        except Interrupted as exc:  # raised between the engine's return and the flag reset
-            result = result or failure(exc, op, name=args.text("name"), in_daemon=True)
-        finally:
-            self.interruptible = False
-            self.busy_since = None
-            self.heartbeat = time.monotonic()
-        return result
 
 
 def main(root: str | Path = "/", *, socket_path: Path | None = None, group: str = GROUP,

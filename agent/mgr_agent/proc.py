@@ -226,8 +226,9 @@ class Runner:
         """Start ``argv`` detached, to outlive the caller: its own session (so that no
         process-group kill of the caller's command reaches it), clean environment, stdin,
         stdout and stderr on /dev/null, no inherited descriptors, no parent-death signal.
-        Returns its pid; the caller does not wait for it (it is reparented when the
-        caller exits)."""
+        Returns its pid; the caller does not wait for it: a daemon thread reaps it when it
+        ends, so that a long-lived caller (the daemon) keeps no zombie, and it is
+        reparented when the caller exits first."""
         proc = subprocess.Popen(
             argv,
             cwd=cwd,
@@ -238,4 +239,5 @@ class Runner:
             close_fds=True,
             start_new_session=True,
         )
+        threading.Thread(target=proc.wait, name="mga-reap", daemon=True).start()
         return proc.pid
