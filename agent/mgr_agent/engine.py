@@ -383,4 +383,5 @@ def _install_commit(pkg: Package, change: Change, installed: Installed | None, t
                           archive_name(pkg), now, tx, pkg.meta),  # archive_sha: at the commit
         files=change.files, dirs=change.dirs, diversions_add=change.divert_add,
         diversions_drop=change.divert_drop, retain_previous=previous,
-        drop_retained_hash=pkg.content_hash, retain_versions=retain_versions, history={})
+        drop_retained_hash=pkg.content_hash, retain_versions=retain_versions, history={},
+        previous=change.previous if installed is not None else None)

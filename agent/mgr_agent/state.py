@@ -283,7 +283,24 @@ class State:
         """The commit point of a transaction."""
         panel, name = commit.panel, commit.name
         with self._tx() as db:
-            db.execute("DELETE FROM files WHERE panel=? AND name=?", (panel, name))
+            files = commit.files
+            previous = commit.previous if commit.package is not None else None
+            if previous is not None and db.execute(
+                    "SELECT COUNT(*) FROM files WHERE panel=? AND name=?",
+                    (panel, name)).fetchone()[0] != len(previous):
+                previous = None  # not the manifest on record: every row is written again
+            if previous is None:
+                db.execute("DELETE FROM files WHERE panel=? AND name=?", (panel, name))
+            else:  # the rows an upgrade changes, not all of them (1% changed: 1% written)
+                new = dict(files)
+                db.executemany("DELETE FROM files WHERE path=? AND panel=? AND name=?",
+                               [(path, panel, name) for path in previous if path not in new])
+                db.executemany("UPDATE files SET sha256=?, size=?, mode=?, kind=?, crc32=?, ino=?, "
+                               "mtime_ns=? WHERE path=? AND panel=? AND name=?",
+                               [(f.sha256, f.size, f.mode, f.kind, f.crc32, f.ino, f.mtime_ns,
+                                 path, panel, name) for path, f in files
+                                if path in previous and previous[path] != f])
+                files = [(path, f) for path, f in files if path not in previous]
             db.execute("DELETE FROM dirs WHERE panel=? AND name=?", (panel, name))
             db.execute("DELETE FROM packages WHERE panel=? AND name=?", (panel, name))
             if commit.package is not None:
@@ -295,7 +312,7 @@ class State:
                 db.executemany("INSERT INTO files (path, panel, name, sha256, size, mode, kind, "
                                "crc32, ino, mtime_ns) VALUES (?,?,?,?,?,?,?,?,?,?)",
                                [(path, panel, name, f.sha256, f.size, f.mode, f.kind,
-                                 f.crc32, f.ino, f.mtime_ns) for path, f in commit.files])
+                                 f.crc32, f.ino, f.mtime_ns) for path, f in files])
                 db.executemany("INSERT INTO dirs VALUES (?,?,?)",
                                [(d, panel, name) for d in commit.dirs])
             for path in commit.diversions_drop:

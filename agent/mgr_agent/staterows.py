@@ -79,3 +79,6 @@ class Commit:
     retain_versions: int
     """How many retained versions to leave (``[state] keep_versions``)."""
     history: dict[str, Any]
+    previous: dict[str, FileRow] | None = None
+    """The package's manifest as the plan read it under the lock (an upgrade's, a
+    rollback's): only the rows that differ from it are written."""
