@@ -34,6 +34,7 @@ demo: venv
 lint: venv ansible-lint
 	$(VENV)/bin/ruff check agent tests
 	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy tests
 
 # the collection: ansible-lint on the role and the example playbooks, ansible-doc on every
 # module, documented options == argument_spec

@@ -28,7 +28,8 @@ class Run:
 
     @property
     def json(self) -> dict[str, Any]:
-        return json.loads(self.stdout)
+        doc: dict[str, Any] = json.loads(self.stdout)
+        return doc
 
 
 def cli(root: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 120,

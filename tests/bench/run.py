@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import inspect
 import json
 import os
@@ -277,7 +278,7 @@ class Bench:
                 uninstall.append((q + "dpkg-remove",
                                   lambda: t.dpkg(self.ctx["dpkg-isp"], "-r", pl.deb_name("ispmanager"))))
         modes: list[Member] = [
-            (p + f"agent-install-{mode}", lambda mode=mode: self._agent_fresh(z["v1"], mode, mode))
+            (p + f"agent-install-{mode}", functools.partial(self._agent_fresh, z["v1"], mode, mode))
             for mode in self.modes if mode != self.default_mode and big]
         scaling: list[Member] = [  # the fixed cost, measured beside the sizes it is taken from
             ("scaling/agent-fixed", lambda: self._agent_fresh(self.fixed_zip, "scaling-fixed"))]
@@ -285,12 +286,12 @@ class Bench:
             if n == self.biggest and not big:
                 continue
             scaling.append((f"plesk-{n}/agent-install",
-                            lambda zp=zip_path: self._agent_fresh(zp, "scaling")))
+                            functools.partial(self._agent_fresh, zip_path, "scaling")))
             if self.have_unzip:
-                scaling.append((f"plesk-{n}/unzip", lambda zp=zip_path: t.unzip(zp)))
+                scaling.append((f"plesk-{n}/unzip", functools.partial(t.unzip, zip_path)))
             if self.have_dpkg:
                 scaling.append((f"plesk-{n}/dpkg-install",
-                                lambda n=n: self._dpkg_fresh(d[f"plesk-{n}"], "scaling-dpkg")))
+                                functools.partial(self._dpkg_fresh, d[f"plesk-{n}"], "scaling-dpkg")))
         py, cmd = sys.executable, agent_command(sys.executable)
         startup: list[Member] = [
             ("startup/python-pass", lambda: t.run([py, "-c", "pass"])[0]),

@@ -104,7 +104,8 @@ def describe(path: Path, image: Path | None = None) -> dict[str, Any]:
 
 def summary(info: dict[str, Any]) -> str:
     """One line for the page: ``ext4 (rw,relatime; data=ordered,commit=5), journal, on …``."""
-    journal = {True: "with a journal", False: "without a journal"}.get(info.get("journal"), "journal unknown")
+    journals: dict[bool | None, str] = {True: "with a journal", False: "without a journal"}
+    journal = journals.get(info.get("journal"), "journal unknown")
     opts = info.get("options", "?") + (f"; {info['ext4_options']}" if info.get("ext4_options") else "")
     where = (f"a {info['size_bytes'] / GIB:g} GiB sparse image, `mkfs.ext4 -q`, `mount -o loop` "
              f"({info.get('device', '?')})" if info.get("kind") == "image"

@@ -35,7 +35,9 @@ start = test_daemon.start  # the daemon fixture, shared
 
 
 def needs_setpriv(test: Callable[..., None]) -> Callable[..., None]:
-    return pytest.mark.root(pytest.mark.skipif(SETPRIV is None, reason="needs setpriv")(test))
+    marked: Callable[..., None] = pytest.mark.root(pytest.mark.skipif(SETPRIV is None,
+                                                                      reason="needs setpriv")(test))
+    return marked
 
 
 @pytest.fixture

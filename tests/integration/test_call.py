@@ -131,7 +131,8 @@ sys.stdout.write(etree.tostring(root, encoding="unicode"))
                                 "button=")
     # the main handler read the before-event's output, the after-event read the main's
     after = final.find("after_saw")
-    assert after is not None and after.attrib == {"example_input": "Do not change", "before": "yes"}
+    assert after is not None and dict(after.attrib.items()) == {"example_input": "Do not change",
+                                                                "before": "yes"}
     assert final.find("metadata") is not None
 
 

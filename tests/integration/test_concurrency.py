@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +57,7 @@ def _packages(pkgs: Path, count: int) -> dict[str, tuple[Path, Path]]:
 Outcome = tuple[tuple[str, ...], int, dict[str, object]]
 
 
-def _start_all(root: Path, commands: list[tuple[str, ...]]) -> list[Outcome]:
+def _start_all(root: Path, commands: Sequence[tuple[str, ...]]) -> list[Outcome]:
     """Start every command at once; wait for all; (argv, exit code, JSON) each."""
     procs = [(argv, _popen(root, *argv)) for argv in commands]
     out = []
@@ -82,7 +83,7 @@ def _assert_state_is_disk(root: Path, want: dict[str, str], base: set[str]) -> N
     disk (besides ``base``), with their content and mode, byte for byte (data files: present)."""
     listed = {r["name"]: r for r in cli(root, "list").json["data"]}
     assert {n: r["version"] for n, r in listed.items()} == want
-    owned: dict[str, dict[str, str]] = {}
+    owned: dict[str, dict[str, Any]] = {}
     infos = _start_all(root, [("info", name) for name in want])  # read-only: side by side
     for (_, rc, doc), name in zip(infos, want, strict=True):
         assert rc == 0, doc
@@ -144,8 +145,8 @@ def test_twenty_concurrent_commands_serialise_and_agree(root: Path, pkgs: Path) 
     # an upgraded one keeps the var/ data its first version wrote
     for n in upgrading:
         if n.startswith("cc-ext"):
-            path = root / f"usr/local/psa/var/modules/{n}/settings.json"
-            assert path.read_bytes() == b'{"installed_as": "1.0"}\n'
+            settings = root / f"usr/local/psa/var/modules/{n}/settings.json"
+            assert settings.read_bytes() == b'{"installed_as": "1.0"}\n'
     _assert_state_is_disk(root, want, base | set(data))
     assert (root / STATE / "lock").read_text() == "", "the lock file should be emptied on release"
     print(f"20 concurrent commands in {elapsed:.1f} s")

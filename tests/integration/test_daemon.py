@@ -21,9 +21,9 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
@@ -32,6 +32,9 @@ from mgr_agent.sandbox.samples import ispmanager_files, write_zip
 from tests.helpers import Run, cli, leftovers, unprivileged_python
 from tests.helpers import snapshot as tree_snapshot
 from tests.waits import Feed, LineReader, wait_for_file, wait_for_lock
+
+if TYPE_CHECKING:
+    from mgr_agent.commands.reads import PingData
 
 MGR = "usr/local/mgr5"
 GID = 64123                      # a group that needs no /etc/group entry: setpriv --groups=GID
@@ -413,7 +416,7 @@ def test_flood_of_bad_clients_during_a_real_install(root: Path, pkgs: Path, star
                for m, took in outcomes["slow"])
     assert all(m["result"]["error"]["code"] == "bad-request" for m in outcomes["junk"])
     assert d.proc.poll() is None
-    assert api.Client(sock).call("ping", {}).data["pid"] == d.proc.pid
+    assert cast("PingData", api.Client(sock).call("ping", {}).data)["pid"] == d.proc.pid
     assert (root / MGR / "addon/demo.py").is_file() and leftovers(root) == []
 
 
@@ -487,6 +490,7 @@ def test_logs_are_streamed(root: Path, start: Any) -> None:
                 fh.write("Nov 21 10:00:01 [1:1] core ERR second\nNov 21 10:00:02 [1:1] core INFO third\n")
         if len(got) == 3:
             break
+    assert isinstance(stream, Generator)  # Client.stream is a generator function
     stream.close()  # the client hangs up; the daemon's follower ends
     assert got == ["first", "second", "third"]
     missing = client.call("logs", {})

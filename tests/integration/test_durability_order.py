@@ -417,7 +417,7 @@ def packages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def upgrades(tmp_path_factory: pytest.TempPathFactory,
              packages: dict[str, Path]) -> Callable[..., Trace]:
     """Traced upgrades, run once per (panel, mode) and shared by the tests below."""
-    cache: dict[tuple[str, str], Trace] = {}
+    cache: dict[tuple[str, str, bool], Trace] = {}
     base = tmp_path_factory.mktemp("upgrades")
 
     def get(panel: str, mode: str, fallback: bool = False) -> Trace:
@@ -575,6 +575,18 @@ def test_first_transaction_on_a_root_makes_its_journal_durable(tmp_path: Path, p
     assert check_journal_dirs_durable(trace) == []
 
 
+class _PathsTrace(Trace):
+    """A trace whose filesystems are told by path (``devs``: a directory -> its filesystem,
+    any other path on 0), for a run whose mounts are gone with its mount namespace."""
+
+    def __init__(self, calls: list[Call], root: Path, devs: dict[str, int]) -> None:
+        super().__init__(calls, root)
+        self.devs = devs
+
+    def dev(self, path: str) -> int:
+        return next((d for p, d in self.devs.items() if path == p or path.startswith(p + "/")), 0)
+
+
 @pytest.mark.root
 @pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare(1) for a private mount namespace")
 def test_first_transaction_with_var_on_its_own_filesystem(tmp_path: Path, packages: dict[str, Path]) -> None:
@@ -591,8 +603,6 @@ def test_first_transaction_with_var_on_its_own_filesystem(tmp_path: Path, packag
     if done.returncode != 0 and "mount" in done.stderr:
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()[:200]}")
     assert done.returncode == 0, done.stdout + done.stderr
-    trace = Trace(parse(log), root)
     # var/lib is gone with the namespace: judge filesystems by the paths the trace names
-    devs = {trace.root + "/var/lib": 1}
-    trace.dev = lambda path: next((d for p, d in devs.items() if path == p or path.startswith(p + "/")), 0)
+    trace = _PathsTrace(parse(log), root, devs={f"{root}/var/lib": 1})
     assert check_journal_dirs_durable(trace) == []

@@ -191,7 +191,7 @@ def versions(panel: str, pkgs: Path, **hooks: str) -> tuple[Path, Path]:
     """1.0 and an upgrade (2.0 / 1.1) that adds, replaces and removes, with ``hooks`` in it."""
     if panel == "ispmanager":
         return isp(pkgs, "1.0", ISP_V1), isp(pkgs, "2.0", ISP_V2, **hooks)
-    return ext(pkgs, "1.0", EXT_V1), ext(pkgs, "1.1", **hooks)
+    return ext(pkgs, "1.0", EXT_V1), ext(pkgs, "1.1", None, **hooks)
 
 
 def ok(run: Run) -> dict[str, Any]:
@@ -376,7 +376,8 @@ def test_full_disk_at_every_point_keeps_the_exact_old_state(full_disk: list[Tria
 def test_full_disk_at_every_point_names_the_cause(full_disk: list[Trial]) -> None:
     bad = []
     for t in (t for t in full_disk if t.run.rc != 0):
-        err = t.run.json["error"] if t.run.stdout.strip() else {"code": "?", "message": t.run.stderr}
+        err: dict[str, Any] = (t.run.json["error"] if t.run.stdout.strip()
+                               else {"code": "?", "message": t.run.stderr})
         cause = (err.get("details") or {}).get("cause_code", err["code"])
         msg = err["message"]
         good = (t.run.rc in (8, 10) and cause not in ("internal-error", "state-corrupt")
@@ -693,7 +694,7 @@ def test_plesk_hook_with_a_php_parse_error(root: Path, pkgs: Path, hook: str) ->
     ok(cli(root, "install", str(ext(pkgs, "1.0"))))
     before = snapshot(root)
     broken = 'echo "migrating" exit(0);'  # a missing ';': PHP exits 255
-    run = cli(root, "install", str(ext(pkgs, "1.1", **{hook.replace("-", "_"): broken})))
+    run = cli(root, "install", str(ext(pkgs, "1.1", None, **{hook.replace("-", "_"): broken})))
     err = failure(run, 3, "invalid-package")
     assert err["details"]["rule"] == "php-syntax" and err["details"]["path"] == f"plib/scripts/{hook}.php"
     assert "Parse error" in err["message"] and "syntax error" in err["message"], err["message"]

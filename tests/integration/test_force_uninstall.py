@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
 from mgr_agent.sandbox.samples import ispmanager_files, plesk_files, write_zip
 from tests.helpers import cli, leftovers, snapshot
 from tests.integration.test_daemon import start, via  # noqa: F401 - start is a fixture
+
+if TYPE_CHECKING:
+    from mgr_agent.commands.reads import VerifyData
 
 MGR = "usr/local/mgr5"
 PSA = "usr/local/psa"
@@ -114,7 +117,7 @@ def test_force_and_verify_through_the_daemon(root: Path, pkgs: Path, start: Any)
     client = api.Client(Layout.at(root).socket_path)
     checked = client.call("verify", {"name": "demo"}, root=root)
     assert checked.exit_code == 16
-    assert [f["path"] for f in checked.data["files"]] == [f"{MGR}/addon/demo.py"]
+    assert [f["path"] for f in cast("VerifyData", checked.data)["files"]] == [f"{MGR}/addon/demo.py"]
     refused = via(root, "uninstall", "demo", daemon=True)
     assert refused.rc == 7 and "--force" in refused.json["error"]["hint"]
     forced = via(root, "uninstall", "demo", "--force", daemon=True)

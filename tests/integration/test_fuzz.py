@@ -171,8 +171,8 @@ def variants(draw: st.DrawFn, panel: str) -> Variant:
     file_or_dir = OVERLAP[panel]
     if set(file_or_dir) <= paths and not draw(st.sampled_from([False] * 5 + [True])):
         paths.discard(draw(st.sampled_from(file_or_dir)))  # mostly one or the other
-    paths = sorted(paths)
-    files = tuple((p, draw(CONTENTS), draw(st.sampled_from(MODES))) for p in paths)
+    ordered = sorted(paths)
+    files = tuple((p, draw(CONTENTS), draw(st.sampled_from(MODES))) for p in ordered)
     versions = ["1.0", "1.1", "2.0", "0.9", "1.0.1"]
     version = draw(st.sampled_from([*versions, None] if panel == ISP else versions))
     release = draw(st.sampled_from(["1", "2"])) if panel == PLESK else ""

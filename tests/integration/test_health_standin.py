@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -70,7 +71,7 @@ def test_handler_answering_bad_xml_is_rolled_back(panel: Layout, pkgs: Path) -> 
     assert any("answers again" in n for n in doc["notes"])
 
 
-def _without_runtime(before: dict, after: dict) -> dict:
+def _without_runtime(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     """``before`` with the panel's own run-time files (log, pid, locks) taken from ``after``."""
     runtime = {k for k in set(before) | set(after) if k.startswith(f"{MGR}/var/")}
     out = {k: v for k, v in before.items() if k not in runtime}

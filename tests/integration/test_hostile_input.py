@@ -459,7 +459,7 @@ def assert_refused(root: Path, archive: Path, case: Case) -> dict[str, Any]:
     doc = json.loads(lines[0])
     assert isinstance(doc, dict)
     assert doc["action"] == "failed" and doc["changed"] is False
-    err = doc["error"]
+    err: dict[str, Any] = doc["error"]
     assert err["code"] == case.code, err
     assert case.needle in err["message"], err
     assert err.get("details"), f"an error without details: {err}"

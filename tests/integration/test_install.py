@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,7 +30,7 @@ def ext(pkgs: Path, version: str, **kw: object) -> Path:
     return write_zip(plesk_files("demo-ext", version, **kw), pkgs / f"ext-{version}-{len(kw)}.zip")  # type: ignore[arg-type]
 
 
-def ok(run: object) -> dict:
+def ok(run: object) -> dict[str, Any]:
     assert run.rc == 0, (run.stdout, run.stderr)  # type: ignore[attr-defined]
     return run.json  # type: ignore[attr-defined,no-any-return]
 

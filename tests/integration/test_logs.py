@@ -126,7 +126,7 @@ def write_with_rotations(path: Path, total: int, rotations: dict[int, Rotate],
     record the log received (rotation markers included), in order. No pause before a rotation,
     so the follower may not have read the last lines when the file is cut."""
     expected: list[str] = []
-    fh = open(path, "a")  # noqa: SIM115 - a rotation may swap it for a new file
+    fh: TextIO = open(path, "a")  # noqa: SIM115 - a rotation may swap it for a new file
     for i in range(total):
         if i in rotations:
             fh = rotations[i](path, fh)

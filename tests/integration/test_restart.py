@@ -6,6 +6,7 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -90,7 +91,7 @@ def test_core_that_ignores_sigterm_is_killed(root: Path, tmp_path: Path) -> None
 LINE = "Nov 21 10:00:01 [4242:1] core_module {level} {message}\n"
 
 
-def _upgrade_logging(root: Path, pkgs: Path, message: str, level: str = "ERR") -> tuple[int, dict]:
+def _upgrade_logging(root: Path, pkgs: Path, message: str, level: str = "ERR") -> tuple[int, dict[str, Any]]:
     log = root / MGR / "var/ispmgr.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_text(LINE.format(level="ERR", message="old error for demo.settings before the switch"))

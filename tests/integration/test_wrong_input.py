@@ -317,8 +317,10 @@ def test_name_resolution_failure_is_not_retried() -> None:
 
     from mgr_agent import download  # noqa: PLC0415
 
-    reason = NameResolutionError("no-such-host.invalid", None, socket.gaierror(-2, "Name or service "
-                                                                                "not known"))
+    # deliberately without a connection or a pool (typed as required): no socket is opened,
+    # and urllib3 itself rebuilds the error with None when unpickling it
+    reason = NameResolutionError("no-such-host.invalid", None,  # type: ignore[arg-type]
+                                 socket.gaierror(-2, "Name or service not known"))
     exc = requests.ConnectionError(MaxRetryError(None, "/x.zip", reason))  # type: ignore[arg-type]
     final = download._unhealable("https://no-such-host.invalid/x.zip", exc)
     assert final is not None and "cannot resolve the host name no-such-host.invalid" in final.message

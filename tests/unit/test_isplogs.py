@@ -104,9 +104,12 @@ def test_lines_without_a_timestamp_are_continuations(line: str) -> None:
 
 def test_year_is_the_current_one_or_the_previous_when_that_would_be_future() -> None:
     jan = datetime(2027, 1, 2, 9, 0, 0)
-    assert parse_line("Dec 31 23:59:59 [1:1] core INFO x", now=jan).time == datetime(2026, 12, 31, 23, 59, 59)
-    assert parse_line("Jan 02 08:00:00 [1:1] core INFO x", now=jan).time == datetime(2027, 1, 2, 8, 0, 0)
-    assert parse_line("Feb 29 08:00:00 [1:1] core INFO x", now=jan).time == datetime(2024, 2, 29, 8, 0, 0)
+    dec = parse_line("Dec 31 23:59:59 [1:1] core INFO x", now=jan)
+    assert dec is not None and dec.time == datetime(2026, 12, 31, 23, 59, 59)
+    same_day = parse_line("Jan 02 08:00:00 [1:1] core INFO x", now=jan)
+    assert same_day is not None and same_day.time == datetime(2027, 1, 2, 8, 0, 0)
+    leap = parse_line("Feb 29 08:00:00 [1:1] core INFO x", now=jan)
+    assert leap is not None and leap.time == datetime(2024, 2, 29, 8, 0, 0)
 
 
 def test_continuation_lines_join_their_record_and_orphans_stay_raw() -> None:

@@ -27,7 +27,7 @@ options:
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-class Connection(ConnectionBase):
+class Connection(ConnectionBase):  # type: ignore[misc]  # ansible has no type stubs: its base is Any
     transport = "nsenter"
     has_pipelining = True
 
