@@ -115,10 +115,15 @@ def check_name(name: str, limits: Limits) -> str:
     if len(name) >= 2 and name[1] == ":" and name[0].isalpha():
         raise reject(name, "drive-letter", "drive-letter paths are not allowed")
     trimmed = name[:-1] if name.endswith("/") else name
-    encoded = trimmed.encode("utf-8", "surrogateescape")
-    if len(encoded) > limits.max_path_bytes:
-        raise reject(name, "path-too-long", f"path is {len(encoded)} bytes, over {limits.max_path_bytes}")
-    for part in trimmed.split("/"):
+    plain = trimmed.isascii()  # the usual case: a character is a byte
+    size = len(trimmed) if plain else len(trimmed.encode("utf-8", "surrogateescape"))
+    if size > limits.max_path_bytes:
+        raise reject(name, "path-too-long", f"path is {size} bytes, over {limits.max_path_bytes}")
+    parts = trimmed.split("/")
+    if plain and ".." not in parts and "" not in parts and "." not in parts \
+            and max(map(len, parts)) <= limits.max_component_bytes:
+        return trimmed  # the loop below finds nothing (it names the first offender)
+    for part in parts:
         if part == "..":
             raise reject(name, "path-traversal", "'..' components are not allowed")
         if part in ("", "."):
@@ -162,7 +167,8 @@ class Collector:
         return True
 
     def _fold(self, name: str) -> None:
-        key = unicodedata.normalize("NFC", name).casefold()
+        # NFC leaves an ASCII name as it is
+        key = name.casefold() if name.isascii() else unicodedata.normalize("NFC", name).casefold()
         other = self.folded.get(key)
         if other is not None and other != name:
             raise reject(
@@ -202,11 +208,13 @@ class Collector:
 
     def finish(self) -> dict[str, Entry]:
         """Refuse a file used as a directory by another entry."""
+        clear: set[str] = set()  # folders already found to be no file's name, nor above one
         for name in self.entries:
             parent = name.rpartition("/")[0]
-            while parent:
+            while parent and parent not in clear:
                 if parent in self.entries:
                     raise reject(name, "overlapping-entries", f"lies under {parent!r}, which is a file")
+                clear.add(parent)
                 parent = parent.rpartition("/")[0]
         return self.entries
 

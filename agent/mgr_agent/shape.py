@@ -35,7 +35,7 @@ SEARCH_DEPTH = 3
 def is_junk(name: str) -> bool:
     """Whether a package entry (POSIX path, files or folders) is VCS or editor junk."""
     parts = name.rstrip("/").split("/")
-    if any(p in JUNK_DIRS for p in parts[:-1]):
+    if not JUNK_DIRS.isdisjoint(parts[:-1]):
         return True
     last = parts[-1]
     return last in JUNK_DIRS or last in JUNK_FILES or last.endswith(JUNK_SUFFIXES)

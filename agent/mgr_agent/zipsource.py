@@ -150,10 +150,11 @@ class ZipSource:
                 )
             mode = unix_mode & 0o7777 if unix_mode else 0o644
             col.add_file(name, info.file_size, mode, info.CRC)
-            self._names[col.check(name)] = info
+            checked = col.check(name)
+            self._names[checked] = info
             raw = zipread.raw_name(info)
             if info.compress_type in zipread.FAST_METHODS:
-                self._members[col.check(name)] = zipread.member(info, raw)
+                self._members[checked] = zipread.member(info, raw)
             spans.append((info.header_offset, info.header_offset + 30 + len(raw) + info.compress_size,
                           name))
         spans.sort()
