@@ -15,7 +15,14 @@ from pathlib import Path
 import pytest
 
 from mgr_agent import libc
-from mgr_agent.fsutil import AtomicWriter, atomic_write, rename_noreplace, write_atomic, write_new
+from mgr_agent.fsutil import (
+    AtomicWriter,
+    atomic_write,
+    rename_noreplace,
+    same_bytes,
+    write_atomic,
+    write_new,
+)
 from mgr_agent.writeback import Closer, fsync_all
 
 
@@ -266,3 +273,25 @@ def test_write_new_closes_its_file_itself_when_the_write_fails(tmp_path: Path) -
         write_new(tmp_path / "f", chunks(), 0o644, sync=False, closer=closer)
     closer.finish()
     assert not _open_under(tmp_path)
+
+
+def test_same_bytes_compares_whole_files(tmp_path: Path) -> None:
+    """``same_bytes`` (the no-op test's comparison with the stored archive): equal files,
+    a difference in the first chunk, in the last partial one, and files of other lengths."""
+    data = os.urandom(3 * 1024 + 100)
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.write_bytes(data)
+    b.write_bytes(data)
+    assert same_bytes(a, b, chunk=1024)
+    for at in (0, len(data) - 1):
+        changed = bytearray(data)
+        changed[at] ^= 1
+        b.write_bytes(bytes(changed))
+        assert not same_bytes(a, b, chunk=1024), at
+    b.write_bytes(data[:-1])
+    assert not same_bytes(a, b, chunk=1024)
+    b.write_bytes(data + b"x")
+    assert not same_bytes(a, b, chunk=1024)
+    (tmp_path / "e1").write_bytes(b"")
+    (tmp_path / "e2").write_bytes(b"")
+    assert same_bytes(tmp_path / "e1", tmp_path / "e2")
