@@ -306,7 +306,7 @@ def _same_archive(access: StateAccess, path: Path, sha256: str | None, panel: st
                   wanted: bool) -> tuple[str | None, Result | None]:
     """The archive's sha256, and ``unchanged`` if that very archive is installed (if
     ``wanted``).  Not computed here when nothing is installed or no installed version's
-    stored archive (a byte copy of the one it came from) has this one's size: ``load``
+    stored archive (a byte copy of an archive of its content) has this one's size: ``load``
     then hashes it alongside the checks.  Without ``sha256`` to check, an installed
     version's stored archive of the same size is compared byte for byte first (half the
     cost of hashing): the same bytes are that version's content, ``unchanged``.  (Its
