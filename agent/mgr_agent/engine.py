@@ -307,46 +307,27 @@ def _same_archive(access: StateAccess, path: Path, sha256: str | None, panel: st
     """The archive's sha256, and ``unchanged`` if that very archive is installed (if
     ``wanted``).  Not computed here when nothing is installed or no installed version's
     stored archive (a byte copy of an archive of its content) has this one's size: ``load``
-    then hashes it alongside the checks.  Without ``sha256`` to check, an installed
-    version's stored archive of the same size is compared byte for byte first (half the
-    cost of hashing): the same bytes are that version's content, ``unchanged``.  (Its
-    recorded sha256 is not taken for this file's: the store keeps the first archive of a
-    content, which may not be the one that version was installed from.)"""
+    then hashes it alongside the checks.  Without ``sha256`` to check, such a stored
+    archive is compared byte for byte first (:func:`mgr_agent.queries.holds_bytes_of`)."""
     from mgr_agent.fsutil import sha256_file  # noqa: PLC0415 - see the note at the top
 
     if not wanted or not path.is_file() or not access.ctx.layout.db_file.exists():
         return None, None
-    size, top = path.stat().st_size, access.ctx.layout.archives_dir
+    size, layout = path.stat().st_size, access.ctx.layout
     with access.reading() as state:
-        packages = state.packages()
-    sizes = {p.archive: _size(top / p.archive) for p in packages if p.archive_sha}
+        packages = [p for p in state.packages() if p.archive_sha]
+    sizes = {p.archive: queries.stored_size(layout, p) for p in packages}
     if not any(s in (size, None) for s in sizes.values()):
         return None, None
     if sha256 is None:
         for p in packages:
-            if p.archive_sha and sizes[p.archive] == size and (panel is None or p.panel == panel) \
-                    and _same_bytes(top / p.archive, path):
+            if sizes[p.archive] == size and (panel is None or p.panel == panel) \
+                    and queries.holds_bytes_of(layout, p, path):
                 return None, queries.same_archive([p], p.archive_sha, panel)
     digest = sha256_file(path)
     if sha256 is not None and digest != sha256.lower():
         return digest, None  # load reports the mismatch
     return digest, queries.same_archive(packages, digest, panel)
-
-
-def _same_bytes(stored: Path, path: Path) -> bool:
-    from mgr_agent.fsutil import same_bytes  # noqa: PLC0415 - see the note at the top
-
-    try:
-        return same_bytes(stored, path)
-    except OSError:
-        return False  # (unreadable: the archive is hashed)
-
-
-def _size(path: Path) -> int | None:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return None  # (unknown: the archive is hashed)
 
 
 def _refuse_downgrade(pkg: Package, installed: Installed) -> None:

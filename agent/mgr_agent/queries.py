@@ -25,6 +25,7 @@ from mgr_agent.state import Installed, State
 
 if TYPE_CHECKING:  # list and history need neither the validators nor the archive readers
     from mgr_agent import checks
+    from mgr_agent.layout import Layout
 
 
 def installed(state: State, name: str, panel: str | None) -> Installed:
@@ -45,6 +46,27 @@ def same_archive(packages: list[Installed], digest: str, panel: str | None) -> R
         return None
     return Result(action="unchanged", name=found.name, panel=found.panel, version=found.label,
                   previous_version=found.label)
+
+
+def stored_size(layout: Layout, installed: Installed) -> int | None:
+    """The size of ``installed``'s stored archive; None when it cannot be read."""
+    try:
+        return (layout.archives_dir / installed.archive).stat().st_size
+    except OSError:
+        return None
+
+
+def holds_bytes_of(layout: Layout, installed: Installed, path: Path) -> bool:
+    """Whether the file at ``path`` holds the very bytes of ``installed``'s stored archive,
+    compared rather than hashed (half the cost); then it holds that version's content.
+    (Its recorded ``archive_sha`` is not this file's for sure: the store keeps the first
+    archive of a content, which need not be the one that version was installed from.)"""
+    from mgr_agent.fsutil import same_bytes  # noqa: PLC0415 - loaded with the lock anyway
+
+    try:
+        return same_bytes(layout.archives_dir / installed.archive, path)
+    except OSError:
+        return False  # unreadable: the caller hashes the file
 
 
 def listing(state: State) -> Result:

@@ -280,27 +280,11 @@ class State:
             )
 
     def commit(self, commit: Commit) -> None:
-        """The commit point of a transaction."""
+        """The commit point of a transaction: the package's rows, its manifest
+        (:func:`_write_manifest`), its diversions, the retained versions and the history
+        row, in one SQLite transaction."""
         panel, name = commit.panel, commit.name
         with self._tx() as db:
-            files = commit.files
-            previous = commit.previous if commit.package is not None else None
-            if previous is not None and db.execute(
-                    "SELECT COUNT(*) FROM files WHERE panel=? AND name=?",
-                    (panel, name)).fetchone()[0] != len(previous):
-                previous = None  # not the manifest on record: every row is written again
-            if previous is None:
-                db.execute("DELETE FROM files WHERE panel=? AND name=?", (panel, name))
-            else:  # the rows an upgrade changes, not all of them (1% changed: 1% written)
-                new = dict(files)
-                db.executemany("DELETE FROM files WHERE path=? AND panel=? AND name=?",
-                               [(path, panel, name) for path in previous if path not in new])
-                db.executemany("UPDATE files SET sha256=?, size=?, mode=?, kind=?, crc32=?, ino=?, "
-                               "mtime_ns=? WHERE path=? AND panel=? AND name=?",
-                               [(f.sha256, f.size, f.mode, f.kind, f.crc32, f.ino, f.mtime_ns,
-                                 path, panel, name) for path, f in files
-                                if path in previous and previous[path] != f])
-                files = [(path, f) for path, f in files if path not in previous]
             db.execute("DELETE FROM dirs WHERE panel=? AND name=?", (panel, name))
             db.execute("DELETE FROM packages WHERE panel=? AND name=?", (panel, name))
             if commit.package is not None:
@@ -309,18 +293,15 @@ class State:
                            (pkg.panel, pkg.name, pkg.version, pkg.release, pkg.content_hash,
                             pkg.archive, pkg.installed_at, pkg.tx, json.dumps(pkg.meta),
                             pkg.archive_sha))
-                db.executemany("INSERT INTO files (path, panel, name, sha256, size, mode, kind, "
-                               "crc32, ino, mtime_ns) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                               [(path, panel, name, f.sha256, f.size, f.mode, f.kind,
-                                 f.crc32, f.ino, f.mtime_ns) for path, f in files])
                 db.executemany("INSERT INTO dirs VALUES (?,?,?)",
                                [(d, panel, name) for d in commit.dirs])
+            _write_manifest(db, commit)
             for path in commit.diversions_drop:
                 db.execute("DELETE FROM diversions WHERE path=?", (path,))
             for path, stored in commit.diversions_add.items():
                 db.execute("INSERT OR REPLACE INTO diversions VALUES (?,?,?,?)",
                            (path, panel, name, stored))
-            self._write_retained(db, commit)
+            _write_retained(db, commit)
             record = commit.history
             db.execute(
                 "INSERT OR REPLACE INTO history VALUES (?,?,?,?,?,?,?,?,?,?,?)",
@@ -329,28 +310,60 @@ class State:
                  record.get("action"), json.dumps(record.get("detail", {}))),
             )
 
-    @staticmethod
-    def _write_retained(db: sqlite3.Connection, commit: Commit) -> None:
-        """The retained versions after ``commit`` (table ``kept``, see the module's note)."""
-        panel, name = commit.panel, commit.name
-        if commit.drop_retained_hash is not None:
-            db.execute("DELETE FROM kept WHERE panel=? AND name=? AND content_hash=?",
-                       (panel, name, commit.drop_retained_hash))
-        if commit.package is None:  # uninstalled: nothing to roll back to
-            db.execute("DELETE FROM kept WHERE panel=? AND name=?", (panel, name))
-            return
-        previous = commit.retain_previous
-        if previous is None:
-            return
+
+def _write_manifest(db: sqlite3.Connection, commit: Commit) -> None:
+    """The package's ``files`` rows after ``commit``.  With ``commit.previous`` (an
+    upgrade's or a rollback's manifest as its plan read it under the lock), only the rows
+    that differ are written, once the package is seen to hold that many rows; otherwise
+    all of them.  A new row is inserted, never replaced: it cannot take over a path
+    another package's manifest holds."""
+    panel, name = commit.panel, commit.name
+    files = commit.files
+    previous = commit.previous if commit.package is not None else None
+    if previous is not None and db.execute(
+            "SELECT COUNT(*) FROM files WHERE panel=? AND name=?",
+            (panel, name)).fetchone()[0] != len(previous):
+        previous = None  # not the manifest on record: every row is written again
+    if previous is None:
+        db.execute("DELETE FROM files WHERE panel=? AND name=?", (panel, name))
+    else:  # the rows an upgrade changes, not all of them (1% changed: 1% written)
+        new = dict(files)
+        db.executemany("DELETE FROM files WHERE path=? AND panel=? AND name=?",
+                       [(path, panel, name) for path in previous if path not in new])
+        db.executemany("UPDATE files SET sha256=?, size=?, mode=?, kind=?, crc32=?, ino=?, "
+                       "mtime_ns=? WHERE path=? AND panel=? AND name=?",
+                       [(f.sha256, f.size, f.mode, f.kind, f.crc32, f.ino, f.mtime_ns,
+                         path, panel, name) for path, f in files
+                        if path in previous and previous[path] != f])
+        files = [(path, f) for path, f in files if path not in previous]
+    if commit.package is not None:
+        db.executemany("INSERT INTO files (path, panel, name, sha256, size, mode, kind, "
+                       "crc32, ino, mtime_ns) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                       [(path, panel, name, f.sha256, f.size, f.mode, f.kind,
+                         f.crc32, f.ino, f.mtime_ns) for path, f in files])
+
+
+def _write_retained(db: sqlite3.Connection, commit: Commit) -> None:
+    """The retained versions after ``commit`` (table ``kept``, see the module's note)."""
+    panel, name = commit.panel, commit.name
+    if commit.drop_retained_hash is not None:
         db.execute("DELETE FROM kept WHERE panel=? AND name=? AND content_hash=?",
-                   (previous.panel, previous.name, previous.content_hash))
-        db.execute("INSERT INTO kept VALUES (?,?,?,?,?,?,?,?)",
-                   (previous.panel, previous.name, previous.version, previous.release,
-                    previous.content_hash, previous.archive, previous.retained_at, previous.tx))
-        db.execute(
-            "DELETE FROM kept WHERE panel=? AND name=? AND rowid NOT IN ("
-            "SELECT rowid FROM kept WHERE panel=? AND name=? ORDER BY kept_at DESC LIMIT ?)",
-            (panel, name, panel, name, commit.retain_versions))
+                   (panel, name, commit.drop_retained_hash))
+    if commit.package is None:  # uninstalled: nothing to roll back to
+        db.execute("DELETE FROM kept WHERE panel=? AND name=?", (panel, name))
+        return
+    previous = commit.retain_previous
+    if previous is None:
+        return
+    db.execute("DELETE FROM kept WHERE panel=? AND name=? AND content_hash=?",
+               (previous.panel, previous.name, previous.content_hash))
+    db.execute("INSERT INTO kept VALUES (?,?,?,?,?,?,?,?)",
+               (previous.panel, previous.name, previous.version, previous.release,
+                previous.content_hash, previous.archive, previous.retained_at, previous.tx))
+    db.execute(
+        "DELETE FROM kept WHERE panel=? AND name=? AND rowid NOT IN ("
+        "SELECT rowid FROM kept WHERE panel=? AND name=? ORDER BY kept_at DESC LIMIT ?)",
+        (panel, name, panel, name, commit.retain_versions))
 
 
 def open_read_only(path: Path) -> State | None:
