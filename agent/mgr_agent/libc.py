@@ -54,7 +54,6 @@ _SIGNATURES: dict[str, tuple[list[type[ctypes._SimpleCData[int]] | type[ctypes.c
     "inotify_init1": ([_c_int], _c_int),
     "inotify_add_watch": ([_c_int, _c_char_p, ctypes.c_uint32], _c_int),
     "inotify_rm_watch": ([_c_int, _c_int], _c_int),
-    "statx": ([_c_int, _c_char_p, _c_int, _c_uint, _c_char_p], _c_int),  # the buffer: char[256]
 }
 
 
@@ -159,11 +158,26 @@ class Inotify:
 
 @functools.cache
 def _statx() -> tuple[Any, threading.local]:
-    """libc's ``statx``, and a buffer per thread to call it with."""
+    """libc's ``statx``, and a buffer per thread to call it with.  Without ``argtypes``:
+    its arguments are always an int, bytes, two ints and the buffer, which ctypes passes
+    as they are, where the conversion ``argtypes`` asks for cost more than the system
+    call (3.4 against 2.9 µs a call; ``os.lstat``: 2.5).  ENOSYS where libc has none."""
     func = getattr(load(), "statx", None)
     if func is None:
         raise OSError(errno.ENOSYS, os.strerror(errno.ENOSYS))
     return func, threading.local()
+
+
+def _statx_into(name: bytes, mask: int, path: str) -> ctypes.Array[ctypes.c_char]:
+    """``statx(2)`` of ``name``, not following a final link, asking for ``mask``: the
+    thread's buffer, filled (``path`` names the file in an error)."""
+    func, local = _statx()
+    buf = getattr(local, "buf", None)
+    if buf is None:
+        buf = local.buf = ctypes.create_string_buffer(STATX_SIZE)
+    if func(AT_FDCWD, name, AT_SYMLINK_NOFOLLOW, mask, buf) < 0:
+        _check(-1, path)
+    return buf
 
 
 class Lstat(NamedTuple):
@@ -181,31 +195,16 @@ class Lstat(NamedTuple):
     reported: int
 
 
-@functools.cache
-def _statx_untyped() -> tuple[Any, threading.local]:
-    """libc's ``statx`` without ``argtypes`` (a pointer of its own: ``CDLL[name]`` makes a
-    new one), and a buffer per thread: ctypes then passes the ints and the bytes as they
-    are, without the conversion ``argtypes`` asks for (2.9 against 3.4 µs a call, the
-    system call included; ``os.lstat``: 2.5).  Only for :func:`lstat`, whose arguments are
-    always an int, bytes, two ints and the buffer."""
-    _statx()  # ENOSYS where libc has none
-    return load()["statx"], threading.local()
-
-
 def lstat(path: str) -> Lstat | os.stat_result:
     """``lstat`` of ``path`` with its inode attributes, in one ``statx`` (ENOENT raises
     ``FileNotFoundError``).  ``os.lstat``'s result where libc has no ``statx`` or the
     filesystem did not fill in every basic field."""
-    try:
-        func, local = _statx_untyped()
-    except OSError:
+    try:  # (os.fsencode's own call costs more than the encode)
+        buf = _statx_into(path.encode("utf-8", "surrogateescape"), STATX_BASIC_STATS, path)
+    except OSError as exc:
+        if exc.errno != errno.ENOSYS:
+            raise
         return os.lstat(path)
-    buf = getattr(local, "buf", None)
-    if buf is None:
-        buf = local.buf = ctypes.create_string_buffer(STATX_SIZE)
-    if func(AT_FDCWD, path.encode("utf-8", "surrogateescape"), AT_SYMLINK_NOFOLLOW,
-            STATX_BASIC_STATS, buf) < 0:  # (os.fsencode's own call costs more than the encode)
-        _check(-1, path)
     got, attributes, uid, gid, mode, ino, size, reported, sec, nsec = _STATX_STAT.unpack_from(buf)
     if got & STATX_BASIC_STATS != STATX_BASIC_STATS:
         return os.lstat(path)
@@ -217,12 +216,7 @@ def statx_attributes(path: str | bytes | os.PathLike[str]) -> tuple[int, int, in
     its inode attributes (``STATX_ATTR_IMMUTABLE`` ...) and the attributes its filesystem
     reports at all (``stx_attributes_mask``).  One call where ``FS_IOC_GETFLAGS`` needs an
     open, an ioctl and a close; ENOSYS where libc has no ``statx``."""
-    func, local = _statx()
-    buf = getattr(local, "buf", None)
-    if buf is None:
-        buf = local.buf = ctypes.create_string_buffer(STATX_SIZE)
     name = os.fsencode(path)
-    if func(AT_FDCWD, name, AT_SYMLINK_NOFOLLOW, STATX_TYPE, buf) < 0:
-        _check(-1, os.fsdecode(name))
+    buf = _statx_into(name, STATX_TYPE, os.fsdecode(name))
     attributes, mode, mask = _STATX_FIELDS.unpack_from(buf)
     return mode, attributes, mask
