@@ -17,7 +17,7 @@ from mgr_agent.layout import Layout
 from mgr_agent.package import FileSpec, Package
 from mgr_agent.panels.base import Panel
 from mgr_agent.plan import Op, Plan
-from mgr_agent.preflight import LOCKED
+from mgr_agent.preflight import known_clear
 from mgr_agent.state import FileRow, Installed, State
 
 Stat = os.stat_result | libc.Lstat
@@ -123,8 +123,7 @@ def _lstat(path: str, clear: set[str]) -> Stat | None:
         st = libc.lstat(path)
     except FileNotFoundError:
         return None
-    if isinstance(st, libc.Lstat) and st.reported & LOCKED == LOCKED \
-            and not st.attributes & LOCKED:
+    if isinstance(st, libc.Lstat) and known_clear(st.attributes, st.reported):
         clear.add(path)
     return st
 

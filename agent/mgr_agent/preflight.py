@@ -28,6 +28,12 @@ def _existing(path: str) -> str:
     return path
 
 
+def known_clear(attributes: int, reported: int) -> bool:
+    """Whether a ``statx``'s inode attributes tell a file is neither immutable nor
+    append-only: its filesystem reports both flags, and neither is set."""
+    return reported & LOCKED == LOCKED and not attributes & LOCKED
+
+
 def _flags(path: str | Path) -> int:
     """The immutable and append-only flags (chattr) of ``path``, 0 where the filesystem has
     none, where it is missing, or where it is a link: from one ``statx`` when the
