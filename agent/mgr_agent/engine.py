@@ -323,7 +323,7 @@ def _same_archive(access: StateAccess, path: Path, sha256: str | None, panel: st
         for p in packages:
             if sizes[p.archive] == size and (panel is None or p.panel == panel) \
                     and queries.holds_bytes_of(layout, p, path):
-                return None, queries.same_archive([p], p.archive_sha, panel)
+                return None, queries.unchanged(p)
     digest = sha256_file(path)
     if sha256 is not None and digest != sha256.lower():
         return digest, None  # load reports the mismatch

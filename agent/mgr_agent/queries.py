@@ -44,6 +44,11 @@ def same_archive(packages: list[Installed], digest: str, panel: str | None) -> R
     found = next((p for p in packages if digest and p.archive_sha == digest), None)
     if found is None or (panel is not None and found.panel != panel):
         return None
+    return unchanged(found)
+
+
+def unchanged(found: Installed) -> Result:
+    """The answer to installing again what ``found`` already holds."""
     return Result(action="unchanged", name=found.name, panel=found.panel, version=found.label,
                   previous_version=found.label)
 

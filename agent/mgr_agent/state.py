@@ -327,9 +327,9 @@ def _write_manifest(db: sqlite3.Connection, commit: Commit) -> None:
     if previous is None:
         db.execute("DELETE FROM files WHERE panel=? AND name=?", (panel, name))
     else:  # the rows an upgrade changes, not all of them (1% changed: 1% written)
-        new = dict(files)
+        shipped = {path for path, _ in files}
         db.executemany("DELETE FROM files WHERE path=? AND panel=? AND name=?",
-                       [(path, panel, name) for path in previous if path not in new])
+                       [(path, panel, name) for path in previous if path not in shipped])
         db.executemany("UPDATE files SET sha256=?, size=?, mode=?, kind=?, crc32=?, ino=?, "
                        "mtime_ns=? WHERE path=? AND panel=? AND name=?",
                        [(f.sha256, f.size, f.mode, f.kind, f.crc32, f.ino, f.mtime_ns,
