@@ -33,10 +33,10 @@ def build_log(root: Path, size: int) -> Path:
     return log
 
 
-def idle_follow_cpu(root: Path, seconds: float) -> float:
+def idle_follow_cpu(root: Path, seconds: float, python: str = sys.executable) -> float:
     """CPU seconds (user + system) of ``mgr-agent logs -f`` over ``seconds`` of an idle log,
     from the moment it has printed the last record (its start-up is not idle time)."""
-    proc = subprocess.Popen([sys.executable, "-m", "mgr_agent", "--root", str(root), "logs", "-f",
+    proc = subprocess.Popen([python, "-m", "mgr_agent", "--root", str(root), "logs", "-f",
                              "-n", "1"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
         out = proc.stdout
@@ -109,7 +109,7 @@ class NotifySink:
         self.path.unlink(missing_ok=True)
 
 
-def idle_daemon(root: Path, seconds: float) -> dict[str, float]:
+def idle_daemon(root: Path, seconds: float, python: str = sys.executable) -> dict[str, float]:
     """RSS (MiB) and CPU seconds of ``mgr-agent daemon`` idle for ``seconds``, with the
     watchdog running (WATCHDOG_USEC = 10 s: a ping every 5 s to a real notify socket,
     drained all along), and the number of pings received."""
@@ -117,7 +117,7 @@ def idle_daemon(root: Path, seconds: float) -> dict[str, float]:
     sink = NotifySink(root / "notify.sock")
     env = {**os.environ, "NOTIFY_SOCKET": str(sink.path), "WATCHDOG_USEC": "10000000"}
     env.pop("MGR_AGENT_FAULT", None)
-    proc = subprocess.Popen([sys.executable, "-m", "mgr_agent", "--root", str(root), "daemon"],
+    proc = subprocess.Popen([python, "-m", "mgr_agent", "--root", str(root), "daemon"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         if not sink.wait_for("READY=1", 60):

@@ -42,7 +42,7 @@ from mgr_agent.config import Config
 from mgr_agent.engine import Engine
 from mgr_agent.errors import UsageError
 from mgr_agent.layout import Layout
-from tests.bench import live, logs_bench, report, trialfs
+from tests.bench import deployed, live, logs_bench, report, trialfs
 from tests.bench import payload as pl
 from tests.bench.trials import REPO, TIMEOUT, TrialFailed, Trials, agent_command, dpkg_config
 
@@ -95,10 +95,13 @@ def _vm(name: str) -> str:
         return "?"
 
 
-def machine(work: Path, trial_fs: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The machine, its work directory's filesystem, the trials' filesystem (see
-    :mod:`tests.bench.trialfs`) and dpkg's configured force options."""
-    return {"platform": platform.platform(), "cpus": os.cpu_count(), "python": sys.version.split()[0],
+def machine(work: Path, trial_fs: dict[str, Any] | None = None,
+            python: str = sys.executable) -> dict[str, Any]:
+    """The machine, the agent's interpreter (``python``), its work directory's filesystem,
+    the trials' filesystem (see :mod:`tests.bench.trialfs`) and dpkg's configured force
+    options."""
+    version = _version([python, "-c", "import sys; print(sys.version.split()[0])"])
+    return {"platform": platform.platform(), "cpus": os.cpu_count(), "python": version,
             "dpkg": _version(["dpkg", "--version"]), "unzip": _version(["unzip", "-v"]),
             "filesystem": _mount(work), "trial_filesystem": trial_fs or trialfs.describe(work),
             "dpkg_config": dpkg_config(), "memory": _meminfo(),
@@ -135,7 +138,8 @@ def agent_info(modes: list[str]) -> dict[str, Any]:
 
 
 class Bench:
-    def __init__(self, sizes: list[int], reps: int, work: Path, trial_root: Path | None = None) -> None:
+    def __init__(self, sizes: list[int], reps: int, work: Path, trial_root: Path | None = None,
+                 python: str = sys.executable) -> None:
         self.sizes = sorted(sizes)
         self.reps = reps
         self.work = work
@@ -145,7 +149,8 @@ class Bench:
         self.big_reps = reps          # repetitions of the secondary groups (see --big-reps)
         self.samples: dict[str, list[float]] = defaultdict(list)
         self.payloads = pl.Payloads(work / "payloads")
-        self.trials = Trials(self.trial_root, sys.executable)
+        self.python = python          # the measured agent's interpreter (tests.bench.deployed)
+        self.trials = Trials(self.trial_root, python)
         self.have_dpkg = bool(shutil.which("dpkg") and shutil.which("dpkg-deb"))
         self.have_unzip = bool(shutil.which("unzip"))
         self.notes: list[str] = []
@@ -292,7 +297,7 @@ class Bench:
             if self.have_dpkg:
                 scaling.append((f"plesk-{n}/dpkg-install",
                                 functools.partial(self._dpkg_fresh, d[f"plesk-{n}"], "scaling-dpkg")))
-        py, cmd = sys.executable, agent_command(sys.executable)
+        py, cmd = self.python, agent_command(self.python)
         startup: list[Member] = [
             ("startup/python-pass", lambda: t.run([py, "-c", "pass"])[0]),
             ("startup/agent-version", lambda: t.run([*cmd, "--version"])[0]),
@@ -379,10 +384,11 @@ class Bench:
         results: dict[str, Any] = {}
 
         def follow() -> None:
-            results["follow"] = logs_bench.idle_follow_cpu(self.log_root, self.idle_seconds)
+            results["follow"] = logs_bench.idle_follow_cpu(self.log_root, self.idle_seconds, self.python)
 
         def daemon() -> None:
-            results["daemon"] = logs_bench.idle_daemon(self.work / "daemonroot", self.idle_seconds)
+            results["daemon"] = logs_bench.idle_daemon(self.work / "daemonroot", self.idle_seconds,
+                                                       self.python)
 
         threads = [threading.Thread(target=follow), threading.Thread(target=daemon)]
         for thread in threads:
@@ -558,7 +564,7 @@ class Bench:
                          "big_reps": min(self.big_reps, self.reps), "live_reps": self.live_reps,
                          "headline_size": self.headline, "seed": pl.SEED, "generator": pl.GENERATOR,
                          "idle_seconds": self.idle_seconds, "log_bytes": self.log_bytes},
-            "machine": machine(self.work, self.trial_fs or None),
+            "machine": machine(self.work, self.trial_fs or None, self.python),
             "agent": agent_info(self.modes),
             "payloads": self.described,
             "rows": [r.to_dict() for r in rows],
@@ -619,6 +625,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                              "here: in --work itself (default %(default)s)")
     parser.add_argument("--fs-size", type=float, default=None, metavar="GIB",
                         help="the sparse image's size (default 24, 4 with --quick)")
+    parser.add_argument("--python", default=None, metavar="PATH|current",
+                        help="the interpreter of the agent measured: a venv of it is built with the "
+                             "agent pip-installed, as deploy/install.sh does on a server (default: "
+                             "$BENCH_PYTHON, else the distribution's /usr/bin/python3); `current`: "
+                             "this interpreter and the agent it imports (the development venv)")
     parser.add_argument("--keep", action="store_true",
                         help="keep the trial roots after the run (and the image mounted)")
     args = parser.parse_args(argv)
@@ -651,8 +662,14 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminate)
+    if args.python == "current":
+        python, what = sys.executable, f"this interpreter ({sys.executable})"
+    else:
+        python, what = deployed.agent_python(work, args.python)
+    log(f"the agent measured runs on {what}")
     with trialfs.TrialFilesystem(work, args.fs, int(args.fs_size * trialfs.GIB), keep=args.keep) as fs:
-        bench = Bench(args.size_list, args.reps, work, fs.root)
+        bench = Bench(args.size_list, args.reps, work, fs.root, python)
+        bench.notes.append(f"the agent measured: {what}")
         bench.trial_fs = fs.info
         if fs.note:
             bench.notes.append(fs.note)

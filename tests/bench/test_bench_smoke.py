@@ -37,7 +37,7 @@ def test_quick_bench_reports_every_row_and_regenerates_the_page(tmp_path: Path) 
     out = tmp_path / "results/latest.json"
     done = subprocess.run(
         [sys.executable, "-m", "tests.bench.run", "--quick", "--reps", "1", "--sizes", str(SIZE),
-         "--json-out", str(out), "--work", str(tmp_path / "work")],
+         "--json-out", str(out), "--work", str(tmp_path / "work"), "--python", "current"],
         cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
 

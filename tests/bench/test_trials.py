@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from mgr_agent.sandbox.samples import ispmanager_files, write_zip
+from tests.bench import deployed, trialfs
 from tests.bench import payload as pl
-from tests.bench import trialfs
 from tests.bench.trials import DPKG_FLAGS, Trials, dpkg_config
 
 HAVE_DPKG = shutil.which("dpkg") is not None and shutil.which("dpkg-deb") is not None
@@ -173,3 +173,21 @@ def test_the_image_is_unmounted_on_an_error_and_lazily_when_busy(tmp_path: Path)
     with trialfs.TrialFilesystem(work, "here") as fs:
         assert fs.root == work
     assert not (work / trialfs.MOUNT).exists() and not (work / trialfs.IMAGE).exists()
+
+
+def test_the_agent_measured_is_the_deployed_one_or_says_why_not(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bench measures the agent in a venv of the distribution's python3, as
+    deploy/install.sh installs it; the current interpreter stands in for itself, and an
+    interpreter that cannot build a venv leaves the current one, with the reason."""
+    monkeypatch.setenv("BENCH_PYTHON", "/opt/python3-that-is-not-there")
+    assert deployed.interpreter() == "/opt/python3-that-is-not-there"
+    python, what = deployed.agent_python(tmp_path)
+    assert python == sys.executable
+    assert "/opt/python3-that-is-not-there" in what and "could not be built" in what
+    assert not list(tmp_path.glob("agent-venv-*"))  # the failed venv is not left behind
+    monkeypatch.setenv("BENCH_PYTHON", sys.executable)
+    assert deployed.agent_python(tmp_path) == (sys.executable, f"this interpreter ({sys.executable})")
+    monkeypatch.delenv("BENCH_PYTHON")
+    expected = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
+    assert deployed.interpreter() == expected
