@@ -28,6 +28,21 @@ def _existing(path: str) -> str:
     return path
 
 
+def _existing_under(root: str, rel: str, found: dict[str, str]) -> str:
+    """:func:`_existing` of ``root/rel``, each directory looked at once across calls
+    (``found``: relative directory -> its answer): a new package's hundreds of new
+    directories share their missing ancestors."""
+    answer = found.get(rel)
+    if answer is None:
+        path = f"{root}/{rel}" if rel else (root or "/")
+        if rel and not os.path.exists(path):
+            answer = _existing_under(root, rel.rpartition("/")[0], found)
+        else:
+            answer = path
+        found[rel] = answer
+    return answer
+
+
 def known_clear(attributes: int, reported: int) -> bool:
     """Whether a ``statx``'s inode attributes tell a file is neither immutable nor
     append-only: its filesystem reports both flags, and neither is set."""
@@ -85,14 +100,13 @@ def check(layout: Layout, plan: Plan, sizes: dict[str, int], extra_state_bytes: 
     where: dict[int, str] = {}
     devices: dict[str, int] = {}
     parents: dict[str, str] = {}
-    top = str(layout.root)
-    root = top.rstrip("/")  # plain strings: this runs once per file (and per directory)
+    root = str(layout.root).rstrip("/")  # plain strings: this runs once per file (and dir)
     for op in plan.ops:
         target = f"{root}/{op.path}"
         rel_parent = op.path.rpartition("/")[0]
         parent = parents.get(rel_parent)
         if parent is None:
-            parent = parents[rel_parent] = _existing(f"{root}/{rel_parent}" if rel_parent else top)
+            parent = _existing_under(root, rel_parent, parents)
             if parent not in devices:
                 _check_dir(parent)
                 devices[parent] = os.stat(parent).st_dev

@@ -7,6 +7,7 @@ import os
 import resource
 import select
 import signal
+import stat
 import struct
 import threading
 from collections.abc import Iterator
@@ -273,6 +274,20 @@ def test_write_new_closes_its_file_itself_when_the_write_fails(tmp_path: Path) -
         write_new(tmp_path / "f", chunks(), 0o644, sync=False, closer=closer)
     closer.finish()
     assert not _open_under(tmp_path)
+
+
+def test_write_new_gives_the_exact_mode_whatever_the_umask(tmp_path: Path) -> None:
+    """The file is created with its mode; where the umask narrowed it (the daemon's, while
+    it binds its socket), it is set again: the mode returned and on disk is the one asked."""
+    old = os.umask(0o077)
+    try:
+        narrowed = write_new(tmp_path / "narrowed", (b"#!/bin/sh\n",), 0o755)
+    finally:
+        os.umask(old)
+    plain = write_new(tmp_path / "plain", (b"x",), 0o644)
+    for name, st, mode in (("narrowed", narrowed, 0o755), ("plain", plain, 0o644)):
+        assert stat.S_IMODE(st.st_mode) == mode
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == mode
 
 
 def test_same_bytes_compares_whole_files(tmp_path: Path) -> None:
