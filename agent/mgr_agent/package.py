@@ -20,15 +20,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from mgr_agent import xmlsafe
+from mgr_agent import hashproc, secretscan, xmlsafe
 from mgr_agent.archive import Source, open_source
 from mgr_agent.errors import ChecksumMismatch, InvalidPackage
 from mgr_agent.fsutil import sha256_file
 from mgr_agent.limits import Limits
 from mgr_agent.shape import detect_layout, junk_root, summarize
+from mgr_agent.zipsource import ZipSource
 
 if TYPE_CHECKING:
     from mgr_agent.panels.base import Panel
+    from mgr_agent.proc import Runner
     from mgr_agent.state import FileRow
 
 FileKind = Literal["file", "data"]
@@ -73,9 +75,9 @@ class Package:
     same: frozenset[str] = frozenset()
     """Entries taken to hold the installed version's content (CRC-32, size and mode equal
     the manifest's): never read, their sha256 is the manifest's."""
-    pending: _Pending | None = field(default=None, repr=False)
-    """Hashes still being computed on a thread (``load(background=True)``): see
-    :meth:`hashed`."""
+    pending: _Pending | hashproc.Helper | None = field(default=None, repr=False)
+    """Hashes still being computed on threads or by the helper process
+    (``load(background=True)``): see :meth:`hashed`."""
     digest: Future[str] | None = field(default=None, repr=False)
     """The archive's sha256 being computed on a thread: see :meth:`archive_digest`."""
 
@@ -177,6 +179,41 @@ class _Pending:
         """Stop after the entry being read, and wait for that."""
         self._stop.set()
         self._pool.shutdown(wait=True)
+
+
+def _digest_aside(path: Path) -> Future[str]:
+    """The sha256 of the archive at ``path``, on a thread of its own."""
+    pool = ThreadPoolExecutor(1, thread_name_prefix="mga-digest")
+    try:
+        return pool.submit(sha256_file, path)
+    finally:
+        pool.shutdown(wait=False)  # its thread ends when the hash is done; the future stays
+
+
+HELPER_FROM = 8 * 1024 * 1024
+"""Bytes of entries left to hash from which the helper process (:mod:`mgr_agent.hashproc`)
+hashes them instead of two threads: below, its start (~25 ms) costs more than it saves."""
+
+
+def _helper(source: Source, names: list[str], done: dict[str, str], scan: Scan | None,
+            runner: Runner | None) -> hashproc.Helper | None:
+    """The helper process to hash ``names`` while the caller goes on, where it pays: the
+    entries are stored or deflated zip members, together large enough, the scan (if any)
+    is the secrets scan, and there are two CPUs; else None (threads do it)."""
+    members = [source.member(n) for n in names] if isinstance(source, ZipSource) else []
+    if (runner is None or (os.cpu_count() or 1) < 2 or len(members) != len(names)
+            or sum(source.entries[n].size for n in names) < HELPER_FROM
+            or (scan is not None and scan.run is not secretscan.secret_hits)):
+        return None
+    entries: list[hashproc.Request] = []
+    for name, member in zip(names, members, strict=True):
+        if member is None:
+            return None
+        size = source.entries[name].size
+        entries.append((name, *member, size, scan is not None and size <= scan.limit))
+    return hashproc.Helper(runner, source.path, entries, done,
+                           lambda name, keep: _hash_one(source, name, keep),
+                           scan.run if scan is not None else None)
 
 
 def skip_notes(pkg: Package) -> list[str]:
@@ -320,6 +357,7 @@ def load(
     installed: Callable[[str, str], Mapping[str, FileRow]] | None = None,
     background: bool = False,
     scan: Scan | None = None,
+    runner: Runner | None = None,
 ) -> Package:
     """Open, verify and describe the package at ``path``.
 
@@ -333,13 +371,13 @@ def load(
     a package with a version: a tar is read in one stream, and a version made of the
     content hash is needed at once).  ``scan`` runs on those entries' bytes on that thread
     (``Package.pending.results()``): the secrets scan, which then does not read them again.
+    With a ``runner``, a large share of such entries is hashed (and scanned) by a helper
+    process instead (:mod:`mgr_agent.hashproc`), beside this thread's own hashing.
     """
     archive_sha = ""
-    digest: Future[str] | None = None  # the archive's sha256 on a thread (see background)
+    unhashed = False  # the archive's sha256 is for later (see background)
     if path.is_file() and background and archive_sha256 is None and sha256 is None:
-        pool = ThreadPoolExecutor(1, thread_name_prefix="mga-digest")
-        digest = pool.submit(sha256_file, path)
-        pool.shutdown(wait=False)  # its thread ends when the hash is done; the future stays
+        unhashed = True
     elif path.is_file():
         archive_sha = archive_sha256 or sha256_file(path)
         if sha256 is not None and archive_sha != sha256.lower():
@@ -349,6 +387,7 @@ def load(
     elif sha256 is not None and path.is_dir():
         raise InvalidPackage(f"{path}: --sha256 applies to an archive file, not a directory")
     source = open_source(path, limits)
+    pkg: Package | None = None
     try:
         where, install_path = _where(path)
         panel, prefix = detect_layout(set(source.entries), panels, panel_hint, where=where,
@@ -370,20 +409,31 @@ def load(
         hashes |= same
         pkg.same = frozenset(same)
         rest = sorted(n for n in source.entries if n not in hashes)
-        pkg.archive_sha256, pkg.digest = archive_sha, digest
+        pkg.archive_sha256 = archive_sha
         if background and pkg.version and parallel_reads(source):
             keep = _keep(source, rest, inflated)
-            hashes |= _hash_entries(source, [n for n in rest if n in keep], inflated)
             later = [n for n in rest if n not in keep]
-            if later:
-                pkg.pending = _Pending(source, later, hashes, scan)
+            # the helper process starts before this thread hashes the kept entries, threads
+            # after them (beside this thread they would only slow it: the GIL)
+            helper = _helper(source, later, hashes, scan, runner) if later else None
+            pkg.pending = helper
+            if unhashed:  # by the helper, which hashes the archive too, else on a thread
+                pkg.digest = helper.digest if helper is not None else _digest_aside(path)
+                unhashed = False
+            hashes.update(_hash_entries(source, [n for n in rest if n in keep], inflated))
+            if later:  # (``hashes`` is their ``done``: complete before they are asked)
+                pkg.pending = pkg.pending or _Pending(source, later, hashes, scan)
                 return pkg
         else:
             hashes |= _hash_entries(source, rest, inflated)
+        if unhashed:
+            pkg.digest = _digest_aside(path)
         _finish(pkg, hashes)
         return pkg
     except BaseException:
-        source.close()  # (the thread of Package.pending starts last: nothing raises after it)
+        if pkg is not None and pkg.pending is not None:
+            pkg.pending.cancel()  # nothing may still read the source once it is closed
+        source.close()
         raise
 
 

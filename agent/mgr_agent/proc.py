@@ -222,6 +222,23 @@ class Runner:
             stdout_bytes=captures[0].data() if separate_stderr else b"",
         )
 
+    def start(self, argv: list[str], *, cwd: Path,
+              env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """Start ``argv`` with pipes on its stdin and stdout (stderr on /dev/null), in its own
+        process group, clean environment, dying with the agent (as :meth:`run`'s commands);
+        the caller talks to it, then waits for it or ends it with :meth:`stop`."""
+        if self.pdeathsig:
+            argv = [self.pdeathsig, "--pdeathsig", "KILL", "--", *argv]
+        return subprocess.Popen(argv, cwd=cwd, env=clean_env(env), stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                close_fds=True, start_new_session=True)
+
+    @staticmethod
+    def stop(proc: subprocess.Popen[bytes]) -> None:
+        """Kill a process :meth:`start` started, with its group, and reap it."""
+        _kill_group(proc.pid)
+        proc.wait()
+
     def spawn(self, argv: list[str], *, cwd: Path, env: Mapping[str, str] | None = None) -> int:
         """Start ``argv`` detached, to outlive the caller: its own session (so that no
         process-group kill of the caller's command reaches it), clean environment, stdin,

@@ -190,6 +190,11 @@ class ZipSource:
                 raise corrupt(name, exc) from exc
             raise
 
+    def member(self, name: str) -> zipread.Member | None:
+        """The central directory's record of a stored or deflated entry (what
+        :func:`zipread.chunks` reads it with), None for another method."""
+        return self._members.get(name)
+
     def head(self, name: str, size: int) -> bytes:
         fast = self._members.get(name)
         if fast is None:

@@ -11,25 +11,15 @@ from __future__ import annotations
 
 import re
 
-from mgr_agent.checks.base import Context, Files, find, line_of
+from mgr_agent.checks.base import Context, Files, find
 from mgr_agent.findings import Finding
+from mgr_agent.secretscan import BINARY_PEEK, Hit, secret_hits
 
 LARGE_FILE = 10 * 1024 * 1024        # bytes; a file this big in a plugin is usually a mistake
 SCAN_LIMIT = 4 * 1024 * 1024          # files over this are not scanned for secrets
-# a file with a NUL byte in its first 8,000 bytes is binary (git's and grep's test) and
-# not scanned for secrets: images, fonts and compressed data hold no readable token
-BINARY_PEEK = 8000
 WHOLE = 64 * 1024  # bytes: a file up to this size is read whole before the binary test
 DROPPED_BITS = 0o7022                 # setuid, setgid, sticky, group and other write
 
-PRIVATE_KEY = re.compile(rb"-----BEGIN ((?:RSA |DSA |EC |OPENSSH |ENCRYPTED |PGP )?PRIVATE KEY"
-                         rb"(?: BLOCK)?)-----")
-# Each pattern starts with a literal, which the regex engine searches for quickly.
-TOKENS = (
-    (re.compile(rb"AKIA[0-9A-Z]{16}(?![0-9A-Z])"), "an AWS access key id"),
-    (re.compile(rb"gh[pousr]_[A-Za-z0-9]{36,}"), "a GitHub token"),
-    (re.compile(rb"xox[abpr]-[A-Za-z0-9-]{10,}"), "a Slack token"),
-)
 SECRET_NAMES = re.compile(r"(^|/)(\.env(\.[\w-]+)?|id_(rsa|dsa|ecdsa|ed25519)|\.npmrc|\.pypirc|"
                           r"\.netrc|\.htpasswd|\.git-credentials|[^/]+\.(key|p12|pfx))$")
 SECRET_NAME_EXCEPTIONS = re.compile(r"(^|/)\.env\.(example|sample|dist|template)$")
@@ -77,28 +67,6 @@ def sizes(files: Files, ctx: Context) -> list[Finding]:
                             "leave build artefacts, dumps and media out of the package, or fetch "
                             "them at install time", rel))
     return out
-
-
-Hit = tuple[str, str, int]  # a secret found: its code, what it is, its line
-
-
-def secret_hits(data: bytes) -> list[Hit] | None:
-    """The secrets in a file's bytes; None for a binary file (not scanned).  Run by the
-    secrets validator, or on the thread that hashes the entries a package does not keep
-    in memory as it reads them (``package.load(scan=...)``), which then need no second
-    read."""
-    if b"\0" in data[:BINARY_PEEK]:
-        return None
-    hits: list[Hit] = []
-    match = PRIVATE_KEY.search(data) if b"PRIVATE KEY-----" in data else None
-    if match is not None:
-        hits.append(("secret-private-key", match.group(1).decode().lower(),
-                     line_of(data, match.start())))
-    for pattern, what in TOKENS:
-        token = pattern.search(data)
-        if token is not None:
-            hits.append(("secret-token", what, line_of(data, token.start())))
-    return hits
 
 
 def secrets(files: Files, ctx: Context) -> list[Finding]:
