@@ -5,10 +5,11 @@ Threads do not give it: the inflating and hashing of each entry hold the GIL for
 Python between the short zlib and hashlib calls, so two threads beside the main one add
 no CPU (docs/performance.md).  The helper is ``python -m mgr_agent.hashproc``, started
 by :meth:`mgr_agent.proc.Runner.start` (its own process group, clean environment, killed
-with the agent).  It reads the request on stdin — the archive's path and, per entry, its
-name, its central directory record (:data:`mgr_agent.zipread.Member`), its declared size
-and whether to scan it — and writes one result per entry on stdout as it goes: the name,
-the sha256 (None when the entry could not be read whole and sound) and the scan's hits.
+with the agent).  It reads the request on stdin — the archive's descriptor (the agent's
+own, passed down) and, per entry, its name, its central directory record
+(:data:`mgr_agent.zipread.Member`), its declared size and whether to scan it — and writes
+one result per entry on stdout as it goes: the name, the sha256 (None when the entry
+could not be read whole and sound) and the scan's hits.
 
 The helper decides nothing: every entry it could not answer for (damaged, or the helper
 gone) is read again in the agent by ``fallback``, which raises the refusal the threads
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mgr_agent import zipread
-from mgr_agent.fsutil import sha256_file
+from mgr_agent.fsutil import CHUNK
 from mgr_agent.secretscan import secret_hits
 
 if TYPE_CHECKING:  # the helper itself imports no more than it reads with
@@ -63,23 +64,32 @@ def _answer(fd: int, entry: Request) -> tuple[str, str | None, Any]:
     return name, digest.hexdigest(), secret_hits(b"".join(parts)) if scan else None
 
 
+def _whole(fd: int) -> str:
+    """The sha256 of the whole file ``fd`` reads (``pread``: the agent's offset untouched)."""
+    digest = hashlib.sha256()
+    at = 0
+    while piece := os.pread(fd, 4 * CHUNK, at):
+        digest.update(piece)
+        at += len(piece)
+    return digest.hexdigest()
+
+
 def main() -> int:
     """The helper: the request from stdin, one answer per entry on stdout, then the
-    archive's own sha256 if asked (as the name None)."""
-    archive, entries, whole = marshal.load(sys.stdin.buffer)  # noqa: S302 - the agent's own
+    archive's own sha256 if asked (as the name None).  The archive is read through the
+    agent's own descriptor, passed down: the very bytes the agent stages, even if the
+    file at its path were replaced meanwhile."""
+    fd, entries, whole = marshal.load(sys.stdin.buffer)  # noqa: S302 - the agent's own request
     out = sys.stdout.buffer
-    fd = os.open(archive, os.O_RDONLY | os.O_CLOEXEC)
     try:
         for entry in entries:
             marshal.dump(_answer(fd, entry), out)
         out.flush()
         if whole:
-            marshal.dump((None, sha256_file(Path(archive)), None), out)
+            marshal.dump((None, _whole(fd), None), out)
             out.flush()
     except BrokenPipeError:  # the agent is gone, or no longer needs the answers
         return 1
-    finally:
-        os.close(fd)
     return 0
 
 
@@ -88,17 +98,18 @@ class Helper:
     :attr:`names`) computed by the helper; the same interface as the hashing threads of
     :mod:`mgr_agent.package` (``names``, :meth:`results`, :meth:`result`, :meth:`cancel`)."""
 
-    def __init__(self, runner: Runner, archive: Path, entries: list[Request],
+    def __init__(self, runner: Runner, fd: int, entries: list[Request],
                  done: dict[str, str], fallback: Callable[[str, bool], tuple[str, bytes | None]],
                  scan: Callable[[bytes], object] | None) -> None:
-        """``entries``: what to ask (``Request``); ``done``: the hashes known before, which
-        :meth:`result` merges (the caller may complete it until then); ``fallback(name,
-        keep)``: the entry's sha256 read in the agent, and its bytes when ``keep``;
-        ``scan``: what the helper runs (:func:`secret_hits`), run on a fallback's bytes.
-        The helper also hashes the archive itself: :attr:`digest` (computed here if the
-        helper does not say it)."""
+        """``fd``: the agent's descriptor of the archive (read-only, read with ``pread``),
+        passed to the helper; ``entries``: what to ask (``Request``);
+        ``done``: the hashes known before, which :meth:`result` merges (the caller may
+        complete it until then); ``fallback(name, keep)``: the entry's sha256 read in the
+        agent, and its bytes when ``keep``; ``scan``: what the helper runs
+        (:func:`secret_hits`), run on a fallback's bytes.  The helper also hashes the
+        archive itself: :attr:`digest` (computed here if the helper does not say it)."""
         self.names = frozenset(e[0] for e in entries if e[7])
-        self.archive = archive
+        self._fd = fd
         self.digest: Future[str] = Future()
         """The archive's sha256."""
         self._all = [e[0] for e in entries]
@@ -112,8 +123,8 @@ class Helper:
         self._cancelled = False
         package_dir = str(Path(__file__).resolve().parent.parent)  # the same agent's code
         self._proc = runner.start([sys.executable, "-m", "mgr_agent.hashproc"], cwd=Path("/"),
-                                  env={"PYTHONPATH": package_dir})
-        request = marshal.dumps((str(archive), entries, True))
+                                  env={"PYTHONPATH": package_dir}, pass_fds=(fd,))
+        request = marshal.dumps((fd, entries, True))
         self._feeder = threading.Thread(target=self._feed, args=(request,), name="mga-helper-in",
                                         daemon=True)
         self._reader = threading.Thread(target=self._read, name="mga-helper-out", daemon=True)
@@ -148,7 +159,7 @@ class Helper:
                 try:
                     if self._cancelled:
                         raise RuntimeError("the package was closed")
-                    self.digest.set_result(sha256_file(self.archive))
+                    self.digest.set_result(_whole(self._fd))
                 except Exception as exc:  # handed to whoever waits for it
                     self.digest.set_exception(exc)
 

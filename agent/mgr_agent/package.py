@@ -200,20 +200,23 @@ def _helper(source: Source, names: list[str], done: dict[str, str], scan: Scan |
     """The helper process to hash ``names`` while the caller goes on, where it pays: the
     entries are stored or deflated zip members, together large enough, the scan (if any)
     is the secrets scan, and there are two CPUs; else None (threads do it)."""
-    members = [source.member(n) for n in names] if isinstance(source, ZipSource) else []
-    if (runner is None or (os.cpu_count() or 1) < 2 or len(members) != len(names)
+    if (not isinstance(source, ZipSource) or runner is None or (os.cpu_count() or 1) < 2
             or sum(source.entries[n].size for n in names) < HELPER_FROM
             or (scan is not None and scan.run is not secretscan.secret_hits)):
         return None
+    members = [source.member(n) for n in names]
     entries: list[hashproc.Request] = []
     for name, member in zip(names, members, strict=True):
         if member is None:
             return None
         size = source.entries[name].size
         entries.append((name, *member, size, scan is not None and size <= scan.limit))
-    return hashproc.Helper(runner, source.path, entries, done,
-                           lambda name, keep: _hash_one(source, name, keep),
-                           scan.run if scan is not None else None)
+    try:
+        return hashproc.Helper(runner, source.fileno(), entries, done,
+                               lambda name, keep: _hash_one(source, name, keep),
+                               scan.run if scan is not None else None)
+    except OSError:  # no process could be started (out of pids, memory): threads do it
+        return None
 
 
 def skip_notes(pkg: Package) -> list[str]:

@@ -222,16 +222,17 @@ class Runner:
             stdout_bytes=captures[0].data() if separate_stderr else b"",
         )
 
-    def start(self, argv: list[str], *, cwd: Path,
-              env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+    def start(self, argv: list[str], *, cwd: Path, env: Mapping[str, str] | None = None,
+              pass_fds: tuple[int, ...] = ()) -> subprocess.Popen[bytes]:
         """Start ``argv`` with pipes on its stdin and stdout (stderr on /dev/null), in its own
-        process group, clean environment, dying with the agent (as :meth:`run`'s commands);
-        the caller talks to it, then waits for it or ends it with :meth:`stop`."""
+        process group, clean environment, no inherited descriptor but ``pass_fds``, dying
+        with the agent (as :meth:`run`'s commands); the caller talks to it, then waits for
+        it or ends it with :meth:`stop`."""
         if self.pdeathsig:
             argv = [self.pdeathsig, "--pdeathsig", "KILL", "--", *argv]
         return subprocess.Popen(argv, cwd=cwd, env=clean_env(env), stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                close_fds=True, start_new_session=True)
+                                close_fds=True, pass_fds=pass_fds, start_new_session=True)
 
     @staticmethod
     def stop(proc: subprocess.Popen[bytes]) -> None:

@@ -190,6 +190,10 @@ class ZipSource:
                 raise corrupt(name, exc) from exc
             raise
 
+    def fileno(self) -> int:
+        """The descriptor members are read through (with ``pread``: no shared offset)."""
+        return self._fd
+
     def member(self, name: str) -> zipread.Member | None:
         """The central directory's record of a stored or deflated entry (what
         :func:`zipread.chunks` reads it with), None for another method."""

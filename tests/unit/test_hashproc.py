@@ -11,6 +11,7 @@ import select
 import signal
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -111,10 +112,10 @@ def test_a_damaged_entry_is_refused_as_without_the_helper(tmp_path: Path,
 class _Silent(Runner):
     """A runner whose helper reads its request and dies without a word."""
 
-    def start(self, argv: list[str], *, cwd: Path,
-              env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:  # type: ignore[override]
+    def start(self, argv: list[str], *, cwd: Path, env: Mapping[str, str] | None = None,
+              pass_fds: tuple[int, ...] = ()) -> subprocess.Popen[bytes]:
         return super().start([sys.executable, "-c", "import sys; sys.stdin.buffer.read()"],
-                             cwd=cwd, env=env)
+                             cwd=cwd, env=env, pass_fds=pass_fds)
 
 
 def test_a_helper_that_answers_nothing_leaves_the_work_to_the_agent(
@@ -128,6 +129,40 @@ def test_a_helper_that_answers_nothing_leaves_the_work_to_the_agent(
         pkg.hashed()
         assert pkg.content_hash == now.content_hash
         assert pkg.archive_digest() == now.archive_sha256
+    finally:
+        now.close()
+        pkg.close()
+
+
+class _Swapping(Runner):
+    """A runner that replaces the archive at its path just before the helper starts."""
+
+    def __init__(self, path: Path, other: Path) -> None:
+        super().__init__()
+        self.path, self.other = path, other
+
+    def start(self, argv: list[str], *, cwd: Path, env: Mapping[str, str] | None = None,
+              pass_fds: tuple[int, ...] = ()) -> subprocess.Popen[bytes]:
+        os.replace(self.other, self.path)
+        return super().start(argv, cwd=cwd, env=env, pass_fds=pass_fds)
+
+
+def test_the_helper_reads_the_archive_the_agent_opened(tmp_path: Path, helper_always: None) -> None:
+    """The helper reads through the agent's own descriptor: a file put at the archive's
+    path meanwhile is not what it hashes (the agent stages what it opened)."""
+    zip_path = samples.write_zip(_tree(), tmp_path / "bg.zip")
+    original = zip_path.read_bytes()
+    now = package.load(zip_path, _panels(tmp_path))
+    other = _tree()
+    other["skins/common/img/bg/big0.bin"] = (b"another file" * 40_000, 0o644)
+    swapped = samples.write_zip(other, tmp_path / "other.zip")
+    pkg = _load(zip_path, tmp_path, _Swapping(zip_path, swapped))
+    try:
+        assert isinstance(pkg.pending, hashproc.Helper)
+        pkg.hashed()
+        assert zip_path.read_bytes() != original  # the path holds the other archive now
+        assert pkg.content_hash == now.content_hash
+        assert pkg.archive_digest() == hashlib.sha256(original).hexdigest()
     finally:
         now.close()
         pkg.close()
