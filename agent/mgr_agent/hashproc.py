@@ -93,6 +93,14 @@ def main() -> int:
     return 0
 
 
+def warn(message: str) -> None:
+    """A warning in the agent's log (the journal under the daemon): the helper's trouble
+    costs time, never a result, so it is said there, not to the caller."""
+    import logging  # noqa: PLC0415 - the agent's side only: the helper never logs
+
+    logging.getLogger("mgr_agent").warning("%s", message)
+
+
 class Helper:
     """The agent's side: hashes of ``names`` (and the scan's results for those of
     :attr:`names`) computed by the helper; the same interface as the hashing threads of
@@ -159,6 +167,8 @@ class Helper:
                 try:
                     if self._cancelled:
                         raise RuntimeError("the package was closed")
+                    warn(f"the hashing helper ended before its last answer (exit status "
+                          f"{self._proc.wait()}): the agent reads what it left")
                     self.digest.set_result(_whole(self._fd))
                 except Exception as exc:  # handed to whoever waits for it
                     self.digest.set_exception(exc)

@@ -215,7 +215,8 @@ def _helper(source: Source, names: list[str], done: dict[str, str], scan: Scan |
         return hashproc.Helper(runner, source.fileno(), entries, done,
                                lambda name, keep: _hash_one(source, name, keep),
                                scan.run if scan is not None else None)
-    except OSError:  # no process could be started (out of pids, memory): threads do it
+    except OSError as exc:  # no process could be started (out of pids, memory): threads do it
+        hashproc.warn(f"the hashing helper could not start ({exc}): hashing on threads")
         return None
 
 

@@ -4,7 +4,8 @@ then: a plain root (python3-venv and python3-systemd missing: install.sh gets th
 apt), a panel installed after the agent started, socket activation, readiness, install
 through the socket by a group member and refusal of a non-member (also with --no-daemon),
 who asked in history and the journal, the watchdog restarting a hung daemon, recovery of a
-transaction interrupted by ``systemctl kill -s KILL``, the panel core living outside
+transaction interrupted by ``systemctl kill -s KILL``, a large package hashed by the
+agent's helper process under the unit's sandbox, the panel core living outside
 mgr-agent.service (and surviving its restart, stop and a re-deploy), a failed deploy
 leaving the previous installation working, and deploy/uninstall.sh.
 
@@ -14,8 +15,10 @@ the container tests are skipped with the reason; when it can and the boot fails,
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import random
 import re
 import shutil
 import time
@@ -274,6 +277,30 @@ def test_the_panel_core_lives_outside_the_agent(container: Container) -> None:
     container.run(deploy_command(container), timeout=300)
     assert alive(container, pid), "the core survives a re-run of install.sh"
     assert core_pid(container) == pid
+
+
+LARGE = ("import random; from pathlib import Path; from mgr_agent.sandbox.samples import *; "
+         "big = {f\"skins/common/img/large/b{i}.bin\": (random.Random(i).randbytes(1 << 20), 0o644) "
+         "for i in range(12)}; "
+         "write_zip(ispmanager_files(\"large\", \"1.0\", extra=big), Path(\"/srv/large-1.0.zip\"))")
+
+
+def test_a_large_package_is_hashed_by_the_helper_under_the_unit(container: Container) -> None:
+    """12 MiB of entries the agent does not keep in memory: through the daemon, its helper
+    process (``python -m mgr_agent.hashproc``) hashes them under the unit's sandbox; the
+    journal, which says when the helper fails and the agent hashes alone, says nothing."""
+    container.run(f"/opt/mgr-agent/bin/python -c '{LARGE}' && chmod 644 /srv/large-1.0.zip")
+    done = container.run("mgr-agent install /srv/large-1.0.zip --json", check=False, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(done.stdout)["action"] == "installed"
+    history = json.loads(container.run("mgr-agent history large --json").stdout)["data"]
+    assert history[0]["actor"].startswith("uid 0 pid "), history[0]  # the daemon ran it
+    on_disk = container.run("sha256sum /usr/local/mgr5/skins/common/img/large/b7.bin").stdout.split()[0]
+    assert on_disk == hashlib.sha256(random.Random(7).randbytes(1 << 20)).hexdigest()
+    said = [e.get("MESSAGE", "") for e in journal(container)]
+    assert not [m for m in said if "hashing helper" in m], said[-20:]
+    gone = container.run("mgr-agent uninstall large --json", check=False, timeout=120)
+    assert gone.returncode == 0, gone.stdout + gone.stderr
 
 
 def test_a_failed_deploy_leaves_the_previous_installation_working(container: Container) -> None:

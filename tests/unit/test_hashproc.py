@@ -119,7 +119,7 @@ class _Silent(Runner):
 
 
 def test_a_helper_that_answers_nothing_leaves_the_work_to_the_agent(
-        tmp_path: Path, helper_always: None) -> None:
+        tmp_path: Path, helper_always: None, caplog: pytest.LogCaptureFixture) -> None:
     zip_path = samples.write_zip(_tree(), tmp_path / "bg.zip")
     now = package.load(zip_path, _panels(tmp_path))
     pkg = _load(zip_path, tmp_path, _Silent())
@@ -132,6 +132,9 @@ def test_a_helper_that_answers_nothing_leaves_the_work_to_the_agent(
     finally:
         now.close()
         pkg.close()
+    said = [r.getMessage() for r in caplog.records if r.name == "mgr_agent"]
+    assert said == ["the hashing helper ended before its last answer (exit status 0): "
+                    "the agent reads what it left"]
 
 
 class _Swapping(Runner):
