@@ -79,7 +79,8 @@ class Package:
     """Hashes still being computed on threads or by the helper process
     (``load(background=True)``): see :meth:`hashed`."""
     digest: Future[str] | None = field(default=None, repr=False)
-    """The archive's sha256 being computed on a thread: see :meth:`archive_digest`."""
+    """The archive's sha256 being computed on a thread or by the helper process: see
+    :meth:`archive_digest`."""
 
     @property
     def label(self) -> str:
