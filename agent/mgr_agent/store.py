@@ -21,7 +21,7 @@ from mgr_agent.layout import Layout
 from mgr_agent.package import Package
 from mgr_agent.shape import detect_layout, without_junk
 from mgr_agent.state import Installed, State
-from mgr_agent.zipsource import ZipMembers
+from mgr_agent.zipsource import ZipMembers, ZipSource
 
 
 def archive_name(pkg: Package) -> str:
@@ -35,14 +35,17 @@ def stored_path(layout: Layout, pkg: Package) -> Path:
 
 def store_archive(layout: Layout, pkg: Package) -> None:
     """Put the package itself in the store (a folder is zipped) unless it is there; the
-    file appears whole or not at all (:class:`AtomicWriter`)."""
+    file appears whole or not at all (:class:`AtomicWriter`).  A zip is copied from the
+    file the agent opened and verified (reopened through its descriptor), not from
+    whatever its path names by now."""
     dest = stored_path(layout, pkg)
     if dest.exists():
         return
     dest.parent.mkdir(parents=True, exist_ok=True)
     with AtomicWriter(dest, 0o644) as out:
         if pkg.source.kind != "dir":
-            with open(pkg.source.path, "rb") as src:
+            opened = pkg.source.fileno() if isinstance(pkg.source, ZipSource) else None
+            with open(pkg.source.path if opened is None else f"/proc/self/fd/{opened}", "rb") as src:
                 out.copy_from(src.fileno())
             return
         with open(out.fileno(), "wb", closefd=False) as fh, \

@@ -11,7 +11,12 @@ import subprocess
 import zipfile
 from pathlib import Path
 
+from mgr_agent import package as packages
+from mgr_agent.config import Config
+from mgr_agent.layout import Layout
+from mgr_agent.panels import all_panels
 from mgr_agent.sandbox.samples import ispmanager_files, write_dir, write_zip
+from mgr_agent.store import store_archive, stored_path
 from tests.helpers import cli
 
 MGR = "usr/local/mgr5"
@@ -72,3 +77,18 @@ def test_uninstall_removes_what_nothing_refers_to(root: Path, pkgs: Path) -> Non
     _ok(root, "uninstall", "demo")
     assert _archives(root) == {}
     assert not any((root / "var/lib/mgr-agent/tmp").iterdir())
+
+
+def test_the_store_keeps_the_archive_the_agent_opened(tmp_path: Path, pkgs: Path) -> None:
+    """A file put at the archive's path after the agent opened it is not what the store
+    keeps: the copy is made from the file the agent verified (its descriptor)."""
+    layout = Layout.at(tmp_path / "root")
+    zip_path = write_zip(ispmanager_files("demo", "1.0"), pkgs / "demo.zip")
+    original = zip_path.read_bytes()
+    pkg = packages.load(zip_path, all_panels(layout, Config()))
+    try:
+        write_zip(ispmanager_files("demo", "6.6"), pkgs / "other.zip").replace(zip_path)
+        store_archive(layout, pkg)
+        assert stored_path(layout, pkg).read_bytes() == original != zip_path.read_bytes()
+    finally:
+        pkg.close()
