@@ -185,24 +185,25 @@ AGENT = """
 import sys, time
 from pathlib import Path
 from mgr_agent.proc import Runner
-proc = Runner().start([sys.executable, "-m", "mgr_agent.hashproc"], cwd=Path("/"))
+proc = Runner().start(["sleep", "600"], cwd=Path("/"))
 print(proc.pid, flush=True)
 time.sleep(600)  # killed by the test long before
 """
 
 
 @pytest.mark.skipif(not Runner().pdeathsig, reason="needs setpriv (util-linux)")
-def test_the_helper_dies_with_the_agent() -> None:
-    """An agent SIGKILLed while its helper waits: the helper is killed too (setpriv's
-    parent-death signal), never left reading a package."""
+def test_what_runner_start_starts_dies_with_the_agent() -> None:
+    """An agent SIGKILLed while a process it started with ``Runner.start`` (the helper)
+    runs: that process is killed too, by setpriv's parent-death signal, even one that
+    never looks at its pipes (a helper would also see its stdin end)."""
     agent = subprocess.Popen([sys.executable, "-c", AGENT], stdout=subprocess.PIPE, text=True)
     assert agent.stdout is not None
-    helper = int(agent.stdout.readline())  # its helper is started and waits for a request
+    helper = int(agent.stdout.readline())  # started, and sleeping
     pidfd = os.pidfd_open(helper)
     try:
         agent.send_signal(signal.SIGKILL)
         agent.wait()
-        ready, _, _ = select.select([pidfd], [], [], 60)  # readable once the helper is gone
-        assert ready, f"the helper (pid {helper}) outlived the agent"
+        ready, _, _ = select.select([pidfd], [], [], 60)  # readable once it is gone
+        assert ready, f"pid {helper} outlived the agent"
     finally:
         os.close(pidfd)
