@@ -164,3 +164,14 @@ def unprivileged_python(work: Path, uid: int = 65534) -> tuple[list[str], dict[s
         if probe.returncode == 0 and probe.stdout.strip() == want:
             return [python], env
     raise RuntimeError(f"no Python {want} that uid {uid} can run with {lib}")
+
+
+def damage(zip_path: Path, data: bytes) -> None:
+    """Flip a byte of ``data`` (an incompressible entry's content, which zip stores as
+    it is, at least 1,064 bytes) where the archive at ``zip_path`` holds it: its CRC-32
+    no longer matches."""
+    raw = bytearray(zip_path.read_bytes())
+    at = raw.find(data[1000:1064])
+    assert at > 0, "the entry's bytes are not in the archive as they are"
+    raw[at + 10] ^= 0xFF
+    zip_path.write_bytes(bytes(raw))

@@ -58,11 +58,11 @@ class EngineContext:
         (an install: docs/transactions.md, "Change detection"); ``background``: see
         :func:`mgr_agent.package.load`; ``scan``: the entries hashed on its thread are
         scanned for secrets there (the checks will run)."""
-        from mgr_agent import package, secretscan  # noqa: PLC0415 - when a package is read
+        from mgr_agent import hashing, package, secretscan  # noqa: PLC0415 - when a package is read
         from mgr_agent.checks import safety  # noqa: PLC0415
 
         self.progress(f"reading {path}")
         return package.load(path, self.panels, panel_hint=panel, sha256=sha256,
                             limits=self.config.limits, archive_sha256=digest,
                             installed=installed, background=background, runner=self.runner,
-                            scan=package.Scan(secretscan.secret_hits, safety.SCAN_LIMIT) if scan else None)
+                            scan=hashing.Scan(secretscan.secret_hits, safety.SCAN_LIMIT) if scan else None)

@@ -201,9 +201,8 @@ def write_new(path: str | Path, chunks: Iterable[bytes], mode: int, *, sync: boo
     or, handing the file to a ``closer`` (which starts its write-back and closes it), with
     :func:`mgr_agent.writeback.fsync_all`.
     """
-    # created with its mode, which the umask may narrow (the daemon's, for an instant) and
-    # a chown to another owner may clear setgid from: checked on the stat it returns
-    # anyway, so that a chmod (5,000 files: ~20 ms) is paid only when one is needed
+    # created with its mode: a chmod (5,000 files: ~20 ms) only where the umask (the daemon's,
+    # for an instant) or a chown to another owner changed it, as the fstat made anyway tells
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
     try:
         try:

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from mgr_agent import faults, package, reclaim, signals
+from mgr_agent import faults, hashing, package, reclaim, signals
 from mgr_agent.context import EngineContext
 from mgr_agent.errors import AgentError, Interrupted, RecoveryError, RolledBack
 from mgr_agent.hooks import HookRun, run_hook
@@ -98,7 +98,7 @@ class _Run:
         self.journal = Journal(ctx.layout.journal_dir, job.tx)
         self.transaction = Transaction(
             ctx.layout, job.tx, job.change.plan, self.journal, durability=ctx.config.durability,
-            workers=None if job.pkg is None or package.parallel_reads(job.pkg.source) else 1,
+            workers=None if job.pkg is None or hashing.parallel_reads(job.pkg.source) else 1,
             retention=_retention(ctx.layout, job))
         self.hooks: list[HookRun] = []
         self.env = hook_env(job.hook_pkg, job.op, job.installed) if job.hook_pkg else {}

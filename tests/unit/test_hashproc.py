@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from mgr_agent import hashproc, package, secretscan
+from mgr_agent import hashing, hashproc, package, secretscan
 from mgr_agent.checks import safety
 from mgr_agent.config import Config
 from mgr_agent.errors import InvalidPackage
@@ -24,6 +24,7 @@ from mgr_agent.layout import Layout
 from mgr_agent.panels import Panel, all_panels
 from mgr_agent.proc import Runner
 from mgr_agent.sandbox import samples
+from tests.helpers import damage
 
 TOKEN = b"ghp_" + b"A1b2C3d4E5" * 4  # what the secrets scan reports as a GitHub token
 
@@ -44,7 +45,7 @@ def _tree() -> samples.Tree:
     return samples.ispmanager_files("bg", extra=extra)
 
 
-SCAN = package.Scan(secretscan.secret_hits, safety.SCAN_LIMIT)
+SCAN = hashing.Scan(secretscan.secret_hits, safety.SCAN_LIMIT)
 
 
 def _load(zip_path: Path, tmp_path: Path, runner: Runner | None) -> package.Package:
@@ -53,7 +54,7 @@ def _load(zip_path: Path, tmp_path: Path, runner: Runner | None) -> package.Pack
 
 @pytest.fixture
 def helper_always(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(package, "HELPER_FROM", 0)
+    monkeypatch.setattr(hashing, "HELPER_FROM", 0)
 
 
 def test_the_helper_gives_what_the_threads_give(tmp_path: Path, helper_always: None) -> None:
@@ -83,11 +84,7 @@ def test_the_helper_gives_what_the_threads_give(tmp_path: Path, helper_always: N
 def _damaged(tmp_path: Path) -> Path:
     tree = _tree()
     zip_path = samples.write_zip(tree, tmp_path / "bg.zip")
-    data = bytearray(zip_path.read_bytes())
-    at = data.find(tree["skins/common/img/bg/big2.bin"][0][1000:1064])  # stored as it is
-    assert at > 0
-    data[at + 10] ^= 0xFF
-    zip_path.write_bytes(bytes(data))
+    damage(zip_path, tree["skins/common/img/bg/big2.bin"][0])
     return zip_path
 
 

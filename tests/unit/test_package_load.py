@@ -10,13 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from mgr_agent import package
+from mgr_agent import hashing, package
 from mgr_agent.config import Config
 from mgr_agent.errors import InvalidPackage
 from mgr_agent.layout import Layout
 from mgr_agent.panels import Panel, all_panels
 from mgr_agent.sandbox import samples
 from mgr_agent.state import FileRow
+from tests.helpers import damage
 
 MGR = "usr/local/mgr5"
 
@@ -39,9 +40,9 @@ def test_a_large_package_is_not_held_in_memory(tmp_path: Path) -> None:
     pkg = package.load(zip_path, _panels(tmp_path))
     try:
         total = sum(len(data) for data in pkg.inflated.values())
-        assert sum(len(data) for data, _ in extra.values()) > package.MEMORY_BUDGET + 8 * 2**20
-        assert 0 < total <= package.MEMORY_BUDGET
-        assert all(len(data) <= package.KEEP_FILE for data in pkg.inflated.values())
+        assert sum(len(data) for data, _ in extra.values()) > hashing.MEMORY_BUDGET + 8 * 2**20
+        assert 0 < total <= hashing.MEMORY_BUDGET
+        assert all(len(data) <= hashing.KEEP_FILE for data in pkg.inflated.values())
         for name, (data, _) in tree.items():
             spec = pkg.files.get(f"{MGR}/{name}")
             if spec is None:
@@ -127,12 +128,7 @@ def test_background_hashing_gives_the_same_hashes(tmp_path: Path) -> None:
 def test_background_hashing_reports_a_damaged_entry_and_close_stops_it(tmp_path: Path) -> None:
     tree = _background_tree()
     zip_path = samples.write_zip(tree, tmp_path / "bg.zip")
-    data = bytearray(zip_path.read_bytes())
-    big = tree["skins/common/img/bg/big2.bin"][0]
-    at = data.find(big[1000:1064])  # stored: incompressible data is kept as is
-    assert at > 0
-    data[at + 10] ^= 0xFF
-    zip_path.write_bytes(bytes(data))
+    damage(zip_path, tree["skins/common/img/bg/big2.bin"][0])
     pkg = package.load(zip_path, _panels(tmp_path), background=True)
     try:
         with pytest.raises(InvalidPackage, match=r"big2\.bin"):

@@ -20,7 +20,8 @@ from mgr_agent.proc import Runner
 
 
 class Scans(Protocol):
-    """Entries scanned on another thread (``package._Pending``): which, and the results."""
+    """Entries scanned where they are hashed in the background (``hashing.Threads``, or
+    the helper process of ``hashproc``): which, and the results."""
 
     names: frozenset[str]
 
