@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from mgr_agent.digests import CHUNK
 from mgr_agent.errors import InvalidPackage, NotFound, UnsafeArchive
-from mgr_agent.fsutil import CHUNK
 from mgr_agent.limits import Limits
 from mgr_agent.shape import is_junk
 

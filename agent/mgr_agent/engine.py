@@ -309,7 +309,7 @@ def _same_archive(access: StateAccess, path: Path, sha256: str | None, panel: st
     stored archive (a byte copy of an archive of its content) has this one's size: ``load``
     then hashes it alongside the checks.  Without ``sha256`` to check, such a stored
     archive is compared byte for byte first (:func:`mgr_agent.queries.holds_bytes_of`)."""
-    from mgr_agent.fsutil import sha256_file  # noqa: PLC0415 - see the note at the top
+    from mgr_agent.digests import sha256_file  # noqa: PLC0415 - see the note at the top
 
     if not wanted or not path.is_file() or not access.ctx.layout.db_file.exists():
         return None, None

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import os
 import stat
 from collections.abc import Iterable, Iterator
@@ -17,12 +16,12 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Literal
 
 from mgr_agent import libc
+from mgr_agent.digests import CHUNK
 from mgr_agent.errors import Conflict
 
 if TYPE_CHECKING:
     from mgr_agent.writeback import Closer
 
-CHUNK = 1 << 20
 
 
 def fsync_dir(path: Path) -> None:
@@ -291,28 +290,6 @@ def sync_filesystems(paths: Iterable[Path]) -> None:
                 libc.syncfs(fd)
         finally:
             os.close(fd)
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def same_bytes(a: Path, b: Path, chunk: int = 1 << 20) -> bool:
-    """Whether the files ``a`` and ``b`` hold the same bytes (the caller knows their sizes
-    are equal): read side by side into two reused buffers and compared with ``memcmp``,
-    which costs half of hashing one of them (37 MB: 13 against 29 ms)."""
-    with open(a, "rb", buffering=0) as fa, open(b, "rb", buffering=0) as fb:
-        left, right = bytearray(chunk), bytearray(chunk)
-        while True:
-            n, m = fa.readinto(left), fb.readinto(right)
-            if n != m or (left != right if n == chunk else left[:n] != right[:n]):
-                return False
-            if n == 0:
-                return True
 
 
 def unlink_if_exists(path: str | Path) -> bool:

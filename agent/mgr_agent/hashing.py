@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from mgr_agent import hashproc, secretscan
 from mgr_agent.archive import Source
-from mgr_agent.fsutil import sha256_file
+from mgr_agent.digests import sha256_file
 from mgr_agent.zipsource import ZipSource
 
 if TYPE_CHECKING:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import marshal
-import os
 import sys
 import threading
 from collections.abc import Callable
@@ -29,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mgr_agent import zipread
-from mgr_agent.fsutil import CHUNK
+from mgr_agent.digests import sha256_fd
 from mgr_agent.secretscan import secret_hits
 
 if TYPE_CHECKING:  # the helper itself imports no more than it reads with
@@ -64,16 +63,6 @@ def _answer(fd: int, entry: Request) -> tuple[str, str | None, Any]:
     return name, digest.hexdigest(), secret_hits(b"".join(parts)) if scan else None
 
 
-def _whole(fd: int) -> str:
-    """The sha256 of the whole file ``fd`` reads (``pread``: the agent's offset untouched)."""
-    digest = hashlib.sha256()
-    at = 0
-    while piece := os.pread(fd, 4 * CHUNK, at):
-        digest.update(piece)
-        at += len(piece)
-    return digest.hexdigest()
-
-
 def main() -> int:
     """The helper: the request from stdin, one answer per entry on stdout, then the
     archive's own sha256 if asked (as the name None).  The archive is read through the
@@ -86,7 +75,7 @@ def main() -> int:
             marshal.dump(_answer(fd, entry), out)
         out.flush()
         if whole:
-            marshal.dump((None, _whole(fd), None), out)
+            marshal.dump((None, sha256_fd(fd), None), out)
             out.flush()
     except BrokenPipeError:  # the agent is gone, or no longer needs the answers
         return 1
@@ -169,7 +158,7 @@ class Helper:
                         raise RuntimeError("the package was closed")
                     warn(f"the hashing helper ended before its last answer (exit status "
                           f"{self._proc.wait()}): the agent reads what it left")
-                    self.digest.set_result(_whole(self._fd))
+                    self.digest.set_result(sha256_fd(self._fd))
                 except Exception as exc:  # handed to whoever waits for it
                     self.digest.set_exception(exc)
 

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from mgr_agent import hashing, hashproc, xmlsafe
 from mgr_agent.archive import Source, open_source
+from mgr_agent.digests import sha256_file
 from mgr_agent.errors import ChecksumMismatch, InvalidPackage
-from mgr_agent.fsutil import sha256_file
 from mgr_agent.limits import Limits
 from mgr_agent.shape import detect_layout, junk_root, summarize
 

@@ -10,9 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mgr_agent import libc
+from mgr_agent.digests import CHUNK, sha256_file
 from mgr_agent.dirplan import choose
 from mgr_agent.errors import Conflict
-from mgr_agent.fsutil import CHUNK, check_no_symlink, sha256_file
+from mgr_agent.fsutil import check_no_symlink
 from mgr_agent.layout import Layout
 from mgr_agent.package import FileSpec, Package
 from mgr_agent.panels.base import Panel

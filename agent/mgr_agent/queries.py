@@ -66,7 +66,7 @@ def holds_bytes_of(layout: Layout, installed: Installed, path: Path) -> bool:
     compared rather than hashed (half the cost); then it holds that version's content.
     (Its recorded ``archive_sha`` is not this file's for sure: the store keeps the first
     archive of a content, which need not be the one that version was installed from.)"""
-    from mgr_agent.fsutil import same_bytes  # noqa: PLC0415 - loaded with the lock anyway
+    from mgr_agent.digests import same_bytes  # noqa: PLC0415 - loaded with the lock anyway
 
     try:
         return same_bytes(layout.archives_dir / installed.archive, path)

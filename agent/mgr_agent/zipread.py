@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
-from mgr_agent.fsutil import CHUNK
+from mgr_agent.digests import CHUNK
 
 LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")  # as zipfile's structFileHeader
 LOCAL_MAGIC = b"PK\x03\x04"
@@ -62,7 +62,7 @@ def member(info: zipfile.ZipInfo, raw: bytes | None = None) -> Member:
 
 
 def chunks(fd: int, m: Member) -> Iterator[bytes]:
-    """The member's inflated bytes in chunks of at most :data:`~mgr_agent.fsutil.CHUNK`.
+    """The member's inflated bytes in chunks of at most :data:`~mgr_agent.digests.CHUNK`.
 
     Raises :class:`zipfile.BadZipFile` (or :class:`EOFError`, :class:`zlib.error`) on a
     damaged member, like zipfile."""

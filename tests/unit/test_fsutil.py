@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 
 from mgr_agent import libc
+from mgr_agent.digests import same_bytes
 from mgr_agent.fsutil import (
     AtomicWriter,
     atomic_write,
     rename_noreplace,
-    same_bytes,
     write_atomic,
     write_new,
 )

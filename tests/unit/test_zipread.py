@@ -14,8 +14,8 @@ import pytest
 
 from mgr_agent import zipread
 from mgr_agent.archive import open_source
+from mgr_agent.digests import CHUNK
 from mgr_agent.errors import UnsafeArchive
-from mgr_agent.fsutil import CHUNK
 
 SIZES = (0, 1, 4096, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK + 17)
 
