@@ -1,7 +1,7 @@
 # mgr-agent developer targets. Every target installs what it needs on a fresh Debian 12 (as root).
 PYTHON ?= python3
 VENV   ?= .venv
-APT_PACKAGES = python3-venv python3-dev php-cli libsystemd-dev pkg-config zip unzip strace e2fsprogs util-linux systemd-container debootstrap openssh-server
+APT_PACKAGES = python3-venv python3-dev php-cli libsystemd-dev pkg-config zip unzip strace e2fsprogs xfsprogs util-linux systemd-container debootstrap openssh-server
 STAMP  = $(VENV)/.installed
 
 .PHONY: all deps venv demo test lint ansible-lint unit quick integration system clean bench reliability

@@ -10,7 +10,7 @@ import contextlib
 import errno
 import os
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Literal
@@ -70,6 +70,16 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
 Sync = Literal["now", "deferred"]
 
 
+_COPY_MAX = 1 << 30  # bytes a kernel copy is asked for at a time
+_KERNEL_COPIES: tuple[Callable[[int, int], int], ...] = (
+    lambda src, dst: os.copy_file_range(src, dst, _COPY_MAX),
+    lambda src, dst: os.sendfile(dst, src, None, _COPY_MAX),
+)
+# a kernel copy this pair of files cannot have: another filesystem (EXDEV), a file the
+# call does not take (EINVAL), a kernel or filesystem without it
+_NO_KERNEL_COPY = (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP)
+
+
 class AtomicWriter:
     """Replace ``path`` with what is written inside the ``with`` block, atomically.
 
@@ -123,15 +133,22 @@ class AtomicWriter:
             self.write(chunk)
 
     def copy_from(self, src: int) -> None:
-        """Write the rest of the open file ``src``, copied by the kernel (``sendfile``, no
-        trip through this process's memory), or read and written where it cannot."""
-        try:
-            while os.sendfile(self._fd, src, None, CHUNK * 64):
-                pass
-            return
-        except OSError as exc:
-            if exc.errno not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
-                raise OSError(exc.errno, exc.strerror, str(self.path)) from exc
+        """Write the rest of the open regular file ``src``.  ``copy_file_range`` first: on
+        xfs and btrfs the blocks are then shared (a reflink: nothing is written, and either
+        file changed later is copied on write), on ext4 the kernel copies them.  Else
+        ``sendfile`` (across filesystems on older kernels), else a read and write loop.
+        Each goes on from where the one before it stopped; a call that ends before the
+        end of ``src`` hands over to the next."""
+        end = os.fstat(src).st_size
+        for copy in _KERNEL_COPIES:
+            try:
+                while copy(src, self._fd):
+                    pass
+            except OSError as exc:
+                if exc.errno not in _NO_KERNEL_COPY:
+                    raise OSError(exc.errno, exc.strerror, str(self.path)) from exc
+            if os.lseek(src, 0, os.SEEK_CUR) >= end:
+                return
         self.writelines(iter(lambda: os.read(src, CHUNK), b""))
 
     def fileno(self) -> int:

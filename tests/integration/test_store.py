@@ -6,10 +6,14 @@ back from its stored zip; what nothing refers to any more is removed."""
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
 import stat
 import subprocess
 import zipfile
 from pathlib import Path
+
+import pytest
 
 from mgr_agent import package as packages
 from mgr_agent.config import Config
@@ -92,3 +96,43 @@ def test_the_store_keeps_the_archive_the_agent_opened(tmp_path: Path, pkgs: Path
         assert stored_path(layout, pkg).read_bytes() == original != zip_path.read_bytes()
     finally:
         pkg.close()
+
+
+def _loop_xfs(image: Path, mount: Path) -> str | None:
+    """An xfs image (reflinks on, as mkfs.xfs makes it) mounted on ``mount``; why not."""
+    if os.geteuid() != 0 or not shutil.which("mkfs.xfs") or not Path("/dev/loop-control").exists():
+        return "needs root, loop devices and mkfs.xfs (xfsprogs)"
+    with open(image, "wb") as fh:
+        fh.truncate(512 << 20)
+    mount.mkdir()
+    for argv in (["mkfs.xfs", "-q", str(image)], ["mount", "-o", "loop", str(image), str(mount)]):
+        done = subprocess.run(argv, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            return f"{' '.join(argv)}: {done.stderr.strip()}"
+    return None
+
+
+def test_on_xfs_the_store_shares_the_archives_blocks_instead_of_writing_them(tmp_path: Path) -> None:
+    """copy_file_range on a filesystem with reflinks: the stored archive's extents are
+    the uploaded zip's (``filefrag`` flags them shared), and it stays whole when the
+    upload is changed in place afterwards (copy on write)."""
+    mount = tmp_path / "xfs"
+    why = _loop_xfs(tmp_path / "xfs.img", mount)
+    if why is not None:
+        pytest.skip(why)
+    try:
+        root = mount / "root"
+        (root / MGR / "etc").mkdir(parents=True)
+        big = {"addon/big.bin": (os.urandom(1 << 20), 0o644)}
+        zip_path = write_zip(ispmanager_files("demo", "1.0", extra=big), mount / "demo.zip")
+        original = zip_path.read_bytes()
+        _ok(root, "install", str(zip_path))
+        (stored,) = (root / "var/lib/mgr-agent/archives").iterdir()
+        extents = subprocess.run(["filefrag", "-v", str(stored)], capture_output=True, text=True,
+                                 check=True).stdout
+        assert "shared" in extents, extents
+        with open(zip_path, "r+b") as fh:  # the upload rewritten in place (cp over it)
+            fh.write(b"\0" * 4096)
+        assert stored.read_bytes() == original
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)

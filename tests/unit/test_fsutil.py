@@ -9,6 +9,7 @@ import select
 import signal
 import stat
 import struct
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -310,3 +311,34 @@ def test_same_bytes_compares_whole_files(tmp_path: Path) -> None:
     (tmp_path / "e1").write_bytes(b"")
     (tmp_path / "e2").write_bytes(b"")
     assert same_bytes(tmp_path / "e1", tmp_path / "e2")
+
+
+def _copied(src: Path, dest: Path, skip: int) -> bytes:
+    with open(src, "rb") as fh:
+        fh.seek(skip)
+        with AtomicWriter(dest) as out:
+            out.copy_from(fh.fileno())
+    return dest.read_bytes()
+
+
+def test_copy_from_writes_the_rest_of_the_source_from_its_offset(tmp_path: Path) -> None:
+    data = os.urandom(3 << 20) + b"tail"
+    (tmp_path / "src").write_bytes(data)
+    assert _copied(tmp_path / "src", tmp_path / "whole", 0) == data
+    assert _copied(tmp_path / "src", tmp_path / "rest", 1000) == data[1000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rest", "src", "whole"]
+
+
+@pytest.mark.skipif(not Path("/dev/shm").is_dir() or os.stat("/dev/shm").st_dev == os.stat("/tmp").st_dev,
+                    reason="needs /dev/shm on a filesystem of its own")
+def test_copy_from_another_filesystem_goes_on_where_copy_file_range_cannot(tmp_path: Path) -> None:
+    """tmpfs to the test directory's filesystem: a kernel that refuses copy_file_range
+    across filesystems (EXDEV) has the copy made by sendfile, with the same bytes."""
+    data = os.urandom(1 << 20)
+    fd, name = tempfile.mkstemp(dir="/dev/shm")
+    try:
+        os.write(fd, data)
+        os.close(fd)
+        assert _copied(Path(name), tmp_path / "copy", 4096) == data[4096:]
+    finally:
+        os.unlink(name)
