@@ -166,6 +166,7 @@ class Bench:
         self.modes = durability_modes(work)
         self.default_mode = Config().durability
         self.trial_fs: dict[str, Any] = {}
+        self.peak_used = 0            # bytes in use on the trials' filesystem, the most of a rep
 
     # ------------------------------------------------------------ preparation
     def build(self) -> None:
@@ -346,7 +347,7 @@ class Bench:
     def run(self) -> None:
         self.build()
         for rep in range(self.reps):
-            free_before = _free(self.trial_root)
+            mark = self.trials.count
             for title, members in self.groups(rep):
                 if not members:
                     continue
@@ -355,14 +356,11 @@ class Bench:
                 log(f"rep {rep + 1}/{self.reps}: {title}: " + ", ".join(n for n, _ in order))
                 for name, fn in order:
                     self.record(name, fn())
-            free_after = _free(self.trial_root)
-            if rep + 1 < self.reps and (
-                    free_after[0] < 2 * (free_before[0] - free_after[0]) + (2 << 30)
-                    or free_after[1] < 2 * (free_before[1] - free_after[1]) + 10_000):
-                self.notes.append(f"low disk space or inodes on the trials' filesystem: trial trees "
-                                  f"deleted after repetition {rep + 1}")
-                self.trials.cleanup()
-                os.sync()
+            used = _used(self.trial_root)
+            self.peak_used = max(self.peak_used, used)
+            log(f"rep {rep + 1}/{self.reps}: {used / trialfs.GIB:.1f} GiB in use on the trials' filesystem; "
+                "deleting this repetition's trees (untimed)")
+            self.trials.remove_after(mark)
         if self.live_reps == 0:
             self.idle_rows()
             return
@@ -564,7 +562,8 @@ class Bench:
                          "big_reps": min(self.big_reps, self.reps), "live_reps": self.live_reps,
                          "headline_size": self.headline, "seed": pl.SEED, "generator": pl.GENERATOR,
                          "idle_seconds": self.idle_seconds, "log_bytes": self.log_bytes},
-            "machine": machine(self.work, self.trial_fs or None, self.python),
+            "machine": machine(self.work, {**self.trial_fs, "peak_used_bytes": self.peak_used}
+                               if self.trial_fs else None, self.python),
             "agent": agent_info(self.modes),
             "payloads": self.described,
             "rows": [r.to_dict() for r in rows],
@@ -577,10 +576,10 @@ class Bench:
         }
 
 
-def _free(path: Path) -> tuple[int, int]:
-    """Free bytes and free inodes of the filesystem holding ``path``."""
+def _used(path: Path) -> int:
+    """Bytes in use on the filesystem holding ``path``."""
     st = os.statvfs(path)
-    return st.f_bavail * st.f_frsize, st.f_favail
+    return (st.f_blocks - st.f_bfree) * st.f_frsize
 
 
 def _reclaimed(samples: dict[str, list[float]], prefix: str) -> str:
@@ -624,7 +623,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                              "in --work (as root; else as with `here`, with a note in the results); "
                              "here: in --work itself (default %(default)s)")
     parser.add_argument("--fs-size", type=float, default=None, metavar="GIB",
-                        help="the sparse image's size (default 24, 4 with --quick)")
+                        help="the image's size (default 8, 2 with --quick); it is written in "
+                             "full before mkfs, and a repetition's trees are deleted after it")
     parser.add_argument("--python", default=None, metavar="PATH|current",
                         help="the interpreter of the agent measured: a venv of it is built with the "
                              "agent pip-installed, as deploy/install.sh does on a server (default: "
@@ -643,7 +643,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     if args.live_backlog is None:
         args.live_backlog = 1.0 if args.quick else 6.0
     if args.fs_size is None:
-        args.fs_size = 4.0 if args.quick else 24.0
+        args.fs_size = 2.0 if args.quick else 8.0
     if not args.size_list or args.reps < 1 or args.big_reps < 1 or args.live_reps < 0:
         parser.error("need at least one size and one repetition")
     if args.fs_size <= 0:

@@ -131,6 +131,27 @@ def test_here_runs_in_the_work_directory_and_says_so(tmp_path: Path) -> None:
     assert not (tmp_path / "work" / trialfs.IMAGE).exists()
 
 
+def test_a_finished_repetitions_trees_are_deleted_and_the_rest_kept(tmp_path: Path) -> None:
+    trials = Trials(tmp_path, sys.executable)
+    kept = trials.agent_root("list")            # made before the repetitions (the list row's)
+    mark = trials.count
+    roots = [trials.agent_root("agent-fresh"), trials.new_dir("unzip")]
+    (roots[1] / "file").write_bytes(b"x")
+    trials.remove_after(mark)
+    assert kept.is_dir() and (kept / "usr/local/psa/version").is_file()
+    assert not any(r.exists() for r in roots)
+    assert trials.agent_root("next").name == f"{mark + 3:05d}-next"  # numbers go on
+
+
+def test_the_image_is_filled_with_zeros_of_the_size_asked(tmp_path: Path) -> None:
+    image = tmp_path / "img"
+    trialfs.fill(image, (8 << 20) * 2 + 4096)  # two chunks and a part, O_DIRECT or not
+    st = image.stat()
+    assert st.st_size == (8 << 20) * 2 + 4096 and st.st_blocks * 512 >= st.st_size
+    with open(image, "rb") as f:
+        assert not any(f.read()), "zeros only"
+
+
 @pytest.mark.skipif(not CAN_MOUNT, reason="needs root and loop devices")
 def test_the_image_is_journaled_ext4_and_goes_at_the_end(tmp_path: Path) -> None:
     work = tmp_path / "work"
@@ -143,7 +164,10 @@ def test_the_image_is_journaled_ext4_and_goes_at_the_end(tmp_path: Path) -> None
         assert "data=ordered" in info["ext4_options"]
         assert info["journal_source"].startswith("/sys/fs/ext4/")
         assert os.stat(fs.root).st_dev != os.stat(work).st_dev
-        assert (work / trialfs.IMAGE).stat().st_blocks * 512 < trialfs.GIB // 4, "sparse"
+        # written in full, so that no first write makes the host allocate (trialfs's docstring)
+        assert (work / trialfs.IMAGE).stat().st_blocks * 512 >= trialfs.GIB, "sparse"
+        assert info["filled"] and "1 GiB image written in full" in trialfs.summary(info)
+        assert "at most 0.5 GiB in use" in trialfs.summary({**info, "peak_used_bytes": trialfs.GIB // 2})
         (fs.root / "trials").mkdir()
         (fs.root / "trials/file").write_bytes(b"x" * 4096)
         assert "with a journal (rw" in trialfs.summary(info)

@@ -124,6 +124,17 @@ class Trials:
         path.mkdir(parents=True)
         return path
 
+    def remove_after(self, mark: int) -> None:
+        """Delete the trial directories made after :attr:`count` was ``mark`` (untimed, then
+        ``sync``): a finished repetition's, so that the trials' filesystem holds about one
+        repetition's trees, reusing blocks already written, as a server's disk does."""
+        if self.trials.is_dir():
+            for path in sorted(self.trials.iterdir()):
+                number = path.name.partition("-")[0]
+                if number.isdigit() and int(number) > mark:
+                    shutil.rmtree(path, ignore_errors=True)
+        os.sync()
+
     def agent_root(self, label: str, *, durability: str | None = None) -> Path:
         """A sandbox root as on a server with both panels: Plesk's version file, mgr5/etc."""
         root = self.new_dir(label)
