@@ -166,7 +166,7 @@ def test_the_image_is_journaled_ext4_and_goes_at_the_end(tmp_path: Path) -> None
         assert os.stat(fs.root).st_dev != os.stat(work).st_dev
         # written in full, so that no first write makes the host allocate (trialfs's docstring)
         assert (work / trialfs.IMAGE).stat().st_blocks * 512 >= trialfs.GIB, "sparse"
-        assert info["filled"] and "1 GiB image written in full" in trialfs.summary(info)
+        assert info["filled"] and "an image of 1 GiB written in full" in trialfs.summary(info)
         assert "at most 0.5 GiB in use" in trialfs.summary({**info, "peak_used_bytes": trialfs.GIB // 2})
         (fs.root / "trials").mkdir()
         (fs.root / "trials/file").write_bytes(b"x" * 4096)

@@ -116,9 +116,10 @@ def summary(info: dict[str, Any]) -> str:
     journals: dict[bool | None, str] = {True: "with a journal", False: "without a journal"}
     journal = journals.get(info.get("journal"), "journal unknown")
     opts = info.get("options", "?") + (f"; {info['ext4_options']}" if info.get("ext4_options") else "")
-    made = "image written in full" if info.get("filled") else "sparse image"  # (before 2026-11-28)
-    where = (f"a {info['size_bytes'] / GIB:g} GiB {made}, `mkfs.ext4 -q`, `mount -o loop` "
-             f"({info.get('device', '?')})" if info.get("kind") == "image"
+    size = info.get("size_bytes", 0) / GIB
+    made = (f"an image of {size:g} GiB written in full, `mkfs.ext4 -q -E nodiscard`"
+            if info.get("filled") else f"a {size:g} GiB sparse image, `mkfs.ext4 -q`")  # (before 2026-11-28)
+    where = (f"{made}, `mount -o loop` ({info.get('device', '?')})" if info.get("kind") == "image"
              else f"{info.get('device', '?')} on {info.get('mount', '?')}")
     peak = info.get("peak_used_bytes")
     used = (f"; each repetition's trees deleted after it, at most {peak / GIB:.1f} GiB in use"
