@@ -71,9 +71,20 @@ Sync = Literal["now", "deferred"]
 
 
 _COPY_MAX = 1 << 30  # bytes a kernel copy is asked for at a time
-_KERNEL_COPIES: tuple[Callable[[int, int], int], ...] = (
-    lambda src, dst: os.copy_file_range(src, dst, _COPY_MAX),
-    lambda src, dst: os.sendfile(dst, src, None, _COPY_MAX),
+
+
+def _read_write(src: int, dst: int, count: int) -> int:
+    """Copy up to ``count`` bytes from ``src`` to ``dst`` through this process; how many."""
+    data = os.read(src, min(count, CHUNK))
+    view = memoryview(data)
+    while view:
+        view = view[os.write(dst, view):]
+    return len(data)
+
+
+_KERNEL_COPIES: tuple[Callable[[int, int, int], int], ...] = (
+    lambda src, dst, count: os.copy_file_range(src, dst, min(count, _COPY_MAX)),
+    lambda src, dst, count: os.sendfile(dst, src, None, min(count, _COPY_MAX)),
 )
 # a kernel copy this pair of files cannot have: another filesystem (EXDEV), a file the
 # call does not take (EINVAL), a kernel or filesystem without it
@@ -133,23 +144,23 @@ class AtomicWriter:
             self.write(chunk)
 
     def copy_from(self, src: int) -> None:
-        """Write the rest of the open regular file ``src``.  ``copy_file_range`` first: on
-        xfs and btrfs the blocks are then shared (a reflink: nothing is written, and either
-        file changed later is copied on write), on ext4 the kernel copies them.  Else
-        ``sendfile`` (across filesystems on older kernels), else a read and write loop.
-        Each goes on from where the one before it stopped; a call that ends before the
-        end of ``src`` hands over to the next."""
+        """Write the rest of the open regular file ``src``, up to the size it has now (what
+        is appended meanwhile is not copied).  ``copy_file_range`` first: on xfs and btrfs
+        the blocks are then shared (a reflink: nothing is written, and either file changed
+        later is copied on write), on ext4 the kernel copies them.  Else ``sendfile``
+        (across filesystems on older kernels), else a read and write loop; each goes on
+        from where the one before stopped.  A file that shrank meanwhile raises EIO."""
         end = os.fstat(src).st_size
-        for copy in _KERNEL_COPIES:
+        for copy in (*_KERNEL_COPIES, _read_write):
             try:
-                while copy(src, self._fd):
+                while (left := end - os.lseek(src, 0, os.SEEK_CUR)) > 0 and copy(src, self._fd, left):
                     pass
             except OSError as exc:
-                if exc.errno not in _NO_KERNEL_COPY:
+                if copy is _read_write or exc.errno not in _NO_KERNEL_COPY:
                     raise OSError(exc.errno, exc.strerror, str(self.path)) from exc
             if os.lseek(src, 0, os.SEEK_CUR) >= end:
                 return
-        self.writelines(iter(lambda: os.read(src, CHUNK), b""))
+        raise OSError(errno.EIO, "the file copied shrank while it was being copied", str(self.path))
 
     def fileno(self) -> int:
         """The temp file's descriptor, for a writer that needs a real (seekable) file, e.g.

@@ -11,7 +11,7 @@ import stat
 import struct
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -342,3 +342,31 @@ def test_copy_from_another_filesystem_goes_on_where_copy_file_range_cannot(tmp_p
         assert _copied(Path(name), tmp_path / "copy", 4096) == data[4096:]
     finally:
         os.unlink(name)
+
+
+def _fstat_saying(size: int) -> Callable[[int], os.stat_result]:
+    real = os.fstat
+
+    def fstat(fd: int) -> os.stat_result:
+        st = real(fd)
+        return os.stat_result((*st[:6], size, *st[7:10]))
+    return fstat
+
+
+def test_copy_from_copies_the_size_the_source_had_when_it_began(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bytes appended to the source after the copy began are not copied (here the size
+    read at the start is told smaller than the file)."""
+    (tmp_path / "src").write_bytes(b"a" * 100_000 + b"appended")
+    monkeypatch.setattr(os, "fstat", _fstat_saying(100_000))
+    assert _copied(tmp_path / "src", tmp_path / "copy", 0) == b"a" * 100_000
+
+
+def test_copy_from_a_source_that_shrank_is_an_error_and_leaves_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "src").write_bytes(b"a" * 100_000)
+    monkeypatch.setattr(os, "fstat", _fstat_saying(150_000))  # the size before it shrank
+    with pytest.raises(OSError) as caught:
+        _copied(tmp_path / "src", tmp_path / "copy", 0)
+    assert caught.value.errno == errno.EIO and caught.value.filename == str(tmp_path / "copy")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
