@@ -3,6 +3,7 @@ ext4 image, and the peak-RSS row is the agent's own (real processes, a real loop
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import subprocess
@@ -215,3 +216,20 @@ def test_the_agent_measured_is_the_deployed_one_or_says_why_not(tmp_path: Path,
     monkeypatch.delenv("BENCH_PYTHON")
     expected = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
     assert deployed.interpreter() == expected
+
+
+def test_an_image_the_host_has_no_room_for_runs_the_trials_here_and_says_why(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_room(path: Path, size: int) -> None:
+        path.write_bytes(b"\0" * 4096)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(trialfs, "fill", no_room)
+    fs = trialfs.TrialFilesystem(tmp_path / "work", "image", trialfs.GIB)
+    why = fs.why_not()
+    if why is not None:
+        pytest.skip(why)
+    with fs:
+        assert fs.root == tmp_path / "work" and not fs.mounted
+        assert fs.note is not None and "No space left on device" in fs.note
+    assert not (tmp_path / "work" / trialfs.IMAGE).exists()

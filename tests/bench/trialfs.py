@@ -5,16 +5,17 @@ bench runs on may not be: an ext4 without a journal has no journal commits at al
 fsync costs less than on a server), and allocates inodes slowly in block groups with
 many recently deleted ones (the kernel's ``recently_deleted`` scan runs only without a
 journal).  So, when it runs as root and loop mounts work, the bench makes an image in
-its work directory, formats it with ``mkfs.ext4 -q`` (the defaults: journal,
-``data=ordered``), mounts it with ``mount -o loop`` and puts every trial root under it:
-agent roots, dpkg roots, unzip directories and the live-server writer's files.  At the
-end (also on an error or Ctrl-C) it unmounts it (``umount -l`` if busy) and deletes it.
+its work directory, formats it with ``mkfs.ext4 -q -E nodiscard`` (the defaults but the
+discard: journal, ``data=ordered``), mounts it with ``mount -o loop`` and puts every
+trial root under it: agent roots, dpkg roots, unzip directories and the live-server
+writer's files.  At the end (also on an error or Ctrl-C) it unmounts it (``umount -l``
+if busy) and deletes it.
 
-The image is written in full (zeros) before ``mkfs``: a sparse one makes the host
-allocate a block under every first write to it, and write-back into never-written
-regions then costs about five times what it costs where the image was written before
-(38 MB with ``fsync``: 150-200 ms against 30-40 ms here), a cost no server's disk has
-and which grows through a run as the trials reach new regions.
+The image is written in full (zeros) before ``mkfs`` (whose discard would punch the
+zeros out again): a sparse one makes the host allocate a block under every first write
+to it, a cost no server's disk has, which varies with the host (38 MB written and
+fsynced into never-written regions: 150-200 ms at one time, against 20-40 ms where the
+blocks had been written) and which grew through a run as the trials reached new regions.
 
 Where that is not possible (not root, no loop device, no ``mkfs.ext4``), or with
 ``--fs here``, the trials run in the work directory, and :attr:`TrialFilesystem.note`
@@ -219,7 +220,11 @@ class TrialFilesystem:
 
     def _mount_image(self) -> str | None:
         log(f"making a {self.size / GIB:g} GiB ext4 image for the trials, written in full: {self.image}")
-        fill(self.image, self.size)
+        try:
+            fill(self.image, self.size)
+        except OSError as exc:  # no room for it on the host
+            self.release()
+            return f"cannot write the {self.size / GIB:g} GiB image {self.image}: {exc.strerror}"
         self.mount.mkdir(exist_ok=True)
         problem = self._run(["mkfs.ext4", "-q", "-F", "-E", "nodiscard", str(self.image)]) \
             or self._run(["mount", "-o", "loop", str(self.image), str(self.mount)])
