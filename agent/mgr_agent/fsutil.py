@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     from mgr_agent.writeback import Closer
 
 
-
 def fsync_dir(path: Path) -> None:
     """Make the entries of directory ``path`` durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
@@ -71,15 +70,6 @@ Sync = Literal["now", "deferred"]
 
 
 _COPY_MAX = 1 << 30  # bytes a kernel copy is asked for at a time
-
-
-def _read_write(src: int, dst: int, count: int) -> int:
-    """Copy up to ``count`` bytes from ``src`` to ``dst`` through this process; how many."""
-    data = os.read(src, min(count, CHUNK))
-    view = memoryview(data)
-    while view:
-        view = view[os.write(dst, view):]
-    return len(data)
 
 
 _KERNEL_COPIES: tuple[Callable[[int, int, int], int], ...] = (
@@ -151,16 +141,23 @@ class AtomicWriter:
         (across filesystems on older kernels), else a read and write loop; each goes on
         from where the one before stopped.  A file that shrank meanwhile raises EIO."""
         end = os.fstat(src).st_size
-        for copy in (*_KERNEL_COPIES, _read_write):
+        copiers = (*_KERNEL_COPIES, self._read_write)
+        for copy in copiers:
             try:
                 while (left := end - os.lseek(src, 0, os.SEEK_CUR)) > 0 and copy(src, self._fd, left):
                     pass
             except OSError as exc:
-                if copy is _read_write or exc.errno not in _NO_KERNEL_COPY:
+                if copy is copiers[-1] or exc.errno not in _NO_KERNEL_COPY:
                     raise OSError(exc.errno, exc.strerror, str(self.path)) from exc
             if os.lseek(src, 0, os.SEEK_CUR) >= end:
                 return
         raise OSError(errno.EIO, "the file copied shrank while it was being copied", str(self.path))
+
+    def _read_write(self, src: int, _dst: int, count: int) -> int:
+        """The last copier: up to ``count`` bytes of ``src`` read and written; how many."""
+        data = os.read(src, min(count, CHUNK))
+        self.write(data)
+        return len(data)
 
     def fileno(self) -> int:
         """The temp file's descriptor, for a writer that needs a real (seekable) file, e.g.

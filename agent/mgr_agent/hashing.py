@@ -104,8 +104,6 @@ def hash_entries(source: Source, names: list[str], inflated: dict[str, bytes]) -
     return hashes
 
 
-
-
 @dataclass(frozen=True)
 class Scan:
     """What to run on the bytes of each entry of up to ``limit`` bytes as it is hashed."""

@@ -92,8 +92,8 @@ def warn(message: str) -> None:
 
 class Helper:
     """The agent's side: hashes of ``names`` (and the scan's results for those of
-    :attr:`names`) computed by the helper; the same interface as the hashing threads of
-    :mod:`mgr_agent.package` (``names``, :meth:`results`, :meth:`result`, :meth:`cancel`)."""
+    :attr:`names`) computed by the helper; the same interface as the hashing threads
+    (:class:`mgr_agent.hashing.Threads`: ``names``, :meth:`results`, :meth:`result`, :meth:`cancel`)."""
 
     def __init__(self, runner: Runner, fd: int, entries: list[Request],
                  done: dict[str, str], fallback: Callable[[str, bool], tuple[str, bytes | None]],
