@@ -74,6 +74,16 @@ def _judge(row: Row) -> None:
     row.status = "met" if row.value <= row.target_value else "missed"
 
 
+def _pair(row: Row, samples: Samples, base: str, agent: str) -> None:
+    """Fill in ``row``'s samples, medians and ratios of ``agent`` over ``base``."""
+    row.samples = {"baseline": samples.get(base, []), "agent": samples.get(agent, [])}
+    row.baseline_median = median(samples.get(base))
+    row.agent_median = median(samples.get(agent))
+    if row.baseline_median and row.agent_median is not None:
+        row.ratio_of_medians = row.agent_median / row.baseline_median
+        row.ratio = row.value = paired_ratio(row.samples["baseline"], row.samples["agent"])
+
+
 def ratio_row(key: str, case: str, baseline: str, target: float, samples: Samples,
               base: str, agent: str, *, skip: str | None = None, note: str = "") -> Row:
     """``agent`` median over ``base`` median, checked against ``target`` (≤)."""
@@ -82,17 +92,30 @@ def ratio_row(key: str, case: str, baseline: str, target: float, samples: Sample
     if skip:
         row.status = f"skipped: {skip}"
         return row
-    row.samples = {"baseline": samples.get(base, []), "agent": samples.get(agent, [])}
-    row.baseline_median = median(samples.get(base))
-    row.agent_median = median(samples.get(agent))
-    if row.baseline_median and row.agent_median is not None:
-        row.ratio_of_medians = row.agent_median / row.baseline_median
-        row.ratio = row.value = paired_ratio(row.samples["baseline"], row.samples["agent"])
+    _pair(row, samples, base, agent)
+    if row.ratio_of_medians is not None:
         _judge(row)
         if (row.ratio_of_medians <= target) != (row.status == "met"):
             row.note = "; ".join(filter(None, [row.note, (
                 f"the ratio of the medians, {row.ratio_of_medians:.2f}×, would have "
                 f"{'met' if row.ratio_of_medians <= target else 'missed'} the target")]))
+    return row
+
+
+def floor_row(key: str, case: str, baseline: str, samples: Samples, base: str, agent: str,
+              *, plain: str, skip: str | None = None, note: str = "") -> Row:
+    """Informational: the agent against a baseline that does part of its work (``unzip``
+    whose files are then made durable); the note gives that baseline over ``plain`` (bare
+    ``unzip``), the floor under the row that compares with ``plain``."""
+    row = Row(key, case, baseline, "— (informational: the floor under the unzip row)",
+              status="info", note=note)
+    if skip:
+        row.status = f"skipped: {skip}"
+        return row
+    _pair(row, samples, base, agent)
+    floor = paired_ratio(samples.get(plain, []), samples.get(base, []))
+    if floor is not None:
+        row.note = "; ".join(filter(None, [f"{baseline} alone: {floor:.2f}× `unzip -o`", row.note]))
     return row
 
 

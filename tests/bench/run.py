@@ -272,6 +272,9 @@ class Bench:
             uninstall.append((q + "agent-uninstall", lambda: self._uninstall("isp", pl.ISP_PLUGIN)))
         if self.have_unzip:
             fresh.append((p + "unzip", lambda: t.unzip(z["v1"])))
+            if big:  # what making unzip's files durable costs: the floor under the unzip row
+                fresh += [(p + f"unzip-{how}", functools.partial(t.unzip_durable, z["v1"], how))
+                          for how in ("syncfs", "fsync")]
             isp_fresh.append((q + "unzip", lambda: t.unzip(isp["v1"])))
         if self.have_dpkg:
             fresh.append((p + "dpkg-install", lambda: self._dpkg_fresh(d["v1"], "dpkg")))
@@ -458,6 +461,12 @@ class Bench:
                              1.0, s, p + "dpkg-install", fresh, skip=no_dpkg),
             report.ratio_row("fresh-vs-unzip", f"fresh install, {n} (Plesk extension)",
                              "`unzip -o` into an empty dir", 1.5, s, p + "unzip", fresh, skip=no_unzip),
+            report.floor_row("fresh-vs-unzip-syncfs", f"fresh install, {n} (Plesk extension)",
+                             "`unzip -o`, then `sync -f`", s, p + "unzip-syncfs", fresh,
+                             plain=p + "unzip", skip=no_unzip),
+            report.floor_row("fresh-vs-unzip-fsync", f"fresh install, {n} (Plesk extension)",
+                             "`unzip -o`, then `sync` of each file", s, p + "unzip-fsync", fresh,
+                             plain=p + "unzip", skip=no_unzip),
             report.ratio_row("upgrade-vs-dpkg", f"upgrade, every file changed, {n}",
                              "`dpkg -i` of the next version", 0.8, s,
                              p + "dpkg-upgrade", p + "agent-upgrade", skip=no_dpkg),

@@ -20,7 +20,8 @@ from tests.bench import trialfs
 from tests.helpers import REPO
 
 ROWS = {
-    "fresh-vs-dpkg", "fresh-vs-unzip", "upgrade-vs-dpkg", "upgrade-1pct", "rollback", "manual-rollback",
+    "fresh-vs-dpkg", "fresh-vs-unzip", "fresh-vs-unzip-syncfs", "fresh-vs-unzip-fsync",
+    "upgrade-vs-dpkg", "upgrade-1pct", "rollback", "manual-rollback",
     "uninstall-vs-dpkg", "noop", "scaling", "logs-n100", "startup-list", "startup-version", "peak-rss",
     "logs-follow-idle", "daemon-idle", "isp-fresh-vs-dpkg", "isp-fresh-vs-unzip", "isp-upgrade-vs-dpkg",
     "isp-upgrade-1pct", "isp-rollback", "isp-manual-rollback", "isp-uninstall-vs-dpkg", "isp-noop",
@@ -84,6 +85,10 @@ def test_quick_bench_reports_every_row_and_regenerates_the_page(tmp_path: Path) 
     assert machine["dpkg_config"]["bench_overrides"] == ["--no-force-unsafe-io"]
     assert "--no-force-unsafe-io" in machine["dpkg_config"]["bench_flags"]
     assert rows["logs-follow-idle"]["status"] == "info"
+    for key in ("fresh-vs-unzip-syncfs", "fresh-vs-unzip-fsync"):  # the floor under the unzip row
+        if shutil.which("unzip"):
+            assert rows[key]["status"] == "info" and rows[key]["value"] > 0, rows[key]
+            assert "alone: " in rows[key]["note"] and "× `unzip -o`" in rows[key]["note"], rows[key]
     assert 0 <= rows["logs-follow-idle"]["value"] < 1.0, "logs -f must not busy-poll"
     assert rows["daemon-idle"]["status"] in ("met", "missed")
     assert "daemon/pings" in doc["measures"]

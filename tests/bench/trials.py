@@ -13,6 +13,7 @@ from __future__ import annotations
 import compileall
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -230,6 +231,19 @@ class Trials:
     def unzip(self, zip_path: Path) -> float:
         dest = self.new_dir("unzip")
         return self.run(["unzip", "-o", "-q", str(zip_path), "-d", str(dest)])[0]
+
+    def unzip_durable(self, zip_path: Path, how: str) -> float:
+        """``unzip -o``, then its files made durable, timed as one command: ``syncfs`` runs
+        ``sync -f`` on the directory (the whole filesystem flushed, one journal commit);
+        ``fsync`` fsyncs every file and directory it wrote with ``sync FILE...``, eight
+        processes at once (``xargs -P 8``), as the agent's default mode fsyncs eight at once.
+        Unlike the agent, unzip starts no write-back while it writes, so the fsyncs find
+        all its data still to write."""
+        dest = self.new_dir(f"unzip-{how}")
+        durable = (f"sync -f {shlex.quote(str(dest))}" if how == "syncfs" else
+                   f"find {shlex.quote(str(dest))} -print0 | xargs -0 -P 8 -n 640 sync")
+        return self.run(["sh", "-c", f"unzip -o -q {shlex.quote(str(zip_path))} "
+                                     f"-d {shlex.quote(str(dest))} && {durable}"])[0]
 
     def dpkg(self, root: Path, *args: str, timed: bool = True, sync: bool | None = None) -> float:
         return self.run(["dpkg", f"--root={root}", *DPKG_FLAGS, *args], timed=timed, sync=sync)[0]
