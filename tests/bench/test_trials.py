@@ -13,10 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from mgr_agent.layout import Layout
 from mgr_agent.sandbox.samples import ispmanager_files, write_zip
 from tests.bench import deployed, trialfs
 from tests.bench import payload as pl
-from tests.bench.trials import DPKG_FLAGS, Trials, dpkg_config
+from tests.bench import trials as trials_mod
+from tests.bench.trials import DPKG_FLAGS, TrialFailed, Trials, dpkg_config
 
 HAVE_DPKG = shutil.which("dpkg") is not None and shutil.which("dpkg-deb") is not None
 CAN_MOUNT = trialfs.TrialFilesystem(Path("/nonexistent")).why_not() is None
@@ -130,6 +132,23 @@ def test_here_runs_in_the_work_directory_and_says_so(tmp_path: Path) -> None:
         assert fs.note is not None and "--fs here" in fs.note
         assert not fs.mounted
     assert not (tmp_path / "work" / trialfs.IMAGE).exists()
+
+
+def test_a_timed_command_waits_for_the_reclaimers_of_the_agents_earlier_commands(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    trials = Trials(tmp_path, sys.executable)
+    root = trials.agent_root("agent")
+    trials.agent(root, "list", action="listed")  # an agent command: its root is watched
+    assert trials.reclaiming == {root}
+    left = Layout.at(root).reclaim_dir / "t-old"  # an old tree its reclaimer has not deleted yet
+    left.mkdir(parents=True)
+    monkeypatch.setattr(trials_mod, "TIMEOUT", 0.2)  # the bound on the wait, not a sleep
+    with pytest.raises(TrialFailed, match="reclaim/ not emptied"):
+        trials.run(["true"])
+    trials.run(["true"], timed=False)  # an untimed command does not wait
+    left.rmdir()
+    trials.run(["true"])
+    assert not trials.reclaiming
 
 
 def test_a_finished_repetitions_trees_are_deleted_and_the_rest_kept(tmp_path: Path) -> None:

@@ -1,7 +1,9 @@
 """Timed commands for the benchmark: every trial in a root of its own, only the command timed.
 
-Before each timed command the page cache's dirty data is flushed (``os.sync``), so that
-no command pays for the writeback of the one before it.  Trial trees are not deleted
+Before each timed command the bench waits for the detached reclaimers of the agent's
+earlier commands to finish (they delete old trees after an upgrade or an uninstall
+returned), then flushes the page cache's dirty data (``os.sync``), so that no command
+pays for the deletions or the write-back of the one before it.  Trial trees are not deleted
 while measuring: on this kind of machine (ext4, ``discard``) the first thousands of file
 creations after a large deletion run several times slower, which would penalise
 whichever command came next.  They are deleted at the end of the run (see
@@ -23,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mgr_agent import reclaim
+from mgr_agent.layout import Layout
 from tests.bench.agent_rss import ENV as RSS_ENV
 
 REPO = Path(__file__).resolve().parents[2]
@@ -117,6 +121,7 @@ class Trials:
         compile_agent()
         self.last = Usage(0.0, 0, 0.0, 0.0)
         self.agent_maxrss_kib = 0  # the agent process alone, of the last agent(..., rss=True)
+        self.reclaiming: set[Path] = set()  # roots whose detached reclaimer may still run
 
     # ------------------------------------------------------------ roots
     def new_dir(self, label: str) -> Path:
@@ -129,6 +134,7 @@ class Trials:
         """Delete the trial directories made after :attr:`count` was ``mark`` (untimed, then
         ``sync``): a finished repetition's, so that the trials' filesystem holds about one
         repetition's trees, reusing blocks already written, as a server's disk does."""
+        self.quiet()
         if self.trials.is_dir():
             for path in sorted(self.trials.iterdir()):
                 number = path.name.partition("-")[0]
@@ -162,6 +168,16 @@ class Trials:
         shutil.rmtree(self.trials, ignore_errors=True)
 
     # ------------------------------------------------------------ running
+    def quiet(self) -> None:
+        """Wait until the detached reclaimers that the agent's earlier commands started
+        have deleted their old trees (``reclaim.wait``: woken by inotify).  Without it, an
+        upgrade's 5,000-file deletion ran beside whatever the bench timed next: `dpkg`'s
+        upgrade in the same group, or the ispmanager no-op reinstall (~50 ms more)."""
+        for root in sorted(self.reclaiming):
+            if not reclaim.wait(Layout.at(root), timeout=TIMEOUT):
+                raise TrialFailed(f"{root}: var/lib/mgr-agent/reclaim/ not emptied")
+        self.reclaiming.clear()
+
     def run(self, argv: list[str], *, expect: int = 0, timed: bool = True,
             sync: bool | None = None, extra_env: dict[str, str] | None = None) -> tuple[float, str, str]:
         """Run ``argv``; returns (seconds, stdout, stderr).  Raises on another exit code.
@@ -171,6 +187,7 @@ class Trials:
         it waited for, in KiB) and CPU times are kept in :attr:`last`.
         """
         if timed if sync is None else sync:
+            self.quiet()
             os.sync()
         environ = self.env if extra_env is None else {**self.env, **extra_env}
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
@@ -207,20 +224,23 @@ class Trials:
         command = [self.python, "-m", "tests.bench.agent_rss"] if rss else \
             agent_command(self.python)
         argv = [*command, "--root", str(root), *args, "--json"]
-        if not rss:
-            seconds, out, _ = self.run(argv, expect=expect, timed=timed, sync=sync)
-        else:
-            fd, name = tempfile.mkstemp(prefix="bench-rss-")
-            os.close(fd)
-            try:
-                seconds, out, _ = self.run(argv, expect=expect, timed=timed, sync=sync,
-                                           extra_env={RSS_ENV: name})
-                text = Path(name).read_text().strip()
-            finally:
-                os.unlink(name)
-            if not text.isdigit():
-                raise TrialFailed(f"{' '.join(argv)}: no peak RSS written to ${RSS_ENV} ({text!r})")
-            self.agent_maxrss_kib = int(text)
+        try:
+            if not rss:
+                seconds, out, _ = self.run(argv, expect=expect, timed=timed, sync=sync)
+            else:
+                fd, name = tempfile.mkstemp(prefix="bench-rss-")
+                os.close(fd)
+                try:
+                    seconds, out, _ = self.run(argv, expect=expect, timed=timed, sync=sync,
+                                               extra_env={RSS_ENV: name})
+                    text = Path(name).read_text().strip()
+                finally:
+                    os.unlink(name)
+                if not text.isdigit():
+                    raise TrialFailed(f"{' '.join(argv)}: no peak RSS written to ${RSS_ENV} ({text!r})")
+                self.agent_maxrss_kib = int(text)
+        finally:
+            self.reclaiming.add(root)  # its reclaimer may run on after it
         doc: dict[str, Any] = json.loads(out)
         if action is not None and doc.get("action") != action:
             raise TrialFailed(f"{' '.join(argv)}: action {doc.get('action')!r}, expected {action!r}: "
@@ -265,6 +285,8 @@ class Trials:
         rollback is timed from that line to the end of the process.
         """
         argv = [*agent_command(self.python), "--root", str(root), "install", str(zip_path)]
+        self.quiet()
+        self.reclaiming.add(root)  # (added before it starts: nothing is waited for below)
         os.sync()
         start = time.perf_counter()
         mark: float | None = None
