@@ -188,6 +188,12 @@ def test_the_image_is_journaled_ext4_and_goes_at_the_end(tmp_path: Path) -> None
         assert (work / trialfs.IMAGE).stat().st_blocks * 512 >= trialfs.GIB, "sparse"
         assert info["filled"] and "an image of 1 GiB written in full" in trialfs.summary(info)
         assert "at most 0.5 GiB in use" in trialfs.summary({**info, "peak_used_bytes": trialfs.GIB // 2})
+        # mkfs zeroed every inode table: no ext4lazyinit writing beside the trials
+        assert "lazy_itable_init=0" in trialfs.summary(info)
+        groups = [line for line in subprocess.run(
+            ["dumpe2fs", str(work / trialfs.IMAGE)], capture_output=True, text=True,
+            check=True).stdout.splitlines() if line.startswith("Group ") and "(Blocks" in line]
+        assert groups and all("ITABLE_ZEROED" in line for line in groups), groups[:3]
         (fs.root / "trials").mkdir()
         (fs.root / "trials/file").write_bytes(b"x" * 4096)
         assert "with a journal (rw" in trialfs.summary(info)

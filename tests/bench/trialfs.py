@@ -5,17 +5,21 @@ bench runs on may not be: an ext4 without a journal has no journal commits at al
 fsync costs less than on a server), and allocates inodes slowly in block groups with
 many recently deleted ones (the kernel's ``recently_deleted`` scan runs only without a
 journal).  So, when it runs as root and loop mounts work, the bench makes an image in
-its work directory, formats it with ``mkfs.ext4 -q -E nodiscard`` (the defaults but the
-discard: journal, ``data=ordered``), mounts it with ``mount -o loop`` and puts every
-trial root under it: agent roots, dpkg roots, unzip directories and the live-server
-writer's files.  At the end (also on an error or Ctrl-C) it unmounts it (``umount -l``
-if busy) and deletes it.
+its work directory, formats it with ``mkfs.ext4 -q -E`` :data:`MKFS_EXTENDED` (the
+defaults but the discard and the lazy initialisation: journal, ``data=ordered``),
+mounts it with ``mount -o loop`` and puts every trial root under it: agent roots, dpkg
+roots, unzip directories and the live-server writer's files.  At the end (also on an
+error or Ctrl-C) it unmounts it (``umount -l`` if busy) and deletes it.
 
 The image is written in full (zeros) before ``mkfs`` (whose discard would punch the
 zeros out again): a sparse one makes the host allocate a block under every first write
 to it, a cost no server's disk has, which varies with the host (38 MB written and
 fsynced into never-written regions: 150-200 ms at one time, against 20-40 ms where the
 blocks had been written) and which grew through a run as the trials reached new regions.
+Its inode tables and journal are written by ``mkfs`` (``lazy_itable_init=0``), not by the
+kernel's ``ext4lazyinit`` thread in the background of the first minutes of the trials, as
+no server's long-made filesystem does (six no-op reinstalls, each just after a large
+upgrade: 86-116 ms with the thread running, 89-104 ms without it).
 
 Where that is not possible (not root, no loop device, no ``mkfs.ext4``), or with
 ``--fs here``, the trials run in the work directory, and :attr:`TrialFilesystem.note`
@@ -40,6 +44,9 @@ IMAGE = "trialfs.img"
 MOUNT = "trialfs"
 GIB = 1 << 30
 TOOLS = ("mkfs.ext4", "mount", "umount", "losetup")
+# mkfs.ext4 -E: no discard (it would punch the zeros out of the image again), and the inode
+# tables and journal zeroed now rather than by ext4lazyinit while the trials run
+MKFS_EXTENDED = "nodiscard,lazy_itable_init=0,lazy_journal_init=0"
 
 
 def log(message: str) -> None:
@@ -118,7 +125,8 @@ def summary(info: dict[str, Any]) -> str:
     journal = journals.get(info.get("journal"), "journal unknown")
     opts = info.get("options", "?") + (f"; {info['ext4_options']}" if info.get("ext4_options") else "")
     size = info.get("size_bytes", 0) / GIB
-    made = (f"an image of {size:g} GiB written in full, `mkfs.ext4 -q -E nodiscard`"
+    mkfs = info.get("mkfs_extended", "nodiscard")  # (nodiscard alone: in JSON of 2026-11-28 before the night)
+    made = (f"an image of {size:g} GiB written in full, `mkfs.ext4 -q -E {mkfs}`"
             if info.get("filled") else f"a {size:g} GiB sparse image, `mkfs.ext4 -q`")  # (before 2026-11-28)
     where = (f"{made}, `mount -o loop` ({info.get('device', '?')})" if info.get("kind") == "image"
              else f"{info.get('device', '?')} on {info.get('mount', '?')}")
@@ -201,7 +209,7 @@ class TrialFilesystem:
         if problem is None:
             self.root = self.mount
             self.info = {"kind": "image", "image": str(self.image), "size_bytes": self.size, "filled": True,
-                         **describe(self.mount, self.image)}
+                         "mkfs_extended": MKFS_EXTENDED, **describe(self.mount, self.image)}
             log(f"trials on {summary(self.info)}")
             return self
         self.root = self.work
@@ -226,7 +234,7 @@ class TrialFilesystem:
             self.release()
             return f"cannot write the {self.size / GIB:g} GiB image {self.image}: {exc.strerror}"
         self.mount.mkdir(exist_ok=True)
-        problem = self._run(["mkfs.ext4", "-q", "-F", "-E", "nodiscard", str(self.image)]) \
+        problem = self._run(["mkfs.ext4", "-q", "-F", "-E", MKFS_EXTENDED, str(self.image)]) \
             or self._run(["mount", "-o", "loop", str(self.image), str(self.mount)])
         if problem is not None:
             self.release()
