@@ -171,8 +171,8 @@ class Trials:
     def quiet(self) -> None:
         """Wait until the detached reclaimers that the agent's earlier commands started
         have deleted their old trees (``reclaim.wait``: woken by inotify).  Without it, an
-        upgrade's 5,000-file deletion ran beside whatever the bench timed next: `dpkg`'s
-        upgrade in the same group, or the ispmanager no-op reinstall (~50 ms more)."""
+        upgrade's 5,000-file deletion could run beside whatever the bench timed next, such
+        as ``dpkg``'s upgrade in the same group when the agent's ran first."""
         for root in sorted(self.reclaiming):
             if not reclaim.wait(Layout.at(root), timeout=TIMEOUT):
                 raise TrialFailed(f"{root}: var/lib/mgr-agent/reclaim/ not emptied")
