@@ -28,6 +28,7 @@ import pytest
 from mgr_agent.sandbox import samples
 from mgr_agent.sandbox.standin import install_plesk_standin
 from tests.helpers import cli, full_snapshot, leftovers, snapshot
+from tests.waits import wait_for_file
 
 MGR = "usr/local/mgr5"
 PSA = "usr/local/psa"
@@ -481,13 +482,18 @@ def test_mutating_command_recovers_first(world: World, tmp_path: Path) -> None:
 
 
 def test_wait_zero_fails_fast_while_lock_held(root: Path, pkgs: Path) -> None:
-    slow = samples.write_zip(samples.ispmanager_files("slow", "1.0", pre_install="sleep 5"),
-                             pkgs / "slow.zip")
+    started_hook = pkgs / "pre-install-started"  # the holder's transaction has begun
+    slow = samples.write_zip(samples.ispmanager_files(
+        "slow", "1.0", pre_install=f"touch {started_hook}; sleep 5"), pkgs / "slow.zip")
     other = samples.write_zip(samples.ispmanager_files("other", "1.0"), pkgs / "other.zip")
     before = snapshot(root)
     holder = _agent(root, "install", str(slow))
     try:
         assert _wait_for_lock(root, holder), "the holder never took the lock"
+        # (the lock alone is taken before the journal's begin: killed then, there would be
+        # nothing to recover)
+        wait_for_file(started_hook, what="the holder's pre-install hook to start",
+                      alive=lambda: holder.poll() is None)
         started = time.monotonic()
         busy = cli(root, "install", str(other), "--wait", "0")
         elapsed = time.monotonic() - started
