@@ -103,19 +103,19 @@ def ratio_row(key: str, case: str, baseline: str, target: float, samples: Sample
 
 
 def floor_row(key: str, case: str, baseline: str, samples: Samples, base: str, agent: str,
-              *, plain: str, skip: str | None = None, note: str = "") -> Row:
+              *, plain: str, skip: str | None = None) -> Row:
     """Informational: the agent against a baseline that does part of its work (``unzip``
     whose files are then made durable); the note gives that baseline over ``plain`` (bare
     ``unzip``), the floor under the row that compares with ``plain``."""
     row = Row(key, case, baseline, "— (informational: the floor under the unzip row)",
-              status="info", note=note)
+              status="info")
     if skip:
         row.status = f"skipped: {skip}"
         return row
     _pair(row, samples, base, agent)
     floor = paired_ratio(samples.get(plain, []), samples.get(base, []))
     if floor is not None:
-        row.note = "; ".join(filter(None, [f"{baseline} alone: {floor:.2f}× `unzip -o`", row.note]))
+        row.note = f"{baseline} alone: {floor:.2f}× `unzip -o`"
     return row
 
 
